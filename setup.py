@@ -1,0 +1,14 @@
+# The extension is the frame core; everything else in the package is plain Python.
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension(
+        "engine._frames",
+        ["ext/_frames.pyx"],
+        include_dirs=["ext"],
+        depends=["ext/frames.h", "ext/frames.pxd", "ext/cpython311.h"],
+    )
+]
+
+setup(ext_modules=cythonize(extensions, include_path=["ext"], language_level=3))
