@@ -45,6 +45,7 @@ enum {
     SP_K_LASTI,        /* int pushed at handler entry (lasti flag); RERAISE needs an int */
     SP_K_LIST,         /* BUILD_LIST result; LIST_APPEND/LIST_EXTEND assume a list */
     SP_K_DICT,         /* BUILD_MAP result; MAP_ADD assumes a dict */
+    SP_K_SET,          /* BUILD_SET result; SET_UPDATE assumes a set */
     SP_NKINDS
 };
 #define SP_TRACKED 64   /* stack positions whose kinds are tracked (one uint64 per kind) */
@@ -197,6 +198,9 @@ sp_transfer(int op, int arg, int jump, int d, int d2, sp_kinds *k)
         break;
     case BUILD_MAP: case BUILD_CONST_KEY_MAP:
         sp_kinds_set(k, SP_K_DICT, d2 - 1);
+        break;
+    case BUILD_SET:
+        sp_kinds_set(k, SP_K_SET, d2 - 1);
         break;
     case COPY:
         for (int i = 0; i < SP_NKINDS; i++) {
@@ -827,13 +831,21 @@ sp_check_frame(PyObject *func, PyObject *code, int lasti, PyObject *locals, PyOb
             if (!PyExceptionInstance_Check(v)) need = "an exception";
         }
         else if (sp_kind_at(k, SP_K_LASTI, i)) {
-            if (!PyLong_CheckExact(v)) need = "an int";
+            /* RERAISE sets prev_instr from it unchecked (Python/ceval.c, 3.11). */
+            int overflow = 0;
+            long lasti_value = PyLong_CheckExact(v) ? PyLong_AsLongAndOverflow(v, &overflow) : -1;
+            if (overflow || lasti_value < 0 || lasti_value >= table->nunits) {
+                need = "an instruction index of its code";
+            }
         }
         else if (sp_kind_at(k, SP_K_LIST, i)) {
             if (!PyList_Check(v)) need = "a list";
         }
         else if (sp_kind_at(k, SP_K_DICT, i)) {
             if (!PyDict_Check(v)) need = "a dict";
+        }
+        else if (sp_kind_at(k, SP_K_SET, i)) {
+            if (!PySet_Check(v)) need = "a set";
         }
         if (need != NULL) {
             PyErr_Format(PyExc_ValueError,
