@@ -193,6 +193,13 @@ sp_transfer(int op, int arg, int jump, int d, int d2, sp_kinds *k)
     case GET_ITER:
         sp_kinds_set(k, SP_K_ITER, d2 - 1);
         break;
+    case FOR_ITER:
+        /* The iterator may come from LOAD_FAST (a comprehension's `.0` argument), not
+         * GET_ITER: mark it where the loop body starts, so every call inside sees it. */
+        if (!jump) {
+            sp_kinds_set(k, SP_K_ITER, d2 - 2);
+        }
+        break;
     case BUILD_LIST:
         sp_kinds_set(k, SP_K_LIST, d2 - 1);
         break;
@@ -368,6 +375,11 @@ sp_analyse_pass(PyCodeObject *co, sp_pass *p)
         int jeff = PyCompile_OpcodeStackEffectWithJump(op, arg, 1);
         if (eff == PY_INVALID_STACK_EFFECT || jeff == PY_INVALID_STACK_EFFECT) {
             return "unknown opcode";
+        }
+        if (op == RETURN_GENERATOR) {
+            /* The compiler counts it as 0, but when the generator first runs, the value
+             * sent in is on the stack (the POP_TOP after it removes it). */
+            eff = jeff = 1;
         }
         int target;
         if (sp_jump_target(op, arg, next, &target)) {
