@@ -77,6 +77,16 @@ def median_ns(samples, overhead):
     return max(statistics.median(samples) - overhead, 0.0)
 
 
+def time_calls(func, *args):
+    samples = []
+    for _ in range(RUNS):
+        t0 = perf_counter_ns()
+        func(*args)
+        t1 = perf_counter_ns()
+        samples.append(t1 - t0)
+    return samples
+
+
 def measure(depth, overhead):
     # capture: the timing loop sits below the chain's leaf, so each capture walks
     # depth + 1 frames; report the cost per frame walked, scaled to `depth` frames
@@ -85,23 +95,8 @@ def measure(depth, overhead):
 
     snapshot = _frames.run(root, chain("restore_leaf", depth), 1, 2, None)
     assert len(snapshot) == depth
-    restores = []
-    resume = _frames.resume
-    for _ in range(RUNS):
-        t0 = perf_counter_ns()
-        resume(root, snapshot, None)
-        t1 = perf_counter_ns()
-        restores.append(t1 - t0)
-    restore_ns = median_ns(restores, overhead)
-
-    plain = chain("plain_leaf", depth)
-    calls = []
-    for _ in range(RUNS):
-        t0 = perf_counter_ns()
-        plain(1, 2, None)
-        t1 = perf_counter_ns()
-        calls.append(t1 - t0)
-    plain_ns = median_ns(calls, overhead)
+    restore_ns = median_ns(time_calls(_frames.resume, root, snapshot, None), overhead)
+    plain_ns = median_ns(time_calls(chain("plain_leaf", depth), 1, 2, None), overhead)
     return capture_ns, restore_ns, plain_ns
 
 

@@ -491,16 +491,15 @@ sp_analyse(PyCodeObject *co)
             table->nsites++;
         }
     }
+    goto done;
+fail:
+    sp_table_free(table);
+    table = NULL;
+done:
     PyMem_RawFree(p.op); PyMem_RawFree(p.arg); PyMem_RawFree(p.handler);
     PyMem_RawFree(p.depth); PyMem_RawFree(p.kinds); PyMem_RawFree(p.work);
     PyMem_RawFree(p.queued); PyMem_RawFree(p.entries);
     return table;
-fail:
-    PyMem_RawFree(p.op); PyMem_RawFree(p.arg); PyMem_RawFree(p.handler);
-    PyMem_RawFree(p.depth); PyMem_RawFree(p.kinds); PyMem_RawFree(p.work);
-    PyMem_RawFree(p.queued); PyMem_RawFree(p.entries);
-    sp_table_free(table);
-    return NULL;
 }
 
 /* The cached table of a code object (a borrowed pointer owned by the code object). */
