@@ -12,6 +12,8 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
 
+from types import CodeType as _CodeType
+
 from engine.errors import SavepointError
 
 
@@ -81,7 +83,9 @@ cdef class Frame:
 
     @property
     def line(self):
-        """The line of the call this frame waits on."""
+        """The line of the call this frame waits on (None if ``code`` is not code)."""
+        if not isinstance(self.code, _CodeType):
+            return None
         return PyCode_Addr2Line(<PyCodeObject *>self.code, self.offset)
 
     def __repr__(self):
@@ -198,7 +202,7 @@ def stack_table(code):
     """The static stack table of ``code``: ``{resume_offset: items_below_callable}`` for
     every reachable call site, offsets in bytes.  Raises ValueError if the bytecode cannot
     be analysed."""
-    if not isinstance(code, type(stack_table.__code__)):
+    if not isinstance(code, _CodeType):
         raise TypeError("stack_table() needs a code object")
     cdef sp_table *t = sp_table_get(<PyCodeObject *><PyObject *>code)
     if t.error != NULL:

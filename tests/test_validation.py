@@ -245,3 +245,10 @@ def test_every_code_object_of_a_broad_slice_of_the_stdlib_is_analysed():
                         visit(member.__code__)
     assert len(seen) > 3000
     assert failures == []
+
+
+def test_a_frame_built_from_junk_reports_no_line_instead_of_crashing():
+    frame = _frames.Frame(len, "not code", 3, (), ())
+    assert frame.line is None
+    with pytest.raises(TypeError):
+        _frames.stack_table("not code")
