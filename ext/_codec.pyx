@@ -1,0 +1,1417 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The savepoint codec: frame snapshots and Python values to msgpack bytes and back.
+
+Everything is standard msgpack.  Values without a msgpack type are arrays whose first item
+is a *marker* (a one-byte ext whose ext type names the Python type, e.g. tuple, set,
+datetime); an object met a second time is an ext REF to its index in encounter order, so
+sharing and cycles survive.  Every str, list, dict, marker array and bytearray takes the
+next index, on both sides.
+
+A savepoint record is a msgpack array::
+
+    ["SPE", FORMAT_VERSION, "3.11", <bytecode magic>, <crc32 of the rest>, codes, body]
+
+``codes`` lists the code objects the snapshot runs, as [module, qualname, fingerprint]; the
+code itself is pinned elsewhere (the store) and handed back to :func:`decode_snapshot` by a
+resolver.  ``body`` is one value: the frames, outermost first, each
+[code index, module, offset, locals, stack, exception being handled].
+
+Decoding never runs pickle and builds only the types listed in this module, functions and
+classes found by import path, the flow's code, and instances of trusted classes; damage
+of any kind raises :class:`engine.CorruptSavepoint`.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_Append
+from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.string cimport memcpy
+
+import collections
+import copyreg
+import datetime
+import decimal
+import enum
+import fractions
+import hashlib
+import importlib
+import importlib.util
+import io
+import pathlib
+import sys
+import types
+import uuid
+import zlib
+
+from engine import _frames
+from engine.errors import CorruptSavepoint, SavepointError
+
+cdef extern from "codec.h":
+    ctypedef struct cd_buf:
+        char *data
+        Py_ssize_t len
+        Py_ssize_t cap
+    ctypedef struct cd_ptrmap:
+        Py_ssize_t used
+    int cd_reserve(cd_buf *, Py_ssize_t) except -1
+    void cd_put1(cd_buf *, unsigned char)
+    void cd_put_be(cd_buf *, uint64_t, int)
+    int cd_write(cd_buf *, const char *, Py_ssize_t) except -1
+    int cd_int(cd_buf *, int64_t) except -1
+    int cd_double(cd_buf *, double) except -1
+    int cd_double_raw(cd_buf *, double) except -1
+    int cd_str_header(cd_buf *, uint64_t) except -1
+    int cd_bin_header(cd_buf *, uint64_t) except -1
+    int cd_array_header(cd_buf *, uint64_t) except -1
+    int cd_map_header(cd_buf *, uint64_t) except -1
+    int cd_ext_header(cd_buf *, uint64_t, int) except -1
+    int32_t cd_ptrmap_get(const cd_ptrmap *, const void *)
+    int cd_ptrmap_put(cd_ptrmap *, const void *, int32_t) except -1
+    void cd_ptrmap_clear(cd_ptrmap *)
+    void cd_ptrmap_free(cd_ptrmap *)
+    uint64_t cd_get_be(const unsigned char *, int)
+    object cd_make_str(const char *, Py_ssize_t)
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    void *PyUnicode_DATA(object)
+    const char *PyUnicode_AsUTF8AndSize(object, Py_ssize_t *) except NULL
+    long long PyLong_AsLongLongAndOverflow(object, int *) except? -1
+    double PyFloat_AS_DOUBLE(object)
+    char *PyByteArray_AS_STRING(object)
+    Py_ssize_t PyByteArray_GET_SIZE(object)
+    object PyCell_New(PyObject *)
+    int PyCell_Set(object, PyObject *) except -1
+    PyObject *PyCell_GET(object)
+
+FORMAT_VERSION = 1
+PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
+MAGIC = importlib.util.MAGIC_NUMBER
+MAX_DEPTH = 1000
+
+# ext types with a payload
+DEF EXT_REF = 1
+DEF EXT_BIGINT = 2
+DEF EXT_COMPLEX = 3
+DEF EXT_EMPTY = 4
+DEF EXT_BYTEARRAY = 5
+# markers: ext types heading an array
+DEF M_FIRST = 16
+DEF M_TUPLE = 16
+DEF M_SET = 17
+DEF M_FROZENSET = 18
+DEF M_RANGE = 19
+DEF M_SLICE = 20
+DEF M_DATETIME = 21
+DEF M_DATE = 22
+DEF M_TIME = 23
+DEF M_TIMEDELTA = 24
+DEF M_TIMEZONE = 25
+DEF M_DECIMAL = 26
+DEF M_FRACTION = 27
+DEF M_UUID = 28
+DEF M_PATH = 29
+DEF M_ENUM = 30
+DEF M_NAMEDTUPLE = 31
+DEF M_ORDEREDDICT = 32
+DEF M_DEFAULTDICT = 33
+DEF M_COUNTER = 34
+DEF M_DEQUE = 35
+DEF M_GLOBAL = 36
+DEF M_MODULE = 37
+DEF M_FUNCTION = 38
+DEF M_CELL = 39
+DEF M_METHOD = 40
+DEF M_BUILTIN_METHOD = 41
+DEF M_ITER = 42
+DEF M_EXCEPTION = 43
+DEF M_EXTERNAL = 44
+DEF M_INSTANCE = 45
+DEF M_LAST = 45
+
+cdef object EMPTY = _frames.EMPTY
+cdef object _PENDING = object()    # decoder memo slot of an object still being built
+
+
+cdef class _Pending:
+    """A cell's contents that refer to an object still being built."""
+    cdef Py_ssize_t index
+
+    def __cinit__(self, Py_ssize_t index):
+        self.index = index
+cdef object _CellType = types.CellType
+cdef object _FunctionType = types.FunctionType
+cdef object _MethodType = types.MethodType
+cdef object _ModuleType = types.ModuleType
+cdef object _CodeType = types.CodeType
+cdef object _BuiltinFunctionType = types.BuiltinFunctionType
+cdef object _OrderedDict = collections.OrderedDict
+cdef object _defaultdict = collections.defaultdict
+cdef object _Counter = collections.Counter
+cdef object _deque = collections.deque
+cdef object _datetime = datetime.datetime
+cdef object _date = datetime.date
+cdef object _time = datetime.time
+cdef object _timedelta = datetime.timedelta
+cdef object _timezone = datetime.timezone
+cdef object _Decimal = decimal.Decimal
+cdef object _Fraction = fractions.Fraction
+cdef object _UUID = uuid.UUID
+cdef object _Enum = enum.Enum
+cdef object _newobj = copyreg.__newobj__
+cdef dict _PATHS = {cls: i for i, cls in enumerate(
+    (pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath, pathlib.WindowsPath))}
+cdef tuple _PATH_TYPES = tuple(_PATHS)
+
+# Iterator types a `for` loop leaves on the value stack, rebuilt from their __reduce__():
+# (constructor, args[, state]).  Decoding calls only these constructors.
+cdef dict _ITER_BUILDERS = {"iter": iter, "enumerate": enumerate, "zip": zip,
+                            "reversed": reversed, "map": map, "filter": filter}
+cdef dict _ITER_NAMES = {v: k for k, v in _ITER_BUILDERS.items()}
+cdef tuple _ITER_SOURCES = (list, tuple, range, str, bytes, bytearray)
+cdef set _ITER_TYPES = {type(x) for x in (
+    iter([]), iter(()), iter(range(0)), iter(""), iter("é"), iter({}), iter({}.values()),
+    iter({}.items()), iter(set()), enumerate(()), zip(), reversed([]), reversed(()),
+    map(abs, ()), filter(None, ()), iter(b""), iter(bytearray()), iter(range(2 ** 64)))}
+# Methods of builtin types, found again as e.g. builtins.list.append (LOAD_METHOD leaves
+# them on the stack).
+cdef tuple _DESCRIPTOR_TYPES = (type(list.append), type(object.__init__),
+                                type(dict.__dict__["fromkeys"]))
+# Builtin objects whose bound methods may be rebuilt by getattr (no user code runs).
+cdef tuple _BUILTIN_SELF_TYPES = (list, dict, set, frozenset, tuple, str, bytes, bytearray,
+                                  int, float, complex, collections.deque,
+                                  collections.OrderedDict, collections.defaultdict,
+                                  collections.Counter)
+
+
+class _Unencodable(Exception):
+    """Raised inside the encoder; encode_snapshot turns it into a SavepointError that
+    names the local or stack slot."""
+
+    def __init__(self, what, advice):
+        super().__init__(what)
+        self.what = what
+        self.advice = advice
+
+
+def _describe(obj):
+    """What an unencodable object is, in words, and what to do about it."""
+    cls = type(obj)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    close = "close it before the Flow-API call or keep it out of the flow's locals"
+    if isinstance(obj, io.IOBase):
+        return f"an open file ({name})", close
+    if cls.__name__ in ("socket", "SSLSocket") or "socket" in cls.__module__:
+        return f"a socket ({name})", close
+    if "lock" in cls.__name__.lower() or cls.__name__ in ("Condition", "Semaphore", "Event"):
+        return f"a lock ({name})", "release it and keep it out of the flow's locals"
+    if isinstance(obj, (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)):
+        return (f"a {cls.__name__} object ({name})",
+                "turn it into a list (or finish it) before the Flow-API call")
+    if isinstance(obj, (types.FrameType, types.TracebackType)):
+        return f"a {cls.__name__} ({name})", "keep it out of the flow's locals"
+    if cls.__module__ not in ("builtins",) and not isinstance(obj, type):
+        return (f"an instance of {name}, a class that is neither defined in a flow's module "
+                f"nor trusted", f"trust it with eng.trust({cls.__qualname__}) or keep it "
+                f"out of the flow's locals")
+    return f"a {name} object", "keep it out of the flow's locals at Flow-API calls"
+
+
+cdef class Trust:
+    """Which user classes may be rebuilt from a savepoint: those defined in a trusted
+    module (a flow's module, or one passed to :meth:`add`) and classes added one by one."""
+    cdef set modules
+    cdef set classes
+
+    def __init__(self, items=()):
+        self.modules = set()
+        self.classes = set()
+        for item in items:
+            self.add(item)
+
+    def add(self, item):
+        """Trust a class, or every class of a module (a module object or its name)."""
+        if isinstance(item, type):
+            self.classes.add(item)
+        elif isinstance(item, _ModuleType):
+            self.modules.add(item.__name__)
+        elif isinstance(item, str):
+            self.modules.add(item)
+        else:
+            raise TypeError(f"trust() takes a class or a module, not {type(item).__name__}")
+        return item
+
+    cpdef bint allows_class(self, cls):
+        return cls in self.classes or getattr(cls, "__module__", None) in self.modules
+
+    cpdef bint allows_module(self, str name):
+        return name in self.modules
+
+    def copy(self):
+        other = Trust()
+        other.modules = set(self.modules)
+        other.classes = set(self.classes)
+        return other
+
+
+cdef Trust _NO_TRUST = Trust()
+
+
+cdef bint _exception_buildable(cls, Trust trust):
+    """Exceptions are rebuilt with cls.__new__ and their __dict__, never __init__: safe
+    for builtin exceptions and classes that keep BaseException.__new__."""
+    return cls.__module__ == "builtins" or cls.__new__ is BaseException.__new__ or \
+        trust.allows_class(cls)
+
+
+def _lookup(module, qualname):
+    target = module
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+# --- code fingerprints -------------------------------------------------------------------
+
+cdef dict _fingerprints = {}
+
+
+def _stable(obj):
+    """Bytes that identify a constant the same way in every process (no hash seeds)."""
+    cls = type(obj)
+    if cls is _CodeType:
+        return b"C" + fingerprint(obj)
+    if cls is tuple:
+        return b"T(" + b",".join(_stable(x) for x in obj) + b")"
+    if cls is frozenset:
+        return b"F(" + b",".join(sorted(_stable(x) for x in obj)) + b")"
+    if cls is str:
+        return b"S" + obj.encode("utf-8", "surrogatepass")
+    if cls is bytes:
+        return b"B" + obj
+    if cls is float:
+        return b"f" + obj.hex().encode()
+    if cls is complex:
+        return b"c" + obj.real.hex().encode() + b"," + obj.imag.hex().encode()
+    return cls.__name__.encode() + b":" + repr(obj).encode()
+
+
+def fingerprint(code):
+    """A 16-byte digest of everything that makes ``code`` behave as it does."""
+    try:
+        return _fingerprints[code]
+    except KeyError:
+        pass
+    if type(code) is not _CodeType:
+        raise TypeError(f"fingerprint() needs a code object, not {type(code).__name__}")
+    h = hashlib.blake2b(digest_size=16)
+    for part in (code.co_code, code.co_exceptiontable, code.co_linetable,
+                 _stable(code.co_consts), _stable(code.co_names), _stable(code.co_varnames),
+                 _stable(code.co_freevars), _stable(code.co_cellvars),
+                 _stable((code.co_flags, code.co_argcount, code.co_posonlyargcount,
+                          code.co_kwonlyargcount, code.co_stacksize, code.co_nlocals,
+                          code.co_firstlineno, code.co_name, code.co_qualname,
+                          code.co_filename))):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    digest = h.digest()
+    _fingerprints[code] = digest
+    return digest
+
+
+def encode_code(code):
+    """The bytes the store pins for a code object: its fingerprint, then marshal data."""
+    import marshal
+    return fingerprint(code) + marshal.dumps(code)
+
+
+def decode_code(data, expected=None):
+    """Rebuild a pinned code object, checking that it is what its fingerprint says."""
+    import marshal
+    data = bytes(data)
+    if len(data) < 17:
+        raise CorruptSavepoint("pinned code record is truncated")
+    digest = data[:16]
+    if expected is not None and digest != expected:
+        raise CorruptSavepoint("pinned code record belongs to another fingerprint")
+    try:
+        code = marshal.loads(data[16:])
+    except Exception as e:
+        raise CorruptSavepoint(f"pinned code record is damaged: {e}") from None
+    if type(code) is not _CodeType or fingerprint(code) != digest:
+        raise CorruptSavepoint("pinned code record does not match its fingerprint")
+    return code
+
+
+# --- encoder ---------------------------------------------------------------------------
+
+cdef class Encoder:
+    cdef cd_buf buf
+    cdef cd_ptrmap memo
+    cdef int32_t count          # memo indices handed out
+    cdef bytearray building     # 1 at the index of an object decoded only after its parts
+    cdef list keep              # temporaries whose addresses are in the memo
+    cdef dict externals         # id(obj) -> name
+    cdef Trust trust
+    cdef list codes             # code objects the value refers to, in first-use order
+    cdef list code_modules      # the module each of them runs in
+    cdef dict code_index
+    cdef int depth
+    cdef bint cell_contents     # a REF to an object being built is allowed here
+
+    def __cinit__(self):
+        self.buf.data = NULL
+        self.buf.len = 0
+        self.buf.cap = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.buf.data)
+        cd_ptrmap_free(&self.memo)
+
+    def __init__(self, externals=None, Trust trust=None):
+        self.externals = {id(v): k for k, v in externals.items()} if externals else None
+        self.trust = trust if trust is not None else _NO_TRUST
+        self.reset()
+
+    cdef reset(self):
+        self.buf.len = 0
+        cd_ptrmap_clear(&self.memo)
+        self.count = 0
+        self.building = bytearray()
+        self.keep = []
+        self.codes = []
+        self.code_modules = []
+        self.code_index = {}
+        self.depth = 0
+        self.cell_contents = False
+
+    cdef bytes take(self):
+        return PyBytes_FromStringAndSize(self.buf.data, self.buf.len)
+
+    # -- memo --
+    cdef inline int remember(self, object o) except -1:
+        """Give ``o`` the next index and return it.  ``o`` must stay alive until the
+        encoder is reset (its address is the memo key): values of the encoded graph are;
+        temporaries made while encoding go into self.keep."""
+        cdef int32_t index = self.count
+        cd_ptrmap_put(&self.memo, <PyObject *>o, index)
+        self.count += 1
+        return index
+
+    cdef inline int skip_index(self) except -1:
+        """An array the decoder counts but nothing refers to (record structure)."""
+        self.count += 1
+        return 0
+
+    cdef int ref(self, int32_t index) except -1:
+        if index < len(self.building) and self.building[index] and not self.cell_contents:
+            raise _Unencodable(
+                "a value that contains itself through a tuple, frozenset, function or "
+                "other object built from its parts",
+                "break the cycle through a list or dict")
+        if index < 256:
+            cd_ext_header(&self.buf, 1, EXT_REF)
+            cd_reserve(&self.buf, 1)
+            cd_put_be(&self.buf, index, 1)
+        elif index < 65536:
+            cd_ext_header(&self.buf, 2, EXT_REF)
+            cd_reserve(&self.buf, 2)
+            cd_put_be(&self.buf, index, 2)
+        else:
+            cd_ext_header(&self.buf, 4, EXT_REF)
+            cd_reserve(&self.buf, 4)
+            cd_put_be(&self.buf, index, 4)
+        return 0
+
+    cdef int set_building(self, int32_t index, bint flag) except -1:
+        while len(self.building) <= index:
+            self.building.extend(b"\0" * (index + 64 - len(self.building)))
+        self.building[index] = flag
+        return 0
+
+    cdef int marker(self, int tag, Py_ssize_t nparts) except -1:
+        """Array header for a marker composite with ``nparts`` items after the marker."""
+        cd_array_header(&self.buf, nparts + 1)
+        cd_ext_header(&self.buf, 1, tag)
+        cd_reserve(&self.buf, 1)
+        cd_put1(&self.buf, 0)
+        return 0
+
+    cdef int32_t code_ref(self, code, module) except -1:
+        index = self.code_index.get(code)
+        if index is None:
+            index = len(self.codes)
+            self.codes.append(code)
+            self.code_modules.append(module)
+            self.code_index[code] = index
+        return index
+
+    # -- values --
+    cdef int encode(self, object o) except -1:
+        cdef type t = type(o)
+        cdef int overflow = 0
+        cdef long long v
+        cdef int32_t index
+        cdef Py_ssize_t n
+        cdef const char *s
+        if o is None:
+            cd_reserve(&self.buf, 1)
+            cd_put1(&self.buf, 0xc0)
+        elif t is int:
+            v = PyLong_AsLongLongAndOverflow(o, &overflow)
+            if overflow:
+                payload = o.to_bytes((o.bit_length() + 8) // 8, "big", signed=True)
+                cd_ext_header(&self.buf, len(payload), EXT_BIGINT)
+                cd_write(&self.buf, payload, len(payload))
+            else:
+                cd_int(&self.buf, v)
+        elif t is str:
+            index = cd_ptrmap_get(&self.memo, <PyObject *>o)
+            if index >= 0:
+                return self.ref(index)
+            self.remember(o)
+            if PyUnicode_IS_COMPACT_ASCII(o):
+                n = PyUnicode_GET_LENGTH(o)
+                s = <const char *>PyUnicode_DATA(o)
+            else:
+                try:
+                    s = PyUnicode_AsUTF8AndSize(o, &n)
+                except UnicodeEncodeError:   # lone surrogates
+                    payload = (<str>o).encode("utf-8", "surrogatepass")
+                    self.keep.append(payload)
+                    s = PyBytes_AS_STRING(payload)
+                    n = PyBytes_GET_SIZE(payload)
+            cd_str_header(&self.buf, n)
+            cd_write(&self.buf, s, n)
+        elif t is float:
+            cd_double(&self.buf, PyFloat_AS_DOUBLE(o))
+        elif t is bool:
+            cd_reserve(&self.buf, 1)
+            cd_put1(&self.buf, 0xc3 if o else 0xc2)
+        elif t is list or t is dict or t is tuple:
+            index = cd_ptrmap_get(&self.memo, <PyObject *>o)
+            if index >= 0:
+                return self.ref(index)
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise _Unencodable(f"a value nested more than {MAX_DEPTH} levels deep",
+                                   "flatten it")
+            if t is list:
+                self.remember(o)
+                cd_array_header(&self.buf, len(<list>o))
+                for item in <list>o:
+                    self.encode(item)
+            elif t is dict:
+                self.remember(o)
+                cd_map_header(&self.buf, len(<dict>o))
+                for key, value in (<dict>o).items():
+                    self.encode(key)
+                    self.encode(value)
+            else:
+                index = self.remember(o)
+                self.set_building(index, True)
+                self.marker(M_TUPLE, len(<tuple>o))
+                for item in <tuple>o:
+                    self.encode(item)
+                self.building[index] = 0
+            self.depth -= 1
+        elif t is bytes:
+            n = PyBytes_GET_SIZE(o)
+            cd_bin_header(&self.buf, n)
+            cd_write(&self.buf, PyBytes_AS_STRING(o), n)
+        else:
+            index = cd_ptrmap_get(&self.memo, <PyObject *>o)
+            if index >= 0:
+                return self.ref(index)
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise _Unencodable(f"a value nested more than {MAX_DEPTH} levels deep",
+                                   "flatten it")
+            self.encode_other(o, t)
+            self.depth -= 1
+        return 0
+
+    cdef int parts(self, int tag, tuple items) except -1:
+        """A marker composite's parts (the caller remembered the object)."""
+        self.keep.append(items)
+        self.marker(tag, len(items))
+        for item in items:
+            self.encode(item)
+        return 0
+
+    cdef int composite(self, object o, int tag, tuple items, bint build_after=True) except -1:
+        self.keep.append(items)     # parts made here (str(o), reduce results) stay alive
+        cdef int32_t index = self.remember(o)
+        if build_after:
+            self.set_building(index, True)
+        self.parts(tag, items)
+        if build_after:
+            self.building[index] = 0
+        return 0
+
+    cdef int encode_global(self, object o, int tag=M_GLOBAL) except -1:
+        owner = getattr(o, "__objclass__", None)    # method descriptors: list.append
+        module = getattr(o if owner is None else owner, "__module__", None)
+        qualname = getattr(o, "__qualname__", None)
+        if not isinstance(module, str) or not isinstance(qualname, str):
+            raise _Unencodable(f"{o!r}, which has no import path",
+                               "keep it out of the flow's locals")
+        try:
+            found = _lookup(sys.modules[module], qualname)
+        except (KeyError, AttributeError):
+            found = None
+        if found is not o:
+            raise _Unencodable(f"{o!r}, which cannot be found again as {module}.{qualname}",
+                               "define it at module level")
+        self.composite(o, tag, (module, qualname))
+        return 0
+
+    cdef int encode_other(self, object o, type t) except -1:
+        cdef int32_t index
+        if self.externals is not None and id(o) in self.externals:
+            return self.composite(o, M_EXTERNAL, (self.externals[id(o)],))
+        if o is EMPTY:
+            cd_ext_header(&self.buf, 1, EXT_EMPTY)
+            cd_reserve(&self.buf, 1)
+            cd_put1(&self.buf, 0)
+            return 0
+        if t is bytearray:
+            self.remember(o)
+            cd_ext_header(&self.buf, PyByteArray_GET_SIZE(o), EXT_BYTEARRAY)
+            cd_write(&self.buf, PyByteArray_AS_STRING(o), PyByteArray_GET_SIZE(o))
+            return 0
+        if t is complex:
+            cd_ext_header(&self.buf, 16, EXT_COMPLEX)
+            cd_double_raw(&self.buf, o.real)
+            cd_double_raw(&self.buf, o.imag)
+            return 0
+        if t is set or t is frozenset:
+            index = self.remember(o)
+            self.set_building(index, True)
+            self.marker(M_SET if t is set else M_FROZENSET, len(o))
+            for item in o:
+                self.encode(item)
+            self.building[index] = 0
+            return 0
+        if t is _CellType:
+            index = self.remember(o)
+            self.marker(M_CELL, 1)
+            contents = PyCell_GET(o)
+            self.cell_contents = True
+            self.encode(<object>contents if contents != NULL else EMPTY)
+            self.cell_contents = False
+            return 0
+        if t is _FunctionType:
+            return self.encode_function(o)
+        if t is _MethodType:
+            return self.composite(o, M_METHOD, (o.__func__, o.__self__))
+        if t is _BuiltinFunctionType:
+            owner = o.__self__
+            if owner is None or type(owner) is _ModuleType:
+                return self.encode_global(o)
+            if type(owner) in _BUILTIN_SELF_TYPES:
+                return self.composite(o, M_BUILTIN_METHOD, (owner, o.__name__))
+            raise _Unencodable(f"a method of {type(owner).__qualname__} objects",
+                               "keep it out of the flow's locals")
+        if t is type or isinstance(o, type) or t in _DESCRIPTOR_TYPES:
+            return self.encode_global(o)
+        if t is _ModuleType:
+            return self.composite(o, M_MODULE, (o.__name__,))
+        if t is range:
+            return self.composite(o, M_RANGE, (o.start, o.stop, o.step))
+        if t is slice:
+            return self.composite(o, M_SLICE, (o.start, o.stop, o.step))
+        if t is _datetime:
+            return self.composite(o, M_DATETIME, (o.year, o.month, o.day, o.hour, o.minute,
+                                                  o.second, o.microsecond, o.tzinfo, o.fold))
+        if t is _date:
+            return self.composite(o, M_DATE, (o.year, o.month, o.day))
+        if t is _time:
+            return self.composite(o, M_TIME, (o.hour, o.minute, o.second, o.microsecond,
+                                              o.tzinfo, o.fold))
+        if t is _timedelta:
+            return self.composite(o, M_TIMEDELTA, (o.days, o.seconds, o.microseconds))
+        if t is _timezone:
+            name = o.tzname(None)
+            default = _timezone(o.utcoffset(None)).tzname(None)
+            return self.composite(o, M_TIMEZONE, (o.utcoffset(None),
+                                                  None if name == default else name))
+        if t is _Decimal:
+            return self.composite(o, M_DECIMAL, (str(o),))
+        if t is _Fraction:
+            return self.composite(o, M_FRACTION, (o.numerator, o.denominator))
+        if t is _UUID:
+            return self.composite(o, M_UUID, (o.bytes,))
+        if t in _PATHS:
+            return self.composite(o, M_PATH, (_PATHS[t], str(o)))
+        if t is _OrderedDict or t is _Counter:
+            self.remember(o)
+            items = []
+            for key, value in o.items():
+                items.append(key)
+                items.append(value)
+            return self.parts(M_ORDEREDDICT if t is _OrderedDict else M_COUNTER, tuple(items))
+        if t is _defaultdict:
+            index = self.remember(o)
+            items = [o.default_factory]
+            for key, value in o.items():
+                items.append(key)
+                items.append(value)
+            return self.parts(M_DEFAULTDICT, tuple(items))
+        if t is _deque:
+            self.remember(o)
+            return self.parts(M_DEQUE, (o.maxlen,) + tuple(o))
+        if t is _CodeType:
+            raise _Unencodable("a code object", "hold the function instead")
+        if t in _ITER_TYPES:
+            return self.encode_iterator(o)
+        if isinstance(o, _Enum):
+            return self.composite(o, M_ENUM, (t, o._name_ if o._name_ is not None else None,
+                                              o._value_))
+        if isinstance(o, tuple) and hasattr(t, "_fields"):
+            return self.composite(o, M_NAMEDTUPLE, (t,) + tuple(o))
+        if isinstance(o, BaseException):
+            return self.encode_exception(o, t)
+        if self.trust.allows_class(t):
+            return self.encode_instance(o, t)
+        what, advice = _describe(o)
+        raise _Unencodable(what, advice)
+
+    cdef int encode_function(self, o) except -1:
+        module = o.__module__
+        target = sys.modules.get(module) if isinstance(module, str) else None
+        try:
+            found = _lookup(target, o.__qualname__) if target is not None else None
+        except AttributeError:
+            found = None
+        if found is o:
+            return self.composite(o, M_GLOBAL, (module, o.__qualname__))
+        globals_name = o.__globals__.get("__name__")
+        owner = sys.modules.get(globals_name) if isinstance(globals_name, str) else None
+        if owner is None or owner.__dict__ is not o.__globals__:
+            raise _Unencodable(f"the function {o.__qualname__}, whose globals are not a "
+                               f"module's", "define it in a module")
+        return self.composite(o, M_FUNCTION, (
+            self.code_ref(o.__code__, globals_name), globals_name, o.__name__, o.__qualname__,
+            o.__defaults__, o.__kwdefaults__, o.__closure__, o.__dict__ or None))
+
+    cdef int encode_iterator(self, o) except -1:
+        reduced = o.__reduce__()
+        self.keep.append(reduced)
+        builder = _ITER_NAMES.get(reduced[0])
+        if builder is None:
+            raise _Unencodable(f"an iterator ({type(o).__name__})",
+                               "turn it into a list before the Flow-API call")
+        state = reduced[2] if len(reduced) > 2 else None
+        return self.composite(o, M_ITER, (builder, reduced[1], state))
+
+    cdef int encode_exception(self, o, type t) except -1:
+        if not _exception_buildable(t, self.trust):
+            what, advice = _describe(o)
+            raise _Unencodable(what, advice)
+        self.encode_global_check(t)
+        return self.composite(o, M_EXCEPTION, (
+            t, o.args, o.__dict__ or None, o.__cause__, o.__context__,
+            o.__suppress_context__))
+
+    cdef int encode_global_check(self, cls) except -1:
+        try:
+            found = _lookup(sys.modules[cls.__module__], cls.__qualname__)
+        except (KeyError, AttributeError):
+            found = None
+        if found is not cls:
+            raise _Unencodable(f"an instance of {cls.__qualname__}, a class that cannot "
+                               f"be found by its import path", "define it at module level")
+        return 0
+
+    cdef int encode_instance(self, o, type t) except -1:
+        self.encode_global_check(t)
+        reduced = o.__reduce_ex__(4)
+        self.keep.append(reduced)
+        if isinstance(reduced, str) or len(reduced) < 2:
+            what, advice = _describe(o)
+            raise _Unencodable(what, advice)
+        func, args = reduced[0], reduced[1]
+        state = reduced[2] if len(reduced) > 2 else None
+        listitems = list(reduced[3]) if len(reduced) > 3 and reduced[3] is not None else None
+        dictitems = list(reduced[4]) if len(reduced) > 4 and reduced[4] is not None else None
+        if func is _newobj and args and args[0] is t:
+            mode, args = 0, tuple(args[1:])
+        elif func is t:
+            mode, args = 1, tuple(args)
+        else:
+            raise _Unencodable(f"an instance of {t.__qualname__} whose __reduce__ rebuilds "
+                               f"it with {func!r}", "give it __getstate__/__setstate__")
+        self.keep.append((args, listitems, dictitems))
+        cdef int32_t index = self.remember(o)
+        self.set_building(index, True)
+        self.marker(M_INSTANCE, 6)
+        self.encode(t)
+        self.encode(mode)
+        self.encode(args)
+        self.building[index] = 0        # state comes after the object exists
+        self.encode(state)
+        self.encode(listitems)
+        self.encode(dictitems)
+        return 0
+
+
+# --- decoder ---------------------------------------------------------------------------
+
+cdef class Decoder:
+    cdef const unsigned char *p
+    cdef Py_ssize_t pos
+    cdef Py_ssize_t end
+    cdef list memo
+    cdef list fixups            # [cell, index]: fill the cell when object `index` exists
+    cdef dict externals
+    cdef Trust trust
+    cdef list codes
+    cdef int depth
+    cdef bint cell_slot         # the value being decoded is a cell's contents
+    cdef object data            # keeps the buffer alive
+
+    def __init__(self, data, externals=None, Trust trust=None, codes=None):
+        self.data = data
+        self.p = <const unsigned char *>PyBytes_AS_STRING(data)
+        self.pos = 0
+        self.end = PyBytes_GET_SIZE(data)
+        self.memo = []
+        self.fixups = []
+        self.externals = externals or {}
+        self.trust = trust if trust is not None else _NO_TRUST
+        self.codes = codes or []
+        self.depth = 0
+        self.cell_slot = False
+
+    cdef inline const unsigned char *need(self, Py_ssize_t n) except NULL:
+        if n < 0 or self.end - self.pos < n:
+            raise CorruptSavepoint("savepoint data is truncated")
+        cdef const unsigned char *start = self.p + self.pos
+        self.pos += n
+        return start
+
+    cdef inline Py_ssize_t length(self, int nbytes) except -1:
+        return <Py_ssize_t>cd_get_be(self.need(nbytes), nbytes)
+
+    cdef object decode(self):
+        # Only a cell's own contents may refer to an object still being built (a
+        # function whose closure holds it); anything nested deeper may not.
+        cdef bint cell_slot = self.cell_slot
+        self.cell_slot = False
+        cdef unsigned char b = self.need(1)[0]
+        cdef uint64_t u
+        cdef double d
+        cdef float f
+        if b <= 0x7f:
+            return <long>b
+        if b >= 0xe0:
+            return <long>b - 256
+        if 0xa0 <= b <= 0xbf:
+            return self.string(b & 0x1f)
+        if 0x90 <= b <= 0x9f:
+            return self.array(b & 0x0f)
+        if 0x80 <= b <= 0x8f:
+            return self.map(b & 0x0f)
+        if b == 0xc0:
+            return None
+        if b == 0xc2:
+            return False
+        if b == 0xc3:
+            return True
+        if b == 0xcc:
+            return <long>self.need(1)[0]
+        if b == 0xcd:
+            return <long>cd_get_be(self.need(2), 2)
+        if b == 0xce:
+            return PyLong_FromUnsignedLongLong(cd_get_be(self.need(4), 4))
+        if b == 0xcf:
+            return PyLong_FromUnsignedLongLong(cd_get_be(self.need(8), 8))
+        if b == 0xd0:
+            return <long>(<signed char>self.need(1)[0])
+        if b == 0xd1:
+            return <long>(<short>cd_get_be(self.need(2), 2))
+        if b == 0xd2:
+            return <long>(<int>cd_get_be(self.need(4), 4))
+        if b == 0xd3:
+            return PyLong_FromLongLong(<long long>cd_get_be(self.need(8), 8))
+        if b == 0xcb:
+            u = cd_get_be(self.need(8), 8)
+            memcpy(&d, &u, 8)
+            return d
+        if b == 0xca:
+            u = cd_get_be(self.need(4), 4)
+            memcpy(&f, (<char *>&u) , 4)
+            return <double>f
+        if b == 0xd9:
+            return self.string(self.length(1))
+        if b == 0xda:
+            return self.string(self.length(2))
+        if b == 0xdb:
+            return self.string(self.length(4))
+        if b == 0xc4:
+            return self.binary(self.length(1))
+        if b == 0xc5:
+            return self.binary(self.length(2))
+        if b == 0xc6:
+            return self.binary(self.length(4))
+        if b == 0xdc:
+            return self.array(self.length(2))
+        if b == 0xdd:
+            return self.array(self.length(4))
+        if b == 0xde:
+            return self.map(self.length(2))
+        if b == 0xdf:
+            return self.map(self.length(4))
+        if 0xd4 <= b <= 0xd8:
+            return self.ext(1 << (b - 0xd4), cell_slot)
+        if b == 0xc7:
+            return self.ext(self.length(1), cell_slot)
+        if b == 0xc8:
+            return self.ext(self.length(2), cell_slot)
+        if b == 0xc9:
+            return self.ext(self.length(4), cell_slot)
+        raise CorruptSavepoint(f"savepoint data holds an unknown msgpack byte 0x{b:02x}")
+
+    cdef object string(self, Py_ssize_t n):
+        cdef const char *s = <const char *>self.need(n)
+        o = cd_make_str(s, n)
+        self.memo.append(o)
+        return o
+
+    cdef object binary(self, Py_ssize_t n):
+        return PyBytes_FromStringAndSize(<const char *>self.need(n), n)
+
+    cdef inline int enter(self) except -1:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise CorruptSavepoint("savepoint data is nested too deeply")
+        return 0
+
+    cdef object array(self, Py_ssize_t n):
+        cdef int tag
+        if n > self.end - self.pos:
+            raise CorruptSavepoint("savepoint data is truncated")
+        # a marker composite: fixext1 (0xd4) with an ext type in the marker range
+        if n > 0 and self.end - self.pos >= 3 and self.p[self.pos] == 0xd4 and \
+                M_FIRST <= self.p[self.pos + 1] <= M_LAST:
+            tag = self.p[self.pos + 1]
+            self.pos += 3
+            self.enter()
+            o = self.composite(tag, n - 1)
+            self.depth -= 1
+            return o
+        self.enter()
+        cdef list out = []
+        self.memo.append(out)
+        for _ in range(n):
+            PyList_Append(out, self.decode())
+        self.depth -= 1
+        return out
+
+    cdef object map(self, Py_ssize_t n):
+        if n > self.end - self.pos:
+            raise CorruptSavepoint("savepoint data is truncated")
+        self.enter()
+        cdef dict out = {}
+        self.memo.append(out)
+        for _ in range(n):
+            key = self.decode()
+            out[key] = self.decode()
+        self.depth -= 1
+        return out
+
+    cdef object ext(self, Py_ssize_t n, bint cell_slot):
+        cdef int kind = <signed char>self.need(1)[0]
+        cdef const unsigned char *payload = self.need(n)
+        cdef uint64_t a, b
+        cdef double re, im
+        if kind == EXT_REF:
+            if n not in (1, 2, 4):
+                raise CorruptSavepoint("savepoint data holds a malformed reference")
+            index = cd_get_be(payload, n)
+            if index >= <uint64_t>len(self.memo):
+                raise CorruptSavepoint("savepoint data refers to an object not seen yet")
+            o = self.memo[index]
+            if o is _PENDING:
+                if not cell_slot:
+                    raise CorruptSavepoint("savepoint data refers to an object inside itself")
+                return _Pending(index)
+            return o
+        if kind == EXT_BIGINT:
+            return int.from_bytes(PyBytes_FromStringAndSize(<const char *>payload, n), "big",
+                                  signed=True)
+        if kind == EXT_COMPLEX and n == 16:
+            a = cd_get_be(payload, 8)
+            b = cd_get_be(payload + 8, 8)
+            memcpy(&re, &a, 8)
+            memcpy(&im, &b, 8)
+            return complex(re, im)
+        if kind == EXT_EMPTY:
+            return EMPTY
+        if kind == EXT_BYTEARRAY:
+            o = bytearray(PyBytes_FromStringAndSize(<const char *>payload, n))
+            self.memo.append(o)
+            return o
+        raise CorruptSavepoint(f"savepoint data holds an unknown ext type {kind}")
+
+    cdef list items(self, Py_ssize_t n):
+        cdef list out = []
+        for _ in range(n):
+            out.append(self.decode())
+        return out
+
+    cdef object finish(self, Py_ssize_t index, object o):
+        self.memo[index] = o
+        if self.fixups:
+            for fix in list(self.fixups):
+                if fix[1] == index:
+                    PyCell_Set(fix[0], <PyObject *>o)
+                    self.fixups.remove(fix)
+        return o
+
+    cdef object composite(self, int tag, Py_ssize_t n):
+        cdef Py_ssize_t index = len(self.memo)
+        cdef Py_ssize_t i
+        self.memo.append(_PENDING)
+        if tag == M_TUPLE:
+            t = PyTuple_New(n)
+            for i in range(n):
+                item = self.decode()
+                Py_INCREF(item)
+                PyTuple_SET_ITEM(t, i, item)
+            return self.finish(index, t)
+        if tag == M_CELL:
+            if n != 1:
+                raise CorruptSavepoint("malformed cell")
+            cell = PyCell_New(NULL)
+            self.memo[index] = cell
+            self.cell_slot = True
+            contents = self.decode()
+            self.cell_slot = False
+            if type(contents) is _Pending:
+                # the cell sits inside the function (or other object) it holds: fill it
+                # when that object is finished
+                self.fixups.append([cell, (<_Pending>contents).index])
+            elif contents is not EMPTY:
+                PyCell_Set(cell, <PyObject *>contents)
+            return cell
+        if tag == M_SET:
+            o = set()
+            self.memo[index] = o
+            o.update(self.items(n))
+            return o
+        if tag in (M_ORDEREDDICT, M_COUNTER, M_DEFAULTDICT):
+            if tag == M_DEFAULTDICT:
+                if n < 1:
+                    raise CorruptSavepoint("malformed defaultdict")
+                factory = self.decode()
+                if factory is not None and not callable(factory):
+                    raise CorruptSavepoint("defaultdict factory is not callable")
+                o = _defaultdict(factory)
+                n -= 1
+            else:
+                o = _OrderedDict() if tag == M_ORDEREDDICT else _Counter()
+            self.memo[index] = o
+            if n % 2:
+                raise CorruptSavepoint("malformed mapping")
+            for i in range(n // 2):
+                key = self.decode()
+                o[key] = self.decode()
+            return o
+        if tag == M_DEQUE:
+            if n < 1:
+                raise CorruptSavepoint("malformed deque")
+            maxlen = self.decode()
+            if maxlen is not None and (type(maxlen) is not int or maxlen < 0):
+                raise CorruptSavepoint("malformed deque")
+            o = _deque((), maxlen)
+            self.memo[index] = o
+            for i in range(n - 1):
+                o.append(self.decode())
+            return o
+        if tag == M_INSTANCE:
+            return self.instance(index, n)
+        parts = self.items(n)
+        return self.finish(index, self.build(tag, parts))
+
+    cdef object instance(self, Py_ssize_t index, Py_ssize_t n):
+        if n != 6:
+            raise CorruptSavepoint("malformed instance")
+        cls = self.decode()
+        mode = self.decode()
+        args = self.decode()
+        if not isinstance(cls, type) or type(args) is not tuple or mode not in (0, 1):
+            raise CorruptSavepoint("malformed instance")
+        if not self.trust.allows_class(cls):
+            raise SavepointError(f"savepoint holds an instance of {cls.__module__}."
+                                 f"{cls.__qualname__}, which is not trusted: define it in "
+                                 f"a flow's module or call eng.trust() on it")
+        o = cls.__new__(cls, *args) if mode == 0 else cls(*args)
+        self.memo[index] = o
+        state = self.decode()
+        listitems = self.decode()
+        dictitems = self.decode()
+        if state is not None:
+            setstate = getattr(o, "__setstate__", None)
+            if setstate is not None:
+                setstate(state)
+            else:
+                slotstate = None
+                if type(state) is tuple and len(state) == 2:
+                    state, slotstate = state
+                if state:
+                    o.__dict__.update(state)
+                if slotstate:
+                    for key, value in slotstate.items():
+                        setattr(o, key, value)
+        if listitems:
+            for item in listitems:
+                o.append(item)
+        if dictitems:
+            for key, value in dictitems:
+                o[key] = value
+        return self.finish(index, o)
+
+    cdef object global_ref(self, module_name, qualname):
+        if type(module_name) is not str or type(qualname) is not str:
+            raise CorruptSavepoint("malformed import path")
+        module = self.module(module_name)
+        try:
+            return _lookup(module, qualname)
+        except AttributeError:
+            raise SavepointError(f"savepoint refers to {module_name}.{qualname}, which no "
+                                 f"longer exists") from None
+
+    cdef object module(self, name):
+        if type(name) is not str:
+            raise CorruptSavepoint("malformed module name")
+        module = sys.modules.get(name)
+        if module is not None:
+            return module
+        root = name.partition(".")[0]
+        if root in sys.stdlib_module_names or self.trust.allows_module(name):
+            return importlib.import_module(name)
+        raise SavepointError(f"savepoint refers to module {name!r}, which is neither "
+                             f"imported, in the standard library, nor trusted")
+
+    cdef object build(self, int tag, list parts):
+        cdef Py_ssize_t n = len(parts)
+        if tag == M_FROZENSET:
+            return frozenset(parts)
+        if tag == M_RANGE and n == 3:
+            return range(*parts)
+        if tag == M_SLICE and n == 3:
+            return slice(*parts)
+        if tag == M_DATETIME and n == 9:
+            return _datetime(*parts[:8], fold=parts[8])
+        if tag == M_DATE and n == 3:
+            return _date(*parts)
+        if tag == M_TIME and n == 6:
+            return _time(*parts[:5], fold=parts[5])
+        if tag == M_TIMEDELTA and n == 3:
+            return _timedelta(*parts)
+        if tag == M_TIMEZONE and n == 2:
+            return _timezone(parts[0]) if parts[1] is None else _timezone(*parts)
+        if tag == M_DECIMAL and n == 1 and type(parts[0]) is str:
+            return _Decimal(parts[0])
+        if tag == M_FRACTION and n == 2 and type(parts[0]) is int and type(parts[1]) is int:
+            return _Fraction(*parts)
+        if tag == M_UUID and n == 1 and type(parts[0]) is bytes:
+            return _UUID(bytes=parts[0])
+        if tag == M_PATH and n == 2 and type(parts[0]) is int and 0 <= parts[0] < 4:
+            return _PATH_TYPES[parts[0]](parts[1])
+        if tag == M_GLOBAL and n == 2:
+            return self.global_ref(parts[0], parts[1])
+        if tag == M_MODULE and n == 1:
+            return self.module(parts[0])
+        if tag == M_EXTERNAL and n == 1:
+            try:
+                return self.externals[parts[0]]
+            except (KeyError, TypeError):
+                raise SavepointError(f"savepoint refers to {parts[0]!r}, which this "
+                                     f"process does not provide") from None
+        if tag == M_METHOD and n == 2:
+            if not callable(parts[0]):
+                raise CorruptSavepoint("malformed method")
+            return _MethodType(parts[0], parts[1])
+        if tag == M_BUILTIN_METHOD and n == 2:
+            if type(parts[0]) not in _BUILTIN_SELF_TYPES or type(parts[1]) is not str:
+                raise CorruptSavepoint("malformed builtin method")
+            return getattr(parts[0], parts[1])
+        if tag == M_FUNCTION and n == 8:
+            return self.function(parts)
+        if tag == M_ITER and n == 3:
+            return self.iterator(parts)
+        if tag == M_ENUM and n == 3:
+            cls = parts[0]
+            if not (isinstance(cls, type) and issubclass(cls, _Enum)):
+                raise CorruptSavepoint("malformed enum member")
+            if parts[1] is not None:
+                return cls.__members__[parts[1]]
+            return cls(parts[2])
+        if tag == M_NAMEDTUPLE and n >= 1:
+            cls = parts[0]
+            if not (isinstance(cls, type) and issubclass(cls, tuple)
+                    and hasattr(cls, "_fields")):
+                raise CorruptSavepoint("malformed namedtuple")
+            return tuple.__new__(cls, parts[1:])
+        if tag == M_EXCEPTION and n == 6:
+            return self.exception(parts)
+        raise CorruptSavepoint(f"savepoint data holds a malformed value (marker {tag})")
+
+    cdef object function(self, list parts):
+        code_index, module_name, name, qualname, defaults, kwdefaults, closure, attrs = parts
+        if type(code_index) is not int or not 0 <= code_index < len(self.codes) or \
+                type(name) is not str or type(qualname) is not str:
+            raise CorruptSavepoint("malformed function")
+        code = self.codes[code_index]
+        if closure is not None and (type(closure) is not tuple or
+                                    len(closure) != len(code.co_freevars) or
+                                    any(type(c) is not _CellType for c in closure)):
+            raise CorruptSavepoint("malformed closure")
+        if closure is None and code.co_freevars:
+            raise CorruptSavepoint("malformed closure")
+        if defaults is not None and type(defaults) is not tuple or \
+                kwdefaults is not None and type(kwdefaults) is not dict:
+            raise CorruptSavepoint("malformed function defaults")
+        func = _FunctionType(code, self.module(module_name).__dict__, name, defaults,
+                             closure)
+        func.__qualname__ = qualname
+        func.__kwdefaults__ = kwdefaults
+        if attrs:
+            if type(attrs) is not dict:
+                raise CorruptSavepoint("malformed function attributes")
+            func.__dict__.update(attrs)
+        return func
+
+    cdef object iterator(self, list parts):
+        name, args, state = parts
+        builder = _ITER_BUILDERS.get(name) if type(name) is str else None
+        if builder is None or type(args) is not tuple:
+            raise CorruptSavepoint("malformed iterator")
+        if builder is iter and (len(args) != 1 or type(args[0]) not in _ITER_SOURCES):
+            raise CorruptSavepoint("malformed iterator")
+        it = builder(*args)
+        if state is not None:
+            it.__setstate__(state)
+        return it
+
+    cdef object exception(self, list parts):
+        cls, args, attrs, cause, context, suppress = parts
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)) or \
+                type(args) is not tuple:
+            raise CorruptSavepoint("malformed exception")
+        if not _exception_buildable(cls, self.trust):
+            raise SavepointError(f"savepoint holds a {cls.__qualname__} exception, whose "
+                                 f"class is not trusted")
+        e = cls.__new__(cls, *args)
+        e.args = args
+        if attrs:
+            e.__dict__.update(attrs)
+        if cause is not None:
+            e.__cause__ = cause
+        if context is not None:
+            e.__context__ = context
+        e.__suppress_context__ = bool(suppress)
+        return e
+
+
+# --- public API ------------------------------------------------------------------------
+
+def encode_value(value, *, externals=None, Trust trust=None):
+    """Bytes for one value (no record header): for inputs, outputs and settings."""
+    cdef Encoder enc = Encoder(externals, trust)
+    try:
+        enc.encode(value)
+    except _Unencodable as e:
+        raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
+    if enc.codes:
+        raise SavepointError("cannot save a nested function outside a savepoint")
+    return enc.take()
+
+
+def decode_value(data, *, externals=None, Trust trust=None):
+    """The value :func:`encode_value` encoded.  Damage raises CorruptSavepoint."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    cdef Decoder dec = Decoder(data, externals, trust)
+    try:
+        value = dec.decode()
+    except (CorruptSavepoint, SavepointError):
+        raise
+    except RecursionError:
+        raise CorruptSavepoint("savepoint data is nested too deeply") from None
+    except Exception as e:
+        raise CorruptSavepoint(f"savepoint data is damaged: {type(e).__name__}: {e}") \
+            from None
+    if dec.pos != dec.end:
+        raise CorruptSavepoint("savepoint data has trailing bytes")
+    return value
+
+
+cdef str _slot_name(code, Py_ssize_t i):
+    return code._varname_from_oparg(i)
+
+
+def _where(frame):
+    code = frame.code
+    return f"{code.co_qualname} ({code.co_filename}:{frame.line})"
+
+
+cdef _encode_frames(Encoder enc, frames):
+    cdef Py_ssize_t i
+    enc.skip_index()              # the list of frames
+    cd_array_header(&enc.buf, len(frames))
+    for frame in frames:
+        code = frame.code
+        func = frame.func
+        module = func.__globals__.get("__name__")
+        owner = sys.modules.get(module) if isinstance(module, str) else None
+        if owner is None or owner.__dict__ is not func.__globals__:
+            raise SavepointError(f"cannot take a savepoint in {_where(frame)}: its globals "
+                                 f"are not a module's; define flows in modules")
+        enc.skip_index()          # the frame's list
+        cd_array_header(&enc.buf, 6)
+        enc.encode(enc.code_ref(code, module))
+        enc.encode(module)
+        enc.encode(frame.offset)
+        enc.skip_index()
+        cd_array_header(&enc.buf, len(frame.locals))
+        for i, value in enumerate(frame.locals):
+            try:
+                enc.encode(value)
+            except _Unencodable as e:
+                raise SavepointError(
+                    f"local '{_slot_name(code, i)}' in {_where(frame)} holds {e.what}; a "
+                    f"savepoint cannot hold it -- {e.advice}") from None
+        enc.skip_index()
+        cd_array_header(&enc.buf, len(frame.stack))
+        for i, value in enumerate(frame.stack):
+            try:
+                enc.encode(value)
+            except _Unencodable as e:
+                raise SavepointError(
+                    f"value-stack item {i} (a value the expression around the call is "
+                    f"still using) in {_where(frame)} holds {e.what}; a savepoint cannot "
+                    f"hold it -- {e.advice}") from None
+        try:
+            enc.encode(frame.exc)
+        except _Unencodable as e:
+            raise SavepointError(f"the exception being handled in {_where(frame)} holds "
+                                 f"{e.what}; a savepoint cannot hold it -- {e.advice}") \
+                from None
+
+
+cdef bytes _RECORD_HEAD = (b"\x97\xa3SPE" + bytes([FORMAT_VERSION]) +
+                           bytes([0xa0 | len(PYTHON_VERSION)]) + PYTHON_VERSION.encode() +
+                           bytes([0xc4, len(MAGIC)]) + MAGIC)
+
+
+def encode_snapshot(frames, *, externals=None, Trust trust=None):
+    """Encode a frame snapshot (as engine._frames.capture returns it) into a savepoint
+    record.  Returns ``(record, codes)``: the bytes, and the code objects the record
+    refers to by fingerprint, for the store to pin."""
+    cdef Encoder enc = Encoder(externals, trust)
+    _encode_frames(enc, frames)
+    cdef Encoder tail = Encoder()
+    cd_array_header(&tail.buf, len(enc.codes))
+    for code, module in zip(enc.codes, enc.code_modules):
+        tail.skip_index()
+        cd_array_header(&tail.buf, 3)
+        tail.encode(module)
+        tail.encode(code.co_qualname)
+        tail.encode(fingerprint(code))
+    cd_bin_header(&tail.buf, enc.buf.len)
+    cd_write(&tail.buf, enc.buf.data, enc.buf.len)
+    rest = tail.take()
+    crc = zlib.crc32(rest)
+    return _RECORD_HEAD + b"\xce" + crc.to_bytes(4, "big") + rest, list(enc.codes)
+
+
+def read_header(record):
+    """Check a record's header and checksum; returns (codes, body) where codes is a list of
+    (module, qualname, fingerprint).  Raises CorruptSavepoint, or SavepointError for a
+    record of another Python version."""
+    if not isinstance(record, bytes):
+        record = bytes(record)
+    cdef Decoder dec = Decoder(record)
+    try:
+        if dec.need(1)[0] != 0x97:
+            raise CorruptSavepoint("not a savepoint record")
+        tag = dec.decode()
+        version = dec.decode()
+        python = dec.decode()
+        magic = dec.decode()
+        crc = dec.decode()
+    except CorruptSavepoint:
+        raise
+    except Exception:
+        raise CorruptSavepoint("not a savepoint record") from None
+    if tag != "SPE" or type(version) is not int or type(crc) is not int:
+        raise CorruptSavepoint("not a savepoint record")
+    if version != FORMAT_VERSION:
+        raise SavepointError(f"savepoint record has format version {version}; this engine "
+                             f"reads version {FORMAT_VERSION}")
+    if python != PYTHON_VERSION or magic != MAGIC:
+        raise SavepointError(f"savepoint was taken on Python {python} (bytecode magic "
+                             f"{magic!r}); this is Python {PYTHON_VERSION} ({MAGIC!r}) -- "
+                             f"it cannot run here")
+    rest = record[dec.pos:]
+    if zlib.crc32(rest) != crc:
+        raise CorruptSavepoint("savepoint record fails its checksum")
+    dec = Decoder(rest)
+    try:
+        codes = dec.decode()
+        body = dec.decode()
+    except CorruptSavepoint:
+        raise
+    except Exception as e:
+        raise CorruptSavepoint(f"savepoint record is damaged: {e}") from None
+    if type(codes) is not list or type(body) is not bytes or dec.pos != dec.end or any(
+            type(c) is not list or len(c) != 3 or type(c[2]) is not bytes for c in codes):
+        raise CorruptSavepoint("savepoint record is damaged")
+    return [tuple(c) for c in codes], body
+
+
+def decode_snapshot(record, resolve_code, *, externals=None, Trust trust=None):
+    """Rebuild the frames of a savepoint record.  ``resolve_code(fingerprint, module,
+    qualname)`` returns the pinned code object for each code the record uses."""
+    codes, body = read_header(record)
+    code_objects = []
+    for module, qualname, digest in codes:
+        code = resolve_code(digest, module, qualname)
+        if type(code) is not _CodeType or fingerprint(code) != digest:
+            raise CorruptSavepoint(f"pinned code for {module}.{qualname} does not match "
+                                   f"the savepoint")
+        code_objects.append(code)
+    cdef Decoder dec = Decoder(body, externals, trust, code_objects)
+    try:
+        raw = dec.decode()
+        if dec.pos != dec.end or type(raw) is not list:
+            raise CorruptSavepoint("savepoint body is damaged")
+        return [_frame_from(entry, code_objects, dec) for entry in raw]
+    except (CorruptSavepoint, SavepointError):
+        raise
+    except Exception as e:
+        raise CorruptSavepoint(f"savepoint body is damaged: {type(e).__name__}: {e}") \
+            from None
+
+
+cdef object _frame_from(entry, list codes, Decoder dec):
+    if type(entry) is not list or len(entry) != 6:
+        raise CorruptSavepoint("malformed frame")
+    code_index, module_name, offset, locals_, stack, exc = entry
+    if type(code_index) is not int or not 0 <= code_index < len(codes) or \
+            type(offset) is not int or type(locals_) is not list or type(stack) is not list:
+        raise CorruptSavepoint("malformed frame")
+    code = codes[code_index]
+    # The frame's function only lends it globals, builtins and a name: its free variables
+    # already sit in the frame's cells (COPY_FREE_VARS ran before the savepoint).
+    closure = tuple([_CellType() for _ in code.co_freevars]) if code.co_freevars else None
+    func = _FunctionType(code, dec.module(module_name).__dict__, code.co_name, None, closure)
+    return _frames.Frame(func, code, offset, tuple(locals_), tuple(stack), exc)

@@ -1,0 +1,283 @@
+/* codec.h -- C helpers of the savepoint codec (ext/_codec.pyx): a growable output buffer
+ * that writes msgpack headers, and a pointer-keyed hash map for the identity memo.
+ * Plain C over the public CPython API; nothing here depends on interpreter internals. */
+#ifndef SAVEPOINT_CODEC_H
+#define SAVEPOINT_CODEC_H
+
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- output buffer -------------------------------------------------------------------- */
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} cd_buf;
+
+static int
+cd_grow(cd_buf *b, Py_ssize_t need)
+{
+    Py_ssize_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + need) {
+        cap *= 2;
+    }
+    char *data = PyMem_Realloc(b->data, cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int
+cd_reserve(cd_buf *b, Py_ssize_t need)
+{
+    return (b->len + need <= b->cap) ? 0 : cd_grow(b, need);
+}
+
+static inline void
+cd_put1(cd_buf *b, unsigned char c)
+{
+    b->data[b->len++] = (char)c;
+}
+
+static inline void
+cd_put_be(cd_buf *b, uint64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        b->data[b->len++] = (char)((v >> (8 * i)) & 0xFF);
+    }
+}
+
+static inline int
+cd_write(cd_buf *b, const char *src, Py_ssize_t n)
+{
+    if (cd_reserve(b, n) < 0) {
+        return -1;
+    }
+    memcpy(b->data + b->len, src, n);
+    b->len += n;
+    return 0;
+}
+
+/* msgpack integers: the smallest form that holds the value. */
+static inline int
+cd_int(cd_buf *b, int64_t v)
+{
+    if (cd_reserve(b, 9) < 0) {
+        return -1;
+    }
+    if (v >= 0) {
+        if (v < 128) { cd_put1(b, (unsigned char)v); }
+        else if (v < 256) { cd_put1(b, 0xcc); cd_put_be(b, (uint64_t)v, 1); }
+        else if (v < 65536) { cd_put1(b, 0xcd); cd_put_be(b, (uint64_t)v, 2); }
+        else if (v < 4294967296LL) { cd_put1(b, 0xce); cd_put_be(b, (uint64_t)v, 4); }
+        else { cd_put1(b, 0xcf); cd_put_be(b, (uint64_t)v, 8); }
+    }
+    else {
+        if (v >= -32) { cd_put1(b, (unsigned char)(0xe0 | (v + 32))); }
+        else if (v >= -128) { cd_put1(b, 0xd0); cd_put_be(b, (uint64_t)v, 1); }
+        else if (v >= -32768) { cd_put1(b, 0xd1); cd_put_be(b, (uint64_t)v, 2); }
+        else if (v >= -2147483648LL) { cd_put1(b, 0xd2); cd_put_be(b, (uint64_t)v, 4); }
+        else { cd_put1(b, 0xd3); cd_put_be(b, (uint64_t)v, 8); }
+    }
+    return 0;
+}
+
+static inline int
+cd_double(cd_buf *b, double d)
+{
+    uint64_t bits;
+    memcpy(&bits, &d, 8);
+    if (cd_reserve(b, 9) < 0) {
+        return -1;
+    }
+    cd_put1(b, 0xcb);
+    cd_put_be(b, bits, 8);
+    return 0;
+}
+
+/* A double as 8 big-endian bytes, without a msgpack type byte (complex payloads). */
+static inline int
+cd_double_raw(cd_buf *b, double d)
+{
+    uint64_t bits;
+    memcpy(&bits, &d, 8);
+    if (cd_reserve(b, 8) < 0) {
+        return -1;
+    }
+    cd_put_be(b, bits, 8);
+    return 0;
+}
+
+/* A header with a 5/8/16/32-bit length: fix (short) form, then 8/16/32-bit forms.
+ * fixmask 0 means the type has no fix form or no 8-bit form where the code is 0. */
+static inline int
+cd_header(cd_buf *b, uint64_t n, int fixmask, uint64_t fixmax, int c8, int c16, int c32)
+{
+    if (cd_reserve(b, 5) < 0) {
+        return -1;
+    }
+    if (fixmask && n <= fixmax) { cd_put1(b, (unsigned char)(fixmask | n)); }
+    else if (c8 && n < 256) { cd_put1(b, (unsigned char)c8); cd_put_be(b, n, 1); }
+    else if (n < 65536) { cd_put1(b, (unsigned char)c16); cd_put_be(b, n, 2); }
+    else { cd_put1(b, (unsigned char)c32); cd_put_be(b, n, 4); }
+    return 0;
+}
+
+#define cd_str_header(b, n)   cd_header(b, n, 0xa0, 31, 0xd9, 0xda, 0xdb)
+#define cd_bin_header(b, n)   cd_header(b, n, 0, 0, 0xc4, 0xc5, 0xc6)
+#define cd_array_header(b, n) cd_header(b, n, 0x90, 15, 0, 0xdc, 0xdd)
+#define cd_map_header(b, n)   cd_header(b, n, 0x80, 15, 0, 0xde, 0xdf)
+
+/* msgpack ext header for a payload of n bytes with ext type `type`. */
+static inline int
+cd_ext_header(cd_buf *b, uint64_t n, int type)
+{
+    if (cd_reserve(b, 6) < 0) {
+        return -1;
+    }
+    switch (n) {
+    case 1: cd_put1(b, 0xd4); break;
+    case 2: cd_put1(b, 0xd5); break;
+    case 4: cd_put1(b, 0xd6); break;
+    case 8: cd_put1(b, 0xd7); break;
+    case 16: cd_put1(b, 0xd8); break;
+    default:
+        if (n < 256) { cd_put1(b, 0xc7); cd_put_be(b, n, 1); }
+        else if (n < 65536) { cd_put1(b, 0xc8); cd_put_be(b, n, 2); }
+        else { cd_put1(b, 0xc9); cd_put_be(b, n, 4); }
+    }
+    cd_put1(b, (unsigned char)type);
+    return 0;
+}
+
+/* ---- pointer -> index map (the encoder's identity memo) ------------------------------- */
+
+typedef struct {
+    uintptr_t *keys;    /* 0 = free slot */
+    int32_t *values;
+    Py_ssize_t mask;    /* capacity - 1, capacity a power of two */
+    Py_ssize_t used;
+} cd_ptrmap;
+
+static inline Py_ssize_t
+cd_ptr_slot(uintptr_t key, Py_ssize_t mask)
+{
+    uint64_t h = (uint64_t)key * 0x9E3779B97F4A7C15ULL;
+    return (Py_ssize_t)(h >> 20) & mask;
+}
+
+static int32_t
+cd_ptrmap_get(const cd_ptrmap *m, const void *ptr)
+{
+    if (m->keys == NULL) {
+        return -1;
+    }
+    uintptr_t key = (uintptr_t)ptr;
+    for (Py_ssize_t i = cd_ptr_slot(key, m->mask);; i = (i + 1) & m->mask) {
+        if (m->keys[i] == key) {
+            return m->values[i];
+        }
+        if (m->keys[i] == 0) {
+            return -1;
+        }
+    }
+}
+
+static int
+cd_ptrmap_put(cd_ptrmap *m, const void *ptr, int32_t value)
+{
+    if (m->keys == NULL || (m->used + 1) * 2 > m->mask + 1) {
+        Py_ssize_t cap = m->keys ? (m->mask + 1) * 2 : 64;
+        uintptr_t *keys = PyMem_Calloc(cap, sizeof(uintptr_t));
+        int32_t *values = PyMem_Malloc(cap * sizeof(int32_t));
+        if (keys == NULL || values == NULL) {
+            PyMem_Free(keys);
+            PyMem_Free(values);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; m->keys && i <= m->mask; i++) {
+            if (m->keys[i]) {
+                Py_ssize_t j = cd_ptr_slot(m->keys[i], cap - 1);
+                while (keys[j]) {
+                    j = (j + 1) & (cap - 1);
+                }
+                keys[j] = m->keys[i];
+                values[j] = m->values[i];
+            }
+        }
+        PyMem_Free(m->keys);
+        PyMem_Free(m->values);
+        m->keys = keys;
+        m->values = values;
+        m->mask = cap - 1;
+    }
+    uintptr_t key = (uintptr_t)ptr;
+    Py_ssize_t i = cd_ptr_slot(key, m->mask);
+    while (m->keys[i] && m->keys[i] != key) {
+        i = (i + 1) & m->mask;
+    }
+    if (!m->keys[i]) {
+        m->used++;
+    }
+    m->keys[i] = key;
+    m->values[i] = value;
+    return 0;
+}
+
+static void
+cd_ptrmap_clear(cd_ptrmap *m)
+{
+    if (m->keys != NULL && m->used) {
+        memset(m->keys, 0, (m->mask + 1) * sizeof(uintptr_t));
+    }
+    m->used = 0;
+}
+
+static void
+cd_ptrmap_free(cd_ptrmap *m)
+{
+    PyMem_Free(m->keys);
+    PyMem_Free(m->values);
+    m->keys = NULL;
+    m->values = NULL;
+    m->used = 0;
+    m->mask = 0;
+}
+
+/* ---- reading ----------------------------------------------------------------------- */
+
+static inline uint64_t
+cd_get_be(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+/* A str from UTF-8 bytes; pure ASCII (the common case) is copied without decoding. */
+static PyObject *
+cd_make_str(const char *p, Py_ssize_t n)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (u[i] & 0x80) {
+            return PyUnicode_DecodeUTF8(p, n, "surrogatepass");
+        }
+    }
+    PyObject *s = PyUnicode_New(n, 127);
+    if (s != NULL) {
+        memcpy(PyUnicode_1BYTE_DATA(s), p, n);
+    }
+    return s;
+}
+
+#endif /* SAVEPOINT_CODEC_H */
