@@ -26,9 +26,10 @@ from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
-from cpython.ref cimport Py_INCREF
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 import collections
 import copyreg
@@ -46,7 +47,8 @@ import types
 import uuid
 import zlib
 
-from engine import _frames
+from engine cimport _frames
+from engine._frames cimport Frame
 from engine.errors import CorruptSavepoint, SavepointError
 
 cdef extern from "codec.h":
@@ -73,7 +75,10 @@ cdef extern from "codec.h":
     void cd_ptrmap_clear(cd_ptrmap *)
     void cd_ptrmap_free(cd_ptrmap *)
     uint64_t cd_get_be(const unsigned char *, int)
+    uint64_t cd_checksum(const unsigned char *, Py_ssize_t)
+    int cd_encode_simple(cd_buf *, cd_ptrmap *, int32_t *, PyObject *) except -1
     object cd_make_str(const char *, Py_ssize_t)
+    object cd_cached_str(const char *, Py_ssize_t)
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object)
@@ -87,6 +92,8 @@ cdef extern from "Python.h":
     object PyCell_New(PyObject *)
     int PyCell_Set(object, PyObject *) except -1
     PyObject *PyCell_GET(object)
+    dict _PyDict_NewPresized(Py_ssize_t)
+    PyObject *PyFunction_GET_GLOBALS(object)
 
 FORMAT_VERSION = 1
 PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
@@ -133,8 +140,13 @@ DEF M_EXTERNAL = 44
 DEF M_INSTANCE = 45
 DEF M_LAST = 45
 
-cdef object EMPTY = _frames.EMPTY
+from engine._frames import EMPTY as _EMPTY
+cdef object EMPTY = _EMPTY
 cdef object _PENDING = object()    # decoder memo slot of an object still being built
+cdef list _SMALL_INT_OBJECTS = list(range(128))
+cdef PyObject *_SMALL_INTS[128]
+for _i in range(128):
+    _SMALL_INTS[_i] = <PyObject *>_SMALL_INT_OBJECTS[_i]
 
 
 cdef class _Pending:
@@ -259,6 +271,7 @@ cdef class Trust:
 
 
 cdef Trust _NO_TRUST = Trust()
+cdef dict _sys_modules = sys.modules
 
 
 cdef bint _exception_buildable(cls, Trust trust):
@@ -277,7 +290,7 @@ def _lookup(module, qualname):
 
 # --- code fingerprints -------------------------------------------------------------------
 
-cdef dict _fingerprints = {}
+cdef dict _fingerprints = {}     # id(code) -> (code, digest); the code keeps the id valid
 
 
 def _stable(obj):
@@ -300,12 +313,11 @@ def _stable(obj):
     return cls.__name__.encode() + b":" + repr(obj).encode()
 
 
-def fingerprint(code):
+cpdef bytes fingerprint(code):
     """A 16-byte digest of everything that makes ``code`` behave as it does."""
-    try:
-        return _fingerprints[code]
-    except KeyError:
-        pass
+    entry = _fingerprints.get(id(code))
+    if entry is not None and (<tuple>entry)[0] is code:
+        return (<tuple>entry)[1]
     if type(code) is not _CodeType:
         raise TypeError(f"fingerprint() needs a code object, not {type(code).__name__}")
     h = hashlib.blake2b(digest_size=16)
@@ -319,7 +331,7 @@ def fingerprint(code):
         h.update(len(part).to_bytes(4, "big"))
         h.update(part)
     digest = h.digest()
-    _fingerprints[code] = digest
+    _fingerprints[id(code)] = (code, digest)
     return digest
 
 
@@ -353,7 +365,9 @@ cdef class Encoder:
     cdef cd_buf buf
     cdef cd_ptrmap memo
     cdef int32_t count          # memo indices handed out
-    cdef bytearray building     # 1 at the index of an object decoded only after its parts
+    cdef unsigned char *building  # 1 at the index of an object decoded only after its parts
+    cdef Py_ssize_t building_cap
+    cdef Py_ssize_t building_top  # above the highest index ever flagged since reset
     cdef list keep              # temporaries whose addresses are in the memo
     cdef dict externals         # id(obj) -> name
     cdef Trust trust
@@ -367,12 +381,16 @@ cdef class Encoder:
         self.buf.data = NULL
         self.buf.len = 0
         self.buf.cap = 0
+        self.building = NULL
+        self.building_cap = 0
+        self.building_top = 0
 
     def __dealloc__(self):
         PyMem_Free(self.buf.data)
+        PyMem_Free(self.building)
         cd_ptrmap_free(&self.memo)
 
-    def __init__(self, externals=None, Trust trust=None):
+    cdef setup(self, externals, Trust trust):
         self.externals = {id(v): k for k, v in externals.items()} if externals else None
         self.trust = trust if trust is not None else _NO_TRUST
         self.reset()
@@ -381,11 +399,13 @@ cdef class Encoder:
         self.buf.len = 0
         cd_ptrmap_clear(&self.memo)
         self.count = 0
-        self.building = bytearray()
-        self.keep = []
-        self.codes = []
-        self.code_modules = []
-        self.code_index = {}
+        if self.building_top:
+            memset(self.building, 0, self.building_top)
+            self.building_top = 0
+        self.keep = None
+        self.codes = None
+        self.code_modules = None
+        self.code_index = None
         self.depth = 0
         self.cell_contents = False
 
@@ -408,7 +428,7 @@ cdef class Encoder:
         return 0
 
     cdef int ref(self, int32_t index) except -1:
-        if index < len(self.building) and self.building[index] and not self.cell_contents:
+        if index < self.building_top and self.building[index] and not self.cell_contents:
             raise _Unencodable(
                 "a value that contains itself through a tuple, frozenset, function or "
                 "other object built from its parts",
@@ -428,9 +448,25 @@ cdef class Encoder:
         return 0
 
     cdef int set_building(self, int32_t index, bint flag) except -1:
-        while len(self.building) <= index:
-            self.building.extend(b"\0" * (index + 64 - len(self.building)))
+        cdef Py_ssize_t cap
+        cdef unsigned char *grown
+        if index >= self.building_cap:
+            cap = max(64, 2 * (index + 1))
+            grown = <unsigned char *>PyMem_Realloc(self.building, cap)
+            if grown == NULL:
+                raise MemoryError()
+            memset(grown + self.building_cap, 0, cap - self.building_cap)
+            self.building = grown
+            self.building_cap = cap
         self.building[index] = flag
+        if index >= self.building_top:
+            self.building_top = index + 1
+        return 0
+
+    cdef int keep_alive(self, object o) except -1:
+        if self.keep is None:
+            self.keep = []
+        self.keep_alive(o)
         return 0
 
     cdef int marker(self, int tag, Py_ssize_t nparts) except -1:
@@ -442,115 +478,85 @@ cdef class Encoder:
         return 0
 
     cdef int32_t code_ref(self, code, module) except -1:
-        index = self.code_index.get(code)
+        if self.codes is None:
+            self.codes = []
+            self.code_modules = []
+            self.code_index = {}
+        index = self.code_index.get(id(code))
         if index is None:
             index = len(self.codes)
-            self.codes.append(code)
+            self.codes.append(code)          # keeps id(code) valid
             self.code_modules.append(module)
-            self.code_index[code] = index
+            self.code_index[id(code)] = index
         return index
 
     # -- values --
-    cdef int encode(self, object o) except -1:
+    cdef inline int encode(self, object o) except -1:
+        if cd_encode_simple(&self.buf, &self.memo, &self.count, <PyObject *>o):
+            return 0
+        return self.encode_rest(o)
+
+    cdef int encode_rest(self, object o) except -1:
         cdef type t = type(o)
-        cdef int overflow = 0
-        cdef long long v
-        cdef int32_t index
+        cdef int32_t index = cd_ptrmap_get(&self.memo, <PyObject *>o)
         cdef Py_ssize_t n
         cdef const char *s
-        if o is None:
-            cd_reserve(&self.buf, 1)
-            cd_put1(&self.buf, 0xc0)
-        elif t is int:
-            v = PyLong_AsLongLongAndOverflow(o, &overflow)
-            if overflow:
-                payload = o.to_bytes((o.bit_length() + 8) // 8, "big", signed=True)
-                cd_ext_header(&self.buf, len(payload), EXT_BIGINT)
-                cd_write(&self.buf, payload, len(payload))
-            else:
-                cd_int(&self.buf, v)
-        elif t is str:
-            index = cd_ptrmap_get(&self.memo, <PyObject *>o)
-            if index >= 0:
-                return self.ref(index)
+        if index >= 0:
+            return self.ref(index)
+        if t is int:           # beyond 64 bits
+            payload = o.to_bytes((o.bit_length() + 8) // 8, "big", signed=True)
+            cd_ext_header(&self.buf, len(payload), EXT_BIGINT)
+            cd_write(&self.buf, payload, len(payload))
+            return 0
+        if t is str:           # with lone surrogates
             self.remember(o)
-            if PyUnicode_IS_COMPACT_ASCII(o):
-                n = PyUnicode_GET_LENGTH(o)
-                s = <const char *>PyUnicode_DATA(o)
-            else:
-                try:
-                    s = PyUnicode_AsUTF8AndSize(o, &n)
-                except UnicodeEncodeError:   # lone surrogates
-                    payload = (<str>o).encode("utf-8", "surrogatepass")
-                    self.keep.append(payload)
-                    s = PyBytes_AS_STRING(payload)
-                    n = PyBytes_GET_SIZE(payload)
-            cd_str_header(&self.buf, n)
-            cd_write(&self.buf, s, n)
-        elif t is float:
-            cd_double(&self.buf, PyFloat_AS_DOUBLE(o))
-        elif t is bool:
-            cd_reserve(&self.buf, 1)
-            cd_put1(&self.buf, 0xc3 if o else 0xc2)
-        elif t is list or t is dict or t is tuple:
-            index = cd_ptrmap_get(&self.memo, <PyObject *>o)
-            if index >= 0:
-                return self.ref(index)
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise _Unencodable(f"a value nested more than {MAX_DEPTH} levels deep",
-                                   "flatten it")
-            if t is list:
-                self.remember(o)
-                cd_array_header(&self.buf, len(<list>o))
-                for item in <list>o:
-                    self.encode(item)
-            elif t is dict:
-                self.remember(o)
-                cd_map_header(&self.buf, len(<dict>o))
-                for key, value in (<dict>o).items():
-                    self.encode(key)
-                    self.encode(value)
-            else:
-                index = self.remember(o)
-                self.set_building(index, True)
-                self.marker(M_TUPLE, len(<tuple>o))
-                for item in <tuple>o:
-                    self.encode(item)
-                self.building[index] = 0
-            self.depth -= 1
-        elif t is bytes:
-            n = PyBytes_GET_SIZE(o)
-            cd_bin_header(&self.buf, n)
-            cd_write(&self.buf, PyBytes_AS_STRING(o), n)
+            payload = (<str>o).encode("utf-8", "surrogatepass")
+            cd_str_header(&self.buf, len(payload))
+            cd_write(&self.buf, payload, len(payload))
+            return 0
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _Unencodable(f"a value nested more than {MAX_DEPTH} levels deep",
+                               "flatten it")
+        if t is list:
+            self.remember(o)
+            cd_array_header(&self.buf, len(<list>o))
+            for item in <list>o:
+                self.encode(item)
+        elif t is dict:
+            self.remember(o)
+            cd_map_header(&self.buf, len(<dict>o))
+            for key, value in (<dict>o).items():
+                self.encode(key)
+                self.encode(value)
+        elif t is tuple:
+            index = self.remember(o)
+            self.set_building(index, True)
+            self.marker(M_TUPLE, len(<tuple>o))
+            for item in <tuple>o:
+                self.encode(item)
+            self.set_building(index, False)
         else:
-            index = cd_ptrmap_get(&self.memo, <PyObject *>o)
-            if index >= 0:
-                return self.ref(index)
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise _Unencodable(f"a value nested more than {MAX_DEPTH} levels deep",
-                                   "flatten it")
             self.encode_other(o, t)
-            self.depth -= 1
+        self.depth -= 1
         return 0
 
     cdef int parts(self, int tag, tuple items) except -1:
         """A marker composite's parts (the caller remembered the object)."""
-        self.keep.append(items)
+        self.keep_alive(items)
         self.marker(tag, len(items))
         for item in items:
             self.encode(item)
         return 0
 
     cdef int composite(self, object o, int tag, tuple items, bint build_after=True) except -1:
-        self.keep.append(items)     # parts made here (str(o), reduce results) stay alive
+        self.keep_alive(items)     # parts made here (str(o), reduce results) stay alive
         cdef int32_t index = self.remember(o)
         if build_after:
             self.set_building(index, True)
         self.parts(tag, items)
         if build_after:
-            self.building[index] = 0
+            self.set_building(index, False)
         return 0
 
     cdef int encode_global(self, object o, int tag=M_GLOBAL) except -1:
@@ -595,7 +601,7 @@ cdef class Encoder:
             self.marker(M_SET if t is set else M_FROZENSET, len(o))
             for item in o:
                 self.encode(item)
-            self.building[index] = 0
+            self.set_building(index, False)
             return 0
         if t is _CellType:
             index = self.remember(o)
@@ -701,7 +707,7 @@ cdef class Encoder:
 
     cdef int encode_iterator(self, o) except -1:
         reduced = o.__reduce__()
-        self.keep.append(reduced)
+        self.keep_alive(reduced)
         builder = _ITER_NAMES.get(reduced[0])
         if builder is None:
             raise _Unencodable(f"an iterator ({type(o).__name__})",
@@ -731,7 +737,7 @@ cdef class Encoder:
     cdef int encode_instance(self, o, type t) except -1:
         self.encode_global_check(t)
         reduced = o.__reduce_ex__(4)
-        self.keep.append(reduced)
+        self.keep_alive(reduced)
         if isinstance(reduced, str) or len(reduced) < 2:
             what, advice = _describe(o)
             raise _Unencodable(what, advice)
@@ -746,14 +752,14 @@ cdef class Encoder:
         else:
             raise _Unencodable(f"an instance of {t.__qualname__} whose __reduce__ rebuilds "
                                f"it with {func!r}", "give it __getstate__/__setstate__")
-        self.keep.append((args, listitems, dictitems))
+        self.keep_alive((args, listitems, dictitems))
         cdef int32_t index = self.remember(o)
         self.set_building(index, True)
         self.marker(M_INSTANCE, 6)
         self.encode(t)
         self.encode(mode)
         self.encode(args)
-        self.building[index] = 0        # state comes after the object exists
+        self.set_building(index, False)        # state comes after the object exists
         self.encode(state)
         self.encode(listitems)
         self.encode(dictitems)
@@ -775,18 +781,25 @@ cdef class Decoder:
     cdef bint cell_slot         # the value being decoded is a cell's contents
     cdef object data            # keeps the buffer alive
 
-    def __init__(self, data, externals=None, Trust trust=None, codes=None):
+    cdef setup(self, bytes data, Py_ssize_t start, externals, Trust trust):
         self.data = data
         self.p = <const unsigned char *>PyBytes_AS_STRING(data)
-        self.pos = 0
+        self.pos = start
         self.end = PyBytes_GET_SIZE(data)
         self.memo = []
         self.fixups = []
-        self.externals = externals or {}
+        self.externals = externals if externals is not None else {}
         self.trust = trust if trust is not None else _NO_TRUST
-        self.codes = codes or []
+        self.codes = []
         self.depth = 0
         self.cell_slot = False
+
+    cdef release(self):
+        self.data = None
+        self.memo = None
+        self.fixups = None
+        self.externals = None
+        self.codes = None
 
     cdef inline const unsigned char *need(self, Py_ssize_t n) except NULL:
         if n < 0 or self.end - self.pos < n:
@@ -799,20 +812,29 @@ cdef class Decoder:
         return <Py_ssize_t>cd_get_be(self.need(nbytes), nbytes)
 
     cdef object decode(self):
-        # Only a cell's own contents may refer to an object still being built (a
-        # function whose closure holds it); anything nested deeper may not.
-        cdef bint cell_slot = self.cell_slot
-        self.cell_slot = False
-        cdef unsigned char b = self.need(1)[0]
+        # self.cell_slot: only a cell's own contents may refer to an object still being
+        # built (a function whose closure holds the cell).  ext() reads and clears it;
+        # containers clear it, so nothing nested deeper gets the permission.
+        if self.pos >= self.end:
+            raise CorruptSavepoint("savepoint data is truncated")
+        cdef unsigned char b = self.p[self.pos]
         cdef uint64_t u
         cdef double d
         cdef float f
+        cdef Py_ssize_t n
+        self.pos += 1
         if b <= 0x7f:
-            return <long>b
+            return <object>_SMALL_INTS[b]
+        if 0xa0 <= b <= 0xbf:
+            n = b & 0x1f
+            if self.end - self.pos < n:
+                raise CorruptSavepoint("savepoint data is truncated")
+            o = cd_cached_str(<const char *>(self.p + self.pos), n)
+            self.pos += n
+            self.memo.append(o)
+            return o
         if b >= 0xe0:
             return <long>b - 256
-        if 0xa0 <= b <= 0xbf:
-            return self.string(b & 0x1f)
         if 0x90 <= b <= 0x9f:
             return self.array(b & 0x0f)
         if 0x80 <= b <= 0x8f:
@@ -868,56 +890,105 @@ cdef class Decoder:
         if b == 0xdf:
             return self.map(self.length(4))
         if 0xd4 <= b <= 0xd8:
-            return self.ext(1 << (b - 0xd4), cell_slot)
+            return self.ext(1 << (b - 0xd4))
         if b == 0xc7:
-            return self.ext(self.length(1), cell_slot)
+            return self.ext(self.length(1))
         if b == 0xc8:
-            return self.ext(self.length(2), cell_slot)
+            return self.ext(self.length(2))
         if b == 0xc9:
-            return self.ext(self.length(4), cell_slot)
+            return self.ext(self.length(4))
         raise CorruptSavepoint(f"savepoint data holds an unknown msgpack byte 0x{b:02x}")
+
+    cdef Py_ssize_t array_header(self) except -1:
+        """The length of a plain array that is record structure, not a value (the
+        encoder counted it with skip_index; it takes a memo slot nobody refers to)."""
+        if self.pos >= self.end:
+            raise CorruptSavepoint("savepoint data is truncated")
+        cdef unsigned char b = self.p[self.pos]
+        cdef Py_ssize_t n
+        self.pos += 1
+        if 0x90 <= b <= 0x9f:
+            n = b & 0x0f
+        elif b == 0xdc:
+            n = self.length(2)
+        elif b == 0xdd:
+            n = self.length(4)
+        else:
+            raise CorruptSavepoint("savepoint record is damaged")
+        if n > self.end - self.pos:
+            raise CorruptSavepoint("savepoint data is truncated")
+        self.memo.append(None)
+        return n
+
+    cdef tuple tuple_of(self, Py_ssize_t n):
+        """``n`` values as a tuple (record structure: nothing refers to it)."""
+        cdef tuple out = PyTuple_New(n)
+        cdef Py_ssize_t i
+        for i in range(n):
+            item = self.decode()
+            Py_INCREF(item)
+            PyTuple_SET_ITEM(out, i, item)
+        return out
 
     cdef object string(self, Py_ssize_t n):
         cdef const char *s = <const char *>self.need(n)
-        o = cd_make_str(s, n)
+        o = cd_cached_str(s, n)
         self.memo.append(o)
         return o
 
     cdef object binary(self, Py_ssize_t n):
         return PyBytes_FromStringAndSize(<const char *>self.need(n), n)
 
-    cdef inline int enter(self) except -1:
+    cdef object array(self, Py_ssize_t n):
+        cdef int tag
+        cdef Py_ssize_t i
+        self.cell_slot = False
+        if n > self.end - self.pos:
+            raise CorruptSavepoint("savepoint data is truncated")
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise CorruptSavepoint("savepoint data is nested too deeply")
-        return 0
-
-    cdef object array(self, Py_ssize_t n):
-        cdef int tag
-        if n > self.end - self.pos:
-            raise CorruptSavepoint("savepoint data is truncated")
         # a marker composite: fixext1 (0xd4) with an ext type in the marker range
         if n > 0 and self.end - self.pos >= 3 and self.p[self.pos] == 0xd4 and \
                 M_FIRST <= self.p[self.pos + 1] <= M_LAST:
             tag = self.p[self.pos + 1]
             self.pos += 3
-            self.enter()
             o = self.composite(tag, n - 1)
             self.depth -= 1
             return o
-        self.enter()
-        cdef list out = []
+        # Filled in place: None until decoded, never an unset slot that Python code
+        # reached through a cycle could trip over.
+        cdef list out = PyList_New(n)
+        for i in range(n):
+            Py_INCREF(None)
+            PyList_SET_ITEM(out, i, None)
         self.memo.append(out)
-        for _ in range(n):
-            PyList_Append(out, self.decode())
+        cdef unsigned char b
+        cdef PyObject *small
+        for i in range(n):
+            b = self.p[self.pos] if self.pos < self.end else 0xc1
+            if b <= 0x7f:          # small ints, the commonest item: no call
+                self.pos += 1
+                small = _SMALL_INTS[b]
+                Py_INCREF(<object>small)
+                Py_DECREF(None)
+                PyList_SET_ITEM(out, i, <object>small)
+                continue
+            item = self.decode()
+            Py_INCREF(item)
+            Py_DECREF(None)
+            PyList_SET_ITEM(out, i, item)
         self.depth -= 1
         return out
 
     cdef object map(self, Py_ssize_t n):
+        self.cell_slot = False
         if n > self.end - self.pos:
             raise CorruptSavepoint("savepoint data is truncated")
-        self.enter()
-        cdef dict out = {}
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise CorruptSavepoint("savepoint data is nested too deeply")
+        cdef dict out = _PyDict_NewPresized(n)
         self.memo.append(out)
         for _ in range(n):
             key = self.decode()
@@ -925,7 +996,9 @@ cdef class Decoder:
         self.depth -= 1
         return out
 
-    cdef object ext(self, Py_ssize_t n, bint cell_slot):
+    cdef object ext(self, Py_ssize_t n):
+        cdef bint cell_slot = self.cell_slot
+        self.cell_slot = False
         cdef int kind = <signed char>self.need(1)[0]
         cdef const unsigned char *payload = self.need(n)
         cdef uint64_t a, b
@@ -1090,7 +1163,7 @@ cdef class Decoder:
     cdef object module(self, name):
         if type(name) is not str:
             raise CorruptSavepoint("malformed module name")
-        module = sys.modules.get(name)
+        module = _sys_modules.get(name)
         if module is not None:
             return module
         root = name.partition(".")[0]
@@ -1223,35 +1296,90 @@ cdef class Decoder:
 
 # --- public API ------------------------------------------------------------------------
 
+# One encoder and one decoder are reused while idle (their buffers and memo tables stay
+# allocated); a nested call (a trusted __reduce__ that saves a value itself) gets its own.
+cdef Encoder _idle_encoder = Encoder()
+cdef Decoder _idle_decoder = Decoder()
+
+
+cdef Encoder _encoder(externals, Trust trust):
+    global _idle_encoder
+    cdef Encoder enc = _idle_encoder
+    if enc is None:
+        enc = Encoder()
+    _idle_encoder = None
+    enc.setup(externals, trust)
+    return enc
+
+
+cdef _done_encoding(Encoder enc):
+    global _idle_encoder
+    enc.keep = None
+    enc.codes = None
+    enc.code_modules = None
+    enc.code_index = None
+    enc.externals = None
+    _idle_encoder = enc
+
+
+cdef Decoder _decoder(bytes data, Py_ssize_t start, externals, Trust trust):
+    global _idle_decoder
+    cdef Decoder dec = _idle_decoder
+    if dec is None:
+        dec = Decoder()
+    _idle_decoder = None
+    dec.setup(data, start, externals, trust)
+    return dec
+
+
+cdef _done_decoding(Decoder dec):
+    global _idle_decoder
+    dec.release()
+    _idle_decoder = dec
+
+
+cdef _damaged(exc):
+    if isinstance(exc, (CorruptSavepoint, SavepointError)):
+        return exc
+    if isinstance(exc, RecursionError):
+        return CorruptSavepoint("savepoint data is nested too deeply")
+    return CorruptSavepoint(f"savepoint data is damaged: {type(exc).__name__}: {exc}")
+
+
 def encode_value(value, *, externals=None, Trust trust=None):
     """Bytes for one value (no record header): for inputs, outputs and settings."""
-    cdef Encoder enc = Encoder(externals, trust)
+    cdef Encoder enc = _encoder(externals, trust)
     try:
         enc.encode(value)
+        if enc.codes:
+            raise SavepointError("cannot save a nested function outside a savepoint")
+        return enc.take()
     except _Unencodable as e:
         raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
-    if enc.codes:
-        raise SavepointError("cannot save a nested function outside a savepoint")
-    return enc.take()
+    finally:
+        _done_encoding(enc)
 
 
 def decode_value(data, *, externals=None, Trust trust=None):
     """The value :func:`encode_value` encoded.  Damage raises CorruptSavepoint."""
-    if not isinstance(data, bytes):
+    if type(data) is not bytes:
         data = bytes(data)
-    cdef Decoder dec = Decoder(data, externals, trust)
+    cdef Decoder dec = _decoder(data, 0, externals, trust)
     try:
         value = dec.decode()
-    except (CorruptSavepoint, SavepointError):
-        raise
-    except RecursionError:
-        raise CorruptSavepoint("savepoint data is nested too deeply") from None
+        if dec.pos != dec.end:
+            raise CorruptSavepoint("savepoint data has trailing bytes")
+        return value
     except Exception as e:
-        raise CorruptSavepoint(f"savepoint data is damaged: {type(e).__name__}: {e}") \
-            from None
-    if dec.pos != dec.end:
-        raise CorruptSavepoint("savepoint data has trailing bytes")
-    return value
+        raise _damaged(e) from None
+    finally:
+        _done_decoding(dec)
+
+
+def checksum(data):
+    """The record checksum (XXH64, seed 0) of ``data``."""
+    data = bytes(data)
+    return cd_checksum(<const unsigned char *>PyBytes_AS_STRING(data), len(data))
 
 
 cdef str _slot_name(code, Py_ssize_t i):
@@ -1263,42 +1391,67 @@ def _where(frame):
     return f"{code.co_qualname} ({code.co_filename}:{frame.line})"
 
 
+cdef dict _module_names = {}     # id(globals) -> (globals, module name)
+
+
+cdef str _module_of(Frame frame):
+    """The name of the module whose globals the frame runs in."""
+    globals_ = <object>PyFunction_GET_GLOBALS(frame.func)   # no audited __globals__ read
+    entry = _module_names.get(id(globals_))
+    if entry is not None and (<tuple>entry)[0] is globals_:
+        return (<tuple>entry)[1]
+    module = globals_.get("__name__")
+    owner = sys.modules.get(module) if isinstance(module, str) else None
+    if owner is None or owner.__dict__ is not globals_:
+        raise SavepointError(f"cannot take a savepoint in {_where(frame)}: its globals "
+                             f"are not a module's; define flows in modules")
+    _module_names[id(globals_)] = (globals_, module)
+    return module
+
+
 cdef _encode_frames(Encoder enc, frames):
     cdef Py_ssize_t i
+    cdef Frame frame
+    frames = tuple(frames)
+    for item in frames:
+        if not isinstance(item, Frame):
+            raise TypeError(f"encode_snapshot() takes Frame objects, not "
+                            f"{type(item).__name__}")
     enc.skip_index()              # the list of frames
     cd_array_header(&enc.buf, len(frames))
     for frame in frames:
         code = frame.code
-        func = frame.func
-        module = func.__globals__.get("__name__")
-        owner = sys.modules.get(module) if isinstance(module, str) else None
-        if owner is None or owner.__dict__ is not func.__globals__:
-            raise SavepointError(f"cannot take a savepoint in {_where(frame)}: its globals "
-                                 f"are not a module's; define flows in modules")
+        module = _module_of(frame)
         enc.skip_index()          # the frame's list
         cd_array_header(&enc.buf, 6)
         enc.encode(enc.code_ref(code, module))
         enc.encode(module)
         enc.encode(frame.offset)
         enc.skip_index()
-        cd_array_header(&enc.buf, len(frame.locals))
-        for i, value in enumerate(frame.locals):
-            try:
+        values = frame.locals
+        cd_array_header(&enc.buf, len(values))
+        i = 0
+        try:
+            for value in values:
                 enc.encode(value)
-            except _Unencodable as e:
-                raise SavepointError(
-                    f"local '{_slot_name(code, i)}' in {_where(frame)} holds {e.what}; a "
-                    f"savepoint cannot hold it -- {e.advice}") from None
+                i += 1
+        except _Unencodable as e:
+            raise SavepointError(
+                f"local '{_slot_name(code, i)}' in {_where(frame)} holds {e.what}; a "
+                f"savepoint cannot hold it -- {e.advice}") from None
         enc.skip_index()
-        cd_array_header(&enc.buf, len(frame.stack))
-        for i, value in enumerate(frame.stack):
-            try:
+        values = frame.stack
+        cd_array_header(&enc.buf, len(values))
+        i = 0
+        try:
+            for value in values:
                 enc.encode(value)
-            except _Unencodable as e:
-                raise SavepointError(
-                    f"value-stack item {i} (a value the expression around the call is "
-                    f"still using) in {_where(frame)} holds {e.what}; a savepoint cannot "
-                    f"hold it -- {e.advice}") from None
+                i += 1
+        except _Unencodable as e:
+            raise SavepointError(
+                f"value-stack item {i} (a value the expression around the call is "
+                f"still using) in {_where(frame)} holds {e.what}; a savepoint cannot "
+                f"hold it -- {e.advice}") from None
         try:
             enc.encode(frame.exc)
         except _Unencodable as e:
@@ -1307,111 +1460,209 @@ cdef _encode_frames(Encoder enc, frames):
                 from None
 
 
+# ["SPE", FORMAT_VERSION, "3.11", magic, checksum, codes, body]: everything up to the
+# checksum is the same for every record this interpreter writes.
 cdef bytes _RECORD_HEAD = (b"\x97\xa3SPE" + bytes([FORMAT_VERSION]) +
                            bytes([0xa0 | len(PYTHON_VERSION)]) + PYTHON_VERSION.encode() +
-                           bytes([0xc4, len(MAGIC)]) + MAGIC)
+                           bytes([0xc4, len(MAGIC)]) + MAGIC + b"\xcf")
+cdef Py_ssize_t _TAIL_START = len(_RECORD_HEAD) + 8
+
+
+cdef cd_buf _tail             # reused by encode_snapshot for the code table
+_tail.data = NULL
+_tail.len = 0
+_tail.cap = 0
+
+
+cdef int _write_str(cd_buf *b, str s) except -1:
+    cdef Py_ssize_t n
+    cdef const char *data = PyUnicode_AsUTF8AndSize(s, &n)
+    cd_str_header(b, n)
+    cd_write(b, data, n)
+    return 0
 
 
 def encode_snapshot(frames, *, externals=None, Trust trust=None):
     """Encode a frame snapshot (as engine._frames.capture returns it) into a savepoint
     record.  Returns ``(record, codes)``: the bytes, and the code objects the record
     refers to by fingerprint, for the store to pin."""
-    cdef Encoder enc = Encoder(externals, trust)
-    _encode_frames(enc, frames)
-    cdef Encoder tail = Encoder()
-    cd_array_header(&tail.buf, len(enc.codes))
-    for code, module in zip(enc.codes, enc.code_modules):
-        tail.skip_index()
-        cd_array_header(&tail.buf, 3)
-        tail.encode(module)
-        tail.encode(code.co_qualname)
-        tail.encode(fingerprint(code))
-    cd_bin_header(&tail.buf, enc.buf.len)
-    cd_write(&tail.buf, enc.buf.data, enc.buf.len)
-    rest = tail.take()
-    crc = zlib.crc32(rest)
-    return _RECORD_HEAD + b"\xce" + crc.to_bytes(4, "big") + rest, list(enc.codes)
-
-
-def read_header(record):
-    """Check a record's header and checksum; returns (codes, body) where codes is a list of
-    (module, qualname, fingerprint).  Raises CorruptSavepoint, or SavepointError for a
-    record of another Python version."""
-    if not isinstance(record, bytes):
-        record = bytes(record)
-    cdef Decoder dec = Decoder(record)
+    cdef Encoder enc = _encoder(externals, trust)
+    cdef cd_buf *tail = &_tail
+    cdef bytes record
+    cdef char *out
+    cdef Py_ssize_t i
     try:
-        if dec.need(1)[0] != 0x97:
-            raise CorruptSavepoint("not a savepoint record")
-        tag = dec.decode()
+        _encode_frames(enc, frames)
+        codes = enc.codes
+        # the code table: [module, qualname, fingerprint] each, written without a memo
+        tail.len = 0
+        cd_array_header(tail, len(codes))
+        for i in range(len(codes)):
+            code = codes[i]
+            cd_array_header(tail, 3)
+            _write_str(tail, enc.code_modules[i])
+            _write_str(tail, code.co_qualname)
+            digest = fingerprint(code)
+            cd_bin_header(tail, 16)
+            cd_write(tail, PyBytes_AS_STRING(digest), 16)
+        cd_write(tail, enc.buf.data, enc.buf.len)
+        record = PyBytes_FromStringAndSize(NULL, _TAIL_START + tail.len)
+        out = PyBytes_AS_STRING(record)
+        memcpy(out, PyBytes_AS_STRING(_RECORD_HEAD), len(_RECORD_HEAD))
+        _put_u64(out + len(_RECORD_HEAD), cd_checksum(<const unsigned char *>tail.data,
+                                                      tail.len))
+        memcpy(out + _TAIL_START, tail.data, tail.len)
+        return record, codes
+    except _Unencodable as e:
+        raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
+    finally:
+        _done_encoding(enc)
+
+
+cdef inline void _put_u64(char *out, uint64_t v):
+    cdef int i
+    for i in range(8):
+        out[i] = <char>(<unsigned char>((v >> (8 * (7 - i))) & 0xFF))
+
+
+cdef Py_ssize_t _check_header(bytes record) except -1:
+    """Check the header and checksum; returns where the codes table starts."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(record)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(record)
+    cdef Py_ssize_t head = len(_RECORD_HEAD)
+    if n < _TAIL_START or memcmp(p, PyBytes_AS_STRING(_RECORD_HEAD), head) != 0:
+        _explain_header(record)
+        raise CorruptSavepoint("not a savepoint record")
+    if cd_get_be(p + head, 8) != cd_checksum(p + _TAIL_START, n - _TAIL_START):
+        raise CorruptSavepoint("savepoint record fails its checksum")
+    return _TAIL_START
+
+
+cdef _explain_header(bytes record):
+    """A header that is not ours: say why, when it is a record of another version."""
+    cdef Decoder dec = Decoder()
+    dec.setup(record, 0, None, None)
+    try:
+        if dec.need(1)[0] != 0x97 or dec.decode() != "SPE":
+            return
         version = dec.decode()
         python = dec.decode()
         magic = dec.decode()
-        crc = dec.decode()
-    except CorruptSavepoint:
-        raise
     except Exception:
-        raise CorruptSavepoint("not a savepoint record") from None
-    if tag != "SPE" or type(version) is not int or type(crc) is not int:
-        raise CorruptSavepoint("not a savepoint record")
+        return
     if version != FORMAT_VERSION:
-        raise SavepointError(f"savepoint record has format version {version}; this engine "
+        raise SavepointError(f"savepoint record has format version {version!r}; this engine "
                              f"reads version {FORMAT_VERSION}")
     if python != PYTHON_VERSION or magic != MAGIC:
         raise SavepointError(f"savepoint was taken on Python {python} (bytecode magic "
                              f"{magic!r}); this is Python {PYTHON_VERSION} ({MAGIC!r}) -- "
                              f"it cannot run here")
-    rest = record[dec.pos:]
-    if zlib.crc32(rest) != crc:
-        raise CorruptSavepoint("savepoint record fails its checksum")
-    dec = Decoder(rest)
+
+
+def read_header(record):
+    """Check a record's header and checksum and return its code table: a list of
+    (module, qualname, fingerprint).  Raises CorruptSavepoint, or SavepointError for a
+    record of another Python version or format."""
+    if type(record) is not bytes:
+        record = bytes(record)
+    cdef Py_ssize_t start = _check_header(record)
+    cdef Decoder dec = _decoder(record, start, None, None)
     try:
-        codes = dec.decode()
-        body = dec.decode()
-    except CorruptSavepoint:
-        raise
+        return _read_codes(dec)
     except Exception as e:
-        raise CorruptSavepoint(f"savepoint record is damaged: {e}") from None
-    if type(codes) is not list or type(body) is not bytes or dec.pos != dec.end or any(
-            type(c) is not list or len(c) != 3 or type(c[2]) is not bytes for c in codes):
-        raise CorruptSavepoint("savepoint record is damaged")
-    return [tuple(c) for c in codes], body
+        raise _damaged(e) from None
+    finally:
+        _done_decoding(dec)
 
 
-def decode_snapshot(record, resolve_code, *, externals=None, Trust trust=None):
-    """Rebuild the frames of a savepoint record.  ``resolve_code(fingerprint, module,
-    qualname)`` returns the pinned code object for each code the record uses."""
-    codes, body = read_header(record)
-    code_objects = []
-    for module, qualname, digest in codes:
-        code = resolve_code(digest, module, qualname)
-        if type(code) is not _CodeType or fingerprint(code) != digest:
-            raise CorruptSavepoint(f"pinned code for {module}.{qualname} does not match "
-                                   f"the savepoint")
-        code_objects.append(code)
-    cdef Decoder dec = Decoder(body, externals, trust, code_objects)
+cdef list _read_codes(Decoder dec):
+    """The record's code table: [(module, qualname, fingerprint), ...]."""
+    cdef Py_ssize_t n = dec.array_header()
+    cdef list out = []
+    for _ in range(n):
+        if dec.array_header() != 3:
+            raise CorruptSavepoint("savepoint record is damaged")
+        entry = dec.tuple_of(3)
+        if type(entry[0]) is not str or type(entry[1]) is not str or \
+                type(entry[2]) is not bytes:
+            raise CorruptSavepoint("savepoint record is damaged")
+        out.append(entry)
+    return out
+
+
+def decode_snapshot(record, codes, *, externals=None, Trust trust=None):
+    """Rebuild the frames of a savepoint record.  ``codes`` gives the pinned code objects
+    the record uses: a mapping from fingerprint to code object, or a callable
+    ``codes(fingerprint, module, qualname)`` returning it."""
+    if type(record) is not bytes:
+        record = bytes(record)
+    cdef Py_ssize_t start = _check_header(record)
+    cdef Decoder dec = _decoder(record, start, externals, trust)
+    cdef Py_ssize_t n, i
+    cdef list frames
+    cdef bint lookup = isinstance(codes, dict)
     try:
-        raw = dec.decode()
-        if dec.pos != dec.end or type(raw) is not list:
-            raise CorruptSavepoint("savepoint body is damaged")
-        return [_frame_from(entry, code_objects, dec) for entry in raw]
-    except (CorruptSavepoint, SavepointError):
-        raise
+        n = dec.array_header()
+        for i in range(n):
+            if dec.array_header() != 3:
+                raise CorruptSavepoint("savepoint record is damaged")
+            module = dec.decode()
+            qualname = dec.decode()
+            digest = dec.decode()
+            if type(digest) is not bytes:
+                raise CorruptSavepoint("savepoint record is damaged")
+            code = (<dict>codes).get(digest) if lookup else codes(digest, module, qualname)
+            if code is None or type(code) is not _CodeType or fingerprint(code) != digest:
+                raise CorruptSavepoint(f"pinned code for {module}.{qualname} is missing or "
+                                       f"does not match the savepoint")
+            dec.codes.append(code)
+        dec.memo = []                 # the body was encoded with its own memo
+        n = dec.array_header()
+        frames = []
+        for i in range(n):
+            frames.append(_read_frame(dec))
+        if dec.pos != dec.end:
+            raise CorruptSavepoint("savepoint body has trailing bytes")
+        return frames
     except Exception as e:
-        raise CorruptSavepoint(f"savepoint body is damaged: {type(e).__name__}: {e}") \
-            from None
+        raise _damaged(e) from None
+    finally:
+        _done_decoding(dec)
 
 
-cdef object _frame_from(entry, list codes, Decoder dec):
-    if type(entry) is not list or len(entry) != 6:
+cdef dict _frame_funcs = {}     # id(code) -> (code, globals, function)
+
+
+cdef object _read_frame(Decoder dec):
+    """[code index, module, offset, locals, stack, exception] -> Frame."""
+    if dec.array_header() != 6:
         raise CorruptSavepoint("malformed frame")
-    code_index, module_name, offset, locals_, stack, exc = entry
-    if type(code_index) is not int or not 0 <= code_index < len(codes) or \
-            type(offset) is not int or type(locals_) is not list or type(stack) is not list:
+    code_index = dec.decode()
+    module_name = dec.decode()
+    offset = dec.decode()
+    locals_ = dec.tuple_of(dec.array_header())
+    stack = dec.tuple_of(dec.array_header())
+    exc = dec.decode()
+    if type(code_index) is not int or not 0 <= code_index < len(dec.codes) or \
+            type(offset) is not int:
         raise CorruptSavepoint("malformed frame")
-    code = codes[code_index]
-    # The frame's function only lends it globals, builtins and a name: its free variables
-    # already sit in the frame's cells (COPY_FREE_VARS ran before the savepoint).
-    closure = tuple([_CellType() for _ in code.co_freevars]) if code.co_freevars else None
-    func = _FunctionType(code, dec.module(module_name).__dict__, code.co_name, None, closure)
-    return _frames.Frame(func, code, offset, tuple(locals_), tuple(stack), exc)
+    code = dec.codes[code_index]
+    globals_ = dec.module(module_name).__dict__
+    cached = _frame_funcs.get(id(code))
+    if cached is not None and (<tuple>cached)[0] is code and (<tuple>cached)[1] is globals_:
+        func = (<tuple>cached)[2]
+    else:
+        # The frame's function only lends it globals, builtins and a name: its free
+        # variables already sit in the frame's cells (COPY_FREE_VARS ran before the
+        # savepoint), so the closure here is a placeholder.
+        closure = tuple([_CellType() for _ in code.co_freevars]) if code.co_freevars else None
+        func = _FunctionType(code, globals_, code.co_name, None, closure)
+        _frame_funcs[id(code)] = (code, globals_, func)
+    cdef Frame frame = Frame.__new__(Frame)
+    frame.func = func
+    frame.code = code
+    frame.offset = offset
+    frame.locals = locals_
+    frame.stack = stack
+    frame.exc = exc
+    return frame

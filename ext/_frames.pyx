@@ -43,9 +43,6 @@ cdef class Root:
     """Where a flow begins.  :func:`run` and :func:`resume` register the frame that calls
     them as the boundary; :func:`capture` walks from the Flow-API call out to it, and only
     on the thread running the flow."""
-    cdef sp_tstate *tstate
-    cdef _PyInterpreterFrame *boundary
-    cdef readonly bint active
 
     cdef int enter(self) except -1:
         if self.active:
@@ -66,12 +63,6 @@ cdef class Frame:
     the byte offset of the call it waits on, its local slots (locals, cells, free
     variables; :data:`EMPTY` for unbound ones), the value-stack items below the callable,
     and the exception being handled at that point (or ``None``)."""
-    cdef readonly object func
-    cdef readonly object code
-    cdef readonly int offset
-    cdef readonly tuple locals
-    cdef readonly tuple stack
-    cdef readonly object exc
 
     def __init__(self, func, code, int offset, tuple locals, tuple stack, exc=None):
         self.func = func

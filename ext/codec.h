@@ -251,6 +251,83 @@ cd_ptrmap_free(cd_ptrmap *m)
     m->mask = 0;
 }
 
+/* ---- the encoder's fast path -------------------------------------------------------- */
+
+/* Encode the common scalars -- None, bool, int that fits 64 bits, float, bytes, and str
+ * (through the identity memo: every str takes the next index) -- straight into the
+ * buffer.  Returns 1 when done, 0 when `o` is something else (the Cython encoder handles
+ * it), -1 on error. */
+static int
+cd_encode_simple(cd_buf *b, cd_ptrmap *memo, int32_t *count, PyObject *o)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyLong_Type) {
+        /* Include/cpython/longintrepr.h (3.11): |ob_size| digits of 30 bits. */
+        Py_ssize_t size = Py_SIZE(o);
+        if (size >= -1 && size <= 1) {
+            int64_t v = size * (int64_t)((PyLongObject *)o)->ob_digit[0];
+            return cd_int(b, v) < 0 ? -1 : 1;
+        }
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow) {
+            return 0;
+        }
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        return cd_int(b, v) < 0 ? -1 : 1;
+    }
+    if (t == &PyUnicode_Type) {
+        int32_t index = cd_ptrmap_get(memo, o);
+        if (index >= 0) {
+            return 0;                  /* a back-reference: the Cython side writes it */
+        }
+        const char *data;
+        Py_ssize_t n;
+        if (PyUnicode_IS_COMPACT_ASCII(o)) {
+            data = (const char *)PyUnicode_DATA(o);
+            n = PyUnicode_GET_LENGTH(o);
+        }
+        else {
+            data = PyUnicode_AsUTF8AndSize(o, &n);
+            if (data == NULL) {
+                PyErr_Clear();         /* lone surrogates: the Cython side copes */
+                return 0;
+            }
+        }
+        if (cd_ptrmap_put(memo, o, *count) < 0) {
+            return -1;
+        }
+        (*count)++;
+        if (cd_str_header(b, n) < 0 || cd_write(b, data, n) < 0) {
+            return -1;
+        }
+        return 1;
+    }
+    if (o == Py_None) {
+        if (cd_reserve(b, 1) < 0) return -1;
+        cd_put1(b, 0xc0);
+        return 1;
+    }
+    if (t == &PyFloat_Type) {
+        return cd_double(b, PyFloat_AS_DOUBLE(o)) < 0 ? -1 : 1;
+    }
+    if (t == &PyBool_Type) {
+        if (cd_reserve(b, 1) < 0) return -1;
+        cd_put1(b, o == Py_True ? 0xc3 : 0xc2);
+        return 1;
+    }
+    if (t == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(o);
+        if (cd_bin_header(b, n) < 0 || cd_write(b, PyBytes_AS_STRING(o), n) < 0) {
+            return -1;
+        }
+        return 1;
+    }
+    return 0;
+}
+
 /* ---- reading ----------------------------------------------------------------------- */
 
 static inline uint64_t
@@ -277,6 +354,128 @@ cd_make_str(const char *p, Py_ssize_t n)
     if (s != NULL) {
         memcpy(PyUnicode_1BYTE_DATA(s), p, n);
     }
+    return s;
+}
+
+/* ---- checksum: XXH64 (seed 0), the record's integrity check ------------------------- */
+
+#define CD_P1 0x9E3779B185EBCA87ULL
+#define CD_P2 0xC2B2AE3D27D4EB4FULL
+#define CD_P3 0x165667B19E3779F9ULL
+#define CD_P4 0x85EBCA77C2B2AE63ULL
+#define CD_P5 0x27D4EB2F165667C5ULL
+
+static inline uint64_t cd_rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static inline uint64_t
+cd_read64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);          /* little-endian hosts (x86-64, aarch64) */
+    return v;
+}
+
+static inline uint64_t
+cd_xxh_round(uint64_t acc, uint64_t input)
+{
+    acc += input * CD_P2;
+    acc = cd_rotl(acc, 31);
+    return acc * CD_P1;
+}
+
+static inline uint64_t
+cd_xxh_merge(uint64_t acc, uint64_t val)
+{
+    acc ^= cd_xxh_round(0, val);
+    return acc * CD_P1 + CD_P4;
+}
+
+static uint64_t
+cd_checksum(const unsigned char *p, Py_ssize_t len)
+{
+    const unsigned char *end = p + len;
+    uint64_t h;
+    if (len >= 32) {
+        uint64_t v1 = CD_P1 + CD_P2, v2 = CD_P2, v3 = 0, v4 = (uint64_t)0 - CD_P1;
+        const unsigned char *limit = end - 32;
+        do {
+            v1 = cd_xxh_round(v1, cd_read64(p)); p += 8;
+            v2 = cd_xxh_round(v2, cd_read64(p)); p += 8;
+            v3 = cd_xxh_round(v3, cd_read64(p)); p += 8;
+            v4 = cd_xxh_round(v4, cd_read64(p)); p += 8;
+        } while (p <= limit);
+        h = cd_rotl(v1, 1) + cd_rotl(v2, 7) + cd_rotl(v3, 12) + cd_rotl(v4, 18);
+        h = cd_xxh_merge(h, v1);
+        h = cd_xxh_merge(h, v2);
+        h = cd_xxh_merge(h, v3);
+        h = cd_xxh_merge(h, v4);
+    }
+    else {
+        h = CD_P5;
+    }
+    h += (uint64_t)len;
+    while (p + 8 <= end) {
+        h ^= cd_xxh_round(0, cd_read64(p));
+        h = cd_rotl(h, 27) * CD_P1 + CD_P4;
+        p += 8;
+    }
+    if (p + 4 <= end) {
+        uint32_t v;
+        memcpy(&v, p, 4);
+        h ^= (uint64_t)v * CD_P1;
+        h = cd_rotl(h, 23) * CD_P2 + CD_P3;
+        p += 4;
+    }
+    while (p < end) {
+        h ^= (*p) * CD_P5;
+        h = cd_rotl(h, 11) * CD_P1;
+        p++;
+    }
+    h ^= h >> 33;
+    h *= CD_P2;
+    h ^= h >> 29;
+    h *= CD_P3;
+    h ^= h >> 32;
+    return h;
+}
+
+/* ---- short-string cache -------------------------------------------------------------
+ * Savepoints of one flow decode the same short strings (dict keys, names) again and
+ * again.  A direct-mapped cache of short ASCII strings hands back the str made last time:
+ * no allocation, and its hash is already computed for the dict it goes into.  Strings
+ * are immutable, so sharing them between decoded values changes nothing observable
+ * but `is` between equal strings. */
+#define CD_STR_CACHE_SIZE 1024
+#define CD_STR_CACHE_MAXLEN 32
+static PyObject *cd_str_cache[CD_STR_CACHE_SIZE];
+
+static PyObject *
+cd_cached_str(const char *p, Py_ssize_t n)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    if (n > CD_STR_CACHE_MAXLEN) {
+        return cd_make_str(p, n);
+    }
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (u[i] & 0x80) {
+            return cd_make_str(p, n);
+        }
+        h = (h ^ u[i]) * 16777619u;
+    }
+    PyObject **slot = &cd_str_cache[(h ^ (h >> 16)) & (CD_STR_CACHE_SIZE - 1)];
+    PyObject *s = *slot;
+    if (s != NULL && PyUnicode_GET_LENGTH(s) == n &&
+            memcmp(PyUnicode_1BYTE_DATA(s), p, n) == 0) {
+        Py_INCREF(s);
+        return s;
+    }
+    s = PyUnicode_New(n, 127);
+    if (s == NULL) {
+        return NULL;
+    }
+    memcpy(PyUnicode_1BYTE_DATA(s), p, n);
+    Py_XSETREF(*slot, Py_NewRef(s));
     return s;
 }
 

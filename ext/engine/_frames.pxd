@@ -1,0 +1,20 @@
+# The frame core's classes, for other Cython modules of the engine (the codec reads and
+# builds Frame objects field by field).
+cimport frames
+
+
+cdef class Root:
+    cdef frames.sp_tstate *tstate
+    cdef frames._PyInterpreterFrame *boundary
+    cdef readonly bint active
+    cdef int enter(self) except -1
+    cdef void leave(self)
+
+
+cdef class Frame:
+    cdef readonly object func
+    cdef readonly object code
+    cdef readonly int offset
+    cdef readonly tuple locals
+    cdef readonly tuple stack
+    cdef readonly object exc
