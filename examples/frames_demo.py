@@ -3,9 +3,9 @@ from its captured frames -- at the next instruction, with every variable as it w
 
     python examples/frames_demo.py
 
-This shows the frame core alone.  Until the savepoint codec and the LMDB store land, the
-captured frames travel between the two processes through the tests' pickle carrier
-(tests/snapshot_pickle.py); the product will keep them as msgpack records in ./.engine.
+This shows the frame core and the savepoint codec: the frames travel between the two
+processes as a savepoint record (msgpack) plus the pinned code it refers to.  Until the
+LMDB store lands, they are kept in a temporary file; the product keeps them in ./.engine.
 """
 import os
 import signal
@@ -13,23 +13,38 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-
-import snapshot_pickle  # noqa: E402
-from engine import _frames  # noqa: E402
+from engine import _codec, _frames
 
 root = _frames.Root()
+trust = _codec.Trust([__name__])
+
+
+def save(path, frames):
+    record, codes = _codec.encode_snapshot(frames, trust=trust)
+    data = _codec.encode_value([record, [_codec.encode_code(code) for code in codes]])
+    with open(path + ".tmp", "wb") as fh:
+        fh.write(data)
+    os.replace(path + ".tmp", path)
+    return len(record)
+
+
+def load(path):
+    with open(path, "rb") as fh:
+        record, pinned = _codec.decode_value(fh.read())
+    codes = {}
+    for blob in pinned:
+        code = _codec.decode_code(blob)
+        codes[_codec.fingerprint(code)] = code
+    return _codec.decode_snapshot(record, codes, trust=trust)
 
 
 def savepoint(label):
     """What a Flow-API call does: capture the flow's frames (here: into a file)."""
     frames = _frames.capture(root)
     if type(frames) is tuple:
-        with open(os.environ["DEMO_SNAPSHOT"], "wb") as fh:
-            fh.write(snapshot_pickle.dumps(frames))
+        size = save(os.environ["DEMO_SNAPSHOT"], frames)
         print(f"  [pid {os.getpid()}] savepoint '{label}': {len(frames)} frames, "
-              f"innermost at line {frames[-1].line}")
+              f"{size} bytes, innermost at line {frames[-1].line}")
         if label == os.environ.get("DEMO_KILL_AT"):
             print(f"  [pid {os.getpid()}] SIGKILL")
             sys.stdout.flush()
@@ -58,8 +73,7 @@ def child(mode):
         print(f"  [pid {os.getpid()}] running handler(4)")
         print("  result:", _frames.run(root, handler, 4))
     else:
-        with open(os.environ["DEMO_SNAPSHOT"], "rb") as fh:
-            frames = snapshot_pickle.loads(fh.read())
+        frames = load(os.environ["DEMO_SNAPSHOT"])
         print(f"  [pid {os.getpid()}] restoring {len(frames)} frames: "
               + " -> ".join(f.code.co_name for f in frames))
         os.environ["DEMO_KILL_AT"] = ""

@@ -27,7 +27,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
@@ -93,6 +93,12 @@ cdef extern from "Python.h":
     int PyCell_Set(object, PyObject *) except -1
     PyObject *PyCell_GET(object)
     dict _PyDict_NewPresized(Py_ssize_t)
+    int PyList_SetSlice(object, Py_ssize_t, Py_ssize_t, PyObject *) except -1
+    PyObject *PyModule_GetDict(object)
+    PyObject *PyFunction_GET_MODULE(object)
+    Py_ssize_t _PyEval_RequestCodeExtraIndex(void (*)(void *))
+    int _PyCode_GetExtra(object, Py_ssize_t, void **)
+    int _PyCode_SetExtra(object, Py_ssize_t, void *)
     PyObject *PyFunction_GET_GLOBALS(object)
 
 FORMAT_VERSION = 1
@@ -200,6 +206,10 @@ cdef tuple _BUILTIN_SELF_TYPES = (list, dict, set, frozenset, tuple, str, bytes,
                                   collections.Counter)
 
 
+cdef void _release_extra(void *value) noexcept with gil:
+    Py_XDECREF(<PyObject *>value)
+
+
 class _Unencodable(Exception):
     """Raised inside the encoder; encode_snapshot turns it into a SavepointError that
     names the local or stack slot."""
@@ -290,7 +300,11 @@ def _lookup(module, qualname):
 
 # --- code fingerprints -------------------------------------------------------------------
 
-cdef dict _fingerprints = {}     # id(code) -> (code, digest); the code keeps the id valid
+# Each code object carries its fingerprint in a code-extra slot (like the frame core's
+# stack table): freed with the code, no lookup by id.
+cdef Py_ssize_t _fingerprint_slot = _PyEval_RequestCodeExtraIndex(_release_extra)
+if _fingerprint_slot < 0:
+    raise ImportError("engine._codec: no code-object extra slot is available")
 
 
 def _stable(obj):
@@ -315,9 +329,10 @@ def _stable(obj):
 
 cpdef bytes fingerprint(code):
     """A 16-byte digest of everything that makes ``code`` behave as it does."""
-    entry = _fingerprints.get(id(code))
-    if entry is not None and (<tuple>entry)[0] is code:
-        return (<tuple>entry)[1]
+    cdef void *cached = NULL
+    if type(code) is _CodeType and \
+            _PyCode_GetExtra(code, _fingerprint_slot, &cached) == 0 and cached != NULL:
+        return <bytes>cached
     if type(code) is not _CodeType:
         raise TypeError(f"fingerprint() needs a code object, not {type(code).__name__}")
     h = hashlib.blake2b(digest_size=16)
@@ -331,7 +346,7 @@ cpdef bytes fingerprint(code):
         h.update(len(part).to_bytes(4, "big"))
         h.update(part)
     digest = h.digest()
-    _fingerprints[id(code)] = (code, digest)
+    _set_code_extra(code, _fingerprint_slot, digest)
     return digest
 
 
@@ -373,7 +388,7 @@ cdef class Encoder:
     cdef Trust trust
     cdef list codes             # code objects the value refers to, in first-use order
     cdef list code_modules      # the module each of them runs in
-    cdef dict code_index
+    cdef cd_ptrmap code_map     # code object -> index in codes
     cdef int depth
     cdef bint cell_contents     # a REF to an object being built is allowed here
 
@@ -389,6 +404,7 @@ cdef class Encoder:
         PyMem_Free(self.buf.data)
         PyMem_Free(self.building)
         cd_ptrmap_free(&self.memo)
+        cd_ptrmap_free(&self.code_map)
 
     cdef setup(self, externals, Trust trust):
         self.externals = {id(v): k for k, v in externals.items()} if externals else None
@@ -405,7 +421,7 @@ cdef class Encoder:
         self.keep = None
         self.codes = None
         self.code_modules = None
-        self.code_index = None
+        cd_ptrmap_clear(&self.code_map)
         self.depth = 0
         self.cell_contents = False
 
@@ -466,7 +482,7 @@ cdef class Encoder:
     cdef int keep_alive(self, object o) except -1:
         if self.keep is None:
             self.keep = []
-        self.keep_alive(o)
+        self.keep.append(o)
         return 0
 
     cdef int marker(self, int tag, Py_ssize_t nparts) except -1:
@@ -478,16 +494,16 @@ cdef class Encoder:
         return 0
 
     cdef int32_t code_ref(self, code, module) except -1:
+        cdef int32_t index = cd_ptrmap_get(&self.code_map, <PyObject *>code)
+        if index >= 0:
+            return index
         if self.codes is None:
             self.codes = []
             self.code_modules = []
-            self.code_index = {}
-        index = self.code_index.get(id(code))
-        if index is None:
-            index = len(self.codes)
-            self.codes.append(code)          # keeps id(code) valid
-            self.code_modules.append(module)
-            self.code_index[id(code)] = index
+        index = len(self.codes)
+        self.codes.append(code)          # keeps the address in code_map valid
+        self.code_modules.append(module)
+        cd_ptrmap_put(&self.code_map, <PyObject *>code, index)
         return index
 
     # -- values --
@@ -768,6 +784,12 @@ cdef class Encoder:
 
 # --- decoder ---------------------------------------------------------------------------
 
+cdef inline int _clear(list items) except -1:
+    if len(items):
+        PyList_SetSlice(items, 0, len(items), NULL)
+    return 0
+
+
 cdef class Decoder:
     cdef const unsigned char *p
     cdef Py_ssize_t pos
@@ -786,20 +808,22 @@ cdef class Decoder:
         self.p = <const unsigned char *>PyBytes_AS_STRING(data)
         self.pos = start
         self.end = PyBytes_GET_SIZE(data)
-        self.memo = []
-        self.fixups = []
-        self.externals = externals if externals is not None else {}
+        if self.memo is None:
+            self.memo = []
+            self.fixups = []
+            self.codes = []
+        self.externals = externals
         self.trust = trust if trust is not None else _NO_TRUST
-        self.codes = []
         self.depth = 0
         self.cell_slot = False
 
     cdef release(self):
+        """Drop every reference the last decode made (the lists stay for reuse)."""
         self.data = None
-        self.memo = None
-        self.fixups = None
+        _clear(self.memo)
+        _clear(self.fixups)
+        _clear(self.codes)
         self.externals = None
-        self.codes = None
 
     cdef inline const unsigned char *need(self, Py_ssize_t n) except NULL:
         if n < 0 or self.end - self.pos < n:
@@ -989,10 +1013,16 @@ cdef class Decoder:
         if self.depth > MAX_DEPTH:
             raise CorruptSavepoint("savepoint data is nested too deeply")
         cdef dict out = _PyDict_NewPresized(n)
+        cdef unsigned char b
         self.memo.append(out)
         for _ in range(n):
             key = self.decode()
-            out[key] = self.decode()
+            b = self.p[self.pos] if self.pos < self.end else 0xc1
+            if b <= 0x7f:          # small int values: no call
+                self.pos += 1
+                out[key] = <object>_SMALL_INTS[b]
+            else:
+                out[key] = self.decode()
         self.depth -= 1
         return out
 
@@ -1205,7 +1235,7 @@ cdef class Decoder:
         if tag == M_EXTERNAL and n == 1:
             try:
                 return self.externals[parts[0]]
-            except (KeyError, TypeError):
+            except (KeyError, TypeError):   # TypeError: no externals given
                 raise SavepointError(f"savepoint refers to {parts[0]!r}, which this "
                                      f"process does not provide") from None
         if tag == M_METHOD and n == 2:
@@ -1317,7 +1347,6 @@ cdef _done_encoding(Encoder enc):
     enc.keep = None
     enc.codes = None
     enc.code_modules = None
-    enc.code_index = None
     enc.externals = None
     _idle_encoder = enc
 
@@ -1391,29 +1420,27 @@ def _where(frame):
     return f"{code.co_qualname} ({code.co_filename}:{frame.line})"
 
 
-cdef dict _module_names = {}     # id(globals) -> (globals, module name)
-
-
 cdef str _module_of(Frame frame):
     """The name of the module whose globals the frame runs in."""
-    globals_ = <object>PyFunction_GET_GLOBALS(frame.func)   # no audited __globals__ read
-    entry = _module_names.get(id(globals_))
-    if entry is not None and (<tuple>entry)[0] is globals_:
-        return (<tuple>entry)[1]
-    module = globals_.get("__name__")
-    owner = sys.modules.get(module) if isinstance(module, str) else None
-    if owner is None or owner.__dict__ is not globals_:
-        raise SavepointError(f"cannot take a savepoint in {_where(frame)}: its globals "
-                             f"are not a module's; define flows in modules")
-    _module_names[id(globals_)] = (globals_, module)
+    # PyFunction_GET_*: no audited __globals__ read, no attribute lookup
+    globals_ = <object>PyFunction_GET_GLOBALS(frame.func)
+    module = <object>PyFunction_GET_MODULE(frame.func)
+    owner = _sys_modules.get(module) if type(module) is str else None
+    if owner is None or <object>PyModule_GetDict(owner) is not globals_:
+        module = globals_.get("__name__")
+        owner = _sys_modules.get(module) if type(module) is str else None
+        if owner is None or <object>PyModule_GetDict(owner) is not globals_:
+            raise SavepointError(f"cannot take a savepoint in {_where(frame)}: its globals "
+                                 f"are not a module's; define flows in modules")
     return module
 
 
 cdef _encode_frames(Encoder enc, frames):
     cdef Py_ssize_t i
     cdef Frame frame
-    frames = tuple(frames)
-    for item in frames:
+    if type(frames) is not tuple:
+        frames = tuple(frames)
+    for item in <tuple>frames:
         if not isinstance(item, Frame):
             raise TypeError(f"encode_snapshot() takes Frame objects, not "
                             f"{type(item).__name__}")
@@ -1611,26 +1638,41 @@ def decode_snapshot(record, codes, *, externals=None, Trust trust=None):
             digest = dec.decode()
             if type(digest) is not bytes:
                 raise CorruptSavepoint("savepoint record is damaged")
+            # a mapping is the store's cache of verified code; a callable's answer is checked
             code = (<dict>codes).get(digest) if lookup else codes(digest, module, qualname)
-            if code is None or type(code) is not _CodeType or fingerprint(code) != digest:
+            if code is None or type(code) is not _CodeType or \
+                    (not lookup and fingerprint(code) != digest):
                 raise CorruptSavepoint(f"pinned code for {module}.{qualname} is missing or "
                                        f"does not match the savepoint")
             dec.codes.append(code)
-        dec.memo = []                 # the body was encoded with its own memo
+        _clear(dec.memo)              # the body was encoded with its own memo
         n = dec.array_header()
         frames = []
         for i in range(n):
             frames.append(_read_frame(dec))
         if dec.pos != dec.end:
             raise CorruptSavepoint("savepoint body has trailing bytes")
-        return frames
+        return tuple(frames)      # as engine._frames.capture gives them
     except Exception as e:
         raise _damaged(e) from None
     finally:
         _done_decoding(dec)
 
 
-cdef dict _frame_funcs = {}     # id(code) -> (code, globals, function)
+# A code object keeps the stand-in function its restored frames use (a code object lives
+# as long as the pinned code that needs it).
+cdef Py_ssize_t _frame_func_slot = _PyEval_RequestCodeExtraIndex(_release_extra)
+
+
+cdef int _set_code_extra(code, Py_ssize_t slot, object value) except -1:
+    cdef void *old = NULL
+    _PyCode_GetExtra(code, slot, &old)
+    Py_INCREF(value)
+    if _PyCode_SetExtra(code, slot, <PyObject *>value) < 0:
+        Py_DECREF(value)
+        raise MemoryError()
+    Py_XDECREF(<PyObject *>old)
+    return 0
 
 
 cdef object _read_frame(Decoder dec):
@@ -1647,17 +1689,18 @@ cdef object _read_frame(Decoder dec):
             type(offset) is not int:
         raise CorruptSavepoint("malformed frame")
     code = dec.codes[code_index]
-    globals_ = dec.module(module_name).__dict__
-    cached = _frame_funcs.get(id(code))
-    if cached is not None and (<tuple>cached)[0] is code and (<tuple>cached)[1] is globals_:
-        func = (<tuple>cached)[2]
+    globals_ = <object>PyModule_GetDict(dec.module(module_name))
+    cdef void *cached = NULL
+    if _PyCode_GetExtra(code, _frame_func_slot, &cached) == 0 and cached != NULL and \
+            <object>PyFunction_GET_GLOBALS(<object>cached) is globals_:
+        func = <object>cached
     else:
         # The frame's function only lends it globals, builtins and a name: its free
         # variables already sit in the frame's cells (COPY_FREE_VARS ran before the
         # savepoint), so the closure here is a placeholder.
         closure = tuple([_CellType() for _ in code.co_freevars]) if code.co_freevars else None
         func = _FunctionType(code, globals_, code.co_name, None, closure)
-        _frame_funcs[id(code)] = (code, globals_, func)
+        _set_code_extra(code, _frame_func_slot, func)
     cdef Frame frame = Frame.__new__(Frame)
     frame.func = func
     frame.code = code

@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import corpus  # noqa: E402
-import snapshot_pickle  # noqa: E402
+import carrier  # noqa: E402
 from engine import _frames  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def kill_at(k, out):
         nonlocal seen
         seen += 1
         if seen == k:
-            write(out, snapshot_pickle.dumps(snapshot))
+            write(out, carrier.dumps(snapshot))
             die()
     return hook
 
@@ -55,7 +55,7 @@ def main(argv):
     elif mode == "resume":
         src, k, out = argv[2], int(argv[3]), argv[4]
         with open(src, "rb") as fh:
-            snapshot = snapshot_pickle.loads(fh.read())
+            snapshot = carrier.loads(fh.read())
         corpus.HOOK = kill_at(k, out)
         result = _frames.resume(corpus.ROOT, snapshot, None)
         write(out + ".result", pickle.dumps(result))
@@ -66,7 +66,7 @@ def main(argv):
         def hook(snapshot):
             nonlocal count
             count += 1
-            write(os.path.join(directory, f"{count}.snap"), snapshot_pickle.dumps(snapshot))
+            write(os.path.join(directory, f"{count}.snap"), carrier.dumps(snapshot))
         corpus.HOOK = hook
         _frames.run(corpus.ROOT, flow)
         die()
@@ -76,7 +76,7 @@ def main(argv):
                        key=lambda n: int(n.split(".")[0]))
         for name in names:
             with open(os.path.join(directory, name), "rb") as fh:
-                snapshot = snapshot_pickle.loads(fh.read())
+                snapshot = carrier.loads(fh.read())
             result = _frames.resume(corpus.ROOT, snapshot, None)
             write(os.path.join(directory, name[:-5] + ".result"), pickle.dumps(result))
     else:

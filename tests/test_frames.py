@@ -6,27 +6,28 @@ import traceback
 
 import pytest
 
-import snapshot_pickle
+import carrier
 from engine import _frames
 
 root = _frames.Root()
 
 
 def take(saved):
-    """Capture here (as a flow calling the Flow-API directly would) and keep a copy, as
-    the state stood at that moment (a snapshot refers to the live objects)."""
+    """Capture here (as a flow calling the Flow-API directly would) and keep the state as
+    it stood at that moment, as bytes (a snapshot refers to the live objects)."""
     got = _frames.capture(root)
     if type(got) is tuple:
-        saved.append(snapshot_pickle.loads(snapshot_pickle.dumps(got)))
+        saved.append(carrier.dumps(got))
         return "fresh"
     return got
 
 
 def run_and_capture(flow, *args):
+    """The snapshots a run of ``flow`` took, rebuilt from their bytes."""
     saved = []
     _frames.run(root, flow, saved, *args)
     assert len(saved) >= 1
-    return saved
+    return [carrier.loads(data) for data in saved]
 
 
 # --- values and exceptions into the innermost call ------------------------------------------
@@ -73,7 +74,7 @@ def test_stopiteration_escaping_a_restored_frame_is_not_turned_into_runtimeerror
     with pytest.raises(StopIteration):
         _frames.run(root, stopper, saved)
     with pytest.raises(StopIteration, match="escapes"):
-        _frames.resume(root, saved[0], None)
+        _frames.resume(root, carrier.loads(saved[0]), None)
 
 
 # --- the logical chain --------------------------------------------------------------------
@@ -205,15 +206,15 @@ def test_capture_again_and_again_inside_restored_chains():
     saved = []
     _frames.run(root, recapture_outer, saved)
     assert len(saved) == 3
-    first = saved[0]
+    first = carrier.loads(saved[0])
     # Resuming the first capture takes the second and third inside a restored chain; they
     # land in the restored flow's own `saved` list.
     assert _frames.resume(root, first, "r1") == (["r1", "fresh"], "fresh")
-    second, third = first[0].locals[0]
+    second, third = map(carrier.loads, first[0].locals[0])
     assert [f.code.co_name for f in second] == ["recapture_outer", "recapture_inner", "take"]
     assert [f.code.co_name for f in third] == ["recapture_outer", "take"]
     assert _frames.resume(root, second, "r2") == (["r1", "r2"], "fresh")
-    fourth = second[0].locals[0][-1]
+    fourth = carrier.loads(second[0].locals[0][-1])
     assert _frames.resume(root, fourth, "r3") == (["r1", "r2"], "r3")
     assert _frames.resume(root, third, "r4") == (["r1", "fresh"], "r4")
 
@@ -240,6 +241,7 @@ def test_unwind_abandons_pending_restored_frames_without_running_their_finally()
     saved, log = [], []
     _frames.run(root, unwinding_outer, saved, log)
     assert log == ["inner finally", "outer finally"]
+    saved = [carrier.loads(data) for data in saved]
     log = saved[0][0].locals[1]   # the restored flow's own log (a copy)
     assert log == []
     with pytest.raises(_frames.Unwind):
@@ -257,7 +259,7 @@ def test_unwind_abandons_pending_restored_frames_without_running_their_finally()
 def test_a_snapshot_dropped_during_validation_runs_nothing():
     saved, log = [], []
     _frames.run(root, unwinding_outer, saved, log)
-    good = saved[0]
+    good = carrier.loads(saved[0])
     log = good[0].locals[1]
     bad = good[:-1] + (_frames.Frame(good[-1].func, good[-1].code, 0, good[-1].locals,
                                      good[-1].stack),)

@@ -8,7 +8,7 @@ import types
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import snapshot_pickle
+import carrier
 from engine import _frames
 
 root = _frames.Root()
@@ -17,7 +17,7 @@ root = _frames.Root()
 def take():
     got = _frames.capture(root)
     # keep the state as it stood here: a snapshot refers to the live objects
-    return ("fresh", snapshot_pickle.loads(snapshot_pickle.dumps(got))) \
+    return ("fresh", carrier.loads(carrier.dumps(got))) \
         if type(got) is tuple else got
 
 
@@ -190,7 +190,7 @@ values = st.sampled_from(POOL).map(lambda v: iter([1]) if type(v).__name__ == "l
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def resume_a_mutated_snapshot(data):
-    snap = snapshot_pickle.loads(snapshot_pickle.dumps(snapshot()))
+    snap = carrier.loads(carrier.dumps(snapshot()))
     index = data.draw(st.integers(0, len(snap) - 1))
     f = snap[index]
     code_len = len(f.code.co_code)
