@@ -79,6 +79,8 @@ cdef extern from "codec.h":
     int cd_encode_simple(cd_buf *, cd_ptrmap *, int32_t *, PyObject *) except -1
     object cd_make_str(const char *, Py_ssize_t)
     object cd_cached_str(const char *, Py_ssize_t)
+    void cd_list_empty(object)
+    int CD_MEMO_STR_MIN
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object)
@@ -282,6 +284,11 @@ cdef class Trust:
 
 cdef Trust _NO_TRUST = Trust()
 cdef dict _sys_modules = sys.modules
+# Standard-library modules whose import does something (prints, opens a browser, starts a
+# GUI): a savepoint never makes the engine import them.
+cdef frozenset _NO_IMPORT = frozenset({"antigravity", "this", "__hello__", "__phello__",
+                                       "idlelib", "tkinter", "turtle", "turtledemo",
+                                       "webbrowser", "pydoc", "ensurepip", "venv"})
 
 
 cdef bint _exception_buildable(cls, Trust trust):
@@ -525,8 +532,9 @@ cdef class Encoder:
             cd_write(&self.buf, payload, len(payload))
             return 0
         if t is str:           # with lone surrogates
-            self.remember(o)
             payload = (<str>o).encode("utf-8", "surrogatepass")
+            if len(payload) >= CD_MEMO_STR_MIN:
+                self.remember(o)
             cd_str_header(&self.buf, len(payload))
             cd_write(&self.buf, payload, len(payload))
             return 0
@@ -785,8 +793,7 @@ cdef class Encoder:
 # --- decoder ---------------------------------------------------------------------------
 
 cdef inline int _clear(list items) except -1:
-    if len(items):
-        PyList_SetSlice(items, 0, len(items), NULL)
+    cd_list_empty(items)
     return 0
 
 
@@ -855,8 +862,7 @@ cdef class Decoder:
                 raise CorruptSavepoint("savepoint data is truncated")
             o = cd_cached_str(<const char *>(self.p + self.pos), n)
             self.pos += n
-            self.memo.append(o)
-            return o
+            return o                # short: no memo index (CD_MEMO_STR_MIN)
         if b >= 0xe0:
             return <long>b - 256
         if 0x90 <= b <= 0x9f:
@@ -957,7 +963,8 @@ cdef class Decoder:
     cdef object string(self, Py_ssize_t n):
         cdef const char *s = <const char *>self.need(n)
         o = cd_cached_str(s, n)
-        self.memo.append(o)
+        if n >= CD_MEMO_STR_MIN:
+            self.memo.append(o)
         return o
 
     cdef object binary(self, Py_ssize_t n):
@@ -1197,7 +1204,8 @@ cdef class Decoder:
         if module is not None:
             return module
         root = name.partition(".")[0]
-        if root in sys.stdlib_module_names or self.trust.allows_module(name):
+        if (root in sys.stdlib_module_names and root not in _NO_IMPORT) or \
+                self.trust.allows_module(name):
             return importlib.import_module(name)
         raise SavepointError(f"savepoint refers to module {name!r}, which is neither "
                              f"imported, in the standard library, nor trusted")
@@ -1536,9 +1544,9 @@ def encode_snapshot(frames, *, externals=None, Trust trust=None):
         record = PyBytes_FromStringAndSize(NULL, _TAIL_START + tail.len)
         out = PyBytes_AS_STRING(record)
         memcpy(out, PyBytes_AS_STRING(_RECORD_HEAD), len(_RECORD_HEAD))
-        _put_u64(out + len(_RECORD_HEAD), cd_checksum(<const unsigned char *>tail.data,
-                                                      tail.len))
         memcpy(out + _TAIL_START, tail.data, tail.len)
+        _put_u64(out + len(_RECORD_HEAD), _record_checksum(
+            <const unsigned char *>out, len(_RECORD_HEAD), _TAIL_START + tail.len))
         return record, codes
     except _Unencodable as e:
         raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
@@ -1552,22 +1560,34 @@ cdef inline void _put_u64(char *out, uint64_t v):
         out[i] = <char>(<unsigned char>((v >> (8 * (7 - i))) & 0xFF))
 
 
+cdef inline uint64_t _record_checksum(const unsigned char *p, Py_ssize_t head,
+                                     Py_ssize_t n):
+    """The checksum of a record: over its header (up to the checksum) and everything after
+    the checksum.  A damaged header fails it too, so only an intact record of another
+    version gets the "another version" answer."""
+    cdef uint64_t mix = 0x9E3779B185EBCA87ULL
+    return cd_checksum(p, head) ^ (cd_checksum(p + head + 8, n - head - 8) * mix)
+
+
 cdef Py_ssize_t _check_header(bytes record) except -1:
     """Check the header and checksum; returns where the codes table starts."""
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(record)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(record)
     cdef Py_ssize_t head = len(_RECORD_HEAD)
-    if n < _TAIL_START or memcmp(p, PyBytes_AS_STRING(_RECORD_HEAD), head) != 0:
-        _explain_header(record)
-        raise CorruptSavepoint("not a savepoint record")
-    if cd_get_be(p + head, 8) != cd_checksum(p + _TAIL_START, n - _TAIL_START):
-        raise CorruptSavepoint("savepoint record fails its checksum")
-    return _TAIL_START
+    if n >= _TAIL_START and memcmp(p, PyBytes_AS_STRING(_RECORD_HEAD), head) == 0:
+        if cd_get_be(p + head, 8) != _record_checksum(p, head, n):
+            raise CorruptSavepoint("savepoint record fails its checksum")
+        return _TAIL_START
+    _explain_header(record)
+    raise CorruptSavepoint("not a savepoint record")
 
 
 cdef _explain_header(bytes record):
-    """A header that is not ours: say why, when it is a record of another version."""
+    """A header that is not this interpreter's: if it is an intact record of another
+    format or Python version, say so (SavepointError); otherwise return."""
     cdef Decoder dec = Decoder()
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(record)
+    cdef Py_ssize_t head
     dec.setup(record, 0, None, None)
     try:
         if dec.need(1)[0] != 0x97 or dec.decode() != "SPE":
@@ -1575,8 +1595,14 @@ cdef _explain_header(bytes record):
         version = dec.decode()
         python = dec.decode()
         magic = dec.decode()
+        if dec.need(1)[0] != 0xcf:
+            return
+        head = dec.pos - 1
+        stored = cd_get_be(dec.need(8), 8)
     except Exception:
         return
+    if stored != _record_checksum(p, head, len(record)):
+        raise CorruptSavepoint("savepoint record fails its checksum")
     if version != FORMAT_VERSION:
         raise SavepointError(f"savepoint record has format version {version!r}; this engine "
                              f"reads version {FORMAT_VERSION}")

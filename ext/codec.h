@@ -253,6 +253,9 @@ cd_ptrmap_free(cd_ptrmap *m)
 
 /* ---- the encoder's fast path -------------------------------------------------------- */
 
+/* A str of at least this many UTF-8 bytes takes a memo index (both sides agree). */
+#define CD_MEMO_STR_MIN 33
+
 /* Encode the common scalars -- None, bool, int that fits 64 bits, float, bytes, and str
  * (through the identity memo: every str takes the next index) -- straight into the
  * buffer.  Returns 1 when done, 0 when `o` is something else (the Cython encoder handles
@@ -279,10 +282,6 @@ cd_encode_simple(cd_buf *b, cd_ptrmap *memo, int32_t *count, PyObject *o)
         return cd_int(b, v) < 0 ? -1 : 1;
     }
     if (t == &PyUnicode_Type) {
-        int32_t index = cd_ptrmap_get(memo, o);
-        if (index >= 0) {
-            return 0;                  /* a back-reference: the Cython side writes it */
-        }
         const char *data;
         Py_ssize_t n;
         if (PyUnicode_IS_COMPACT_ASCII(o)) {
@@ -296,10 +295,17 @@ cd_encode_simple(cd_buf *b, cd_ptrmap *memo, int32_t *count, PyObject *o)
                 return 0;
             }
         }
-        if (cd_ptrmap_put(memo, o, *count) < 0) {
-            return -1;
+        /* Only long strings take a memo index (CD_MEMO_STR_MIN); a short one costs no
+         * more to repeat than to refer to, and decodes from the short-string cache. */
+        if (n >= CD_MEMO_STR_MIN) {
+            if (cd_ptrmap_get(memo, o) >= 0) {
+                return 0;              /* a back-reference: the Cython side writes it */
+            }
+            if (cd_ptrmap_put(memo, o, *count) < 0) {
+                return -1;
+            }
+            (*count)++;
         }
-        (*count)++;
         if (cd_str_header(b, n) < 0 || cd_write(b, data, n) < 0) {
             return -1;
         }
@@ -340,20 +346,86 @@ cd_get_be(const unsigned char *p, int n)
     return v;
 }
 
+/* Whether n bytes are all ASCII, eight at a time. */
+static inline int
+cd_is_ascii(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    uint64_t acc = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++) {
+        acc |= p[i];
+    }
+    return (acc & 0x8080808080808080ULL) == 0;
+}
+
 /* A str from UTF-8 bytes; pure ASCII (the common case) is copied without decoding. */
 static PyObject *
 cd_make_str(const char *p, Py_ssize_t n)
 {
-    const unsigned char *u = (const unsigned char *)p;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (u[i] & 0x80) {
-            return PyUnicode_DecodeUTF8(p, n, "surrogatepass");
-        }
+    if (!cd_is_ascii((const unsigned char *)p, n)) {
+        return PyUnicode_DecodeUTF8(p, n, "surrogatepass");
     }
     PyObject *s = PyUnicode_New(n, 127);
     if (s != NULL) {
         memcpy(PyUnicode_1BYTE_DATA(s), p, n);
     }
+    return s;
+}
+
+/* Drop a list's items but keep its storage for the next use (the decoder's memo). */
+static void
+cd_list_empty(PyObject *list)
+{
+    PyListObject *l = (PyListObject *)list;
+    Py_ssize_t n = Py_SIZE(l);
+    Py_SET_SIZE(l, 0);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_CLEAR(l->ob_item[i]);
+    }
+}
+
+/* ---- short-string cache -------------------------------------------------------------
+ * Savepoints of one flow decode the same short strings (dict keys, names) again and
+ * again.  A direct-mapped cache of short ASCII strings hands back the str made last time:
+ * no allocation, and its hash is already computed for the dict it goes into.  Strings
+ * are immutable, so sharing them between decoded values changes nothing observable
+ * but `is` between equal strings. */
+#define CD_STR_CACHE_SIZE 1024
+#define CD_STR_CACHE_MAXLEN 32
+static PyObject *cd_str_cache[CD_STR_CACHE_SIZE];
+
+static PyObject *
+cd_cached_str(const char *p, Py_ssize_t n)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    if (n > CD_STR_CACHE_MAXLEN || !cd_is_ascii(u, n)) {
+        return cd_make_str(p, n);
+    }
+    /* slot from the length and the first and last (up to) eight bytes */
+    uint64_t head = 0, tail = 0;
+    memcpy(&head, u, n < 8 ? n : 8);
+    if (n > 8) {
+        memcpy(&tail, u + n - (n < 16 ? n - 8 : 8), n < 16 ? n - 8 : 8);
+    }
+    uint64_t h = (head * 0x9E3779B97F4A7C15ULL) ^ (tail * 0xC2B2AE3D27D4EB4FULL) ^ (uint64_t)n;
+    PyObject **slot = &cd_str_cache[(h >> 40) & (CD_STR_CACHE_SIZE - 1)];
+    PyObject *s = *slot;
+    if (s != NULL && PyUnicode_GET_LENGTH(s) == n &&
+            memcmp(PyUnicode_1BYTE_DATA(s), p, n) == 0) {
+        Py_INCREF(s);
+        return s;
+    }
+    s = PyUnicode_New(n, 127);
+    if (s == NULL) {
+        return NULL;
+    }
+    memcpy(PyUnicode_1BYTE_DATA(s), p, n);
+    Py_XSETREF(*slot, Py_NewRef(s));
     return s;
 }
 
@@ -437,46 +509,6 @@ cd_checksum(const unsigned char *p, Py_ssize_t len)
     h *= CD_P3;
     h ^= h >> 32;
     return h;
-}
-
-/* ---- short-string cache -------------------------------------------------------------
- * Savepoints of one flow decode the same short strings (dict keys, names) again and
- * again.  A direct-mapped cache of short ASCII strings hands back the str made last time:
- * no allocation, and its hash is already computed for the dict it goes into.  Strings
- * are immutable, so sharing them between decoded values changes nothing observable
- * but `is` between equal strings. */
-#define CD_STR_CACHE_SIZE 1024
-#define CD_STR_CACHE_MAXLEN 32
-static PyObject *cd_str_cache[CD_STR_CACHE_SIZE];
-
-static PyObject *
-cd_cached_str(const char *p, Py_ssize_t n)
-{
-    const unsigned char *u = (const unsigned char *)p;
-    if (n > CD_STR_CACHE_MAXLEN) {
-        return cd_make_str(p, n);
-    }
-    uint32_t h = 2166136261u;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (u[i] & 0x80) {
-            return cd_make_str(p, n);
-        }
-        h = (h ^ u[i]) * 16777619u;
-    }
-    PyObject **slot = &cd_str_cache[(h ^ (h >> 16)) & (CD_STR_CACHE_SIZE - 1)];
-    PyObject *s = *slot;
-    if (s != NULL && PyUnicode_GET_LENGTH(s) == n &&
-            memcmp(PyUnicode_1BYTE_DATA(s), p, n) == 0) {
-        Py_INCREF(s);
-        return s;
-    }
-    s = PyUnicode_New(n, 127);
-    if (s == NULL) {
-        return NULL;
-    }
-    memcpy(PyUnicode_1BYTE_DATA(s), p, n);
-    Py_XSETREF(*slot, Py_NewRef(s));
-    return s;
 }
 
 #endif /* SAVEPOINT_CODEC_H */
