@@ -585,6 +585,8 @@ cdef class Encoder:
 
     cdef int encode_global(self, object o, int tag=M_GLOBAL) except -1:
         owner = getattr(o, "__objclass__", None)    # method descriptors: list.append
+        if owner is None and type(o) is _BuiltinFunctionType and isinstance(o.__self__, type):
+            owner = o.__self__                      # classmethods of builtins: dict.fromkeys
         module = getattr(o if owner is None else owner, "__module__", None)
         qualname = getattr(o, "__qualname__", None)
         if not isinstance(module, str) or not isinstance(qualname, str):
@@ -594,7 +596,8 @@ cdef class Encoder:
             found = _lookup(sys.modules[module], qualname)
         except (KeyError, AttributeError):
             found = None
-        if found is not o:
+        # builtin methods of a class (dict.fromkeys) are made anew on each lookup: equal
+        if found is not o and not (type(o) is _BuiltinFunctionType and found == o):
             raise _Unencodable(f"{o!r}, which cannot be found again as {module}.{qualname}",
                                "define it at module level")
         self.composite(o, tag, (module, qualname))
@@ -641,7 +644,7 @@ cdef class Encoder:
             return self.composite(o, M_METHOD, (o.__func__, o.__self__))
         if t is _BuiltinFunctionType:
             owner = o.__self__
-            if owner is None or type(owner) is _ModuleType:
+            if owner is None or type(owner) is _ModuleType or isinstance(owner, type):
                 return self.encode_global(o)
             if type(owner) in _BUILTIN_SELF_TYPES:
                 return self.composite(o, M_BUILTIN_METHOD, (owner, o.__name__))
@@ -700,8 +703,9 @@ cdef class Encoder:
         if t in _ITER_TYPES:
             return self.encode_iterator(o)
         if isinstance(o, _Enum):
-            return self.composite(o, M_ENUM, (t, o._name_ if o._name_ is not None else None,
-                                              o._value_))
+            # a member by name; a combination of flags (no member of its own) by value
+            name = o._name_ if o._name_ in t.__members__ else None
+            return self.composite(o, M_ENUM, (t, name, o._value_))
         if isinstance(o, tuple) and hasattr(t, "_fields"):
             return self.composite(o, M_NAMEDTUPLE, (t,) + tuple(o))
         if isinstance(o, BaseException):
@@ -1597,7 +1601,7 @@ cdef _explain_header(bytes record):
         magic = dec.decode()
         if dec.need(1)[0] != 0xcf:
             return
-        head = dec.pos - 1
+        head = dec.pos           # the header up to and with the checksum's type byte
         stored = cd_get_be(dec.need(8), 8)
     except Exception:
         return
