@@ -48,7 +48,7 @@ import uuid
 import zlib
 
 from engine cimport _frames
-from engine._frames cimport Frame
+from engine._frames cimport Frame, new_frame
 from engine.errors import CorruptSavepoint, SavepointError
 
 cdef extern from "codec.h":
@@ -1731,11 +1731,4 @@ cdef object _read_frame(Decoder dec):
         closure = tuple([_CellType() for _ in code.co_freevars]) if code.co_freevars else None
         func = _FunctionType(code, globals_, code.co_name, None, closure)
         _set_code_extra(code, _frame_func_slot, func)
-    cdef Frame frame = Frame.__new__(Frame)
-    frame.func = func
-    frame.code = code
-    frame.offset = offset
-    frame.locals = locals_
-    frame.stack = stack
-    frame.exc = exc
-    return frame
+    return new_frame(func, code, offset, locals_, stack, exc)

@@ -84,6 +84,19 @@ cdef class Frame:
                 f" offset={self.offset} locals={len(self.locals)} stack={len(self.stack)}>")
 
 
+cdef Frame new_frame(object func, object code, int offset, tuple locals, tuple stack,
+                     object exc):
+    """A Frame without going through __init__ (the capture walk and the codec)."""
+    cdef Frame frame = Frame.__new__(Frame)
+    frame.func = func
+    frame.code = code
+    frame.offset = offset
+    frame.locals = locals
+    frame.stack = stack
+    frame.exc = exc
+    return frame
+
+
 cdef object _SELF_API = None   # capture itself, when a flow calls it directly
 
 
@@ -121,13 +134,11 @@ cpdef tuple capture(Root root, object api=None):
         for i in range(n):   # innermost first
             f = items[i].frame
             co = sp_frame_code(f)
-            fr = Frame.__new__(Frame)
-            fr.func = <object>sp_frame_func(f)
-            fr.code = <object><PyObject *>co
-            fr.offset = items[i].site.resume * 2
-            fr.locals = sp_slots_tuple(_PyFrame_GetLocalsArray(f), co.co_nlocalsplus)
-            fr.stack = sp_slots_tuple(_PyFrame_Stackbase(f), items[i].site.below)
-            fr.exc = handled
+            fr = new_frame(<object>sp_frame_func(f), <object><PyObject *>co,
+                           items[i].site.resume * 2,
+                           sp_slots_tuple(_PyFrame_GetLocalsArray(f), co.co_nlocalsplus),
+                           sp_slots_tuple(_PyFrame_Stackbase(f), items[i].site.below),
+                           handled)
             frames[n - 1 - i] = fr
             handled = <object>sp_exc_outside(f, items[i].site, <PyObject *>handled)
         return tuple(frames)

@@ -88,19 +88,6 @@ cd_int(cd_buf *b, int64_t v)
     return 0;
 }
 
-static inline int
-cd_double(cd_buf *b, double d)
-{
-    uint64_t bits;
-    memcpy(&bits, &d, 8);
-    if (cd_reserve(b, 9) < 0) {
-        return -1;
-    }
-    cd_put1(b, 0xcb);
-    cd_put_be(b, bits, 8);
-    return 0;
-}
-
 /* A double as 8 big-endian bytes, without a msgpack type byte (complex payloads). */
 static inline int
 cd_double_raw(cd_buf *b, double d)
@@ -112,6 +99,17 @@ cd_double_raw(cd_buf *b, double d)
     }
     cd_put_be(b, bits, 8);
     return 0;
+}
+
+/* msgpack float 64 */
+static inline int
+cd_double(cd_buf *b, double d)
+{
+    if (cd_reserve(b, 1) < 0) {
+        return -1;
+    }
+    cd_put1(b, 0xcb);
+    return cd_double_raw(b, d);
 }
 
 /* A header with a 5/8/16/32-bit length: fix (short) form, then 8/16/32-bit forms.

@@ -149,8 +149,8 @@ def same(a, b, seen=None):
                       Item, Slotted, BaseException, types.FunctionType, tuple, frozenset)) \
             or type(a) in _ITERATORS:
         if id(a) in seen:
-            return seen[id(a)] is b
-        seen[id(a)] = b
+            return seen[id(a)][1] is b
+        seen[id(a)] = (a, b)      # holding `a` keeps its id from being reused
     if isinstance(a, float):
         return a == b or (math.isnan(a) and math.isnan(b))
     if isinstance(a, complex):
