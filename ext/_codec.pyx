@@ -76,6 +76,7 @@ cdef extern from "codec.h":
     void cd_ptrmap_free(cd_ptrmap *)
     uint64_t cd_get_be(const unsigned char *, int)
     uint64_t cd_checksum(const unsigned char *, Py_ssize_t)
+    uint64_t cd_xxh64(const unsigned char *, Py_ssize_t, uint64_t)
     int cd_encode_simple(cd_buf *, cd_ptrmap *, int32_t *, PyObject *) except -1
     object cd_make_str(const char *, Py_ssize_t)
     object cd_cached_str(const char *, Py_ssize_t)
@@ -114,6 +115,7 @@ DEF EXT_BIGINT = 2
 DEF EXT_COMPLEX = 3
 DEF EXT_EMPTY = 4
 DEF EXT_BYTEARRAY = 5
+DEF EXT_CHUNK = 6           # payload: the 16-byte content hash of a chunk stored apart
 # markers: ext types heading an array
 DEF M_FIRST = 16
 DEF M_TUPLE = 16
@@ -201,6 +203,31 @@ cdef set _ITER_TYPES = {type(x) for x in (
 # them on the stack).
 cdef tuple _DESCRIPTOR_TYPES = (type(list.append), type(object.__init__),
                                 type(dict.__dict__["fromkeys"]))
+# Values big enough (CHUNK_MIN encoded bytes) are stored as chunks of their own when the
+# caller collects chunks: containers and strings, whose bytes repeat unchanged between
+# savepoints of a loop.
+CHUNK_MIN = 4096
+cdef tuple _CHUNKABLE = (list, dict, tuple, set, frozenset, str, bytes, bytearray,
+                         collections.deque, collections.OrderedDict)
+
+
+cdef bytes _chunk_hash(const unsigned char *data, Py_ssize_t n):
+    """16 bytes: XXH64 with seeds 0 and 1."""
+    cdef char out[16]
+    cdef uint64_t a = cd_xxh64(data, n, 0), b = cd_xxh64(data, n, 1)
+    cdef int i
+    for i in range(8):
+        out[i] = <char>(<unsigned char>((a >> (8 * (7 - i))) & 0xFF))
+        out[8 + i] = <char>(<unsigned char>((b >> (8 * (7 - i))) & 0xFF))
+    return PyBytes_FromStringAndSize(out, 16)
+
+
+def chunk_hash(data):
+    """The content hash a chunk is stored under."""
+    data = bytes(data)
+    return _chunk_hash(<const unsigned char *>PyBytes_AS_STRING(data), len(data))
+
+
 # Builtin objects whose bound methods may be rebuilt by getattr (no user code runs).
 cdef tuple _BUILTIN_SELF_TYPES = (list, dict, set, frozenset, tuple, str, bytes, bytearray,
                                   int, float, complex, collections.deque,
@@ -398,6 +425,7 @@ cdef class Encoder:
     cdef cd_ptrmap code_map     # code object -> index in codes
     cdef int depth
     cdef bint cell_contents     # a REF to an object being built is allowed here
+    cdef dict chunks            # content hash -> bytes of big values cut out, or None
 
     def __cinit__(self):
         self.buf.data = NULL
@@ -413,9 +441,10 @@ cdef class Encoder:
         cd_ptrmap_free(&self.memo)
         cd_ptrmap_free(&self.code_map)
 
-    cdef setup(self, externals, Trust trust):
+    cdef setup(self, externals, Trust trust, dict chunks=None):
         self.externals = {id(v): k for k, v in externals.items()} if externals else None
         self.trust = trust if trust is not None else _NO_TRUST
+        self.chunks = chunks
         self.reset()
 
     cdef reset(self):
@@ -515,9 +544,29 @@ cdef class Encoder:
 
     # -- values --
     cdef inline int encode(self, object o) except -1:
-        if cd_encode_simple(&self.buf, &self.memo, &self.count, <PyObject *>o):
+        cdef Py_ssize_t start = self.buf.len
+        if not cd_encode_simple(&self.buf, &self.memo, &self.count, <PyObject *>o):
+            self.encode_rest(o)
+        if self.chunks is not None and self.buf.len - start >= CHUNK_MIN:
+            self.cut_chunk(start, o)
+        return 0
+
+    cdef int cut_chunk(self, Py_ssize_t start, object o) except -1:
+        """Move the encoding of a big value (CHUNK_MIN bytes or more) out of the record
+        into a content-addressed chunk, leaving an ext CHUNK with its hash.  The chunk
+        shares the record's memo numbering, so sharing across the cut survives, and an
+        unchanged big value in the same place makes the same chunk again."""
+        if type(o) not in _CHUNKABLE:
             return 0
-        return self.encode_rest(o)
+        cdef Py_ssize_t n = self.buf.len - start
+        cdef const unsigned char *data = <const unsigned char *>(self.buf.data + start)
+        digest = _chunk_hash(data, n)
+        if digest not in self.chunks:
+            self.chunks[digest] = PyBytes_FromStringAndSize(<const char *>data, n)
+        self.buf.len = start
+        cd_ext_header(&self.buf, 16, EXT_CHUNK)
+        cd_write(&self.buf, PyBytes_AS_STRING(digest), 16)
+        return 0
 
     cdef int encode_rest(self, object o) except -1:
         cdef type t = type(o)
@@ -813,6 +862,7 @@ cdef class Decoder:
     cdef int depth
     cdef bint cell_slot         # the value being decoded is a cell's contents
     cdef object data            # keeps the buffer alive
+    cdef object chunks          # content hash -> chunk bytes (mapping or callable), or None
 
     cdef setup(self, bytes data, Py_ssize_t start, externals, Trust trust):
         self.data = data
@@ -827,10 +877,12 @@ cdef class Decoder:
         self.trust = trust if trust is not None else _NO_TRUST
         self.depth = 0
         self.cell_slot = False
+        self.chunks = None
 
     cdef release(self):
         """Drop every reference the last decode made (the lists stay for reuse)."""
         self.data = None
+        self.chunks = None
         _clear(self.memo)
         _clear(self.fixups)
         _clear(self.codes)
@@ -1067,11 +1119,36 @@ cdef class Decoder:
             return complex(re, im)
         if kind == EXT_EMPTY:
             return EMPTY
+        if kind == EXT_CHUNK and n == 16:
+            return self.chunk(PyBytes_FromStringAndSize(<const char *>payload, 16))
         if kind == EXT_BYTEARRAY:
             o = bytearray(PyBytes_FromStringAndSize(<const char *>payload, n))
             self.memo.append(o)
             return o
         raise CorruptSavepoint(f"savepoint data holds an unknown ext type {kind}")
+
+    cdef object chunk(self, bytes digest):
+        """Decode a big value stored apart, as if its bytes stood here."""
+        if self.chunks is None:
+            raise CorruptSavepoint("savepoint refers to a chunk, but no chunks were given")
+        data = self.chunks.get(digest) if isinstance(self.chunks, dict) else \
+            self.chunks(digest)
+        if type(data) is not bytes or _chunk_hash(
+                <const unsigned char *>PyBytes_AS_STRING(data), len(data)) != digest:
+            raise CorruptSavepoint(f"savepoint chunk {digest.hex()} is missing or damaged")
+        saved = (self.data, self.pos, self.end)
+        self.data = data
+        self.p = <const unsigned char *>PyBytes_AS_STRING(data)
+        self.pos = 0
+        self.end = len(data)
+        try:
+            o = self.decode()
+            if self.pos != self.end:
+                raise CorruptSavepoint(f"savepoint chunk {digest.hex()} is damaged")
+        finally:
+            self.data, self.pos, self.end = saved
+            self.p = <const unsigned char *>PyBytes_AS_STRING(self.data)
+        return o
 
     cdef list items(self, Py_ssize_t n):
         cdef list out = []
@@ -1344,13 +1421,13 @@ cdef Encoder _idle_encoder = Encoder()
 cdef Decoder _idle_decoder = Decoder()
 
 
-cdef Encoder _encoder(externals, Trust trust):
+cdef Encoder _encoder(externals, Trust trust, dict chunks=None):
     global _idle_encoder
     cdef Encoder enc = _idle_encoder
     if enc is None:
         enc = Encoder()
     _idle_encoder = None
-    enc.setup(externals, trust)
+    enc.setup(externals, trust, chunks)
     return enc
 
 
@@ -1521,11 +1598,13 @@ cdef int _write_str(cd_buf *b, str s) except -1:
     return 0
 
 
-def encode_snapshot(frames, *, externals=None, Trust trust=None):
+def encode_snapshot(frames, *, externals=None, Trust trust=None, dict chunks=None):
     """Encode a frame snapshot (as engine._frames.capture returns it) into a savepoint
     record.  Returns ``(record, codes)``: the bytes, and the code objects the record
-    refers to by fingerprint, for the store to pin."""
-    cdef Encoder enc = _encoder(externals, trust)
+    refers to by fingerprint, for the store to pin.  With a ``chunks`` dict, values
+    whose encoding reaches CHUNK_MIN bytes are cut out into it ({hash: bytes}) and the
+    record refers to them by hash."""
+    cdef Encoder enc = _encoder(externals, trust, chunks)
     cdef cd_buf *tail = &_tail
     cdef bytes record
     cdef char *out
@@ -1647,10 +1726,11 @@ cdef list _read_codes(Decoder dec):
     return out
 
 
-def decode_snapshot(record, codes, *, externals=None, Trust trust=None):
+def decode_snapshot(record, codes, *, externals=None, Trust trust=None, chunks=None):
     """Rebuild the frames of a savepoint record.  ``codes`` gives the pinned code objects
     the record uses: a mapping from fingerprint to code object, or a callable
-    ``codes(fingerprint, module, qualname)`` returning it."""
+    ``codes(fingerprint, module, qualname)`` returning it.  ``chunks`` gives the big
+    values cut out by encode_snapshot: a dict {hash: bytes} or a callable hash -> bytes."""
     if type(record) is not bytes:
         record = bytes(record)
     cdef Py_ssize_t start = _check_header(record)
@@ -1658,6 +1738,7 @@ def decode_snapshot(record, codes, *, externals=None, Trust trust=None):
     cdef Py_ssize_t n, i
     cdef list frames
     cdef bint lookup = isinstance(codes, dict)
+    dec.chunks = chunks
     try:
         n = dec.array_header()
         for i in range(n):

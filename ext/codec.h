@@ -461,12 +461,12 @@ cd_xxh_merge(uint64_t acc, uint64_t val)
 }
 
 static uint64_t
-cd_checksum(const unsigned char *p, Py_ssize_t len)
+cd_xxh64(const unsigned char *p, Py_ssize_t len, uint64_t seed)
 {
     const unsigned char *end = p + len;
     uint64_t h;
     if (len >= 32) {
-        uint64_t v1 = CD_P1 + CD_P2, v2 = CD_P2, v3 = 0, v4 = (uint64_t)0 - CD_P1;
+        uint64_t v1 = seed + CD_P1 + CD_P2, v2 = seed + CD_P2, v3 = seed, v4 = seed - CD_P1;
         const unsigned char *limit = end - 32;
         do {
             v1 = cd_xxh_round(v1, cd_read64(p)); p += 8;
@@ -481,7 +481,7 @@ cd_checksum(const unsigned char *p, Py_ssize_t len)
         h = cd_xxh_merge(h, v4);
     }
     else {
-        h = CD_P5;
+        h = seed + CD_P5;
     }
     h += (uint64_t)len;
     while (p + 8 <= end) {
@@ -507,6 +507,12 @@ cd_checksum(const unsigned char *p, Py_ssize_t len)
     h *= CD_P3;
     h ^= h >> 32;
     return h;
+}
+
+static inline uint64_t
+cd_checksum(const unsigned char *p, Py_ssize_t len)
+{
+    return cd_xxh64(p, len, 0);
 }
 
 #endif /* SAVEPOINT_CODEC_H */

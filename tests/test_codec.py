@@ -366,3 +366,45 @@ def test_counter_ordereddict_defaultdict_deque_keep_their_kind():
     out = _codec.decode_value(_codec.encode_value(value))
     assert [type(v) for v in out] == [type(v) for v in value] and out == value
     assert out[2].default_factory is list and out[3].maxlen == 3
+
+
+# --- chunks: big values stored apart ------------------------------------------------------------
+
+def big_holder(big, counter):
+    return _frames.capture(root)
+
+
+def test_big_values_become_shared_chunks_and_sharing_survives_the_cut():
+    big = list(range(50_000))
+    chunks = {}
+    records = []
+    for counter in range(3):
+        record, codes = _codec.encode_snapshot(_frames.run(root, big_holder, big, counter),
+                                               chunks=chunks)
+        records.append(record)
+    assert len(chunks) == 1 and all(len(r) < 200 for r in records)
+    pinned = {_codec.fingerprint(c): c for c in codes}
+    out = _codec.decode_snapshot(records[-1], pinned, chunks=chunks)
+    assert out[0].locals == (big, 2)
+    shared = {"a": big, "b": big}
+    chunks = {}
+    record, codes = _codec.encode_snapshot(_frames.run(root, big_holder, shared, big),
+                                           chunks=chunks)
+    out = _codec.decode_snapshot(record, pinned, chunks=chunks.get)
+    assert out[0].locals[0]["a"] is out[0].locals[0]["b"] is out[0].locals[1]
+
+
+def test_missing_or_damaged_chunks_are_corruption():
+    chunks = {}
+    record, codes = _codec.encode_snapshot(_frames.run(root, big_holder, "x" * 10_000, 0),
+                                           chunks=chunks)
+    pinned = {_codec.fingerprint(c): c for c in codes}
+    with pytest.raises(CorruptSavepoint, match="no chunks"):
+        _codec.decode_snapshot(record, pinned)
+    with pytest.raises(CorruptSavepoint, match="missing or damaged"):
+        _codec.decode_snapshot(record, pinned, chunks={})
+    (digest, blob), = chunks.items()
+    assert _codec.chunk_hash(blob) == digest
+    damaged = {digest: blob[:-1] + b"y"}
+    with pytest.raises(CorruptSavepoint, match="missing or damaged"):
+        _codec.decode_snapshot(record, pinned, chunks=damaged)
