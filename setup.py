@@ -1,5 +1,5 @@
-# Two extensions: the frame core and the savepoint codec; the rest of the package is
-# plain Python.
+# Extensions: the frame core, the savepoint codec, and the store's per-call commit
+# path; the rest of the package is plain Python.
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -16,6 +16,7 @@ extensions = [
         include_dirs=["ext"],
         depends=["ext/codec.h"],
     ),
+    Extension("engine._commit", ["ext/_commit.pyx"]),
 ]
 
 setup(ext_modules=cythonize(extensions, include_path=["ext"], language_level=3))

@@ -8,9 +8,19 @@ execution happens inside LMDB's single write transaction, so two processes never
 same one; a lease names its owner by pid, process start time and boot id, so a dead owner
 (even one whose pid was reused) is noticed at once and a hung one when its lease expires.
 
+An execution is written in two places: put_execution writes the whole dict to
+`executions`; commit_savepoint writes its STATE_FIELDS *inside the savepoint* -- one put
+per savepoint, so a savepoint costs about what a bare LMDB put does, and a savepoint and
+the state change that comes with it are one value.  The current execution (the head) is
+the record, updated with the newest savepoint's state when that is newer (a version
+stamp: nanoseconds, never decreasing for one execution).
+
 Named databases (keys -> values):
     executions   id -> execution dict                       (sealed msgpack)
-    savepoints   id NUL seq -> [meta dict, record]           (sealed msgpack)
+    savepoints   id NUL seq -> [meta, record, state]         (sealed msgpack; meta and
+                                                             state as lists in
+                                                             META_FIELDS/STATE_FIELDS
+                                                             order)
     names        id NUL name -> seq                          (u64)
     code         fingerprint -> engine._codec.encode_code    (self-checking)
     code_users   fingerprint id -> ""                        (which executions pin it)
@@ -29,7 +39,7 @@ import time
 
 import lmdb
 
-from engine import _codec
+from engine import _codec, _commit
 from engine.errors import CorruptSavepoint, SavepointError
 
 FORMAT = 1
@@ -37,6 +47,10 @@ DEFAULT_PATH = ".engine"
 DURABILITIES = ("sync", "async")
 RETENTIONS = ("all", "last")
 _U64 = struct.Struct(">Q")
+# What a savepoint stores about itself, and about its execution's state (the codec
+# lays the savepoint value out).
+META_FIELDS = _codec.META_FIELDS
+STATE_FIELDS = _codec.STATE_FIELDS
 _DBS = ("executions", "savepoints", "names", "code", "code_users", "exec_codes", "chunks",
         "chunk_refs", "queue", "due", "leases", "settings", "meta")
 
@@ -46,21 +60,13 @@ def default_path():
     return os.environ.get("ENGINE_PATH") or DEFAULT_PATH
 
 
-# --- sealed values: checksum + payload ----------------------------------------------------
-
-def _seal(value):
-    payload = _codec.encode_value(value)
-    return _U64.pack(_codec.checksum(payload)) + payload
+_UNCHANGED = object()        # commit_savepoint: the due time stays as it is
+_seal = _codec.seal          # checksum + msgpack
+_unseal = _codec.unseal
 
 
-def _unseal(raw, what):
-    raw = bytes(raw)
-    if len(raw) < 8 or _U64.unpack_from(raw)[0] != _codec.checksum(raw[8:]):
-        raise CorruptSavepoint(f"{what} is damaged (checksum mismatch)")
-    try:
-        return _codec.decode_value(raw[8:])
-    except SavepointError as e:
-        raise CorruptSavepoint(f"{what} is damaged: {e}") from None
+def _meta(fields):
+    return dict(zip(META_FIELDS, fields))
 
 
 def _key(exec_id):
@@ -151,17 +157,22 @@ class Lease:
 # --- the store ------------------------------------------------------------------------------
 
 # py-lmdb allows one Environment per path and process: Stores on the same path share it.
-_ENVIRONMENTS = {}      # real path -> [Environment, {name: db}, users]
+_ENVIRONMENTS = {}      # real path -> [Environment, {name: db}, users, durability]
 
 
-def _open_environment(path, map_size):
+def _open_environment(path, map_size, durability):
     entry = _ENVIRONMENTS.get(path)
     if entry is None:
-        # Commits never fsync by themselves; a "sync" Store flushes after each commit,
-        # so Stores of both durabilities can share the environment.
-        env = lmdb.open(path, map_size=map_size, max_dbs=len(_DBS), sync=False,
-                        metasync=False, max_readers=1024)
-        entry = _ENVIRONMENTS[path] = [env, {n: env.open_db(n.encode()) for n in _DBS}, 0]
+        # "sync" is LMDB's own: data pages are flushed before the meta page that makes
+        # them current, so a power cut leaves either transaction, never a torn one.
+        sync = durability == "sync"
+        env = lmdb.open(path, map_size=map_size, max_dbs=len(_DBS), sync=sync,
+                        metasync=sync, max_readers=1024)
+        entry = _ENVIRONMENTS[path] = [env, {n: env.open_db(n.encode()) for n in _DBS}, 0,
+                                       durability]
+    elif entry[3] != durability:
+        raise ValueError(f"{path} is already open in this process with durability "
+                         f"{entry[3]!r}; close that first to use {durability!r}")
     entry[2] += 1
     return entry[0], entry[1]
 
@@ -184,12 +195,14 @@ class Store:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
         self.path = os.path.realpath(path or default_path())
         self.durability = durability
-        self._sync = durability == "sync"
         os.makedirs(self.path, exist_ok=True)
-        self.env, self.db = _open_environment(self.path, map_size)
+        self.env, self.db = _open_environment(self.path, map_size, durability)
+        self._savepoints = self.db["savepoints"]
         self._open = True
         self._code = {}             # fingerprint -> code object (verified when loaded)
         self._pinned = set()        # (fingerprint, execution id) known to be recorded
+        self._pinned_ids = {}       # execution id -> ids of its code objects known pinned
+        self._keep = {}             # id -> code object behind those ids
         self._writes = 0
         try:
             self.env.reader_check()     # clear reader slots of dead processes
@@ -224,10 +237,7 @@ class Store:
         while True:
             try:
                 with self.env.begin(write=True) as txn:
-                    result = work(txn)
-                if self._sync:
-                    self.env.sync(True)
-                return result
+                    return work(txn)
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
             except lmdb.MapResizedError:          # another process grew it
@@ -243,11 +253,37 @@ class Store:
 
     # -- executions --
     def _get_execution(self, txn, exec_id):
+        """The execution's head: the newer of its record and its latest savepoint's."""
         raw = txn.get(_key(exec_id), db=self.db["executions"])
-        return None if raw is None else _unseal(raw, f"execution {exec_id}")
+        head = None if raw is None else _unseal(raw, f"execution {exec_id}")
+        latest = self._latest_savepoint(txn, exec_id)
+        if latest is not None:
+            seq, raw = latest
+            state = _unseal(raw, f"savepoint {seq} of execution {exec_id}")[2]
+            if head is None:
+                head = {"id": exec_id}
+            if state[0] > head.get("version", 0):
+                head.update(zip(STATE_FIELDS, state))
+        return head
+
+    def _latest_savepoint(self, txn, exec_id):
+        """(seq, raw value) of the execution's newest savepoint, or None."""
+        prefix = _key(exec_id) + b"\0"
+        cursor = txn.cursor(db=self.db["savepoints"])
+        if cursor.set_range(prefix + b"\xff" * 8):
+            if not cursor.prev():
+                return None
+        elif not cursor.last():
+            return None
+        key = cursor.key()
+        if not key.startswith(prefix):
+            return None
+        return _U64.unpack(key[len(prefix):])[0], cursor.value()
 
     def _put_execution(self, txn, execution):
+        execution["version"] = _commit.version_after(execution)
         exec_id = execution["id"]
+        execution.pop("_due_written", None)        # this process's note, not stored
         txn.put(_key(exec_id), _seal(execution), db=self.db["executions"])
         self._schedule(txn, exec_id, execution.get("due"))
 
@@ -267,17 +303,18 @@ class Store:
 
     def put_execution(self, execution):
         """Create or replace an execution (a dict with at least "id"); its "due" (a UNIX
-        time, or None) puts it on the run queue or takes it off."""
+        time, or None) puts it on the run queue or takes it off.  Sets its "version"."""
         self._write(lambda txn: self._put_execution(txn, execution))
 
     def get_execution(self, exec_id):
         return self._read(lambda txn: self._get_execution(txn, exec_id))
 
     def executions(self):
-        """Every execution, in id order."""
+        """Every execution's head, in id order."""
         def scan(txn):
-            return [_unseal(raw, f"execution {bytes(key).decode()}")
-                    for key, raw in txn.cursor(db=self.db["executions"])]
+            ids = [bytes(key).decode() for key in
+                   txn.cursor(db=self.db["executions"]).iternext(values=False)]
+            return [self._get_execution(txn, exec_id) for exec_id in ids]
         return self._read(scan)
 
     # -- savepoints --
@@ -292,37 +329,62 @@ class Store:
         if retention not in RETENTIONS:
             raise ValueError(f"savepoint_retention must be one of {RETENTIONS}, "
                              f"not {retention!r}")
+        try:
+            seq = _commit.try_commit(self.env, self._savepoints, self._pinned_ids,
+                                     execution, meta, record, codes, chunks, retention)
+        except (lmdb.MapFullError, lmdb.MapResizedError):
+            seq = None
+        if seq is not None:
+            return seq
+        version = _commit.version_after(execution)
         exec_id = execution["id"]
-        seq = execution.get("last_seq", 0) + 1
-        meta = dict(meta, seq=seq, size=len(record), chunks=list(chunks or ()))
-        value = _codec.encode_value([meta, record])
-        sealed = _U64.pack(_codec.checksum(value)) + value
+        chunk_list = list(chunks) if chunks else []
+        previous = execution.get("last_implicit")
+        # encode outside the write transaction: it holds the lock of every process
+        sealed, seq, state = _codec.seal_savepoint(execution, meta, record, chunk_list,
+                                                   version)
+        name = meta.get("name")
+        # the queue changes only when this commit changes the due time
+        due = execution.get("due")
+        reschedule = "_due_written" not in execution or execution["_due_written"] != due
+        drop = retention == "last" and previous and meta.get("kind") == "implicit"
+        known = self._pinned_ids.get(exec_id)
+        new_codes = [code for code in codes if known is None or id(code) not in known]
+        self._commit_slow(exec_id, _sp_key(exec_id, seq), sealed, seq, name, new_codes,
+                          chunks, previous if drop else None,
+                          execution.get("last_implicit_chunks"),
+                          due if reschedule else _UNCHANGED)
+        _codec.apply_state(execution, state)
+        execution["_due_written"] = due
+        return seq
+
+    def _commit_slow(self, exec_id, sp_key, sealed, seq, name, new_codes, chunks, drop,
+                     drop_chunks, due):
+        """commit_savepoint when it pins code, stores chunks or a name, drops the previous
+        savepoint or moves the execution on the queue."""
+        db = self.db
 
         def work(txn):
-            pinned = self._pin(txn, exec_id, codes)
-            for digest, blob in (chunks or {}).items():
-                self._ref_chunk(txn, digest, blob)
-            txn.put(_sp_key(exec_id, seq), sealed, db=self.db["savepoints"])
-            if meta.get("name") is not None:
-                txn.put(_name_key(exec_id, meta["name"]), _U64.pack(seq),
-                        db=self.db["names"])
-            state = dict(execution, last_seq=seq)
-            if meta.get("kind") == "implicit":
-                previous = execution.get("last_implicit")
-                if retention == "last" and previous:
-                    self._drop_savepoint(txn, exec_id, previous,
-                                         execution.get("last_implicit_chunks"))
-                state["last_implicit"] = seq
-                state["last_implicit_chunks"] = meta["chunks"]
-            self._put_execution(txn, state)
-            return state, pinned
+            pinned = self._pin(txn, exec_id, new_codes) if new_codes else ()
+            if chunks:
+                for digest, blob in chunks.items():
+                    self._ref_chunk(txn, digest, blob)
+            txn.put(sp_key, sealed, db=db["savepoints"])
+            if name is not None:
+                txn.put(_name_key(exec_id, name), _U64.pack(seq), db=db["names"])
+            if drop:
+                self._drop_savepoint(txn, exec_id, drop, drop_chunks)
+            if due is not _UNCHANGED:
+                self._schedule(txn, exec_id, due)
+            return pinned
 
-        state, pinned = self._write(work)
-        self._pinned.update(pinned)       # only once committed: a retried write redoes it
-        execution.update(last_seq=state["last_seq"],
-                         last_implicit=state.get("last_implicit"),
-                         last_implicit_chunks=state.get("last_implicit_chunks"))
-        return seq
+        pinned = self._write(work)
+        if pinned:                                # once committed: a retry redoes it
+            self._pinned.update(pinned)
+            ids = self._pinned_ids.setdefault(exec_id, set())
+            for code in new_codes:
+                ids.add(id(code))
+                self._keep[id(code)] = code       # keeps the id valid
 
     def _pin(self, txn, exec_id, codes):
         """Store each code object once, and note that this execution uses it."""
@@ -364,7 +426,7 @@ class Store:
             raw = txn.get(key, db=self.db["savepoints"])
             if raw is None:
                 return
-            meta, _ = _unseal(raw, f"savepoint {seq} of execution {exec_id}")
+            meta = _meta(_unseal(raw, f"savepoint {seq} of execution {exec_id}")[0])
             chunks = meta.get("chunks") or ()
             if meta.get("name") is not None:
                 txn.delete(_name_key(exec_id, meta["name"]), db=self.db["names"])
@@ -384,20 +446,23 @@ class Store:
                     if not key.startswith(prefix):
                         break
                     seq = _U64.unpack(key[len(prefix):])[0]
-                    meta, _ = _unseal(raw, f"savepoint {seq} of execution {exec_id}")
-                    out.append(meta)
+                    out.append(_meta(_unseal(raw,
+                                             f"savepoint {seq} of execution {exec_id}")[0]))
             return out
         return self._read(scan)
 
     def savepoint(self, exec_id, seq):
         """(meta, record) of one savepoint, or None."""
-        def get(txn):
-            raw = txn.get(_sp_key(exec_id, seq), db=self.db["savepoints"])
-            if raw is None:
-                return None
-            meta, record = _unseal(raw, f"savepoint {seq} of execution {exec_id}")
-            return meta, record
-        return self._read(get)
+        try:
+            with self.env.begin() as txn:
+                raw = txn.get(_sp_key(exec_id, seq), db=self._savepoints)
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)
+            return self.savepoint(exec_id, seq)
+        if raw is None:
+            return None
+        meta, record, _ = _unseal(raw, f"savepoint {seq} of execution {exec_id}")
+        return _meta(meta), record
 
     def seq_of(self, exec_id, name):
         """The seq of the execution's savepoint called ``name``, or None."""
@@ -448,7 +513,7 @@ class Store:
                         keys.append(bytes(key))
                         if db_name == "savepoints":
                             try:
-                                meta, _ = _unseal(raw, "savepoint")
+                                meta = _meta(_unseal(raw, "savepoint")[0])
                             except CorruptSavepoint:
                                 continue      # a damaged savepoint goes all the same
                             for digest in meta.get("chunks") or ():
@@ -473,6 +538,7 @@ class Store:
                 if not key.startswith(prefix):
                     break
                 mine.append(bytes(key))
+        self._pinned_ids.pop(exec_id, None)
         for key in mine:
             digest = key[len(prefix):]
             txn.delete(key, db=by_exec)

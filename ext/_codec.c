@@ -3039,6 +3039,9 @@ static CYTHON_INLINE int __Pyx_PyObject_CompareBoolLe_int_object(PyObject *op1, 
 /* PyRecursionError_Check.proto */
 #define __Pyx_PyExc_RecursionError_Check(obj)  __Pyx_TypeCheck(obj, PyExc_RecursionError)
 
+/* PyObjectCompare.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyObject_CompareEq_object_str(PyObject *op1, PyObject *op2, int pyop);
+
 /* ExtTypeTest.proto */
 static CYTHON_INLINE int __Pyx_TypeTest(PyObject *obj, PyTypeObject *type);
 
@@ -3425,6 +3428,9 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value);
 static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *);
 
 /* CIntFromPy.proto */
+static CYTHON_INLINE int64_t __Pyx_PyLong_As_int64_t(PyObject *);
+
+/* CIntFromPy.proto */
 static CYTHON_INLINE long __Pyx_PyLong_As_long(PyObject *);
 
 /* CIntToPy.proto */
@@ -3438,6 +3444,9 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value);
 
 /* CIntToPy.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint64_t(uint64_t value);
+
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int64_t(int64_t value);
 
 /* GetRuntimeVersion.proto */
 #if __PYX_LIMITED_VERSION_HEX < 0x030b0000
@@ -3839,13 +3848,17 @@ static PyObject *__pyx_pf_6engine_6_codec_7Decoder___reduce_cython__(struct __py
 static PyObject *__pyx_pf_6engine_6_codec_7Decoder_2__setstate_cython__(struct __pyx_obj_6engine_6_codec_Decoder *__pyx_v_self, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_6engine_6_codec_14encode_value(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_value, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust); /* proto */
 static PyObject *__pyx_pf_6engine_6_codec_16decode_value(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_data, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust); /* proto */
-static PyObject *__pyx_pf_6engine_6_codec_18checksum(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_data); /* proto */
-static PyObject *__pyx_pf_6engine_6_codec_20_where(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_frame); /* proto */
-static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_frames, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust, PyObject *__pyx_v_chunks); /* proto */
-static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_record); /* proto */
-static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_record, PyObject *__pyx_v_codes, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust, PyObject *__pyx_v_chunks); /* proto */
-static PyObject *__pyx_pf_6engine_6_codec_28__pyx_unpickle_Trust(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
-static PyObject *__pyx_pf_6engine_6_codec_30__pyx_unpickle_Decoder(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
+static PyObject *__pyx_pf_6engine_6_codec_18seal(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_value, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust); /* proto */
+static PyObject *__pyx_pf_6engine_6_codec_20seal_savepoint(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_execution, PyObject *__pyx_v_meta, PyObject *__pyx_v_record, PyObject *__pyx_v_chunks, int64_t __pyx_v_version); /* proto */
+static PyObject *__pyx_pf_6engine_6_codec_22apply_state(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_execution, PyObject *__pyx_v_state); /* proto */
+static PyObject *__pyx_pf_6engine_6_codec_24unseal(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_data, PyObject *__pyx_v_what, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust); /* proto */
+static PyObject *__pyx_pf_6engine_6_codec_26checksum(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_data); /* proto */
+static PyObject *__pyx_pf_6engine_6_codec_28_where(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_frame); /* proto */
+static PyObject *__pyx_pf_6engine_6_codec_30encode_snapshot(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_frames, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust, PyObject *__pyx_v_chunks); /* proto */
+static PyObject *__pyx_pf_6engine_6_codec_32read_header(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_record); /* proto */
+static PyObject *__pyx_pf_6engine_6_codec_34decode_snapshot(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_record, PyObject *__pyx_v_codes, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust, PyObject *__pyx_v_chunks); /* proto */
+static PyObject *__pyx_pf_6engine_6_codec_36__pyx_unpickle_Trust(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
+static PyObject *__pyx_pf_6engine_6_codec_38__pyx_unpickle_Decoder(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_tp_new__initialisation_6engine_6_codec__Pending(PyObject *o, 
 #if CYTHON_VECTORCALL_TPNEW
     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
@@ -4059,9 +4072,9 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
     __Pyx_CachedCFunction __pyx_umethod_PyBytes_Type__hex;
     PyObject *__pyx_slice[4];
-    PyObject *__pyx_tuple[9];
-    PyObject *__pyx_codeobj_tab[32];
-    PyObject *__pyx_string_tab[465];
+    PyObject *__pyx_tuple[12];
+    PyObject *__pyx_codeobj_tab[36];
+    PyObject *__pyx_string_tab[498];
     PyObject *__pyx_number_tab[13];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -4141,464 +4154,497 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_kp_u_exception_whose_class_is_not_tr __pyx_string_tab[4]
 #define __pyx_kp_u_holds __pyx_string_tab[5]
 #define __pyx_kp_u_is_damaged __pyx_string_tab[6]
-#define __pyx_kp_u_is_missing_or_damaged __pyx_string_tab[7]
-#define __pyx_kp_u_is_missing_or_does_not_match_th __pyx_string_tab[8]
-#define __pyx_kp_u_levels_deep __pyx_string_tab[9]
-#define __pyx_kp_u_object_3 __pyx_string_tab[10]
-#define __pyx_kp_u_object_2 __pyx_string_tab[11]
-#define __pyx_kp_u_objects __pyx_string_tab[12]
-#define __pyx_kp_u_whose___reduce___rebuilds_it_wi __pyx_string_tab[13]
-#define __pyx_kp_u_d_d __pyx_string_tab[14]
-#define __pyx_kp_u_in __pyx_string_tab[15]
-#define __pyx_kp_u_tree_fragment __pyx_string_tab[16]
-#define __pyx_kp_u__2 __pyx_string_tab[17]
-#define __pyx_kp_u_it_cannot_run_here __pyx_string_tab[18]
-#define __pyx_kp_u_or_keep_it_out_of_the_flow_s_lo __pyx_string_tab[19]
-#define __pyx_kp_u_this_is_Python __pyx_string_tab[20]
-#define __pyx_kp_u_a_class_that_cannot_be_found_by __pyx_string_tab[21]
-#define __pyx_kp_u_a_class_that_is_neither_defined __pyx_string_tab[22]
-#define __pyx_kp_u_which_cannot_be_found_again_as __pyx_string_tab[23]
-#define __pyx_kp_u_which_has_no_import_path __pyx_string_tab[24]
-#define __pyx_kp_u_which_is_neither_imported_in_th __pyx_string_tab[25]
-#define __pyx_kp_u_which_is_not_trusted_define_it __pyx_string_tab[26]
-#define __pyx_kp_u_which_no_longer_exists __pyx_string_tab[27]
-#define __pyx_kp_u_which_this_process_does_not_pro __pyx_string_tab[28]
-#define __pyx_kp_u_whose_globals_are_not_a_module __pyx_string_tab[29]
-#define __pyx_kp_u_ __pyx_string_tab[30]
-#define __pyx_kp_u_02x __pyx_string_tab[31]
-#define __pyx_kp_u__6 __pyx_string_tab[32]
-#define __pyx_kp_u__7 __pyx_string_tab[33]
-#define __pyx_kp_u_its_globals_are_not_a_module_s __pyx_string_tab[34]
-#define __pyx_kp_u__8 __pyx_string_tab[35]
-#define __pyx_kp_u_a_savepoint_cannot_hold_it __pyx_string_tab[36]
-#define __pyx_kp_u_this_engine_reads_version __pyx_string_tab[37]
-#define __pyx_kp_u__4 __pyx_string_tab[38]
-#define __pyx_kp_u_None __pyx_string_tab[39]
-#define __pyx_kp_u_Note_that_Cython_is_deliberately __pyx_string_tab[40]
-#define __pyx_kp_u_Raised_inside_the_encoder_encode __pyx_string_tab[41]
-#define __pyx_kp_u_a __pyx_string_tab[42]
-#define __pyx_kp_u_a_code_object __pyx_string_tab[43]
-#define __pyx_kp_u_a_lock __pyx_string_tab[44]
-#define __pyx_kp_u_a_method_of __pyx_string_tab[45]
-#define __pyx_kp_u_a_socket __pyx_string_tab[46]
-#define __pyx_kp_u_a_value_nested_more_than __pyx_string_tab[47]
-#define __pyx_kp_u_a_value_that_contains_itself_thr __pyx_string_tab[48]
-#define __pyx_kp_u_add_note __pyx_string_tab[49]
-#define __pyx_kp_u_an_instance_of __pyx_string_tab[50]
-#define __pyx_kp_u_an_iterator __pyx_string_tab[51]
-#define __pyx_kp_u_an_open_file __pyx_string_tab[52]
-#define __pyx_kp_u_break_the_cycle_through_a_list_o __pyx_string_tab[53]
-#define __pyx_kp_u_cannot_save __pyx_string_tab[54]
-#define __pyx_kp_u_cannot_save_a_nested_function_ou __pyx_string_tab[55]
-#define __pyx_kp_u_cannot_take_a_savepoint_in __pyx_string_tab[56]
-#define __pyx_kp_u_close_it_before_the_Flow_API_cal __pyx_string_tab[57]
-#define __pyx_kp_u_defaultdict_factory_is_not_calla __pyx_string_tab[58]
-#define __pyx_kp_u_define_it_at_module_level __pyx_string_tab[59]
-#define __pyx_kp_u_define_it_in_a_module __pyx_string_tab[60]
-#define __pyx_kp_u_disable __pyx_string_tab[61]
-#define __pyx_kp_u_enable __pyx_string_tab[62]
-#define __pyx_kp_u_encode_snapshot_takes_Frame_obje __pyx_string_tab[63]
-#define __pyx_kp_u_engine__codec_no_code_object_ext __pyx_string_tab[64]
-#define __pyx_kp_u_ext__codec_pyx __pyx_string_tab[65]
-#define __pyx_kp_u_fingerprint_needs_a_code_object __pyx_string_tab[66]
-#define __pyx_kp_u_flatten_it __pyx_string_tab[67]
-#define __pyx_kp_u_gc __pyx_string_tab[68]
-#define __pyx_kp_u_give_it___getstate_____setstate __pyx_string_tab[69]
-#define __pyx_kp_u_hold_the_function_instead __pyx_string_tab[70]
-#define __pyx_kp_u_isenabled __pyx_string_tab[71]
-#define __pyx_kp_u_keep_it_out_of_the_flow_s_locals __pyx_string_tab[72]
-#define __pyx_kp_u_keep_it_out_of_the_flow_s_locals_2 __pyx_string_tab[73]
-#define __pyx_kp_u_local __pyx_string_tab[74]
-#define __pyx_kp_u_malformed_builtin_method __pyx_string_tab[75]
-#define __pyx_kp_u_malformed_cell __pyx_string_tab[76]
-#define __pyx_kp_u_malformed_closure __pyx_string_tab[77]
-#define __pyx_kp_u_malformed_defaultdict __pyx_string_tab[78]
-#define __pyx_kp_u_malformed_deque __pyx_string_tab[79]
-#define __pyx_kp_u_malformed_enum_member __pyx_string_tab[80]
-#define __pyx_kp_u_malformed_exception __pyx_string_tab[81]
-#define __pyx_kp_u_malformed_frame __pyx_string_tab[82]
-#define __pyx_kp_u_malformed_function __pyx_string_tab[83]
-#define __pyx_kp_u_malformed_function_attributes __pyx_string_tab[84]
-#define __pyx_kp_u_malformed_function_defaults __pyx_string_tab[85]
-#define __pyx_kp_u_malformed_import_path __pyx_string_tab[86]
-#define __pyx_kp_u_malformed_instance __pyx_string_tab[87]
-#define __pyx_kp_u_malformed_iterator __pyx_string_tab[88]
-#define __pyx_kp_u_malformed_mapping __pyx_string_tab[89]
-#define __pyx_kp_u_malformed_method __pyx_string_tab[90]
-#define __pyx_kp_u_malformed_module_name __pyx_string_tab[91]
-#define __pyx_kp_u_malformed_namedtuple __pyx_string_tab[92]
-#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[93]
-#define __pyx_kp_u_not_a_savepoint_record __pyx_string_tab[94]
-#define __pyx_kp_u_pinned_code_for __pyx_string_tab[95]
-#define __pyx_kp_u_pinned_code_record_belongs_to_an __pyx_string_tab[96]
-#define __pyx_kp_u_pinned_code_record_does_not_matc __pyx_string_tab[97]
-#define __pyx_kp_u_pinned_code_record_is_damaged __pyx_string_tab[98]
-#define __pyx_kp_u_pinned_code_record_is_truncated __pyx_string_tab[99]
-#define __pyx_kp_u_release_it_and_keep_it_out_of_th __pyx_string_tab[100]
-#define __pyx_kp_u_savepoint_body_has_trailing_byte __pyx_string_tab[101]
-#define __pyx_kp_u_savepoint_chunk __pyx_string_tab[102]
-#define __pyx_kp_u_savepoint_data_has_trailing_byte __pyx_string_tab[103]
-#define __pyx_kp_u_savepoint_data_holds_a_malformed __pyx_string_tab[104]
-#define __pyx_kp_u_savepoint_data_holds_a_malformed_2 __pyx_string_tab[105]
-#define __pyx_kp_u_savepoint_data_holds_an_unknown_2 __pyx_string_tab[106]
-#define __pyx_kp_u_savepoint_data_holds_an_unknown __pyx_string_tab[107]
-#define __pyx_kp_u_savepoint_data_is_damaged __pyx_string_tab[108]
-#define __pyx_kp_u_savepoint_data_is_nested_too_dee __pyx_string_tab[109]
-#define __pyx_kp_u_savepoint_data_is_truncated __pyx_string_tab[110]
-#define __pyx_kp_u_savepoint_data_refers_to_an_obje_2 __pyx_string_tab[111]
-#define __pyx_kp_u_savepoint_data_refers_to_an_obje __pyx_string_tab[112]
-#define __pyx_kp_u_savepoint_holds_a __pyx_string_tab[113]
-#define __pyx_kp_u_savepoint_holds_an_instance_of __pyx_string_tab[114]
-#define __pyx_kp_u_savepoint_record_fails_its_check __pyx_string_tab[115]
-#define __pyx_kp_u_savepoint_record_has_format_vers __pyx_string_tab[116]
-#define __pyx_kp_u_savepoint_record_is_damaged __pyx_string_tab[117]
-#define __pyx_kp_u_savepoint_refers_to __pyx_string_tab[118]
-#define __pyx_kp_u_savepoint_refers_to_a_chunk_but __pyx_string_tab[119]
-#define __pyx_kp_u_savepoint_refers_to_module __pyx_string_tab[120]
-#define __pyx_kp_u_savepoint_was_taken_on_Python __pyx_string_tab[121]
-#define __pyx_kp_u_the_exception_being_handled_in __pyx_string_tab[122]
-#define __pyx_kp_u_the_function __pyx_string_tab[123]
-#define __pyx_kp_u_trust_it_with_eng_trust __pyx_string_tab[124]
-#define __pyx_kp_u_trust_takes_a_class_or_a_module __pyx_string_tab[125]
-#define __pyx_kp_u_turn_it_into_a_list_or_finish_it __pyx_string_tab[126]
-#define __pyx_kp_u_turn_it_into_a_list_before_the_F __pyx_string_tab[127]
-#define __pyx_kp_u_utf_8 __pyx_string_tab[128]
-#define __pyx_kp_u_value_stack_item __pyx_string_tab[129]
-#define __pyx_n_u_AsyncGeneratorType __pyx_string_tab[130]
-#define __pyx_n_u_BuiltinFunctionType __pyx_string_tab[131]
-#define __pyx_n_u_CHUNK_MIN __pyx_string_tab[132]
-#define __pyx_n_u_CellType __pyx_string_tab[133]
-#define __pyx_n_u_CodeType __pyx_string_tab[134]
-#define __pyx_n_u_Condition __pyx_string_tab[135]
-#define __pyx_n_u_CoroutineType __pyx_string_tab[136]
-#define __pyx_n_u_CorruptSavepoint __pyx_string_tab[137]
-#define __pyx_n_u_Counter __pyx_string_tab[138]
-#define __pyx_n_u_Decimal __pyx_string_tab[139]
-#define __pyx_n_u_Decoder __pyx_string_tab[140]
-#define __pyx_n_u_Decoder___reduce_cython __pyx_string_tab[141]
-#define __pyx_n_u_Decoder___setstate_cython __pyx_string_tab[142]
-#define __pyx_n_u_Decoder_function_locals_genexpr __pyx_string_tab[143]
-#define __pyx_n_u_EMPTY __pyx_string_tab[144]
-#define __pyx_n_u_Encoder __pyx_string_tab[145]
-#define __pyx_n_u_Encoder___reduce_cython __pyx_string_tab[146]
-#define __pyx_n_u_Encoder___setstate_cython __pyx_string_tab[147]
-#define __pyx_n_u_Enum __pyx_string_tab[148]
-#define __pyx_n_u_Event __pyx_string_tab[149]
-#define __pyx_n_u_FORMAT_VERSION __pyx_string_tab[150]
-#define __pyx_n_u_Fraction __pyx_string_tab[151]
-#define __pyx_n_u_FrameType __pyx_string_tab[152]
-#define __pyx_n_u_FunctionType __pyx_string_tab[153]
-#define __pyx_n_u_GeneratorType __pyx_string_tab[154]
-#define __pyx_n_u_IOBase __pyx_string_tab[155]
-#define __pyx_n_u_MAGIC __pyx_string_tab[156]
-#define __pyx_n_u_MAGIC_NUMBER __pyx_string_tab[157]
-#define __pyx_n_u_MAX_DEPTH __pyx_string_tab[158]
-#define __pyx_n_u_MethodType __pyx_string_tab[159]
-#define __pyx_n_u_ModuleType __pyx_string_tab[160]
-#define __pyx_n_u_OrderedDict __pyx_string_tab[161]
-#define __pyx_n_u_PYTHON_VERSION __pyx_string_tab[162]
-#define __pyx_n_u_PosixPath __pyx_string_tab[163]
-#define __pyx_n_u_PurePosixPath __pyx_string_tab[164]
-#define __pyx_n_u_PureWindowsPath __pyx_string_tab[165]
-#define __pyx_n_u_SPE __pyx_string_tab[166]
-#define __pyx_n_u_SSLSocket __pyx_string_tab[167]
-#define __pyx_n_u_SavepointError __pyx_string_tab[168]
-#define __pyx_n_u_Semaphore __pyx_string_tab[169]
-#define __pyx_n_u_TracebackType __pyx_string_tab[170]
-#define __pyx_n_u_Trust __pyx_string_tab[171]
-#define __pyx_n_u_Trust___reduce_cython __pyx_string_tab[172]
-#define __pyx_n_u_Trust___setstate_cython __pyx_string_tab[173]
-#define __pyx_n_u_Trust_add __pyx_string_tab[174]
-#define __pyx_n_u_Trust_allows_class __pyx_string_tab[175]
-#define __pyx_n_u_Trust_allows_module __pyx_string_tab[176]
-#define __pyx_n_u_Trust_copy __pyx_string_tab[177]
-#define __pyx_n_u_UUID __pyx_string_tab[178]
-#define __pyx_n_u_WindowsPath __pyx_string_tab[179]
-#define __pyx_n_u_EMPTY_2 __pyx_string_tab[180]
-#define __pyx_n_u_Pending __pyx_string_tab[181]
-#define __pyx_n_u_Pending___reduce_cython __pyx_string_tab[182]
-#define __pyx_n_u_Pending___setstate_cython __pyx_string_tab[183]
-#define __pyx_n_u_Unencodable __pyx_string_tab[184]
-#define __pyx_n_u_Unencodable___init __pyx_string_tab[185]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[186]
-#define __pyx_n_u_annotate __pyx_string_tab[187]
-#define __pyx_n_u_cause __pyx_string_tab[188]
-#define __pyx_n_u_class_getitem __pyx_string_tab[189]
-#define __pyx_n_u_closure __pyx_string_tab[190]
-#define __pyx_n_u_code_2 __pyx_string_tab[191]
-#define __pyx_n_u_context __pyx_string_tab[192]
-#define __pyx_n_u_defaults __pyx_string_tab[193]
-#define __pyx_n_u_dict __pyx_string_tab[194]
-#define __pyx_n_u_doc __pyx_string_tab[195]
-#define __pyx_n_u_func __pyx_string_tab[196]
-#define __pyx_n_u_getstate __pyx_string_tab[197]
-#define __pyx_n_u_globals __pyx_string_tab[198]
-#define __pyx_n_u_hello __pyx_string_tab[199]
-#define __pyx_n_u_init __pyx_string_tab[200]
-#define __pyx_n_u_kwdefaults __pyx_string_tab[201]
-#define __pyx_n_u_main __pyx_string_tab[202]
-#define __pyx_n_u_members __pyx_string_tab[203]
-#define __pyx_n_u_metaclass __pyx_string_tab[204]
-#define __pyx_n_u_module __pyx_string_tab[205]
-#define __pyx_n_u_mro_entries __pyx_string_tab[206]
-#define __pyx_n_u_name __pyx_string_tab[207]
-#define __pyx_n_u_new __pyx_string_tab[208]
-#define __pyx_n_u_newobj __pyx_string_tab[209]
-#define __pyx_n_u_objclass __pyx_string_tab[210]
-#define __pyx_n_u_phello __pyx_string_tab[211]
-#define __pyx_n_u_prepare __pyx_string_tab[212]
-#define __pyx_n_u_pyx_checksum __pyx_string_tab[213]
-#define __pyx_n_u_pyx_result __pyx_string_tab[214]
-#define __pyx_n_u_pyx_state __pyx_string_tab[215]
-#define __pyx_n_u_pyx_type __pyx_string_tab[216]
-#define __pyx_n_u_pyx_unpickle_Decoder __pyx_string_tab[217]
-#define __pyx_n_u_pyx_unpickle_Trust __pyx_string_tab[218]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[219]
-#define __pyx_n_u_qualname __pyx_string_tab[220]
-#define __pyx_n_u_reduce __pyx_string_tab[221]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[222]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[223]
-#define __pyx_n_u_self_2 __pyx_string_tab[224]
-#define __pyx_n_u_set_name __pyx_string_tab[225]
-#define __pyx_n_u_setstate __pyx_string_tab[226]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[227]
-#define __pyx_n_u_suppress_context __pyx_string_tab[228]
-#define __pyx_n_u_test __pyx_string_tab[229]
-#define __pyx_n_u_describe __pyx_string_tab[230]
-#define __pyx_n_u_dict_2 __pyx_string_tab[231]
-#define __pyx_n_u_fields __pyx_string_tab[232]
-#define __pyx_n_u_i __pyx_string_tab[233]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[234]
-#define __pyx_n_u_lookup __pyx_string_tab[235]
-#define __pyx_n_u_name_3 __pyx_string_tab[236]
-#define __pyx_n_u_stable __pyx_string_tab[237]
-#define __pyx_n_u_stable_locals_genexpr __pyx_string_tab[238]
-#define __pyx_n_u_value __pyx_string_tab[239]
-#define __pyx_n_u_varname_from_oparg __pyx_string_tab[240]
-#define __pyx_n_u_where __pyx_string_tab[241]
-#define __pyx_n_u_abs __pyx_string_tab[242]
-#define __pyx_n_u_add __pyx_string_tab[243]
-#define __pyx_n_u_advice __pyx_string_tab[244]
-#define __pyx_n_u_allows_class __pyx_string_tab[245]
-#define __pyx_n_u_allows_module __pyx_string_tab[246]
-#define __pyx_n_u_antigravity __pyx_string_tab[247]
-#define __pyx_n_u_append __pyx_string_tab[248]
-#define __pyx_n_u_args __pyx_string_tab[249]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[250]
-#define __pyx_n_u_big __pyx_string_tab[251]
-#define __pyx_n_u_bit_length __pyx_string_tab[252]
-#define __pyx_n_u_blake2b __pyx_string_tab[253]
-#define __pyx_n_u_builtins __pyx_string_tab[254]
-#define __pyx_n_u_bytes __pyx_string_tab[255]
-#define __pyx_n_u_c __pyx_string_tab[256]
-#define __pyx_n_u_checksum __pyx_string_tab[257]
-#define __pyx_n_u_chunk_hash __pyx_string_tab[258]
-#define __pyx_n_u_chunks __pyx_string_tab[259]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[260]
-#define __pyx_n_u_close __pyx_string_tab[261]
-#define __pyx_n_u_cls __pyx_string_tab[262]
-#define __pyx_n_u_co_argcount __pyx_string_tab[263]
-#define __pyx_n_u_co_cellvars __pyx_string_tab[264]
-#define __pyx_n_u_co_code __pyx_string_tab[265]
-#define __pyx_n_u_co_consts __pyx_string_tab[266]
-#define __pyx_n_u_co_exceptiontable __pyx_string_tab[267]
-#define __pyx_n_u_co_filename __pyx_string_tab[268]
-#define __pyx_n_u_co_firstlineno __pyx_string_tab[269]
-#define __pyx_n_u_co_flags __pyx_string_tab[270]
-#define __pyx_n_u_co_freevars __pyx_string_tab[271]
-#define __pyx_n_u_co_kwonlyargcount __pyx_string_tab[272]
-#define __pyx_n_u_co_linetable __pyx_string_tab[273]
-#define __pyx_n_u_co_name __pyx_string_tab[274]
-#define __pyx_n_u_co_names __pyx_string_tab[275]
-#define __pyx_n_u_co_nlocals __pyx_string_tab[276]
-#define __pyx_n_u_co_posonlyargcount __pyx_string_tab[277]
-#define __pyx_n_u_co_qualname __pyx_string_tab[278]
-#define __pyx_n_u_co_stacksize __pyx_string_tab[279]
-#define __pyx_n_u_co_varnames __pyx_string_tab[280]
-#define __pyx_n_u_code __pyx_string_tab[281]
-#define __pyx_n_u_codes __pyx_string_tab[282]
-#define __pyx_n_u_collections __pyx_string_tab[283]
-#define __pyx_n_u_copy __pyx_string_tab[284]
-#define __pyx_n_u_copyreg __pyx_string_tab[285]
-#define __pyx_n_u_data __pyx_string_tab[286]
-#define __pyx_n_u_date __pyx_string_tab[287]
-#define __pyx_n_u_datetime __pyx_string_tab[288]
-#define __pyx_n_u_day __pyx_string_tab[289]
-#define __pyx_n_u_days __pyx_string_tab[290]
-#define __pyx_n_u_dec __pyx_string_tab[291]
-#define __pyx_n_u_decimal __pyx_string_tab[292]
-#define __pyx_n_u_decode_code __pyx_string_tab[293]
-#define __pyx_n_u_decode_snapshot __pyx_string_tab[294]
-#define __pyx_n_u_decode_value __pyx_string_tab[295]
-#define __pyx_n_u_default_factory __pyx_string_tab[296]
-#define __pyx_n_u_defaultdict __pyx_string_tab[297]
-#define __pyx_n_u_denominator __pyx_string_tab[298]
-#define __pyx_n_u_deque __pyx_string_tab[299]
-#define __pyx_n_u_digest __pyx_string_tab[300]
-#define __pyx_n_u_digest_size __pyx_string_tab[301]
-#define __pyx_n_u_dumps __pyx_string_tab[302]
-#define __pyx_n_u_e __pyx_string_tab[303]
-#define __pyx_n_u_enc __pyx_string_tab[304]
-#define __pyx_n_u_encode __pyx_string_tab[305]
-#define __pyx_n_u_encode_code __pyx_string_tab[306]
-#define __pyx_n_u_encode_snapshot __pyx_string_tab[307]
-#define __pyx_n_u_encode_value __pyx_string_tab[308]
-#define __pyx_n_u_engine__codec __pyx_string_tab[309]
-#define __pyx_n_u_engine__frames __pyx_string_tab[310]
-#define __pyx_n_u_engine_errors __pyx_string_tab[311]
-#define __pyx_n_u_ensurepip __pyx_string_tab[312]
-#define __pyx_n_u_enum __pyx_string_tab[313]
-#define __pyx_n_u_enumerate __pyx_string_tab[314]
-#define __pyx_n_u_expected __pyx_string_tab[315]
-#define __pyx_n_u_externals __pyx_string_tab[316]
-#define __pyx_n_u_filter __pyx_string_tab[317]
-#define __pyx_n_u_fingerprint __pyx_string_tab[318]
-#define __pyx_n_u_fold __pyx_string_tab[319]
-#define __pyx_n_u_fractions __pyx_string_tab[320]
-#define __pyx_n_u_frame __pyx_string_tab[321]
-#define __pyx_n_u_frames __pyx_string_tab[322]
-#define __pyx_n_u_from_bytes __pyx_string_tab[323]
-#define __pyx_n_u_fromkeys __pyx_string_tab[324]
-#define __pyx_n_u_genexpr __pyx_string_tab[325]
-#define __pyx_n_u_get __pyx_string_tab[326]
-#define __pyx_n_u_hashlib __pyx_string_tab[327]
-#define __pyx_n_u_hex __pyx_string_tab[328]
-#define __pyx_n_u_hour __pyx_string_tab[329]
-#define __pyx_n_u_i_2 __pyx_string_tab[330]
-#define __pyx_n_u_id __pyx_string_tab[331]
-#define __pyx_n_u_idlelib __pyx_string_tab[332]
-#define __pyx_n_u_imag __pyx_string_tab[333]
-#define __pyx_n_u_import_module __pyx_string_tab[334]
-#define __pyx_n_u_importlib __pyx_string_tab[335]
-#define __pyx_n_u_importlib_util __pyx_string_tab[336]
-#define __pyx_n_u_index __pyx_string_tab[337]
-#define __pyx_n_u_io __pyx_string_tab[338]
-#define __pyx_n_u_item __pyx_string_tab[339]
-#define __pyx_n_u_items __pyx_string_tab[340]
-#define __pyx_n_u_iter __pyx_string_tab[341]
-#define __pyx_n_u_join __pyx_string_tab[342]
-#define __pyx_n_u_line __pyx_string_tab[343]
-#define __pyx_n_u_loads __pyx_string_tab[344]
-#define __pyx_n_u_lock __pyx_string_tab[345]
-#define __pyx_n_u_lookup_2 __pyx_string_tab[346]
-#define __pyx_n_u_lower __pyx_string_tab[347]
-#define __pyx_n_u_map __pyx_string_tab[348]
-#define __pyx_n_u_marshal __pyx_string_tab[349]
-#define __pyx_n_u_maxlen __pyx_string_tab[350]
-#define __pyx_n_u_microsecond __pyx_string_tab[351]
-#define __pyx_n_u_microseconds __pyx_string_tab[352]
-#define __pyx_n_u_minute __pyx_string_tab[353]
-#define __pyx_n_u_module_2 __pyx_string_tab[354]
-#define __pyx_n_u_modules __pyx_string_tab[355]
-#define __pyx_n_u_month __pyx_string_tab[356]
-#define __pyx_n_u_n __pyx_string_tab[357]
-#define __pyx_n_u_name_2 __pyx_string_tab[358]
-#define __pyx_n_u_next __pyx_string_tab[359]
-#define __pyx_n_u_numerator __pyx_string_tab[360]
-#define __pyx_n_u_obj __pyx_string_tab[361]
-#define __pyx_n_u_object __pyx_string_tab[362]
-#define __pyx_n_u_other __pyx_string_tab[363]
-#define __pyx_n_u_out __pyx_string_tab[364]
-#define __pyx_n_u_part __pyx_string_tab[365]
-#define __pyx_n_u_partition __pyx_string_tab[366]
-#define __pyx_n_u_pathlib __pyx_string_tab[367]
-#define __pyx_n_u_pop __pyx_string_tab[368]
-#define __pyx_n_u_pydoc __pyx_string_tab[369]
-#define __pyx_n_u_qualname_2 __pyx_string_tab[370]
-#define __pyx_n_u_read_header __pyx_string_tab[371]
-#define __pyx_n_u_real __pyx_string_tab[372]
-#define __pyx_n_u_record __pyx_string_tab[373]
-#define __pyx_n_u_remove __pyx_string_tab[374]
-#define __pyx_n_u_reversed __pyx_string_tab[375]
-#define __pyx_n_u_second __pyx_string_tab[376]
-#define __pyx_n_u_seconds __pyx_string_tab[377]
-#define __pyx_n_u_self __pyx_string_tab[378]
-#define __pyx_n_u_send __pyx_string_tab[379]
-#define __pyx_n_u_setdefault __pyx_string_tab[380]
-#define __pyx_n_u_signed __pyx_string_tab[381]
-#define __pyx_n_u_socket __pyx_string_tab[382]
-#define __pyx_n_u_split __pyx_string_tab[383]
-#define __pyx_n_u_start __pyx_string_tab[384]
-#define __pyx_n_u_state __pyx_string_tab[385]
-#define __pyx_n_u_stdlib_module_names __pyx_string_tab[386]
-#define __pyx_n_u_step __pyx_string_tab[387]
-#define __pyx_n_u_stop __pyx_string_tab[388]
-#define __pyx_n_u_super __pyx_string_tab[389]
-#define __pyx_n_u_surrogatepass __pyx_string_tab[390]
-#define __pyx_n_u_sys __pyx_string_tab[391]
-#define __pyx_n_u_tail __pyx_string_tab[392]
-#define __pyx_n_u_target __pyx_string_tab[393]
-#define __pyx_n_u_this __pyx_string_tab[394]
-#define __pyx_n_u_throw __pyx_string_tab[395]
-#define __pyx_n_u_time __pyx_string_tab[396]
-#define __pyx_n_u_timedelta __pyx_string_tab[397]
-#define __pyx_n_u_timezone __pyx_string_tab[398]
-#define __pyx_n_u_tkinter __pyx_string_tab[399]
-#define __pyx_n_u_to_bytes __pyx_string_tab[400]
-#define __pyx_n_u_trust __pyx_string_tab[401]
-#define __pyx_n_u_turtle __pyx_string_tab[402]
-#define __pyx_n_u_turtledemo __pyx_string_tab[403]
-#define __pyx_n_u_types __pyx_string_tab[404]
-#define __pyx_n_u_tzinfo __pyx_string_tab[405]
-#define __pyx_n_u_tzname __pyx_string_tab[406]
-#define __pyx_n_u_update __pyx_string_tab[407]
-#define __pyx_n_u_use_setstate __pyx_string_tab[408]
-#define __pyx_n_u_utcoffset __pyx_string_tab[409]
-#define __pyx_n_u_util __pyx_string_tab[410]
-#define __pyx_n_u_uuid __pyx_string_tab[411]
-#define __pyx_n_u_value_2 __pyx_string_tab[412]
-#define __pyx_n_u_values __pyx_string_tab[413]
-#define __pyx_n_u_venv __pyx_string_tab[414]
-#define __pyx_n_u_version_info __pyx_string_tab[415]
-#define __pyx_n_u_webbrowser __pyx_string_tab[416]
-#define __pyx_n_u_what __pyx_string_tab[417]
-#define __pyx_n_u_x __pyx_string_tab[418]
-#define __pyx_n_u_year __pyx_string_tab[419]
-#define __pyx_n_u_zip __pyx_string_tab[420]
-#define __pyx_n_u_zlib __pyx_string_tab[421]
-#define __pyx_n_u__10 __pyx_string_tab[422]
-#define __pyx_kp_b__9 __pyx_string_tab[423]
-#define __pyx_kp_b__2 __pyx_string_tab[424]
-#define __pyx_kp_b__5 __pyx_string_tab[425]
-#define __pyx_kp_b__6 __pyx_string_tab[426]
-#define __pyx_n_b_B __pyx_string_tab[427]
-#define __pyx_n_b_C __pyx_string_tab[428]
-#define __pyx_kp_b_F __pyx_string_tab[429]
-#define __pyx_n_b_S __pyx_string_tab[430]
-#define __pyx_kp_b_T __pyx_string_tab[431]
-#define __pyx_n_b_c __pyx_string_tab[432]
-#define __pyx_n_b_f __pyx_string_tab[433]
-#define __pyx_kp_b_struct___pyx_obj_6engine_7_frame __pyx_string_tab[434]
-#define __pyx_kp_b_iso88591_Q __pyx_string_tab[435]
-#define __pyx_kp_b_iso88591_5_2Qd_nAU __pyx_string_tab[436]
-#define __pyx_kp_b_iso88591_Q_aq_1 __pyx_string_tab[437]
-#define __pyx_kp_b_iso88591_1F __pyx_string_tab[438]
-#define __pyx_kp_b_iso88591_QfA __pyx_string_tab[439]
-#define __pyx_kp_b_iso88591_aq_t3a_uBk_t3a_vRt5_A_t3a_vRt5 __pyx_string_tab[440]
-#define __pyx_kp_b_iso88591_aq_2Qc_as_A_z_r_s_D_s_3c_IQ_wc __pyx_string_tab[441]
-#define __pyx_kp_b_iso88591_5_a_q_s_1 __pyx_string_tab[442]
-#define __pyx_kp_b_iso88591_t1F_Zq_AV_6axs_D_sRS_wa_t1F_iq __pyx_string_tab[443]
-#define __pyx_kp_b_iso88591_q_0_kQR_5_7_q_a_1 __pyx_string_tab[444]
-#define __pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1 __pyx_string_tab[445]
-#define __pyx_kp_b_iso88591_avRwfAQ __pyx_string_tab[446]
-#define __pyx_kp_b_iso88591_t1HG1_aq_M_xq_vQ_1_haxq_aq __pyx_string_tab[447]
-#define __pyx_kp_b_iso88591_Zt1_q_l_vWE_Q_q_t9G5_4y_q_q_d_7 __pyx_string_tab[448]
-#define __pyx_kp_b_iso88591_Yd_gT_QUU___kkooxx_D_D_H_H_L_L __pyx_string_tab[449]
-#define __pyx_kp_b_iso88591_A_Ry_HA_Ja __pyx_string_tab[450]
-#define __pyx_kp_b_iso88591_A_t3d_3gQe_s_a __pyx_string_tab[451]
-#define __pyx_kp_b_iso88591_A_uCt1 __pyx_string_tab[452]
-#define __pyx_kp_b_iso88591_A_Q_1D_1D_q __pyx_string_tab[453]
-#define __pyx_kp_b_iso88591_A_QfA_AQ_q_a_AT_q_a_AQ_1_EQd_5PQ __pyx_string_tab[454]
-#define __pyx_kp_b_SPE_2 __pyx_string_tab[455]
-#define __pyx_kp_b_iso88591__12 __pyx_string_tab[456]
-#define __pyx_kp_b_iso88591_q __pyx_string_tab[457]
-#define __pyx_kp_b_iso88591__13 __pyx_string_tab[458]
-#define __pyx_kp_b__11 __pyx_string_tab[459]
-#define __pyx_kp_b_iso88591_a_5_s_6_1_aq_T_1_y_uD_s_aq_wfAT __pyx_string_tab[460]
-#define __pyx_kp_b_iso88591_t1F_uAQ_xq_c_A_7_3e3c_1_q_haxq __pyx_string_tab[461]
-#define __pyx_kp_b_iso88591_1_xq_1_7_1_3a_s_q_1_nA_1AXQa7Gq __pyx_string_tab[462]
-#define __pyx_kp_b_iso88591_A_xq_7_auA_1_G1_q_c_E_as_1_5_1F __pyx_string_tab[463]
-#define __pyx_kp_b_iso88591_66H_t1HG1_aq_M_xq_z_z_C_A_E_aq __pyx_string_tab[464]
+#define __pyx_kp_u_is_damaged_checksum_mismatch __pyx_string_tab[7]
+#define __pyx_kp_u_is_damaged_2 __pyx_string_tab[8]
+#define __pyx_kp_u_is_missing_or_damaged __pyx_string_tab[9]
+#define __pyx_kp_u_is_missing_or_does_not_match_th __pyx_string_tab[10]
+#define __pyx_kp_u_levels_deep __pyx_string_tab[11]
+#define __pyx_kp_u_object_3 __pyx_string_tab[12]
+#define __pyx_kp_u_object_2 __pyx_string_tab[13]
+#define __pyx_kp_u_objects __pyx_string_tab[14]
+#define __pyx_kp_u_whose___reduce___rebuilds_it_wi __pyx_string_tab[15]
+#define __pyx_kp_u_d_d __pyx_string_tab[16]
+#define __pyx_kp_u_in __pyx_string_tab[17]
+#define __pyx_kp_u_tree_fragment __pyx_string_tab[18]
+#define __pyx_kp_u__2 __pyx_string_tab[19]
+#define __pyx_kp_u_it_cannot_run_here __pyx_string_tab[20]
+#define __pyx_kp_u_or_keep_it_out_of_the_flow_s_lo __pyx_string_tab[21]
+#define __pyx_kp_u_this_is_Python __pyx_string_tab[22]
+#define __pyx_kp_u_a_class_that_cannot_be_found_by __pyx_string_tab[23]
+#define __pyx_kp_u_a_class_that_is_neither_defined __pyx_string_tab[24]
+#define __pyx_kp_u_which_cannot_be_found_again_as __pyx_string_tab[25]
+#define __pyx_kp_u_which_has_no_import_path __pyx_string_tab[26]
+#define __pyx_kp_u_which_is_neither_imported_in_th __pyx_string_tab[27]
+#define __pyx_kp_u_which_is_not_trusted_define_it __pyx_string_tab[28]
+#define __pyx_kp_u_which_no_longer_exists __pyx_string_tab[29]
+#define __pyx_kp_u_which_this_process_does_not_pro __pyx_string_tab[30]
+#define __pyx_kp_u_whose_globals_are_not_a_module __pyx_string_tab[31]
+#define __pyx_kp_u_ __pyx_string_tab[32]
+#define __pyx_kp_u_02x __pyx_string_tab[33]
+#define __pyx_kp_u__6 __pyx_string_tab[34]
+#define __pyx_kp_u__7 __pyx_string_tab[35]
+#define __pyx_kp_u_its_globals_are_not_a_module_s __pyx_string_tab[36]
+#define __pyx_kp_u__8 __pyx_string_tab[37]
+#define __pyx_kp_u_a_savepoint_cannot_hold_it __pyx_string_tab[38]
+#define __pyx_kp_u_this_engine_reads_version __pyx_string_tab[39]
+#define __pyx_kp_u__4 __pyx_string_tab[40]
+#define __pyx_kp_u_None __pyx_string_tab[41]
+#define __pyx_kp_u_Note_that_Cython_is_deliberately __pyx_string_tab[42]
+#define __pyx_kp_u_Raised_inside_the_encoder_encode __pyx_string_tab[43]
+#define __pyx_kp_u_a __pyx_string_tab[44]
+#define __pyx_kp_u_a_code_object __pyx_string_tab[45]
+#define __pyx_kp_u_a_lock __pyx_string_tab[46]
+#define __pyx_kp_u_a_method_of __pyx_string_tab[47]
+#define __pyx_kp_u_a_socket __pyx_string_tab[48]
+#define __pyx_kp_u_a_value_nested_more_than __pyx_string_tab[49]
+#define __pyx_kp_u_a_value_that_contains_itself_thr __pyx_string_tab[50]
+#define __pyx_kp_u_add_note __pyx_string_tab[51]
+#define __pyx_kp_u_an_instance_of __pyx_string_tab[52]
+#define __pyx_kp_u_an_iterator __pyx_string_tab[53]
+#define __pyx_kp_u_an_open_file __pyx_string_tab[54]
+#define __pyx_kp_u_break_the_cycle_through_a_list_o __pyx_string_tab[55]
+#define __pyx_kp_u_cannot_save __pyx_string_tab[56]
+#define __pyx_kp_u_cannot_save_a_nested_function_ou __pyx_string_tab[57]
+#define __pyx_kp_u_cannot_take_a_savepoint_in __pyx_string_tab[58]
+#define __pyx_kp_u_close_it_before_the_Flow_API_cal __pyx_string_tab[59]
+#define __pyx_kp_u_defaultdict_factory_is_not_calla __pyx_string_tab[60]
+#define __pyx_kp_u_define_it_at_module_level __pyx_string_tab[61]
+#define __pyx_kp_u_define_it_in_a_module __pyx_string_tab[62]
+#define __pyx_kp_u_disable __pyx_string_tab[63]
+#define __pyx_kp_u_enable __pyx_string_tab[64]
+#define __pyx_kp_u_encode_snapshot_takes_Frame_obje __pyx_string_tab[65]
+#define __pyx_kp_u_engine__codec_no_code_object_ext __pyx_string_tab[66]
+#define __pyx_kp_u_ext__codec_pyx __pyx_string_tab[67]
+#define __pyx_kp_u_fingerprint_needs_a_code_object __pyx_string_tab[68]
+#define __pyx_kp_u_flatten_it __pyx_string_tab[69]
+#define __pyx_kp_u_gc __pyx_string_tab[70]
+#define __pyx_kp_u_give_it___getstate_____setstate __pyx_string_tab[71]
+#define __pyx_kp_u_hold_the_function_instead __pyx_string_tab[72]
+#define __pyx_kp_u_isenabled __pyx_string_tab[73]
+#define __pyx_kp_u_keep_it_out_of_the_flow_s_locals __pyx_string_tab[74]
+#define __pyx_kp_u_keep_it_out_of_the_flow_s_locals_2 __pyx_string_tab[75]
+#define __pyx_kp_u_local __pyx_string_tab[76]
+#define __pyx_kp_u_malformed_builtin_method __pyx_string_tab[77]
+#define __pyx_kp_u_malformed_cell __pyx_string_tab[78]
+#define __pyx_kp_u_malformed_closure __pyx_string_tab[79]
+#define __pyx_kp_u_malformed_defaultdict __pyx_string_tab[80]
+#define __pyx_kp_u_malformed_deque __pyx_string_tab[81]
+#define __pyx_kp_u_malformed_enum_member __pyx_string_tab[82]
+#define __pyx_kp_u_malformed_exception __pyx_string_tab[83]
+#define __pyx_kp_u_malformed_frame __pyx_string_tab[84]
+#define __pyx_kp_u_malformed_function __pyx_string_tab[85]
+#define __pyx_kp_u_malformed_function_attributes __pyx_string_tab[86]
+#define __pyx_kp_u_malformed_function_defaults __pyx_string_tab[87]
+#define __pyx_kp_u_malformed_import_path __pyx_string_tab[88]
+#define __pyx_kp_u_malformed_instance __pyx_string_tab[89]
+#define __pyx_kp_u_malformed_iterator __pyx_string_tab[90]
+#define __pyx_kp_u_malformed_mapping __pyx_string_tab[91]
+#define __pyx_kp_u_malformed_method __pyx_string_tab[92]
+#define __pyx_kp_u_malformed_module_name __pyx_string_tab[93]
+#define __pyx_kp_u_malformed_namedtuple __pyx_string_tab[94]
+#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[95]
+#define __pyx_kp_u_not_a_savepoint_record __pyx_string_tab[96]
+#define __pyx_kp_u_pinned_code_for __pyx_string_tab[97]
+#define __pyx_kp_u_pinned_code_record_belongs_to_an __pyx_string_tab[98]
+#define __pyx_kp_u_pinned_code_record_does_not_matc __pyx_string_tab[99]
+#define __pyx_kp_u_pinned_code_record_is_damaged __pyx_string_tab[100]
+#define __pyx_kp_u_pinned_code_record_is_truncated __pyx_string_tab[101]
+#define __pyx_kp_u_release_it_and_keep_it_out_of_th __pyx_string_tab[102]
+#define __pyx_kp_u_savepoint_body_has_trailing_byte __pyx_string_tab[103]
+#define __pyx_kp_u_savepoint_chunk __pyx_string_tab[104]
+#define __pyx_kp_u_savepoint_data_has_trailing_byte __pyx_string_tab[105]
+#define __pyx_kp_u_savepoint_data_holds_a_malformed __pyx_string_tab[106]
+#define __pyx_kp_u_savepoint_data_holds_a_malformed_2 __pyx_string_tab[107]
+#define __pyx_kp_u_savepoint_data_holds_an_unknown_2 __pyx_string_tab[108]
+#define __pyx_kp_u_savepoint_data_holds_an_unknown __pyx_string_tab[109]
+#define __pyx_kp_u_savepoint_data_is_damaged __pyx_string_tab[110]
+#define __pyx_kp_u_savepoint_data_is_nested_too_dee __pyx_string_tab[111]
+#define __pyx_kp_u_savepoint_data_is_truncated __pyx_string_tab[112]
+#define __pyx_kp_u_savepoint_data_refers_to_an_obje_2 __pyx_string_tab[113]
+#define __pyx_kp_u_savepoint_data_refers_to_an_obje __pyx_string_tab[114]
+#define __pyx_kp_u_savepoint_holds_a __pyx_string_tab[115]
+#define __pyx_kp_u_savepoint_holds_an_instance_of __pyx_string_tab[116]
+#define __pyx_kp_u_savepoint_record_fails_its_check __pyx_string_tab[117]
+#define __pyx_kp_u_savepoint_record_has_format_vers __pyx_string_tab[118]
+#define __pyx_kp_u_savepoint_record_is_damaged __pyx_string_tab[119]
+#define __pyx_kp_u_savepoint_refers_to __pyx_string_tab[120]
+#define __pyx_kp_u_savepoint_refers_to_a_chunk_but __pyx_string_tab[121]
+#define __pyx_kp_u_savepoint_refers_to_module __pyx_string_tab[122]
+#define __pyx_kp_u_savepoint_was_taken_on_Python __pyx_string_tab[123]
+#define __pyx_kp_u_the_exception_being_handled_in __pyx_string_tab[124]
+#define __pyx_kp_u_the_function __pyx_string_tab[125]
+#define __pyx_kp_u_trailing_bytes __pyx_string_tab[126]
+#define __pyx_kp_u_trust_it_with_eng_trust __pyx_string_tab[127]
+#define __pyx_kp_u_trust_takes_a_class_or_a_module __pyx_string_tab[128]
+#define __pyx_kp_u_turn_it_into_a_list_or_finish_it __pyx_string_tab[129]
+#define __pyx_kp_u_turn_it_into_a_list_before_the_F __pyx_string_tab[130]
+#define __pyx_kp_u_utf_8 __pyx_string_tab[131]
+#define __pyx_kp_u_value_stack_item __pyx_string_tab[132]
+#define __pyx_n_u_AsyncGeneratorType __pyx_string_tab[133]
+#define __pyx_n_u_BuiltinFunctionType __pyx_string_tab[134]
+#define __pyx_n_u_CHUNK_MIN __pyx_string_tab[135]
+#define __pyx_n_u_CellType __pyx_string_tab[136]
+#define __pyx_n_u_CodeType __pyx_string_tab[137]
+#define __pyx_n_u_Condition __pyx_string_tab[138]
+#define __pyx_n_u_CoroutineType __pyx_string_tab[139]
+#define __pyx_n_u_CorruptSavepoint __pyx_string_tab[140]
+#define __pyx_n_u_Counter __pyx_string_tab[141]
+#define __pyx_n_u_Decimal __pyx_string_tab[142]
+#define __pyx_n_u_Decoder __pyx_string_tab[143]
+#define __pyx_n_u_Decoder___reduce_cython __pyx_string_tab[144]
+#define __pyx_n_u_Decoder___setstate_cython __pyx_string_tab[145]
+#define __pyx_n_u_Decoder_function_locals_genexpr __pyx_string_tab[146]
+#define __pyx_n_u_EMPTY __pyx_string_tab[147]
+#define __pyx_n_u_Encoder __pyx_string_tab[148]
+#define __pyx_n_u_Encoder___reduce_cython __pyx_string_tab[149]
+#define __pyx_n_u_Encoder___setstate_cython __pyx_string_tab[150]
+#define __pyx_n_u_Enum __pyx_string_tab[151]
+#define __pyx_n_u_Event __pyx_string_tab[152]
+#define __pyx_n_u_FORMAT_VERSION __pyx_string_tab[153]
+#define __pyx_n_u_Fraction __pyx_string_tab[154]
+#define __pyx_n_u_FrameType __pyx_string_tab[155]
+#define __pyx_n_u_FunctionType __pyx_string_tab[156]
+#define __pyx_n_u_GeneratorType __pyx_string_tab[157]
+#define __pyx_n_u_IOBase __pyx_string_tab[158]
+#define __pyx_n_u_MAGIC __pyx_string_tab[159]
+#define __pyx_n_u_MAGIC_NUMBER __pyx_string_tab[160]
+#define __pyx_n_u_MAX_DEPTH __pyx_string_tab[161]
+#define __pyx_n_u_META_FIELDS __pyx_string_tab[162]
+#define __pyx_n_u_MethodType __pyx_string_tab[163]
+#define __pyx_n_u_ModuleType __pyx_string_tab[164]
+#define __pyx_n_u_OrderedDict __pyx_string_tab[165]
+#define __pyx_n_u_PYTHON_VERSION __pyx_string_tab[166]
+#define __pyx_n_u_PosixPath __pyx_string_tab[167]
+#define __pyx_n_u_PurePosixPath __pyx_string_tab[168]
+#define __pyx_n_u_PureWindowsPath __pyx_string_tab[169]
+#define __pyx_n_u_SPE __pyx_string_tab[170]
+#define __pyx_n_u_SSLSocket __pyx_string_tab[171]
+#define __pyx_n_u_STATE_FIELDS __pyx_string_tab[172]
+#define __pyx_n_u_SavepointError __pyx_string_tab[173]
+#define __pyx_n_u_Semaphore __pyx_string_tab[174]
+#define __pyx_n_u_TracebackType __pyx_string_tab[175]
+#define __pyx_n_u_Trust __pyx_string_tab[176]
+#define __pyx_n_u_Trust___reduce_cython __pyx_string_tab[177]
+#define __pyx_n_u_Trust___setstate_cython __pyx_string_tab[178]
+#define __pyx_n_u_Trust_add __pyx_string_tab[179]
+#define __pyx_n_u_Trust_allows_class __pyx_string_tab[180]
+#define __pyx_n_u_Trust_allows_module __pyx_string_tab[181]
+#define __pyx_n_u_Trust_copy __pyx_string_tab[182]
+#define __pyx_n_u_UUID __pyx_string_tab[183]
+#define __pyx_n_u_WindowsPath __pyx_string_tab[184]
+#define __pyx_n_u_EMPTY_2 __pyx_string_tab[185]
+#define __pyx_n_u_Pending __pyx_string_tab[186]
+#define __pyx_n_u_Pending___reduce_cython __pyx_string_tab[187]
+#define __pyx_n_u_Pending___setstate_cython __pyx_string_tab[188]
+#define __pyx_n_u_Unencodable __pyx_string_tab[189]
+#define __pyx_n_u_Unencodable___init __pyx_string_tab[190]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[191]
+#define __pyx_n_u_annotate __pyx_string_tab[192]
+#define __pyx_n_u_cause __pyx_string_tab[193]
+#define __pyx_n_u_class_getitem __pyx_string_tab[194]
+#define __pyx_n_u_closure __pyx_string_tab[195]
+#define __pyx_n_u_code_2 __pyx_string_tab[196]
+#define __pyx_n_u_context __pyx_string_tab[197]
+#define __pyx_n_u_defaults __pyx_string_tab[198]
+#define __pyx_n_u_dict __pyx_string_tab[199]
+#define __pyx_n_u_doc __pyx_string_tab[200]
+#define __pyx_n_u_func __pyx_string_tab[201]
+#define __pyx_n_u_getstate __pyx_string_tab[202]
+#define __pyx_n_u_globals __pyx_string_tab[203]
+#define __pyx_n_u_hello __pyx_string_tab[204]
+#define __pyx_n_u_init __pyx_string_tab[205]
+#define __pyx_n_u_kwdefaults __pyx_string_tab[206]
+#define __pyx_n_u_main __pyx_string_tab[207]
+#define __pyx_n_u_members __pyx_string_tab[208]
+#define __pyx_n_u_metaclass __pyx_string_tab[209]
+#define __pyx_n_u_module __pyx_string_tab[210]
+#define __pyx_n_u_mro_entries __pyx_string_tab[211]
+#define __pyx_n_u_name __pyx_string_tab[212]
+#define __pyx_n_u_new __pyx_string_tab[213]
+#define __pyx_n_u_newobj __pyx_string_tab[214]
+#define __pyx_n_u_objclass __pyx_string_tab[215]
+#define __pyx_n_u_phello __pyx_string_tab[216]
+#define __pyx_n_u_prepare __pyx_string_tab[217]
+#define __pyx_n_u_pyx_checksum __pyx_string_tab[218]
+#define __pyx_n_u_pyx_result __pyx_string_tab[219]
+#define __pyx_n_u_pyx_state __pyx_string_tab[220]
+#define __pyx_n_u_pyx_type __pyx_string_tab[221]
+#define __pyx_n_u_pyx_unpickle_Decoder __pyx_string_tab[222]
+#define __pyx_n_u_pyx_unpickle_Trust __pyx_string_tab[223]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[224]
+#define __pyx_n_u_qualname __pyx_string_tab[225]
+#define __pyx_n_u_reduce __pyx_string_tab[226]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[227]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[228]
+#define __pyx_n_u_self_2 __pyx_string_tab[229]
+#define __pyx_n_u_set_name __pyx_string_tab[230]
+#define __pyx_n_u_setstate __pyx_string_tab[231]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[232]
+#define __pyx_n_u_suppress_context __pyx_string_tab[233]
+#define __pyx_n_u_test __pyx_string_tab[234]
+#define __pyx_n_u_describe __pyx_string_tab[235]
+#define __pyx_n_u_dict_2 __pyx_string_tab[236]
+#define __pyx_n_u_fields __pyx_string_tab[237]
+#define __pyx_n_u_i __pyx_string_tab[238]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[239]
+#define __pyx_n_u_lookup __pyx_string_tab[240]
+#define __pyx_n_u_name_3 __pyx_string_tab[241]
+#define __pyx_n_u_stable __pyx_string_tab[242]
+#define __pyx_n_u_stable_locals_genexpr __pyx_string_tab[243]
+#define __pyx_n_u_value __pyx_string_tab[244]
+#define __pyx_n_u_varname_from_oparg __pyx_string_tab[245]
+#define __pyx_n_u_where __pyx_string_tab[246]
+#define __pyx_n_u_abs __pyx_string_tab[247]
+#define __pyx_n_u_action __pyx_string_tab[248]
+#define __pyx_n_u_add __pyx_string_tab[249]
+#define __pyx_n_u_advice __pyx_string_tab[250]
+#define __pyx_n_u_allows_class __pyx_string_tab[251]
+#define __pyx_n_u_allows_module __pyx_string_tab[252]
+#define __pyx_n_u_antigravity __pyx_string_tab[253]
+#define __pyx_n_u_append __pyx_string_tab[254]
+#define __pyx_n_u_apply_state __pyx_string_tab[255]
+#define __pyx_n_u_args __pyx_string_tab[256]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[257]
+#define __pyx_n_u_big __pyx_string_tab[258]
+#define __pyx_n_u_bit_length __pyx_string_tab[259]
+#define __pyx_n_u_blake2b __pyx_string_tab[260]
+#define __pyx_n_u_builtins __pyx_string_tab[261]
+#define __pyx_n_u_bytes __pyx_string_tab[262]
+#define __pyx_n_u_c __pyx_string_tab[263]
+#define __pyx_n_u_checksum __pyx_string_tab[264]
+#define __pyx_n_u_chunk_hash __pyx_string_tab[265]
+#define __pyx_n_u_chunks __pyx_string_tab[266]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[267]
+#define __pyx_n_u_close __pyx_string_tab[268]
+#define __pyx_n_u_cls __pyx_string_tab[269]
+#define __pyx_n_u_co_argcount __pyx_string_tab[270]
+#define __pyx_n_u_co_cellvars __pyx_string_tab[271]
+#define __pyx_n_u_co_code __pyx_string_tab[272]
+#define __pyx_n_u_co_consts __pyx_string_tab[273]
+#define __pyx_n_u_co_exceptiontable __pyx_string_tab[274]
+#define __pyx_n_u_co_filename __pyx_string_tab[275]
+#define __pyx_n_u_co_firstlineno __pyx_string_tab[276]
+#define __pyx_n_u_co_flags __pyx_string_tab[277]
+#define __pyx_n_u_co_freevars __pyx_string_tab[278]
+#define __pyx_n_u_co_kwonlyargcount __pyx_string_tab[279]
+#define __pyx_n_u_co_linetable __pyx_string_tab[280]
+#define __pyx_n_u_co_name __pyx_string_tab[281]
+#define __pyx_n_u_co_names __pyx_string_tab[282]
+#define __pyx_n_u_co_nlocals __pyx_string_tab[283]
+#define __pyx_n_u_co_posonlyargcount __pyx_string_tab[284]
+#define __pyx_n_u_co_qualname __pyx_string_tab[285]
+#define __pyx_n_u_co_stacksize __pyx_string_tab[286]
+#define __pyx_n_u_co_varnames __pyx_string_tab[287]
+#define __pyx_n_u_code __pyx_string_tab[288]
+#define __pyx_n_u_codes __pyx_string_tab[289]
+#define __pyx_n_u_collections __pyx_string_tab[290]
+#define __pyx_n_u_command __pyx_string_tab[291]
+#define __pyx_n_u_copy __pyx_string_tab[292]
+#define __pyx_n_u_copyreg __pyx_string_tab[293]
+#define __pyx_n_u_created_at __pyx_string_tab[294]
+#define __pyx_n_u_data __pyx_string_tab[295]
+#define __pyx_n_u_date __pyx_string_tab[296]
+#define __pyx_n_u_datetime __pyx_string_tab[297]
+#define __pyx_n_u_day __pyx_string_tab[298]
+#define __pyx_n_u_days __pyx_string_tab[299]
+#define __pyx_n_u_dec __pyx_string_tab[300]
+#define __pyx_n_u_decimal __pyx_string_tab[301]
+#define __pyx_n_u_decode_code __pyx_string_tab[302]
+#define __pyx_n_u_decode_snapshot __pyx_string_tab[303]
+#define __pyx_n_u_decode_value __pyx_string_tab[304]
+#define __pyx_n_u_default_factory __pyx_string_tab[305]
+#define __pyx_n_u_defaultdict __pyx_string_tab[306]
+#define __pyx_n_u_denominator __pyx_string_tab[307]
+#define __pyx_n_u_deque __pyx_string_tab[308]
+#define __pyx_n_u_digest __pyx_string_tab[309]
+#define __pyx_n_u_digest_size __pyx_string_tab[310]
+#define __pyx_n_u_due __pyx_string_tab[311]
+#define __pyx_n_u_dumps __pyx_string_tab[312]
+#define __pyx_n_u_e __pyx_string_tab[313]
+#define __pyx_n_u_enc __pyx_string_tab[314]
+#define __pyx_n_u_encode __pyx_string_tab[315]
+#define __pyx_n_u_encode_code __pyx_string_tab[316]
+#define __pyx_n_u_encode_snapshot __pyx_string_tab[317]
+#define __pyx_n_u_encode_value __pyx_string_tab[318]
+#define __pyx_n_u_engine__codec __pyx_string_tab[319]
+#define __pyx_n_u_engine__frames __pyx_string_tab[320]
+#define __pyx_n_u_engine_errors __pyx_string_tab[321]
+#define __pyx_n_u_ensurepip __pyx_string_tab[322]
+#define __pyx_n_u_enum __pyx_string_tab[323]
+#define __pyx_n_u_enumerate __pyx_string_tab[324]
+#define __pyx_n_u_error __pyx_string_tab[325]
+#define __pyx_n_u_execution __pyx_string_tab[326]
+#define __pyx_n_u_expected __pyx_string_tab[327]
+#define __pyx_n_u_externals __pyx_string_tab[328]
+#define __pyx_n_u_filter __pyx_string_tab[329]
+#define __pyx_n_u_fingerprint __pyx_string_tab[330]
+#define __pyx_n_u_fold __pyx_string_tab[331]
+#define __pyx_n_u_fractions __pyx_string_tab[332]
+#define __pyx_n_u_frame __pyx_string_tab[333]
+#define __pyx_n_u_frames __pyx_string_tab[334]
+#define __pyx_n_u_from_bytes __pyx_string_tab[335]
+#define __pyx_n_u_fromkeys __pyx_string_tab[336]
+#define __pyx_n_u_genexpr __pyx_string_tab[337]
+#define __pyx_n_u_get __pyx_string_tab[338]
+#define __pyx_n_u_hashlib __pyx_string_tab[339]
+#define __pyx_n_u_hex __pyx_string_tab[340]
+#define __pyx_n_u_hour __pyx_string_tab[341]
+#define __pyx_n_u_i_2 __pyx_string_tab[342]
+#define __pyx_n_u_id __pyx_string_tab[343]
+#define __pyx_n_u_idlelib __pyx_string_tab[344]
+#define __pyx_n_u_imag __pyx_string_tab[345]
+#define __pyx_n_u_implicit __pyx_string_tab[346]
+#define __pyx_n_u_import_module __pyx_string_tab[347]
+#define __pyx_n_u_importlib __pyx_string_tab[348]
+#define __pyx_n_u_importlib_util __pyx_string_tab[349]
+#define __pyx_n_u_index __pyx_string_tab[350]
+#define __pyx_n_u_io __pyx_string_tab[351]
+#define __pyx_n_u_item __pyx_string_tab[352]
+#define __pyx_n_u_items __pyx_string_tab[353]
+#define __pyx_n_u_iter __pyx_string_tab[354]
+#define __pyx_n_u_join __pyx_string_tab[355]
+#define __pyx_n_u_kind __pyx_string_tab[356]
+#define __pyx_n_u_last_implicit __pyx_string_tab[357]
+#define __pyx_n_u_last_implicit_chunks __pyx_string_tab[358]
+#define __pyx_n_u_last_seq __pyx_string_tab[359]
+#define __pyx_n_u_line __pyx_string_tab[360]
+#define __pyx_n_u_loads __pyx_string_tab[361]
+#define __pyx_n_u_lock __pyx_string_tab[362]
+#define __pyx_n_u_lookup_2 __pyx_string_tab[363]
+#define __pyx_n_u_lower __pyx_string_tab[364]
+#define __pyx_n_u_map __pyx_string_tab[365]
+#define __pyx_n_u_marshal __pyx_string_tab[366]
+#define __pyx_n_u_maxlen __pyx_string_tab[367]
+#define __pyx_n_u_meta __pyx_string_tab[368]
+#define __pyx_n_u_microsecond __pyx_string_tab[369]
+#define __pyx_n_u_microseconds __pyx_string_tab[370]
+#define __pyx_n_u_minute __pyx_string_tab[371]
+#define __pyx_n_u_module_2 __pyx_string_tab[372]
+#define __pyx_n_u_modules __pyx_string_tab[373]
+#define __pyx_n_u_month __pyx_string_tab[374]
+#define __pyx_n_u_n __pyx_string_tab[375]
+#define __pyx_n_u_name_2 __pyx_string_tab[376]
+#define __pyx_n_u_next __pyx_string_tab[377]
+#define __pyx_n_u_numerator __pyx_string_tab[378]
+#define __pyx_n_u_obj __pyx_string_tab[379]
+#define __pyx_n_u_object __pyx_string_tab[380]
+#define __pyx_n_u_other __pyx_string_tab[381]
+#define __pyx_n_u_out __pyx_string_tab[382]
+#define __pyx_n_u_p __pyx_string_tab[383]
+#define __pyx_n_u_part __pyx_string_tab[384]
+#define __pyx_n_u_partition __pyx_string_tab[385]
+#define __pyx_n_u_pathlib __pyx_string_tab[386]
+#define __pyx_n_u_pop __pyx_string_tab[387]
+#define __pyx_n_u_pydoc __pyx_string_tab[388]
+#define __pyx_n_u_qualname_2 __pyx_string_tab[389]
+#define __pyx_n_u_read_header __pyx_string_tab[390]
+#define __pyx_n_u_real __pyx_string_tab[391]
+#define __pyx_n_u_record __pyx_string_tab[392]
+#define __pyx_n_u_remove __pyx_string_tab[393]
+#define __pyx_n_u_restore_count __pyx_string_tab[394]
+#define __pyx_n_u_reversed __pyx_string_tab[395]
+#define __pyx_n_u_seal __pyx_string_tab[396]
+#define __pyx_n_u_seal_savepoint __pyx_string_tab[397]
+#define __pyx_n_u_sealed __pyx_string_tab[398]
+#define __pyx_n_u_second __pyx_string_tab[399]
+#define __pyx_n_u_seconds __pyx_string_tab[400]
+#define __pyx_n_u_self __pyx_string_tab[401]
+#define __pyx_n_u_send __pyx_string_tab[402]
+#define __pyx_n_u_seq __pyx_string_tab[403]
+#define __pyx_n_u_setdefault __pyx_string_tab[404]
+#define __pyx_n_u_signed __pyx_string_tab[405]
+#define __pyx_n_u_size __pyx_string_tab[406]
+#define __pyx_n_u_socket __pyx_string_tab[407]
+#define __pyx_n_u_split __pyx_string_tab[408]
+#define __pyx_n_u_start __pyx_string_tab[409]
+#define __pyx_n_u_state __pyx_string_tab[410]
+#define __pyx_n_u_status __pyx_string_tab[411]
+#define __pyx_n_u_stdlib_module_names __pyx_string_tab[412]
+#define __pyx_n_u_step __pyx_string_tab[413]
+#define __pyx_n_u_stop __pyx_string_tab[414]
+#define __pyx_n_u_super __pyx_string_tab[415]
+#define __pyx_n_u_surrogatepass __pyx_string_tab[416]
+#define __pyx_n_u_sys __pyx_string_tab[417]
+#define __pyx_n_u_tail __pyx_string_tab[418]
+#define __pyx_n_u_target __pyx_string_tab[419]
+#define __pyx_n_u_this __pyx_string_tab[420]
+#define __pyx_n_u_throw __pyx_string_tab[421]
+#define __pyx_n_u_time __pyx_string_tab[422]
+#define __pyx_n_u_timedelta __pyx_string_tab[423]
+#define __pyx_n_u_timezone __pyx_string_tab[424]
+#define __pyx_n_u_tkinter __pyx_string_tab[425]
+#define __pyx_n_u_to_bytes __pyx_string_tab[426]
+#define __pyx_n_u_trust __pyx_string_tab[427]
+#define __pyx_n_u_turtle __pyx_string_tab[428]
+#define __pyx_n_u_turtledemo __pyx_string_tab[429]
+#define __pyx_n_u_types __pyx_string_tab[430]
+#define __pyx_n_u_tzinfo __pyx_string_tab[431]
+#define __pyx_n_u_tzname __pyx_string_tab[432]
+#define __pyx_n_u_unseal __pyx_string_tab[433]
+#define __pyx_n_u_update __pyx_string_tab[434]
+#define __pyx_n_u_updated_at __pyx_string_tab[435]
+#define __pyx_n_u_use_setstate __pyx_string_tab[436]
+#define __pyx_n_u_utcoffset __pyx_string_tab[437]
+#define __pyx_n_u_util __pyx_string_tab[438]
+#define __pyx_n_u_uuid __pyx_string_tab[439]
+#define __pyx_n_u_value_2 __pyx_string_tab[440]
+#define __pyx_n_u_values __pyx_string_tab[441]
+#define __pyx_n_u_venv __pyx_string_tab[442]
+#define __pyx_n_u_version __pyx_string_tab[443]
+#define __pyx_n_u_version_info __pyx_string_tab[444]
+#define __pyx_n_u_webbrowser __pyx_string_tab[445]
+#define __pyx_n_u_what __pyx_string_tab[446]
+#define __pyx_n_u_x __pyx_string_tab[447]
+#define __pyx_n_u_year __pyx_string_tab[448]
+#define __pyx_n_u_zip __pyx_string_tab[449]
+#define __pyx_n_u_zlib __pyx_string_tab[450]
+#define __pyx_n_u__10 __pyx_string_tab[451]
+#define __pyx_kp_b__9 __pyx_string_tab[452]
+#define __pyx_kp_b__2 __pyx_string_tab[453]
+#define __pyx_kp_b__5 __pyx_string_tab[454]
+#define __pyx_kp_b__6 __pyx_string_tab[455]
+#define __pyx_n_b_B __pyx_string_tab[456]
+#define __pyx_n_b_C __pyx_string_tab[457]
+#define __pyx_kp_b_F __pyx_string_tab[458]
+#define __pyx_n_b_S __pyx_string_tab[459]
+#define __pyx_kp_b_T __pyx_string_tab[460]
+#define __pyx_n_b_c __pyx_string_tab[461]
+#define __pyx_n_b_f __pyx_string_tab[462]
+#define __pyx_kp_b_struct___pyx_obj_6engine_7_frame __pyx_string_tab[463]
+#define __pyx_kp_b_iso88591_Q __pyx_string_tab[464]
+#define __pyx_kp_b_iso88591_5_2Qd_nAU __pyx_string_tab[465]
+#define __pyx_kp_b_iso88591_Q_aq_1 __pyx_string_tab[466]
+#define __pyx_kp_b_iso88591_1F __pyx_string_tab[467]
+#define __pyx_kp_b_iso88591_QfA __pyx_string_tab[468]
+#define __pyx_kp_b_iso88591_aq_t3a_uBk_t3a_vRt5_A_t3a_vRt5 __pyx_string_tab[469]
+#define __pyx_kp_b_iso88591_aq_2Qc_as_A_z_r_s_D_s_3c_IQ_wc __pyx_string_tab[470]
+#define __pyx_kp_b_iso88591_5_a_q_s_1 __pyx_string_tab[471]
+#define __pyx_kp_b_iso88591_t1F_Zq_AV_6axs_D_sRS_wa_t1F_iq __pyx_string_tab[472]
+#define __pyx_kp_b_iso88591_q_0_kQR_5_7_q_a_1 __pyx_string_tab[473]
+#define __pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1 __pyx_string_tab[474]
+#define __pyx_kp_b_iso88591_avRwfAQ __pyx_string_tab[475]
+#define __pyx_kp_b_iso88591_U_3aq_avU_1 __pyx_string_tab[476]
+#define __pyx_kp_b_iso88591_t1HG1_aq_M_xq_vQ_1_haxq_aq __pyx_string_tab[477]
+#define __pyx_kp_b_iso88591_y_A_Ba_t4q_1_ay_Yd_it1A_AXYd_1 __pyx_string_tab[478]
+#define __pyx_kp_b_iso88591_Zt1_q_l_vWE_Q_q_t9G5_4y_q_q_d_7 __pyx_string_tab[479]
+#define __pyx_kp_b_iso88591_Yd_gT_QUU___kkooxx_D_D_H_H_L_L __pyx_string_tab[480]
+#define __pyx_kp_b_iso88591_A_Ry_HA_Ja __pyx_string_tab[481]
+#define __pyx_kp_b_iso88591_A_t3d_3gQe_s_a __pyx_string_tab[482]
+#define __pyx_kp_b_iso88591_A_uCt1 __pyx_string_tab[483]
+#define __pyx_kp_b_iso88591_A_Q_1D_1D_q __pyx_string_tab[484]
+#define __pyx_kp_b_iso88591_A_QfA_AQ_q_a_AT_q_a_AQ_1_EQd_5PQ __pyx_string_tab[485]
+#define __pyx_kp_b_SPE_2 __pyx_string_tab[486]
+#define __pyx_kp_b_iso88591__12 __pyx_string_tab[487]
+#define __pyx_kp_b_iso88591_q __pyx_string_tab[488]
+#define __pyx_kp_b_iso88591__13 __pyx_string_tab[489]
+#define __pyx_kp_b__11 __pyx_string_tab[490]
+#define __pyx_kp_b_iso88591_31_t1F_uAQ_99J_1_r_2S_S_ar_3b_a __pyx_string_tab[491]
+#define __pyx_kp_b_iso88591_1_xq_1_7_1_3a_q_b_T_Qa_ar_3c_WC __pyx_string_tab[492]
+#define __pyx_kp_b_iso88591_a_5_s_6_1_aq_T_1_y_uD_s_aq_wfAT __pyx_string_tab[493]
+#define __pyx_kp_b_iso88591_t1F_uAQ_xq_c_A_7_3e3c_1_q_haxq __pyx_string_tab[494]
+#define __pyx_kp_b_iso88591_1_xq_1_7_1_3a_s_q_1_nA_1AXQa7Gq __pyx_string_tab[495]
+#define __pyx_kp_b_iso88591_A_xq_7_auA_1_G1_q_c_E_as_1_5_1F __pyx_string_tab[496]
+#define __pyx_kp_b_iso88591_66H_t1HG1_aq_M_xq_z_z_C_A_E_aq __pyx_string_tab[497]
 #define __pyx_int_0 __pyx_number_tab[0]
 #define __pyx_int_1 __pyx_number_tab[1]
 #define __pyx_int_2 __pyx_number_tab[2]
@@ -4649,9 +4695,9 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyBytes_Type__hex.method);
   for (int i=0; i<4; ++i) { Py_CLEAR(clear_module_state->__pyx_slice[i]); }
-  for (int i=0; i<9; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<32; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<465; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<12; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
+  for (int i=0; i<36; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<498; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<13; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -4701,9 +4747,9 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyBytes_Type__hex.method);
   for (int i=0; i<4; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_slice[i]); }
-  for (int i=0; i<9; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<32; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<465; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<12; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
+  for (int i=0; i<36; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<498; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<13; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -33866,22 +33912,2044 @@ static PyObject *__pyx_pf_6engine_6_codec_16decode_value(CYTHON_UNUSED PyObject 
 /* "ext/_codec.pyx":1497
  * 
  * 
- * def checksum(data):             # <<<<<<<<<<<<<<
- *     """The record checksum (XXH64, seed 0) of ``data``."""
- *     data = bytes(data)
+ * def seal(value, *, externals=None, Trust trust=None):             # <<<<<<<<<<<<<<
+ *     """encode_value(value) behind its 8-byte big-endian checksum: how the store keeps
+ *     every record, so damage is found before decoding."""
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_6_codec_19checksum(PyObject *__pyx_self, 
+static PyObject *__pyx_pw_6engine_6_codec_19seal(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_6_codec_18checksum, "The record checksum (XXH64, seed 0) of ``data``.");
-static PyMethodDef __pyx_mdef_6engine_6_codec_19checksum = {"checksum", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_19checksum, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_18checksum};
-static PyObject *__pyx_pw_6engine_6_codec_19checksum(PyObject *__pyx_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_6_codec_18seal, "encode_value(value) behind its 8-byte big-endian checksum: how the store keeps\n    every record, so damage is found before decoding.");
+static PyMethodDef __pyx_mdef_6engine_6_codec_19seal = {"seal", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_19seal, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_18seal};
+static PyObject *__pyx_pw_6engine_6_codec_19seal(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  PyObject *__pyx_v_value = 0;
+  PyObject *__pyx_v_externals = 0;
+  struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust = 0;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[3] = {0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("seal (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_value_2,&__pyx_mstate_global->__pyx_n_u_externals,&__pyx_mstate_global->__pyx_n_u_trust,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1497, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1497, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "seal", 0) < (0)) __PYX_ERR(0, 1497, __pyx_L3_error)
+      if (!values[1]) values[1] = __Pyx_NewRef(((PyObject *)Py_None));
+      if (!values[2]) values[2] = __Pyx_NewRef((PyObject *)((struct __pyx_obj_6engine_6_codec_Trust *)Py_None));
+      for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("seal", 1, 1, 1, i); __PYX_ERR(0, 1497, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 1)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1497, __pyx_L3_error)
+      if (!values[1]) values[1] = __Pyx_NewRef(((PyObject *)Py_None));
+      if (!values[2]) values[2] = __Pyx_NewRef((PyObject *)((struct __pyx_obj_6engine_6_codec_Trust *)Py_None));
+    }
+    __pyx_v_value = values[0];
+    __pyx_v_externals = values[1];
+    __pyx_v_trust = ((struct __pyx_obj_6engine_6_codec_Trust *)values[2]);
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("seal", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 1497, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("engine._codec.seal", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_trust), __pyx_mstate_global->__pyx_ptype_6engine_6_codec_Trust, 1, "trust", 0))) __PYX_ERR(0, 1497, __pyx_L1_error)
+  __pyx_r = __pyx_pf_6engine_6_codec_18seal(__pyx_self, __pyx_v_value, __pyx_v_externals, __pyx_v_trust);
+
+  /* function exit code */
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __pyx_r = NULL;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  goto __pyx_L7_cleaned_up;
+  __pyx_L0:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __pyx_L7_cleaned_up:;
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6engine_6_codec_18seal(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_value, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust) {
+  struct __pyx_obj_6engine_6_codec_Encoder *__pyx_v_enc = 0;
+  PyObject *__pyx_v_out = 0;
+  char *__pyx_v_p;
+  PyObject *__pyx_v_e = NULL;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  PyObject *__pyx_t_3 = NULL;
+  PyObject *__pyx_t_4 = NULL;
+  int __pyx_t_5;
+  int __pyx_t_6;
+  PyObject *__pyx_t_7 = NULL;
+  PyObject *__pyx_t_8 = NULL;
+  size_t __pyx_t_9;
+  PyObject *__pyx_t_10 = NULL;
+  PyObject *__pyx_t_11 = NULL;
+  PyObject *__pyx_t_12 = NULL;
+  PyObject *__pyx_t_13 = NULL;
+  PyObject *__pyx_t_14 = NULL;
+  PyObject *__pyx_t_15 = NULL;
+  PyObject *__pyx_t_16[4];
+  Py_ssize_t __pyx_t_17;
+  int __pyx_t_18;
+  char const *__pyx_t_19;
+  PyObject *__pyx_t_20 = NULL;
+  PyObject *__pyx_t_21 = NULL;
+  PyObject *__pyx_t_22 = NULL;
+  PyObject *__pyx_t_23 = NULL;
+  PyObject *__pyx_t_24 = NULL;
+  PyObject *__pyx_t_25 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("seal", 0);
+
+  /* "ext/_codec.pyx":1500
+ *     """encode_value(value) behind its 8-byte big-endian checksum: how the store keeps
+ *     every record, so damage is found before decoding."""
+ *     cdef Encoder enc = _encoder(externals, trust)             # <<<<<<<<<<<<<<
+ *     cdef bytes out
+ *     cdef char *p
+*/
+  __pyx_t_1 = ((PyObject *)__pyx_f_6engine_6_codec__encoder(__pyx_v_externals, __pyx_v_trust, NULL)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1500, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_v_enc = ((struct __pyx_obj_6engine_6_codec_Encoder *)__pyx_t_1);
+  __pyx_t_1 = 0;
+
+  /* "ext/_codec.pyx":1503
+ *     cdef bytes out
+ *     cdef char *p
+ *     try:             # <<<<<<<<<<<<<<
+ *         enc.encode(value)
+ *         if enc.codes:
+*/
+  /*try:*/ {
+    {
+      __Pyx_PyThreadState_declare
+      __Pyx_PyThreadState_assign
+      __Pyx_ExceptionSave(&__pyx_t_2, &__pyx_t_3, &__pyx_t_4);
+      __Pyx_XGOTREF(__pyx_t_2);
+      __Pyx_XGOTREF(__pyx_t_3);
+      __Pyx_XGOTREF(__pyx_t_4);
+      /*try:*/ {
+
+        /* "ext/_codec.pyx":1504
+ *     cdef char *p
+ *     try:
+ *         enc.encode(value)             # <<<<<<<<<<<<<<
+ *         if enc.codes:
+ *             raise SavepointError("cannot save a nested function outside a savepoint")
+*/
+        __pyx_t_5 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_v_value); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 1504, __pyx_L6_error)
+
+
+        /* "ext/_codec.pyx":1505
+ *     try:
+ *         enc.encode(value)
+ *         if enc.codes:             # <<<<<<<<<<<<<<
+ *             raise SavepointError("cannot save a nested function outside a savepoint")
+ *         out = PyBytes_FromStringAndSize(NULL, 8 + enc.buf.len)
+*/
+        if (__pyx_v_enc->codes == Py_None) __pyx_t_6 = 0;
+        else
+        {
+          Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_v_enc->codes);
+          if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 1505, __pyx_L6_error)
+          __pyx_t_6 = (__pyx_temp != 0);
+        }
+
+        if (unlikely(__pyx_t_6)) {
+
+
+          /* "ext/_codec.pyx":1506
+ *         enc.encode(value)
+ *         if enc.codes:
+ *             raise SavepointError("cannot save a nested function outside a savepoint")             # <<<<<<<<<<<<<<
+ *         out = PyBytes_FromStringAndSize(NULL, 8 + enc.buf.len)
+ *         p = PyBytes_AS_STRING(out)
+*/
+          __pyx_t_7 = NULL;
+          __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1506, __pyx_L6_error)
+          __Pyx_GOTREF(__pyx_t_8);
+          __pyx_t_9 = 1;
+          #if CYTHON_UNPACK_METHODS
+          if (unlikely(PyMethod_Check(__pyx_t_8))) {
+            __pyx_t_7 = PyMethod_GET_SELF(__pyx_t_8);
+            assert(__pyx_t_7);
+            PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_8);
+            __Pyx_INCREF(__pyx_t_7);
+            __Pyx_INCREF(__pyx__function);
+            __Pyx_DECREF_SET(__pyx_t_8, __pyx__function);
+            __pyx_t_9 = 0;
+          }
+          #endif
+          {
+            PyObject *__pyx_callargs[2] = {__pyx_t_7, __pyx_mstate_global->__pyx_kp_u_cannot_save_a_nested_function_ou};
+            __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_8, __pyx_callargs+__pyx_t_9, (2-__pyx_t_9) | (__pyx_t_9*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+            __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+            __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
+            if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1506, __pyx_L6_error)
+            __Pyx_GOTREF(__pyx_t_1);
+          }
+          __Pyx_Raise(__pyx_t_1, 0, 0, 0);
+          __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+          __PYX_ERR(0, 1506, __pyx_L6_error)
+
+          /* "ext/_codec.pyx":1505
+ *     try:
+ *         enc.encode(value)
+ *         if enc.codes:             # <<<<<<<<<<<<<<
+ *             raise SavepointError("cannot save a nested function outside a savepoint")
+ *         out = PyBytes_FromStringAndSize(NULL, 8 + enc.buf.len)
+*/
+        }
+
+        /* "ext/_codec.pyx":1507
+ *         if enc.codes:
+ *             raise SavepointError("cannot save a nested function outside a savepoint")
+ *         out = PyBytes_FromStringAndSize(NULL, 8 + enc.buf.len)             # <<<<<<<<<<<<<<
+ *         p = PyBytes_AS_STRING(out)
+ *         memcpy(p + 8, enc.buf.data, enc.buf.len)
+*/
+        __pyx_t_1 = PyBytes_FromStringAndSize(NULL, (8 + __pyx_v_enc->buf.len)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1507, __pyx_L6_error)
+        __Pyx_GOTREF(__pyx_t_1);
+        __pyx_v_out = ((PyObject*)__pyx_t_1);
+        __pyx_t_1 = 0;
+
+        /* "ext/_codec.pyx":1508
+ *             raise SavepointError("cannot save a nested function outside a savepoint")
+ *         out = PyBytes_FromStringAndSize(NULL, 8 + enc.buf.len)
+ *         p = PyBytes_AS_STRING(out)             # <<<<<<<<<<<<<<
+ *         memcpy(p + 8, enc.buf.data, enc.buf.len)
+ *         _put_u64(p, cd_checksum(<const unsigned char *>enc.buf.data, enc.buf.len))
+*/
+        __pyx_v_p = PyBytes_AS_STRING(__pyx_v_out);
+
+        /* "ext/_codec.pyx":1509
+ *         out = PyBytes_FromStringAndSize(NULL, 8 + enc.buf.len)
+ *         p = PyBytes_AS_STRING(out)
+ *         memcpy(p + 8, enc.buf.data, enc.buf.len)             # <<<<<<<<<<<<<<
+ *         _put_u64(p, cd_checksum(<const unsigned char *>enc.buf.data, enc.buf.len))
+ *         return out
+*/
+        (void)(memcpy((__pyx_v_p + 8), __pyx_v_enc->buf.data, __pyx_v_enc->buf.len));
+
+        /* "ext/_codec.pyx":1510
+ *         p = PyBytes_AS_STRING(out)
+ *         memcpy(p + 8, enc.buf.data, enc.buf.len)
+ *         _put_u64(p, cd_checksum(<const unsigned char *>enc.buf.data, enc.buf.len))             # <<<<<<<<<<<<<<
+ *         return out
+ *     except _Unencodable as e:
+*/
+        __pyx_f_6engine_6_codec__put_u64(__pyx_v_p, cd_checksum(((unsigned char const *)__pyx_v_enc->buf.data), __pyx_v_enc->buf.len)); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 1510, __pyx_L6_error)
+
+        /* "ext/_codec.pyx":1511
+ *         memcpy(p + 8, enc.buf.data, enc.buf.len)
+ *         _put_u64(p, cd_checksum(<const unsigned char *>enc.buf.data, enc.buf.len))
+ *         return out             # <<<<<<<<<<<<<<
+ *     except _Unencodable as e:
+ *         raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
+*/
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_out);
+            __pyx_r = __pyx_v_out;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        goto __pyx_L10_try_return;
+
+        /* "ext/_codec.pyx":1503
+ *     cdef bytes out
+ *     cdef char *p
+ *     try:             # <<<<<<<<<<<<<<
+ *         enc.encode(value)
+ *         if enc.codes:
+*/
+      }
+      __pyx_L6_error:;
+      __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
+      __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+      __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
+
+      /* "ext/_codec.pyx":1512
+ *         _put_u64(p, cd_checksum(<const unsigned char *>enc.buf.data, enc.buf.len))
+ *         return out
+ *     except _Unencodable as e:             # <<<<<<<<<<<<<<
+ *         raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
+ *     finally:
+*/
+      __Pyx_ErrFetch(&__pyx_t_1, &__pyx_t_8, &__pyx_t_7);
+      __Pyx_GetModuleGlobalName(__pyx_t_10, __pyx_mstate_global->__pyx_n_u_Unencodable); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 1512, __pyx_L8_except_error)
+      __Pyx_GOTREF(__pyx_t_10);
+      __pyx_t_5 = __Pyx_PyErr_GivenExceptionMatches(__pyx_t_1, __pyx_t_10);
+      __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+      __Pyx_ErrRestore(__pyx_t_1, __pyx_t_8, __pyx_t_7);
+      __pyx_t_1 = 0; __pyx_t_8 = 0; __pyx_t_7 = 0;
+      if (__pyx_t_5) {
+        __Pyx_AddTraceback("engine._codec.seal", __pyx_clineno, __pyx_lineno, __pyx_filename);
+        if (__Pyx_GetException(&__pyx_t_7, &__pyx_t_8, &__pyx_t_1) < 0) __PYX_ERR(0, 1512, __pyx_L8_except_error)
+        __Pyx_XGOTREF(__pyx_t_7);
+        __Pyx_XGOTREF(__pyx_t_8);
+        __Pyx_XGOTREF(__pyx_t_1);
+        __Pyx_INCREF(__pyx_t_8);
+        __pyx_v_e = __pyx_t_8;
+        /*try:*/ {
+
+          /* "ext/_codec.pyx":1513
+ *         return out
+ *     except _Unencodable as e:
+ *         raise SavepointError(f"cannot save {e.what}; {e.advice}") from None             # <<<<<<<<<<<<<<
+ *     finally:
+ *         _done_encoding(enc)
+*/
+          __pyx_t_11 = NULL;
+          __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 1513, __pyx_L18_error)
+          __Pyx_GOTREF(__pyx_t_12);
+          __pyx_t_13 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_what); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1513, __pyx_L18_error)
+          __Pyx_GOTREF(__pyx_t_13);
+          __pyx_t_14 = __Pyx_PyObject_FormatSimple(__pyx_t_13, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1513, __pyx_L18_error)
+          __Pyx_GOTREF(__pyx_t_14);
+          __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
+          __pyx_t_13 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_advice); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1513, __pyx_L18_error)
+          __Pyx_GOTREF(__pyx_t_13);
+          __pyx_t_15 = __Pyx_PyObject_FormatSimple(__pyx_t_13, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1513, __pyx_L18_error)
+          __Pyx_GOTREF(__pyx_t_15);
+          __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
+          __pyx_t_16[0] = __pyx_mstate_global->__pyx_kp_u_cannot_save;
+          __pyx_t_16[1] = __pyx_t_14;
+          __pyx_t_16[2] = __pyx_mstate_global->__pyx_kp_u__8;
+          __pyx_t_16[3] = __pyx_t_15;
+          __pyx_t_17 = 14;
+          #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
+          __pyx_t_17 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_16[1]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_16[3]);
+          #endif
+          __pyx_t_5 = 0;
+          #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
+          __pyx_t_5 |= __Pyx_PyUnicode_KIND_04(__pyx_t_16[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_16[3]);
+          #endif
+          __pyx_t_13 = __Pyx_PyUnicode_Join(__pyx_t_16, 4, __pyx_t_17, __pyx_t_5);
+          if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1513, __pyx_L18_error)
+          __Pyx_GOTREF(__pyx_t_13);
+          __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
+          __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
+          __pyx_t_9 = 1;
+          #if CYTHON_UNPACK_METHODS
+          if (unlikely(PyMethod_Check(__pyx_t_12))) {
+            __pyx_t_11 = PyMethod_GET_SELF(__pyx_t_12);
+            assert(__pyx_t_11);
+            PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_12);
+            __Pyx_INCREF(__pyx_t_11);
+            __Pyx_INCREF(__pyx__function);
+            __Pyx_DECREF_SET(__pyx_t_12, __pyx__function);
+            __pyx_t_9 = 0;
+          }
+          #endif
+          {
+            PyObject *__pyx_callargs[2] = {__pyx_t_11, __pyx_t_13};
+            __pyx_t_10 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_12, __pyx_callargs+__pyx_t_9, (2-__pyx_t_9) | (__pyx_t_9*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+            __Pyx_XDECREF(__pyx_t_11); __pyx_t_11 = 0;
+            __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
+            __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
+            if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 1513, __pyx_L18_error)
+            __Pyx_GOTREF(__pyx_t_10);
+          }
+          __Pyx_Raise(__pyx_t_10, 0, 0, Py_None);
+          __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
+          __PYX_ERR(0, 1513, __pyx_L18_error)
+        }
+
+        /* "ext/_codec.pyx":1512
+ *         _put_u64(p, cd_checksum(<const unsigned char *>enc.buf.data, enc.buf.len))
+ *         return out
+ *     except _Unencodable as e:             # <<<<<<<<<<<<<<
+ *         raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
+ *     finally:
+*/
+        /*finally:*/ {
+          __pyx_L18_error:;
+          /*exception exit:*/{
+            __Pyx_PyThreadState_declare
+            __Pyx_PyThreadState_assign
+            __pyx_t_20 = 0; __pyx_t_21 = 0; __pyx_t_22 = 0; __pyx_t_23 = 0; __pyx_t_24 = 0; __pyx_t_25 = 0;
+            __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
+            __Pyx_XDECREF(__pyx_t_11); __pyx_t_11 = 0;
+            __Pyx_XDECREF(__pyx_t_12); __pyx_t_12 = 0;
+            __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
+            __Pyx_XDECREF(__pyx_t_14); __pyx_t_14 = 0;
+            __Pyx_XDECREF(__pyx_t_15); __pyx_t_15 = 0;
+             __Pyx_ExceptionSwap(&__pyx_t_23, &__pyx_t_24, &__pyx_t_25);
+            if ( unlikely(__Pyx_GetException(&__pyx_t_20, &__pyx_t_21, &__pyx_t_22) < 0)) __Pyx_ErrFetch(&__pyx_t_20, &__pyx_t_21, &__pyx_t_22);
+            __Pyx_XGOTREF(__pyx_t_20);
+            __Pyx_XGOTREF(__pyx_t_21);
+            __Pyx_XGOTREF(__pyx_t_22);
+            __Pyx_XGOTREF(__pyx_t_23);
+            __Pyx_XGOTREF(__pyx_t_24);
+            __Pyx_XGOTREF(__pyx_t_25);
+            __pyx_t_5 = __pyx_lineno; __pyx_t_18 = __pyx_clineno; __pyx_t_19 = __pyx_filename;
+            {
+              __Pyx_DECREF(__pyx_v_e); __pyx_v_e = 0;
+            }
+            __Pyx_XGIVEREF(__pyx_t_23);
+            __Pyx_XGIVEREF(__pyx_t_24);
+            __Pyx_XGIVEREF(__pyx_t_25);
+            __Pyx_ExceptionReset(__pyx_t_23, __pyx_t_24, __pyx_t_25);
+            __Pyx_XGIVEREF(__pyx_t_20);
+            __Pyx_XGIVEREF(__pyx_t_21);
+            __Pyx_XGIVEREF(__pyx_t_22);
+            __Pyx_ErrRestore(__pyx_t_20, __pyx_t_21, __pyx_t_22);
+            __pyx_t_20 = 0; __pyx_t_21 = 0; __pyx_t_22 = 0; __pyx_t_23 = 0; __pyx_t_24 = 0; __pyx_t_25 = 0;
+            __pyx_lineno = __pyx_t_5; __pyx_clineno = __pyx_t_18; __pyx_filename = __pyx_t_19;
+            goto __pyx_L8_except_error;
+          }
+        }
+      }
+      goto __pyx_L8_except_error;
+
+      /* "ext/_codec.pyx":1503
+ *     cdef bytes out
+ *     cdef char *p
+ *     try:             # <<<<<<<<<<<<<<
+ *         enc.encode(value)
+ *         if enc.codes:
+*/
+      __pyx_L8_except_error:;
+      __Pyx_XGIVEREF(__pyx_t_2);
+      __Pyx_XGIVEREF(__pyx_t_3);
+      __Pyx_XGIVEREF(__pyx_t_4);
+      __Pyx_ExceptionReset(__pyx_t_2, __pyx_t_3, __pyx_t_4);
+      goto __pyx_L4_error;
+      __pyx_L10_try_return:;
+      __Pyx_XGIVEREF(__pyx_t_2);
+      __Pyx_XGIVEREF(__pyx_t_3);
+      __Pyx_XGIVEREF(__pyx_t_4);
+      __Pyx_ExceptionReset(__pyx_t_2, __pyx_t_3, __pyx_t_4);
+      goto __pyx_L3_return;
+    }
+  }
+
+  /* "ext/_codec.pyx":1515
+ *         raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
+ *     finally:
+ *         _done_encoding(enc)             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  /*finally:*/ {
+    __pyx_L4_error:;
+    /*exception exit:*/{
+      __Pyx_PyThreadState_declare
+      __Pyx_PyThreadState_assign
+      __pyx_t_4 = 0; __pyx_t_3 = 0; __pyx_t_2 = 0; __pyx_t_25 = 0; __pyx_t_24 = 0; __pyx_t_23 = 0;
+      __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
+      __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
+      __Pyx_XDECREF(__pyx_t_11); __pyx_t_11 = 0;
+      __Pyx_XDECREF(__pyx_t_12); __pyx_t_12 = 0;
+      __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
+      __Pyx_XDECREF(__pyx_t_14); __pyx_t_14 = 0;
+      __Pyx_XDECREF(__pyx_t_15); __pyx_t_15 = 0;
+      __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+      __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
+       __Pyx_ExceptionSwap(&__pyx_t_25, &__pyx_t_24, &__pyx_t_23);
+      if ( unlikely(__Pyx_GetException(&__pyx_t_4, &__pyx_t_3, &__pyx_t_2) < 0)) __Pyx_ErrFetch(&__pyx_t_4, &__pyx_t_3, &__pyx_t_2);
+      __Pyx_XGOTREF(__pyx_t_4);
+      __Pyx_XGOTREF(__pyx_t_3);
+      __Pyx_XGOTREF(__pyx_t_2);
+      __Pyx_XGOTREF(__pyx_t_25);
+      __Pyx_XGOTREF(__pyx_t_24);
+      __Pyx_XGOTREF(__pyx_t_23);
+      __pyx_t_18 = __pyx_lineno; __pyx_t_5 = __pyx_clineno; __pyx_t_19 = __pyx_filename;
+      {
+        __pyx_t_1 = __pyx_f_6engine_6_codec__done_encoding(__pyx_v_enc); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1515, __pyx_L25_error)
+        __Pyx_GOTREF(__pyx_t_1);
+        __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+      }
+      __Pyx_XGIVEREF(__pyx_t_25);
+      __Pyx_XGIVEREF(__pyx_t_24);
+      __Pyx_XGIVEREF(__pyx_t_23);
+      __Pyx_ExceptionReset(__pyx_t_25, __pyx_t_24, __pyx_t_23);
+      __Pyx_XGIVEREF(__pyx_t_4);
+      __Pyx_XGIVEREF(__pyx_t_3);
+      __Pyx_XGIVEREF(__pyx_t_2);
+      __Pyx_ErrRestore(__pyx_t_4, __pyx_t_3, __pyx_t_2);
+      __pyx_t_4 = 0; __pyx_t_3 = 0; __pyx_t_2 = 0; __pyx_t_25 = 0; __pyx_t_24 = 0; __pyx_t_23 = 0;
+      __pyx_lineno = __pyx_t_18; __pyx_clineno = __pyx_t_5; __pyx_filename = __pyx_t_19;
+      goto __pyx_L1_error;
+      __pyx_L25_error:;
+      __Pyx_XGIVEREF(__pyx_t_25);
+      __Pyx_XGIVEREF(__pyx_t_24);
+      __Pyx_XGIVEREF(__pyx_t_23);
+      __Pyx_ExceptionReset(__pyx_t_25, __pyx_t_24, __pyx_t_23);
+      __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+      __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+      __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_t_25 = 0; __pyx_t_24 = 0; __pyx_t_23 = 0;
+      goto __pyx_L1_error;
+    }
+    __pyx_L3_return: {
+      __pyx_t_23 = __pyx_r;
+      __pyx_r = 0;
+      __pyx_t_1 = __pyx_f_6engine_6_codec__done_encoding(__pyx_v_enc); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1515, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+      __pyx_r = __pyx_t_23;
+      __pyx_t_23 = 0;
+      goto __pyx_L0;
+    }
+  }
+
+  /* "ext/_codec.pyx":1497
+ * 
+ * 
+ * def seal(value, *, externals=None, Trust trust=None):             # <<<<<<<<<<<<<<
+ *     """encode_value(value) behind its 8-byte big-endian checksum: how the store keeps
+ *     every record, so damage is found before decoding."""
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_7);
+  __Pyx_XDECREF(__pyx_t_8);
+  __Pyx_XDECREF(__pyx_t_10);
+  __Pyx_XDECREF(__pyx_t_11);
+  __Pyx_XDECREF(__pyx_t_12);
+  __Pyx_XDECREF(__pyx_t_13);
+  __Pyx_XDECREF(__pyx_t_14);
+  __Pyx_XDECREF(__pyx_t_15);
+  __Pyx_AddTraceback("engine._codec.seal", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+  __Pyx_XDECREF((PyObject *)__pyx_v_enc);
+  __Pyx_XDECREF(__pyx_v_out);
+
+  __Pyx_XDECREF(__pyx_v_e);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "ext/_codec.pyx":1526
+ * 
+ * 
+ * def seal_savepoint(dict execution, dict meta, bytes record, list chunks, int64_t version):             # <<<<<<<<<<<<<<
+ *     """Seal [meta, record, state] for the savepoint after the execution's last one.
+ *     Returns (sealed bytes, seq, state list in STATE_FIELDS order).  Written in Cython
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6engine_6_codec_21seal_savepoint(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_6engine_6_codec_20seal_savepoint, "Seal [meta, record, state] for the savepoint after the execution\047s last one.\n    Returns (sealed bytes, seq, state list in STATE_FIELDS order).  Written in Cython\n    because it runs at every Flow-API call (benchmarks/bench_store.py).");
+static PyMethodDef __pyx_mdef_6engine_6_codec_21seal_savepoint = {"seal_savepoint", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_21seal_savepoint, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_20seal_savepoint};
+static PyObject *__pyx_pw_6engine_6_codec_21seal_savepoint(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  PyObject *__pyx_v_execution = 0;
+  PyObject *__pyx_v_meta = 0;
+  PyObject *__pyx_v_record = 0;
+  PyObject *__pyx_v_chunks = 0;
+  int64_t __pyx_v_version;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[5] = {0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("seal_savepoint (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_execution,&__pyx_mstate_global->__pyx_n_u_meta,&__pyx_mstate_global->__pyx_n_u_record,&__pyx_mstate_global->__pyx_n_u_chunks,&__pyx_mstate_global->__pyx_n_u_version,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1526, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 1526, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 1526, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 1526, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 1526, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1526, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "seal_savepoint", 0) < (0)) __PYX_ERR(0, 1526, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("seal_savepoint", 1, 5, 5, i); __PYX_ERR(0, 1526, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 5)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1526, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 1526, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 1526, __pyx_L3_error)
+      values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 1526, __pyx_L3_error)
+      values[4] = __Pyx_ArgRef_FASTCALL(__pyx_args, 4);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 1526, __pyx_L3_error)
+    }
+    __pyx_v_execution = ((PyObject*)values[0]);
+    __pyx_v_meta = ((PyObject*)values[1]);
+    __pyx_v_record = ((PyObject*)values[2]);
+    __pyx_v_chunks = ((PyObject*)values[3]);
+    __pyx_v_version = __Pyx_PyLong_As_int64_t(values[4]); if (unlikely((__pyx_v_version == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 1526, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("seal_savepoint", 1, 5, 5, __pyx_nargs); __PYX_ERR(0, 1526, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("engine._codec.seal_savepoint", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_execution), (&PyDict_Type), 1, "execution", 1))) __PYX_ERR(0, 1526, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_meta), (&PyDict_Type), 1, "meta", 1))) __PYX_ERR(0, 1526, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_record), (&PyBytes_Type), 1, "record", 1))) __PYX_ERR(0, 1526, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_chunks), (&PyList_Type), 1, "chunks", 1))) __PYX_ERR(0, 1526, __pyx_L1_error)
+  __pyx_r = __pyx_pf_6engine_6_codec_20seal_savepoint(__pyx_self, __pyx_v_execution, __pyx_v_meta, __pyx_v_record, __pyx_v_chunks, __pyx_v_version);
+
+  /* function exit code */
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __pyx_r = NULL;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  goto __pyx_L7_cleaned_up;
+  __pyx_L0:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __pyx_L7_cleaned_up:;
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6engine_6_codec_20seal_savepoint(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_execution, PyObject *__pyx_v_meta, PyObject *__pyx_v_record, PyObject *__pyx_v_chunks, int64_t __pyx_v_version) {
+  int64_t __pyx_v_seq;
+  PyObject *__pyx_v_implicit = NULL;
+  PyObject *__pyx_v_state = 0;
+  PyObject *__pyx_v_sealed = NULL;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  int64_t __pyx_t_3;
+  PyObject *__pyx_t_4 = NULL;
+  PyObject *__pyx_t_5 = NULL;
+  PyObject *__pyx_t_6 = NULL;
+  PyObject *__pyx_t_7 = NULL;
+  PyObject *__pyx_t_8 = NULL;
+  PyObject *__pyx_t_9 = NULL;
+  int __pyx_t_10;
+  PyObject *__pyx_t_11 = NULL;
+  PyObject *__pyx_t_12 = NULL;
+  Py_ssize_t __pyx_t_13;
+  PyObject *__pyx_t_14 = NULL;
+  PyObject *__pyx_t_15 = NULL;
+  size_t __pyx_t_16;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("seal_savepoint", 0);
+
+  /* "ext/_codec.pyx":1530
+ *     Returns (sealed bytes, seq, state list in STATE_FIELDS order).  Written in Cython
+ *     because it runs at every Flow-API call (benchmarks/bench_store.py)."""
+ *     cdef int64_t seq = execution.get("last_seq", 0) + 1             # <<<<<<<<<<<<<<
+ *     implicit = meta.get("kind") == "implicit"
+ *     cdef list state = [version, seq, execution.get("status"), execution.get("updated_at"),
+*/
+  if (unlikely(__pyx_v_execution == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1530, __pyx_L1_error)
+  }
+  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_execution, __pyx_mstate_global->__pyx_n_u_last_seq, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1530, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_2 = __Pyx_PyLong_AddObjC(__pyx_t_1, __pyx_mstate_global->__pyx_int_1, 1, 0, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1530, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_t_3 = __Pyx_PyLong_As_int64_t(__pyx_t_2); if (unlikely((__pyx_t_3 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 1530, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  __pyx_v_seq = __pyx_t_3;
+
+  /* "ext/_codec.pyx":1531
+ *     because it runs at every Flow-API call (benchmarks/bench_store.py)."""
+ *     cdef int64_t seq = execution.get("last_seq", 0) + 1
+ *     implicit = meta.get("kind") == "implicit"             # <<<<<<<<<<<<<<
+ *     cdef list state = [version, seq, execution.get("status"), execution.get("updated_at"),
+ *                        execution.get("due"), execution.get("restore_count"),
+*/
+  if (unlikely(__pyx_v_meta == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1531, __pyx_L1_error)
+  }
+  __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_meta, __pyx_mstate_global->__pyx_n_u_kind, Py_None); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1531, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  __pyx_t_1 = __Pyx_PyObject_CompareEq_object_str(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_implicit, Py_EQ); __Pyx_XGOTREF(__pyx_t_1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1531, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  __pyx_v_implicit = __pyx_t_1;
+  __pyx_t_1 = 0;
+
+  /* "ext/_codec.pyx":1532
+ *     cdef int64_t seq = execution.get("last_seq", 0) + 1
+ *     implicit = meta.get("kind") == "implicit"
+ *     cdef list state = [version, seq, execution.get("status"), execution.get("updated_at"),             # <<<<<<<<<<<<<<
+ *                        execution.get("due"), execution.get("restore_count"),
+ *                        execution.get("error"),
+*/
+  __pyx_t_1 = __Pyx_PyLong_From_int64_t(__pyx_v_version); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1532, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_v_seq); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1532, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  if (unlikely(__pyx_v_execution == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1532, __pyx_L1_error)
+  }
+  __pyx_t_4 = __Pyx_PyDict_GetItemDefault(__pyx_v_execution, __pyx_mstate_global->__pyx_n_u_status, Py_None); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1532, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (unlikely(__pyx_v_execution == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1532, __pyx_L1_error)
+  }
+  __pyx_t_5 = __Pyx_PyDict_GetItemDefault(__pyx_v_execution, __pyx_mstate_global->__pyx_n_u_updated_at, Py_None); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1532, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+
+  /* "ext/_codec.pyx":1533
+ *     implicit = meta.get("kind") == "implicit"
+ *     cdef list state = [version, seq, execution.get("status"), execution.get("updated_at"),
+ *                        execution.get("due"), execution.get("restore_count"),             # <<<<<<<<<<<<<<
+ *                        execution.get("error"),
+ *                        seq if implicit else execution.get("last_implicit"),
+*/
+  if (unlikely(__pyx_v_execution == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1533, __pyx_L1_error)
+  }
+  __pyx_t_6 = __Pyx_PyDict_GetItemDefault(__pyx_v_execution, __pyx_mstate_global->__pyx_n_u_due, Py_None); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 1533, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  if (unlikely(__pyx_v_execution == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1533, __pyx_L1_error)
+  }
+  __pyx_t_7 = __Pyx_PyDict_GetItemDefault(__pyx_v_execution, __pyx_mstate_global->__pyx_n_u_restore_count, Py_None); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1533, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_7);
+
+  /* "ext/_codec.pyx":1534
+ *     cdef list state = [version, seq, execution.get("status"), execution.get("updated_at"),
+ *                        execution.get("due"), execution.get("restore_count"),
+ *                        execution.get("error"),             # <<<<<<<<<<<<<<
+ *                        seq if implicit else execution.get("last_implicit"),
+ *                        chunks if implicit else execution.get("last_implicit_chunks")]
+*/
+  if (unlikely(__pyx_v_execution == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1534, __pyx_L1_error)
+  }
+  __pyx_t_8 = __Pyx_PyDict_GetItemDefault(__pyx_v_execution, __pyx_mstate_global->__pyx_n_u_error, Py_None); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1534, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_8);
+
+  /* "ext/_codec.pyx":1535
+ *                        execution.get("due"), execution.get("restore_count"),
+ *                        execution.get("error"),
+ *                        seq if implicit else execution.get("last_implicit"),             # <<<<<<<<<<<<<<
+ *                        chunks if implicit else execution.get("last_implicit_chunks")]
+ *     sealed = seal([[seq, meta.get("kind"), meta.get("name"), meta.get("created_at"),
+*/
+  __pyx_t_10 = __Pyx_PyObject_IsTrue(__pyx_v_implicit); if (unlikely((__pyx_t_10 < 0))) __PYX_ERR(0, 1535, __pyx_L1_error)
+  if (__pyx_t_10) {
+    __pyx_t_11 = __Pyx_PyLong_From_int64_t(__pyx_v_seq); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 1535, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_11);
+    __pyx_t_9 = __pyx_t_11;
+    __pyx_t_11 = 0;
+  } else {
+    if (unlikely(__pyx_v_execution == Py_None)) {
+      PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+      __PYX_ERR(0, 1535, __pyx_L1_error)
+    }
+    __pyx_t_11 = __Pyx_PyDict_GetItemDefault(__pyx_v_execution, __pyx_mstate_global->__pyx_n_u_last_implicit, Py_None); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 1535, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_11);
+    __pyx_t_9 = __pyx_t_11;
+    __pyx_t_11 = 0;
+  }
+
+
+  /* "ext/_codec.pyx":1536
+ *                        execution.get("error"),
+ *                        seq if implicit else execution.get("last_implicit"),
+ *                        chunks if implicit else execution.get("last_implicit_chunks")]             # <<<<<<<<<<<<<<
+ *     sealed = seal([[seq, meta.get("kind"), meta.get("name"), meta.get("created_at"),
+ *                     meta.get("line"), meta.get("action"), meta.get("command"),
+*/
+  __pyx_t_10 = __Pyx_PyObject_IsTrue(__pyx_v_implicit); if (unlikely((__pyx_t_10 < 0))) __PYX_ERR(0, 1536, __pyx_L1_error)
+  if (__pyx_t_10) {
+    __Pyx_INCREF(__pyx_v_chunks);
+    __pyx_t_11 = __pyx_v_chunks;
+  } else {
+    if (unlikely(__pyx_v_execution == Py_None)) {
+      PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+      __PYX_ERR(0, 1536, __pyx_L1_error)
+    }
+    __pyx_t_12 = __Pyx_PyDict_GetItemDefault(__pyx_v_execution, __pyx_mstate_global->__pyx_n_u_last_implicit_chunks, Py_None); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 1536, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_12);
+    __pyx_t_11 = __pyx_t_12;
+    __pyx_t_12 = 0;
+  }
+
+
+  /* "ext/_codec.pyx":1532
+ *     cdef int64_t seq = execution.get("last_seq", 0) + 1
+ *     implicit = meta.get("kind") == "implicit"
+ *     cdef list state = [version, seq, execution.get("status"), execution.get("updated_at"),             # <<<<<<<<<<<<<<
+ *                        execution.get("due"), execution.get("restore_count"),
+ *                        execution.get("error"),
+*/
+  __pyx_t_12 = PyList_New(9); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 1532, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_12);
+  __Pyx_GIVEREF(__pyx_t_1);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_12, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 1532, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_2);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_12, 1, __pyx_t_2) != (0)) __PYX_ERR(0, 1532, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_4);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_12, 2, __pyx_t_4) != (0)) __PYX_ERR(0, 1532, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_5);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_12, 3, __pyx_t_5) != (0)) __PYX_ERR(0, 1532, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_6);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_12, 4, __pyx_t_6) != (0)) __PYX_ERR(0, 1532, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_7);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_12, 5, __pyx_t_7) != (0)) __PYX_ERR(0, 1532, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_8);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_12, 6, __pyx_t_8) != (0)) __PYX_ERR(0, 1532, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_9);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_12, 7, __pyx_t_9) != (0)) __PYX_ERR(0, 1532, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_11);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_12, 8, __pyx_t_11) != (0)) __PYX_ERR(0, 1532, __pyx_L1_error);
+  __pyx_t_1 = 0;
+  __pyx_t_2 = 0;
+  __pyx_t_4 = 0;
+  __pyx_t_5 = 0;
+  __pyx_t_6 = 0;
+  __pyx_t_7 = 0;
+  __pyx_t_8 = 0;
+  __pyx_t_9 = 0;
+  __pyx_t_11 = 0;
+  __pyx_v_state = ((PyObject*)__pyx_t_12);
+  __pyx_t_12 = 0;
+
+  /* "ext/_codec.pyx":1537
+ *                        seq if implicit else execution.get("last_implicit"),
+ *                        chunks if implicit else execution.get("last_implicit_chunks")]
+ *     sealed = seal([[seq, meta.get("kind"), meta.get("name"), meta.get("created_at"),             # <<<<<<<<<<<<<<
+ *                     meta.get("line"), meta.get("action"), meta.get("command"),
+ *                     len(record), chunks], record, state])
+*/
+  __pyx_t_11 = NULL;
+  __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_seal); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 1537, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __pyx_t_8 = __Pyx_PyLong_From_int64_t(__pyx_v_seq); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1537, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_8);
+  if (unlikely(__pyx_v_meta == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1537, __pyx_L1_error)
+  }
+  __pyx_t_7 = __Pyx_PyDict_GetItemDefault(__pyx_v_meta, __pyx_mstate_global->__pyx_n_u_kind, Py_None); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1537, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_7);
+  if (unlikely(__pyx_v_meta == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1537, __pyx_L1_error)
+  }
+  __pyx_t_6 = __Pyx_PyDict_GetItemDefault(__pyx_v_meta, __pyx_mstate_global->__pyx_n_u_name_2, Py_None); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 1537, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  if (unlikely(__pyx_v_meta == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1537, __pyx_L1_error)
+  }
+  __pyx_t_5 = __Pyx_PyDict_GetItemDefault(__pyx_v_meta, __pyx_mstate_global->__pyx_n_u_created_at, Py_None); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1537, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+
+  /* "ext/_codec.pyx":1538
+ *                        chunks if implicit else execution.get("last_implicit_chunks")]
+ *     sealed = seal([[seq, meta.get("kind"), meta.get("name"), meta.get("created_at"),
+ *                     meta.get("line"), meta.get("action"), meta.get("command"),             # <<<<<<<<<<<<<<
+ *                     len(record), chunks], record, state])
+ *     return sealed, seq, state
+*/
+  if (unlikely(__pyx_v_meta == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1538, __pyx_L1_error)
+  }
+  __pyx_t_4 = __Pyx_PyDict_GetItemDefault(__pyx_v_meta, __pyx_mstate_global->__pyx_n_u_line, Py_None); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1538, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (unlikely(__pyx_v_meta == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1538, __pyx_L1_error)
+  }
+  __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_meta, __pyx_mstate_global->__pyx_n_u_action, Py_None); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1538, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  if (unlikely(__pyx_v_meta == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 1538, __pyx_L1_error)
+  }
+  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_meta, __pyx_mstate_global->__pyx_n_u_command, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1538, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+
+  /* "ext/_codec.pyx":1539
+ *     sealed = seal([[seq, meta.get("kind"), meta.get("name"), meta.get("created_at"),
+ *                     meta.get("line"), meta.get("action"), meta.get("command"),
+ *                     len(record), chunks], record, state])             # <<<<<<<<<<<<<<
+ *     return sealed, seq, state
+ * 
+*/
+  if (unlikely(__pyx_v_record == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
+    __PYX_ERR(0, 1539, __pyx_L1_error)
+  }
+  __pyx_t_13 = __Pyx_PyBytes_GET_SIZE(__pyx_v_record); if (unlikely(__pyx_t_13 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1539, __pyx_L1_error)
+  __pyx_t_14 = PyLong_FromSsize_t(__pyx_t_13); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1539, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_14);
+
+
+  /* "ext/_codec.pyx":1537
+ *                        seq if implicit else execution.get("last_implicit"),
+ *                        chunks if implicit else execution.get("last_implicit_chunks")]
+ *     sealed = seal([[seq, meta.get("kind"), meta.get("name"), meta.get("created_at"),             # <<<<<<<<<<<<<<
+ *                     meta.get("line"), meta.get("action"), meta.get("command"),
+ *                     len(record), chunks], record, state])
+*/
+  __pyx_t_15 = PyList_New(9); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1537, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_15);
+  __Pyx_GIVEREF(__pyx_t_8);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_15, 0, __pyx_t_8) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_7);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_15, 1, __pyx_t_7) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_6);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_15, 2, __pyx_t_6) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_5);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_15, 3, __pyx_t_5) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_4);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_15, 4, __pyx_t_4) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_2);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_15, 5, __pyx_t_2) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_1);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_15, 6, __pyx_t_1) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_14);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_15, 7, __pyx_t_14) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __Pyx_INCREF(__pyx_v_chunks);
+  __Pyx_GIVEREF(__pyx_v_chunks);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_15, 8, __pyx_v_chunks) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __pyx_t_8 = 0;
+  __pyx_t_7 = 0;
+  __pyx_t_6 = 0;
+  __pyx_t_5 = 0;
+  __pyx_t_4 = 0;
+  __pyx_t_2 = 0;
+  __pyx_t_1 = 0;
+  __pyx_t_14 = 0;
+
+  /* "ext/_codec.pyx":1539
+ *     sealed = seal([[seq, meta.get("kind"), meta.get("name"), meta.get("created_at"),
+ *                     meta.get("line"), meta.get("action"), meta.get("command"),
+ *                     len(record), chunks], record, state])             # <<<<<<<<<<<<<<
+ *     return sealed, seq, state
+ * 
+*/
+  __pyx_t_14 = PyList_New(3); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1537, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_14);
+  __Pyx_GIVEREF(__pyx_t_15);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_14, 0, __pyx_t_15) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __Pyx_INCREF(__pyx_v_record);
+  __Pyx_GIVEREF(__pyx_v_record);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_14, 1, __pyx_v_record) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __Pyx_INCREF(__pyx_v_state);
+  __Pyx_GIVEREF(__pyx_v_state);
+  if (__Pyx_PyList_SET_ITEM(__pyx_t_14, 2, __pyx_v_state) != (0)) __PYX_ERR(0, 1537, __pyx_L1_error);
+  __pyx_t_15 = 0;
+  __pyx_t_16 = 1;
+  #if CYTHON_UNPACK_METHODS
+  if (unlikely(PyMethod_Check(__pyx_t_9))) {
+    __pyx_t_11 = PyMethod_GET_SELF(__pyx_t_9);
+    assert(__pyx_t_11);
+    PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_9);
+    __Pyx_INCREF(__pyx_t_11);
+    __Pyx_INCREF(__pyx__function);
+    __Pyx_DECREF_SET(__pyx_t_9, __pyx__function);
+    __pyx_t_16 = 0;
+  }
+  #endif
+  {
+    PyObject *__pyx_callargs[2] = {__pyx_t_11, __pyx_t_14};
+    __pyx_t_12 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_9, __pyx_callargs+__pyx_t_16, (2-__pyx_t_16) | (__pyx_t_16*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_11); __pyx_t_11 = 0;
+    __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
+    __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
+    if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 1537, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_12);
+  }
+  __pyx_v_sealed = __pyx_t_12;
+  __pyx_t_12 = 0;
+
+  /* "ext/_codec.pyx":1540
+ *                     meta.get("line"), meta.get("action"), meta.get("command"),
+ *                     len(record), chunks], record, state])
+ *     return sealed, seq, state             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  __pyx_t_12 = __Pyx_PyLong_From_int64_t(__pyx_v_seq); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 1540, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_12);
+  __pyx_t_9 = PyTuple_New(3); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 1540, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __Pyx_INCREF(__pyx_v_sealed);
+  __Pyx_GIVEREF(__pyx_v_sealed);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 0, __pyx_v_sealed) != (0)) __PYX_ERR(0, 1540, __pyx_L1_error);
+  __Pyx_GIVEREF(__pyx_t_12);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 1, __pyx_t_12) != (0)) __PYX_ERR(0, 1540, __pyx_L1_error);
+  __Pyx_INCREF(__pyx_v_state);
+  __Pyx_GIVEREF(__pyx_v_state);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 2, __pyx_v_state) != (0)) __PYX_ERR(0, 1540, __pyx_L1_error);
+  __pyx_t_12 = 0;
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = __pyx_t_9;
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  __pyx_t_9 = 0;
+  goto __pyx_L0;
+
+  /* "ext/_codec.pyx":1526
+ * 
+ * 
+ * def seal_savepoint(dict execution, dict meta, bytes record, list chunks, int64_t version):             # <<<<<<<<<<<<<<
+ *     """Seal [meta, record, state] for the savepoint after the execution's last one.
+ *     Returns (sealed bytes, seq, state list in STATE_FIELDS order).  Written in Cython
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_XDECREF(__pyx_t_7);
+  __Pyx_XDECREF(__pyx_t_8);
+  __Pyx_XDECREF(__pyx_t_9);
+  __Pyx_XDECREF(__pyx_t_11);
+  __Pyx_XDECREF(__pyx_t_12);
+  __Pyx_XDECREF(__pyx_t_14);
+  __Pyx_XDECREF(__pyx_t_15);
+  __Pyx_AddTraceback("engine._codec.seal_savepoint", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+  __Pyx_XDECREF(__pyx_v_implicit);
+  __Pyx_XDECREF(__pyx_v_state);
+  __Pyx_XDECREF(__pyx_v_sealed);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "ext/_codec.pyx":1543
+ * 
+ * 
+ * def apply_state(dict execution, list state):             # <<<<<<<<<<<<<<
+ *     """Write a savepoint's state (STATE_FIELDS order) into the execution dict."""
+ *     cdef Py_ssize_t i
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6engine_6_codec_23apply_state(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_6engine_6_codec_22apply_state, "Write a savepoint\047s state (STATE_FIELDS order) into the execution dict.");
+static PyMethodDef __pyx_mdef_6engine_6_codec_23apply_state = {"apply_state", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_23apply_state, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_22apply_state};
+static PyObject *__pyx_pw_6engine_6_codec_23apply_state(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  PyObject *__pyx_v_execution = 0;
+  PyObject *__pyx_v_state = 0;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[2] = {0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("apply_state (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_execution,&__pyx_mstate_global->__pyx_n_u_state,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1543, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 1543, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1543, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "apply_state", 0) < (0)) __PYX_ERR(0, 1543, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("apply_state", 1, 2, 2, i); __PYX_ERR(0, 1543, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 2)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1543, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 1543, __pyx_L3_error)
+    }
+    __pyx_v_execution = ((PyObject*)values[0]);
+    __pyx_v_state = ((PyObject*)values[1]);
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("apply_state", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 1543, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("engine._codec.apply_state", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_execution), (&PyDict_Type), 1, "execution", 1))) __PYX_ERR(0, 1543, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_state), (&PyList_Type), 1, "state", 1))) __PYX_ERR(0, 1543, __pyx_L1_error)
+  __pyx_r = __pyx_pf_6engine_6_codec_22apply_state(__pyx_self, __pyx_v_execution, __pyx_v_state);
+
+  /* function exit code */
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __pyx_r = NULL;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  goto __pyx_L7_cleaned_up;
+  __pyx_L0:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __pyx_L7_cleaned_up:;
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6engine_6_codec_22apply_state(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_execution, PyObject *__pyx_v_state) {
+  Py_ssize_t __pyx_v_i;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  Py_ssize_t __pyx_t_2;
+  Py_ssize_t __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  PyObject *__pyx_t_5 = NULL;
+  PyObject *__pyx_t_6 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("apply_state", 0);
+
+  /* "ext/_codec.pyx":1546
+ *     """Write a savepoint's state (STATE_FIELDS order) into the execution dict."""
+ *     cdef Py_ssize_t i
+ *     for i in range(len(STATE_FIELDS)):             # <<<<<<<<<<<<<<
+ *         execution[STATE_FIELDS[i]] = state[i]
+ * 
+*/
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_STATE_FIELDS); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1546, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_2 = PyObject_Length(__pyx_t_1); if (unlikely(__pyx_t_2 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1546, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_t_3 = __pyx_t_2;
+
+  for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+    __pyx_v_i = __pyx_t_4;
+
+    /* "ext/_codec.pyx":1547
+ *     cdef Py_ssize_t i
+ *     for i in range(len(STATE_FIELDS)):
+ *         execution[STATE_FIELDS[i]] = state[i]             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+    if (unlikely(__pyx_v_state == Py_None)) {
+      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+      __PYX_ERR(0, 1547, __pyx_L1_error)
+    }
+    __pyx_t_1 = __Pyx_PyList_GET_ITEM(__pyx_v_state, __pyx_v_i);
+    __Pyx_INCREF(__pyx_t_1);
+    if (unlikely(__pyx_v_execution == Py_None)) {
+      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+      __PYX_ERR(0, 1547, __pyx_L1_error)
+    }
+    __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_STATE_FIELDS); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1547, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_t_6 = __Pyx_GetItemInt(__pyx_t_5, __pyx_v_i, Py_ssize_t, 1, PyLong_FromSsize_t, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 1547, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    if (unlikely((PyDict_SetItem(__pyx_v_execution, __pyx_t_6, __pyx_t_1) < 0))) __PYX_ERR(0, 1547, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  }
+
+
+
+  /* "ext/_codec.pyx":1543
+ * 
+ * 
+ * def apply_state(dict execution, list state):             # <<<<<<<<<<<<<<
+ *     """Write a savepoint's state (STATE_FIELDS order) into the execution dict."""
+ *     cdef Py_ssize_t i
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_AddTraceback("engine._codec.apply_state", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "ext/_codec.pyx":1550
+ * 
+ * 
+ * def unseal(data, what="record", *, externals=None, Trust trust=None):             # <<<<<<<<<<<<<<
+ *     """The value of a sealed record; CorruptSavepoint naming ``what`` if it is damaged."""
+ *     if type(data) is not bytes:
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6engine_6_codec_25unseal(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_6engine_6_codec_24unseal, "The value of a sealed record; CorruptSavepoint naming ``what`` if it is damaged.");
+static PyMethodDef __pyx_mdef_6engine_6_codec_25unseal = {"unseal", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_25unseal, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_24unseal};
+static PyObject *__pyx_pw_6engine_6_codec_25unseal(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  PyObject *__pyx_v_data = 0;
+  PyObject *__pyx_v_what = 0;
+  PyObject *__pyx_v_externals = 0;
+  struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust = 0;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[4] = {0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("unseal (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_data,&__pyx_mstate_global->__pyx_n_u_what,&__pyx_mstate_global->__pyx_n_u_externals,&__pyx_mstate_global->__pyx_n_u_trust,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1550, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 1550, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1550, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "unseal", 0) < (0)) __PYX_ERR(0, 1550, __pyx_L3_error)
+      if (!values[1]) values[1] = __Pyx_NewRef(((PyObject *)((PyObject*)__pyx_mstate_global->__pyx_n_u_record)));
+      if (!values[2]) values[2] = __Pyx_NewRef(((PyObject *)Py_None));
+      if (!values[3]) values[3] = __Pyx_NewRef((PyObject *)((struct __pyx_obj_6engine_6_codec_Trust *)Py_None));
+      for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("unseal", 0, 1, 2, i); __PYX_ERR(0, 1550, __pyx_L3_error) }
+      }
+    } else {
+      switch (__pyx_nargs) {
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 1550, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1550, __pyx_L3_error)
+        break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      if (!values[1]) values[1] = __Pyx_NewRef(((PyObject *)((PyObject*)__pyx_mstate_global->__pyx_n_u_record)));
+      if (!values[2]) values[2] = __Pyx_NewRef(((PyObject *)Py_None));
+      if (!values[3]) values[3] = __Pyx_NewRef((PyObject *)((struct __pyx_obj_6engine_6_codec_Trust *)Py_None));
+    }
+    __pyx_v_data = values[0];
+    __pyx_v_what = values[1];
+    __pyx_v_externals = values[2];
+    __pyx_v_trust = ((struct __pyx_obj_6engine_6_codec_Trust *)values[3]);
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("unseal", 0, 1, 2, __pyx_nargs); __PYX_ERR(0, 1550, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("engine._codec.unseal", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_trust), __pyx_mstate_global->__pyx_ptype_6engine_6_codec_Trust, 1, "trust", 0))) __PYX_ERR(0, 1550, __pyx_L1_error)
+  __pyx_r = __pyx_pf_6engine_6_codec_24unseal(__pyx_self, __pyx_v_data, __pyx_v_what, __pyx_v_externals, __pyx_v_trust);
+
+  /* function exit code */
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __pyx_r = NULL;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  goto __pyx_L7_cleaned_up;
+  __pyx_L0:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __pyx_L7_cleaned_up:;
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_6engine_6_codec_24unseal(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_data, PyObject *__pyx_v_what, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust) {
+  Py_ssize_t __pyx_v_n;
+  unsigned char const *__pyx_v_p;
+  struct __pyx_obj_6engine_6_codec_Decoder *__pyx_v_dec = 0;
+  PyObject *__pyx_v_value = NULL;
+  PyObject *__pyx_v_e = NULL;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  PyObject *__pyx_t_2 = NULL;
+  PyObject *__pyx_t_3 = NULL;
+  size_t __pyx_t_4;
+  int __pyx_t_5;
+  PyObject *__pyx_t_6 = NULL;
+  PyObject *__pyx_t_7 = NULL;
+  PyObject *__pyx_t_8 = NULL;
+  PyObject *__pyx_t_9 = NULL;
+  PyObject *__pyx_t_10 = NULL;
+  PyObject *__pyx_t_11 = NULL;
+  int __pyx_t_12;
+  PyObject *__pyx_t_13 = NULL;
+  PyObject *__pyx_t_14 = NULL;
+  PyObject *__pyx_t_15 = NULL;
+  PyObject *__pyx_t_16 = NULL;
+  PyObject *__pyx_t_17[3];
+  Py_ssize_t __pyx_t_18;
+  int __pyx_t_19;
+  char const *__pyx_t_20;
+  PyObject *__pyx_t_21 = NULL;
+  PyObject *__pyx_t_22 = NULL;
+  PyObject *__pyx_t_23 = NULL;
+  PyObject *__pyx_t_24 = NULL;
+  PyObject *__pyx_t_25 = NULL;
+  PyObject *__pyx_t_26 = NULL;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("unseal", 0);
+  __Pyx_INCREF(__pyx_v_data);
+
+  /* "ext/_codec.pyx":1552
+ * def unseal(data, what="record", *, externals=None, Trust trust=None):
+ *     """The value of a sealed record; CorruptSavepoint naming ``what`` if it is damaged."""
+ *     if type(data) is not bytes:             # <<<<<<<<<<<<<<
+ *         data = bytes(data)
+ *     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+*/
+  __pyx_t_1 = (((PyObject *)Py_TYPE(__pyx_v_data)) != ((PyObject *)(&PyBytes_Type)));
+  if (__pyx_t_1) {
+
+
+    /* "ext/_codec.pyx":1553
+ *     """The value of a sealed record; CorruptSavepoint naming ``what`` if it is damaged."""
+ *     if type(data) is not bytes:
+ *         data = bytes(data)             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+ *     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+*/
+    __pyx_t_3 = NULL;
+    __pyx_t_4 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_v_data};
+      __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1553, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+    }
+    __Pyx_DECREF_SET(__pyx_v_data, __pyx_t_2);
+    __pyx_t_2 = 0;
+
+    /* "ext/_codec.pyx":1552
+ * def unseal(data, what="record", *, externals=None, Trust trust=None):
+ *     """The value of a sealed record; CorruptSavepoint naming ``what`` if it is damaged."""
+ *     if type(data) is not bytes:             # <<<<<<<<<<<<<<
+ *         data = bytes(data)
+ *     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+*/
+  }
+
+  /* "ext/_codec.pyx":1554
+ *     if type(data) is not bytes:
+ *         data = bytes(data)
+ *     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)             # <<<<<<<<<<<<<<
+ *     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+ *     if n < 8 or cd_get_be(p, 8) != cd_checksum(p + 8, n - 8):
+*/
+  __pyx_v_n = PyBytes_GET_SIZE(__pyx_v_data);
+
+  /* "ext/_codec.pyx":1555
+ *         data = bytes(data)
+ *     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+ *     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)             # <<<<<<<<<<<<<<
+ *     if n < 8 or cd_get_be(p, 8) != cd_checksum(p + 8, n - 8):
+ *         raise CorruptSavepoint(f"{what} is damaged (checksum mismatch)")
+*/
+  __pyx_v_p = ((unsigned char const *)PyBytes_AS_STRING(__pyx_v_data));
+
+  /* "ext/_codec.pyx":1556
+ *     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+ *     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+ *     if n < 8 or cd_get_be(p, 8) != cd_checksum(p + 8, n - 8):             # <<<<<<<<<<<<<<
+ *         raise CorruptSavepoint(f"{what} is damaged (checksum mismatch)")
+ *     cdef Decoder dec = _decoder(data, 8, externals, trust)
+*/
+  __pyx_t_5 = (__pyx_v_n < 8);
+
+  if (!__pyx_t_5) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_5;
+
+    goto __pyx_L5_bool_binop_done;
+  }
+  __pyx_t_5 = (cd_get_be(__pyx_v_p, 8) != cd_checksum((__pyx_v_p + 8), (__pyx_v_n - 8)));
+
+
+  __pyx_t_1 = __pyx_t_5;
+
+  __pyx_L5_bool_binop_done:;
+  if (unlikely(__pyx_t_1)) {
+
+
+    /* "ext/_codec.pyx":1557
+ *     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+ *     if n < 8 or cd_get_be(p, 8) != cd_checksum(p + 8, n - 8):
+ *         raise CorruptSavepoint(f"{what} is damaged (checksum mismatch)")             # <<<<<<<<<<<<<<
+ *     cdef Decoder dec = _decoder(data, 8, externals, trust)
+ *     try:
+*/
+    __pyx_t_3 = NULL;
+    __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 1557, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_6);
+    __pyx_t_7 = __Pyx_PyObject_FormatSimple(__pyx_v_what, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1557, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_7);
+    __pyx_t_8 = __Pyx_PyUnicode_Concat__Pyx_ReferenceSharing_OwnStrongReferenceInPlace(__pyx_t_7, __pyx_mstate_global->__pyx_kp_u_is_damaged_checksum_mismatch); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1557, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_8);
+    __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
+    __pyx_t_4 = 1;
+    #if CYTHON_UNPACK_METHODS
+    if (unlikely(PyMethod_Check(__pyx_t_6))) {
+      __pyx_t_3 = PyMethod_GET_SELF(__pyx_t_6);
+      assert(__pyx_t_3);
+      PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_6);
+      __Pyx_INCREF(__pyx_t_3);
+      __Pyx_INCREF(__pyx__function);
+      __Pyx_DECREF_SET(__pyx_t_6, __pyx__function);
+      __pyx_t_4 = 0;
+    }
+    #endif
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_t_8};
+      __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_6, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+      __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
+      __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1557, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+    }
+    __Pyx_Raise(__pyx_t_2, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __PYX_ERR(0, 1557, __pyx_L1_error)
+
+    /* "ext/_codec.pyx":1556
+ *     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+ *     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+ *     if n < 8 or cd_get_be(p, 8) != cd_checksum(p + 8, n - 8):             # <<<<<<<<<<<<<<
+ *         raise CorruptSavepoint(f"{what} is damaged (checksum mismatch)")
+ *     cdef Decoder dec = _decoder(data, 8, externals, trust)
+*/
+  }
+
+  /* "ext/_codec.pyx":1558
+ *     if n < 8 or cd_get_be(p, 8) != cd_checksum(p + 8, n - 8):
+ *         raise CorruptSavepoint(f"{what} is damaged (checksum mismatch)")
+ *     cdef Decoder dec = _decoder(data, 8, externals, trust)             # <<<<<<<<<<<<<<
+ *     try:
+ *         value = dec.decode()
+*/
+  __pyx_t_2 = __pyx_v_data;
+  __Pyx_INCREF(__pyx_t_2);
+  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 1558, __pyx_L1_error)
+  __pyx_t_6 = ((PyObject *)__pyx_f_6engine_6_codec__decoder(((PyObject*)__pyx_t_2), 8, __pyx_v_externals, __pyx_v_trust)); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 1558, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  __pyx_v_dec = ((struct __pyx_obj_6engine_6_codec_Decoder *)__pyx_t_6);
+  __pyx_t_6 = 0;
+
+  /* "ext/_codec.pyx":1559
+ *         raise CorruptSavepoint(f"{what} is damaged (checksum mismatch)")
+ *     cdef Decoder dec = _decoder(data, 8, externals, trust)
+ *     try:             # <<<<<<<<<<<<<<
+ *         value = dec.decode()
+ *         if dec.pos != dec.end:
+*/
+  /*try:*/ {
+    {
+      __Pyx_PyThreadState_declare
+      __Pyx_PyThreadState_assign
+      __Pyx_ExceptionSave(&__pyx_t_9, &__pyx_t_10, &__pyx_t_11);
+      __Pyx_XGOTREF(__pyx_t_9);
+      __Pyx_XGOTREF(__pyx_t_10);
+      __Pyx_XGOTREF(__pyx_t_11);
+      /*try:*/ {
+
+        /* "ext/_codec.pyx":1560
+ *     cdef Decoder dec = _decoder(data, 8, externals, trust)
+ *     try:
+ *         value = dec.decode()             # <<<<<<<<<<<<<<
+ *         if dec.pos != dec.end:
+ *             raise CorruptSavepoint("trailing bytes")
+*/
+        __pyx_t_6 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 1560, __pyx_L10_error)
+        __Pyx_GOTREF(__pyx_t_6);
+        __pyx_v_value = __pyx_t_6;
+        __pyx_t_6 = 0;
+
+        /* "ext/_codec.pyx":1561
+ *     try:
+ *         value = dec.decode()
+ *         if dec.pos != dec.end:             # <<<<<<<<<<<<<<
+ *             raise CorruptSavepoint("trailing bytes")
+ *         return value
+*/
+        __pyx_t_1 = (__pyx_v_dec->pos != __pyx_v_dec->end);
+
+        if (unlikely(__pyx_t_1)) {
+
+
+          /* "ext/_codec.pyx":1562
+ *         value = dec.decode()
+ *         if dec.pos != dec.end:
+ *             raise CorruptSavepoint("trailing bytes")             # <<<<<<<<<<<<<<
+ *         return value
+ *     except Exception as e:
+*/
+          __pyx_t_2 = NULL;
+          __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1562, __pyx_L10_error)
+          __Pyx_GOTREF(__pyx_t_8);
+          __pyx_t_4 = 1;
+          #if CYTHON_UNPACK_METHODS
+          if (unlikely(PyMethod_Check(__pyx_t_8))) {
+            __pyx_t_2 = PyMethod_GET_SELF(__pyx_t_8);
+            assert(__pyx_t_2);
+            PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_8);
+            __Pyx_INCREF(__pyx_t_2);
+            __Pyx_INCREF(__pyx__function);
+            __Pyx_DECREF_SET(__pyx_t_8, __pyx__function);
+            __pyx_t_4 = 0;
+          }
+          #endif
+          {
+            PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_mstate_global->__pyx_kp_u_trailing_bytes};
+            __pyx_t_6 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_8, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+            __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+            __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
+            if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 1562, __pyx_L10_error)
+            __Pyx_GOTREF(__pyx_t_6);
+          }
+          __Pyx_Raise(__pyx_t_6, 0, 0, 0);
+          __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+          __PYX_ERR(0, 1562, __pyx_L10_error)
+
+          /* "ext/_codec.pyx":1561
+ *     try:
+ *         value = dec.decode()
+ *         if dec.pos != dec.end:             # <<<<<<<<<<<<<<
+ *             raise CorruptSavepoint("trailing bytes")
+ *         return value
+*/
+        }
+
+        /* "ext/_codec.pyx":1563
+ *         if dec.pos != dec.end:
+ *             raise CorruptSavepoint("trailing bytes")
+ *         return value             # <<<<<<<<<<<<<<
+ *     except Exception as e:
+ *         raise CorruptSavepoint(f"{what} is damaged: {_damaged(e)}") from None
+*/
+        {
+          PyObject *__pyx_temp;
+          {
+            __pyx_temp = __pyx_r;
+            __Pyx_INCREF(__pyx_v_value);
+            __pyx_r = __pyx_v_value;
+          }
+          __Pyx_XDECREF(__pyx_temp);
+        }
+        goto __pyx_L14_try_return;
+
+        /* "ext/_codec.pyx":1559
+ *         raise CorruptSavepoint(f"{what} is damaged (checksum mismatch)")
+ *     cdef Decoder dec = _decoder(data, 8, externals, trust)
+ *     try:             # <<<<<<<<<<<<<<
+ *         value = dec.decode()
+ *         if dec.pos != dec.end:
+*/
+      }
+      __pyx_L10_error:;
+      __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+      __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
+      __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+      __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
+
+      /* "ext/_codec.pyx":1564
+ *             raise CorruptSavepoint("trailing bytes")
+ *         return value
+ *     except Exception as e:             # <<<<<<<<<<<<<<
+ *         raise CorruptSavepoint(f"{what} is damaged: {_damaged(e)}") from None
+ *     finally:
+*/
+      __pyx_t_12 = __Pyx_PyErr_ExceptionMatches(((PyObject *)(((PyTypeObject*)PyExc_Exception))));
+      if (__pyx_t_12) {
+        __Pyx_AddTraceback("engine._codec.unseal", __pyx_clineno, __pyx_lineno, __pyx_filename);
+        if (__Pyx_GetException(&__pyx_t_6, &__pyx_t_8, &__pyx_t_2) < 0) __PYX_ERR(0, 1564, __pyx_L12_except_error)
+        __Pyx_XGOTREF(__pyx_t_6);
+        __Pyx_XGOTREF(__pyx_t_8);
+        __Pyx_XGOTREF(__pyx_t_2);
+        __Pyx_INCREF(__pyx_t_8);
+        __pyx_v_e = __pyx_t_8;
+        /*try:*/ {
+
+          /* "ext/_codec.pyx":1565
+ *         return value
+ *     except Exception as e:
+ *         raise CorruptSavepoint(f"{what} is damaged: {_damaged(e)}") from None             # <<<<<<<<<<<<<<
+ *     finally:
+ *         _done_decoding(dec)
+*/
+          __pyx_t_7 = NULL;
+          __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1565, __pyx_L22_error)
+          __Pyx_GOTREF(__pyx_t_13);
+          __pyx_t_14 = __Pyx_PyObject_FormatSimple(__pyx_v_what, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1565, __pyx_L22_error)
+          __Pyx_GOTREF(__pyx_t_14);
+          __pyx_t_15 = __pyx_f_6engine_6_codec__damaged(__pyx_v_e); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1565, __pyx_L22_error)
+          __Pyx_GOTREF(__pyx_t_15);
+          __pyx_t_16 = __Pyx_PyObject_FormatSimple(__pyx_t_15, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 1565, __pyx_L22_error)
+          __Pyx_GOTREF(__pyx_t_16);
+          __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
+          __pyx_t_17[0] = __pyx_t_14;
+          __pyx_t_17[1] = __pyx_mstate_global->__pyx_kp_u_is_damaged_2;
+          __pyx_t_17[2] = __pyx_t_16;
+          __pyx_t_18 = 13;
+          #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
+          __pyx_t_18 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_17[0]) + __Pyx_PyUnicode_GET_LENGTH(__pyx_t_17[2]);
+          #endif
+          __pyx_t_12 = 0;
+          #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
+          __pyx_t_12 |= __Pyx_PyUnicode_KIND_04(__pyx_t_17[0]) | __Pyx_PyUnicode_KIND_04(__pyx_t_17[2]);
+          #endif
+          __pyx_t_15 = __Pyx_PyUnicode_Join(__pyx_t_17, 3, __pyx_t_18, __pyx_t_12);
+          if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1565, __pyx_L22_error)
+          __Pyx_GOTREF(__pyx_t_15);
+          __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
+          __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
+          __pyx_t_4 = 1;
+          #if CYTHON_UNPACK_METHODS
+          if (unlikely(PyMethod_Check(__pyx_t_13))) {
+            __pyx_t_7 = PyMethod_GET_SELF(__pyx_t_13);
+            assert(__pyx_t_7);
+            PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_13);
+            __Pyx_INCREF(__pyx_t_7);
+            __Pyx_INCREF(__pyx__function);
+            __Pyx_DECREF_SET(__pyx_t_13, __pyx__function);
+            __pyx_t_4 = 0;
+          }
+          #endif
+          {
+            PyObject *__pyx_callargs[2] = {__pyx_t_7, __pyx_t_15};
+            __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_13, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+            __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+            __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
+            __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
+            if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1565, __pyx_L22_error)
+            __Pyx_GOTREF(__pyx_t_3);
+          }
+          __Pyx_Raise(__pyx_t_3, 0, 0, Py_None);
+          __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+          __PYX_ERR(0, 1565, __pyx_L22_error)
+        }
+
+        /* "ext/_codec.pyx":1564
+ *             raise CorruptSavepoint("trailing bytes")
+ *         return value
+ *     except Exception as e:             # <<<<<<<<<<<<<<
+ *         raise CorruptSavepoint(f"{what} is damaged: {_damaged(e)}") from None
+ *     finally:
+*/
+        /*finally:*/ {
+          __pyx_L22_error:;
+          /*exception exit:*/{
+            __Pyx_PyThreadState_declare
+            __Pyx_PyThreadState_assign
+            __pyx_t_21 = 0; __pyx_t_22 = 0; __pyx_t_23 = 0; __pyx_t_24 = 0; __pyx_t_25 = 0; __pyx_t_26 = 0;
+            __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
+            __Pyx_XDECREF(__pyx_t_14); __pyx_t_14 = 0;
+            __Pyx_XDECREF(__pyx_t_15); __pyx_t_15 = 0;
+            __Pyx_XDECREF(__pyx_t_16); __pyx_t_16 = 0;
+            __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+            __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+             __Pyx_ExceptionSwap(&__pyx_t_24, &__pyx_t_25, &__pyx_t_26);
+            if ( unlikely(__Pyx_GetException(&__pyx_t_21, &__pyx_t_22, &__pyx_t_23) < 0)) __Pyx_ErrFetch(&__pyx_t_21, &__pyx_t_22, &__pyx_t_23);
+            __Pyx_XGOTREF(__pyx_t_21);
+            __Pyx_XGOTREF(__pyx_t_22);
+            __Pyx_XGOTREF(__pyx_t_23);
+            __Pyx_XGOTREF(__pyx_t_24);
+            __Pyx_XGOTREF(__pyx_t_25);
+            __Pyx_XGOTREF(__pyx_t_26);
+            __pyx_t_12 = __pyx_lineno; __pyx_t_19 = __pyx_clineno; __pyx_t_20 = __pyx_filename;
+            {
+              __Pyx_DECREF(__pyx_v_e); __pyx_v_e = 0;
+            }
+            __Pyx_XGIVEREF(__pyx_t_24);
+            __Pyx_XGIVEREF(__pyx_t_25);
+            __Pyx_XGIVEREF(__pyx_t_26);
+            __Pyx_ExceptionReset(__pyx_t_24, __pyx_t_25, __pyx_t_26);
+            __Pyx_XGIVEREF(__pyx_t_21);
+            __Pyx_XGIVEREF(__pyx_t_22);
+            __Pyx_XGIVEREF(__pyx_t_23);
+            __Pyx_ErrRestore(__pyx_t_21, __pyx_t_22, __pyx_t_23);
+            __pyx_t_21 = 0; __pyx_t_22 = 0; __pyx_t_23 = 0; __pyx_t_24 = 0; __pyx_t_25 = 0; __pyx_t_26 = 0;
+            __pyx_lineno = __pyx_t_12; __pyx_clineno = __pyx_t_19; __pyx_filename = __pyx_t_20;
+            goto __pyx_L12_except_error;
+          }
+        }
+      }
+      goto __pyx_L12_except_error;
+
+      /* "ext/_codec.pyx":1559
+ *         raise CorruptSavepoint(f"{what} is damaged (checksum mismatch)")
+ *     cdef Decoder dec = _decoder(data, 8, externals, trust)
+ *     try:             # <<<<<<<<<<<<<<
+ *         value = dec.decode()
+ *         if dec.pos != dec.end:
+*/
+      __pyx_L12_except_error:;
+      __Pyx_XGIVEREF(__pyx_t_9);
+      __Pyx_XGIVEREF(__pyx_t_10);
+      __Pyx_XGIVEREF(__pyx_t_11);
+      __Pyx_ExceptionReset(__pyx_t_9, __pyx_t_10, __pyx_t_11);
+      goto __pyx_L8_error;
+      __pyx_L14_try_return:;
+      __Pyx_XGIVEREF(__pyx_t_9);
+      __Pyx_XGIVEREF(__pyx_t_10);
+      __Pyx_XGIVEREF(__pyx_t_11);
+      __Pyx_ExceptionReset(__pyx_t_9, __pyx_t_10, __pyx_t_11);
+      goto __pyx_L7_return;
+    }
+  }
+
+  /* "ext/_codec.pyx":1567
+ *         raise CorruptSavepoint(f"{what} is damaged: {_damaged(e)}") from None
+ *     finally:
+ *         _done_decoding(dec)             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  /*finally:*/ {
+    __pyx_L8_error:;
+    /*exception exit:*/{
+      __Pyx_PyThreadState_declare
+      __Pyx_PyThreadState_assign
+      __pyx_t_11 = 0; __pyx_t_10 = 0; __pyx_t_9 = 0; __pyx_t_26 = 0; __pyx_t_25 = 0; __pyx_t_24 = 0;
+      __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
+      __Pyx_XDECREF(__pyx_t_14); __pyx_t_14 = 0;
+      __Pyx_XDECREF(__pyx_t_15); __pyx_t_15 = 0;
+      __Pyx_XDECREF(__pyx_t_16); __pyx_t_16 = 0;
+      __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+      __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
+      __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+      __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
+       __Pyx_ExceptionSwap(&__pyx_t_26, &__pyx_t_25, &__pyx_t_24);
+      if ( unlikely(__Pyx_GetException(&__pyx_t_11, &__pyx_t_10, &__pyx_t_9) < 0)) __Pyx_ErrFetch(&__pyx_t_11, &__pyx_t_10, &__pyx_t_9);
+      __Pyx_XGOTREF(__pyx_t_11);
+      __Pyx_XGOTREF(__pyx_t_10);
+      __Pyx_XGOTREF(__pyx_t_9);
+      __Pyx_XGOTREF(__pyx_t_26);
+      __Pyx_XGOTREF(__pyx_t_25);
+      __Pyx_XGOTREF(__pyx_t_24);
+      __pyx_t_19 = __pyx_lineno; __pyx_t_12 = __pyx_clineno; __pyx_t_20 = __pyx_filename;
+      {
+        __pyx_t_2 = __pyx_f_6engine_6_codec__done_decoding(__pyx_v_dec); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1567, __pyx_L29_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      }
+      __Pyx_XGIVEREF(__pyx_t_26);
+      __Pyx_XGIVEREF(__pyx_t_25);
+      __Pyx_XGIVEREF(__pyx_t_24);
+      __Pyx_ExceptionReset(__pyx_t_26, __pyx_t_25, __pyx_t_24);
+      __Pyx_XGIVEREF(__pyx_t_11);
+      __Pyx_XGIVEREF(__pyx_t_10);
+      __Pyx_XGIVEREF(__pyx_t_9);
+      __Pyx_ErrRestore(__pyx_t_11, __pyx_t_10, __pyx_t_9);
+      __pyx_t_11 = 0; __pyx_t_10 = 0; __pyx_t_9 = 0; __pyx_t_26 = 0; __pyx_t_25 = 0; __pyx_t_24 = 0;
+      __pyx_lineno = __pyx_t_19; __pyx_clineno = __pyx_t_12; __pyx_filename = __pyx_t_20;
+      goto __pyx_L1_error;
+      __pyx_L29_error:;
+      __Pyx_XGIVEREF(__pyx_t_26);
+      __Pyx_XGIVEREF(__pyx_t_25);
+      __Pyx_XGIVEREF(__pyx_t_24);
+      __Pyx_ExceptionReset(__pyx_t_26, __pyx_t_25, __pyx_t_24);
+      __Pyx_XDECREF(__pyx_t_11); __pyx_t_11 = 0;
+      __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
+      __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
+      __pyx_t_26 = 0; __pyx_t_25 = 0; __pyx_t_24 = 0;
+      goto __pyx_L1_error;
+    }
+    __pyx_L7_return: {
+      __pyx_t_24 = __pyx_r;
+      __pyx_r = 0;
+      __pyx_t_2 = __pyx_f_6engine_6_codec__done_decoding(__pyx_v_dec); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1567, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_r = __pyx_t_24;
+      __pyx_t_24 = 0;
+      goto __pyx_L0;
+    }
+  }
+
+  /* "ext/_codec.pyx":1550
+ * 
+ * 
+ * def unseal(data, what="record", *, externals=None, Trust trust=None):             # <<<<<<<<<<<<<<
+ *     """The value of a sealed record; CorruptSavepoint naming ``what`` if it is damaged."""
+ *     if type(data) is not bytes:
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_6);
+  __Pyx_XDECREF(__pyx_t_7);
+  __Pyx_XDECREF(__pyx_t_8);
+  __Pyx_XDECREF(__pyx_t_13);
+  __Pyx_XDECREF(__pyx_t_14);
+  __Pyx_XDECREF(__pyx_t_15);
+  __Pyx_XDECREF(__pyx_t_16);
+  __Pyx_AddTraceback("engine._codec.unseal", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+
+  __Pyx_XDECREF((PyObject *)__pyx_v_dec);
+  __Pyx_XDECREF(__pyx_v_value);
+  __Pyx_XDECREF(__pyx_v_e);
+  __Pyx_XDECREF(__pyx_v_data);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "ext/_codec.pyx":1570
+ * 
+ * 
+ * def checksum(data):             # <<<<<<<<<<<<<<
+ *     """The record checksum (XXH64, seed 0) of ``data``."""
+ *     data = bytes(data)
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_6engine_6_codec_27checksum(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_6engine_6_codec_26checksum, "The record checksum (XXH64, seed 0) of ``data``.");
+static PyMethodDef __pyx_mdef_6engine_6_codec_27checksum = {"checksum", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_27checksum, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_26checksum};
+static PyObject *__pyx_pw_6engine_6_codec_27checksum(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -33911,32 +35979,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_data,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1497, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1570, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1497, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1570, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "checksum", 0) < (0)) __PYX_ERR(0, 1497, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "checksum", 0) < (0)) __PYX_ERR(0, 1570, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("checksum", 1, 1, 1, i); __PYX_ERR(0, 1497, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("checksum", 1, 1, 1, i); __PYX_ERR(0, 1570, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1497, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1570, __pyx_L3_error)
     }
     __pyx_v_data = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("checksum", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 1497, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("checksum", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 1570, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -33947,7 +36015,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_6_codec_18checksum(__pyx_self, __pyx_v_data);
+  __pyx_r = __pyx_pf_6engine_6_codec_26checksum(__pyx_self, __pyx_v_data);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -33957,7 +36025,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_6_codec_18checksum(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_data) {
+static PyObject *__pyx_pf_6engine_6_codec_26checksum(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_data) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -33970,7 +36038,7 @@ static PyObject *__pyx_pf_6engine_6_codec_18checksum(CYTHON_UNUSED PyObject *__p
   __Pyx_RefNannySetupContext("checksum", 0);
   __Pyx_INCREF(__pyx_v_data);
 
-  /* "ext/_codec.pyx":1499
+  /* "ext/_codec.pyx":1572
  * def checksum(data):
  *     """The record checksum (XXH64, seed 0) of ``data``."""
  *     data = bytes(data)             # <<<<<<<<<<<<<<
@@ -33983,21 +36051,21 @@ static PyObject *__pyx_pf_6engine_6_codec_18checksum(CYTHON_UNUSED PyObject *__p
     PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_v_data};
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_3, (2-__pyx_t_3) | (__pyx_t_3*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1499, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1572, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_DECREF_SET(__pyx_v_data, __pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "ext/_codec.pyx":1500
+  /* "ext/_codec.pyx":1573
  *     """The record checksum (XXH64, seed 0) of ``data``."""
  *     data = bytes(data)
  *     return cd_checksum(<const unsigned char *>PyBytes_AS_STRING(data), len(data))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_4 = PyObject_Length(__pyx_v_data); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1500, __pyx_L1_error)
-  __pyx_t_1 = __Pyx_PyLong_From_uint64_t(cd_checksum(((unsigned char const *)PyBytes_AS_STRING(__pyx_v_data)), __pyx_t_4)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1500, __pyx_L1_error)
+  __pyx_t_4 = PyObject_Length(__pyx_v_data); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1573, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From_uint64_t(cd_checksum(((unsigned char const *)PyBytes_AS_STRING(__pyx_v_data)), __pyx_t_4)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1573, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
 
   {
@@ -34011,7 +36079,7 @@ static PyObject *__pyx_pf_6engine_6_codec_18checksum(CYTHON_UNUSED PyObject *__p
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "ext/_codec.pyx":1497
+  /* "ext/_codec.pyx":1570
  * 
  * 
  * def checksum(data):             # <<<<<<<<<<<<<<
@@ -34032,7 +36100,7 @@ static PyObject *__pyx_pf_6engine_6_codec_18checksum(CYTHON_UNUSED PyObject *__p
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1503
+/* "ext/_codec.pyx":1576
  * 
  * 
  * cdef str _slot_name(code, Py_ssize_t i):             # <<<<<<<<<<<<<<
@@ -34052,7 +36120,7 @@ static PyObject *__pyx_f_6engine_6_codec__slot_name(PyObject *__pyx_v_code, Py_s
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_slot_name", 0);
 
-  /* "ext/_codec.pyx":1504
+  /* "ext/_codec.pyx":1577
  * 
  * cdef str _slot_name(code, Py_ssize_t i):
  *     return code._varname_from_oparg(i)             # <<<<<<<<<<<<<<
@@ -34061,7 +36129,7 @@ static PyObject *__pyx_f_6engine_6_codec__slot_name(PyObject *__pyx_v_code, Py_s
 */
   __pyx_t_2 = __pyx_v_code;
   __Pyx_INCREF(__pyx_t_2);
-  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_i); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1504, __pyx_L1_error)
+  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_i); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1577, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_4 = 0;
   {
@@ -34069,10 +36137,10 @@ static PyObject *__pyx_f_6engine_6_codec__slot_name(PyObject *__pyx_v_code, Py_s
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_varname_from_oparg, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1504, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1577, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(0, 1504, __pyx_L1_error)
+  if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(0, 1577, __pyx_L1_error)
   {
     PyObject *__pyx_temp;
     {
@@ -34084,7 +36152,7 @@ static PyObject *__pyx_f_6engine_6_codec__slot_name(PyObject *__pyx_v_code, Py_s
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "ext/_codec.pyx":1503
+  /* "ext/_codec.pyx":1576
  * 
  * 
  * cdef str _slot_name(code, Py_ssize_t i):             # <<<<<<<<<<<<<<
@@ -34105,7 +36173,7 @@ static PyObject *__pyx_f_6engine_6_codec__slot_name(PyObject *__pyx_v_code, Py_s
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1507
+/* "ext/_codec.pyx":1580
  * 
  * 
  * def _where(frame):             # <<<<<<<<<<<<<<
@@ -34114,15 +36182,15 @@ static PyObject *__pyx_f_6engine_6_codec__slot_name(PyObject *__pyx_v_code, Py_s
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_6_codec_21_where(PyObject *__pyx_self, 
+static PyObject *__pyx_pw_6engine_6_codec_29_where(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_6_codec_21_where = {"_where", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_21_where, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_6_codec_21_where(PyObject *__pyx_self, 
+static PyMethodDef __pyx_mdef_6engine_6_codec_29_where = {"_where", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_29_where, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_6_codec_29_where(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -34152,32 +36220,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_frame,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1507, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1580, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1507, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1580, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_where", 0) < (0)) __PYX_ERR(0, 1507, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_where", 0) < (0)) __PYX_ERR(0, 1580, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_where", 1, 1, 1, i); __PYX_ERR(0, 1507, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_where", 1, 1, 1, i); __PYX_ERR(0, 1580, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1507, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1580, __pyx_L3_error)
     }
     __pyx_v_frame = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_where", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 1507, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("_where", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 1580, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -34188,7 +36256,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_6_codec_20_where(__pyx_self, __pyx_v_frame);
+  __pyx_r = __pyx_pf_6engine_6_codec_28_where(__pyx_self, __pyx_v_frame);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -34198,7 +36266,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_6_codec_20_where(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_frame) {
+static PyObject *__pyx_pf_6engine_6_codec_28_where(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_frame) {
   PyObject *__pyx_v_code = NULL;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -34214,38 +36282,38 @@ static PyObject *__pyx_pf_6engine_6_codec_20_where(CYTHON_UNUSED PyObject *__pyx
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_where", 0);
 
-  /* "ext/_codec.pyx":1508
+  /* "ext/_codec.pyx":1581
  * 
  * def _where(frame):
  *     code = frame.code             # <<<<<<<<<<<<<<
  *     return f"{code.co_qualname} ({code.co_filename}:{frame.line})"
  * 
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_frame, __pyx_mstate_global->__pyx_n_u_code); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1508, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_frame, __pyx_mstate_global->__pyx_n_u_code); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1581, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_code = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "ext/_codec.pyx":1509
+  /* "ext/_codec.pyx":1582
  * def _where(frame):
  *     code = frame.code
  *     return f"{code.co_qualname} ({code.co_filename}:{frame.line})"             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_qualname); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1509, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_qualname); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1509, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_filename); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1509, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_filename); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_3 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1509, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_frame, __pyx_mstate_global->__pyx_n_u_line); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1509, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_frame, __pyx_mstate_global->__pyx_n_u_line); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_4 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1509, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_t_5[0] = __pyx_t_2;
@@ -34263,7 +36331,7 @@ static PyObject *__pyx_pf_6engine_6_codec_20_where(CYTHON_UNUSED PyObject *__pyx
   __pyx_t_7 |= __Pyx_PyUnicode_KIND_04(__pyx_t_5[0]) | __Pyx_PyUnicode_KIND_04(__pyx_t_5[2]) | __Pyx_PyUnicode_KIND_04(__pyx_t_5[4]);
   #endif
   __pyx_t_1 = __Pyx_PyUnicode_Join(__pyx_t_5, 6, __pyx_t_6, __pyx_t_7);
-  if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1509, __pyx_L1_error)
+  if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
@@ -34279,7 +36347,7 @@ static PyObject *__pyx_pf_6engine_6_codec_20_where(CYTHON_UNUSED PyObject *__pyx
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "ext/_codec.pyx":1507
+  /* "ext/_codec.pyx":1580
  * 
  * 
  * def _where(frame):             # <<<<<<<<<<<<<<
@@ -34302,7 +36370,7 @@ static PyObject *__pyx_pf_6engine_6_codec_20_where(CYTHON_UNUSED PyObject *__pyx
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1512
+/* "ext/_codec.pyx":1585
  * 
  * 
  * cdef str _module_of(Frame frame):             # <<<<<<<<<<<<<<
@@ -34333,7 +36401,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_module_of", 0);
 
-  /* "ext/_codec.pyx":1515
+  /* "ext/_codec.pyx":1588
  *     """The name of the module whose globals the frame runs in."""
  *     # PyFunction_GET_*: no audited __globals__ read, no attribute lookup
  *     globals_ = <object>PyFunction_GET_GLOBALS(frame.func)             # <<<<<<<<<<<<<<
@@ -34351,7 +36419,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
   __pyx_v_globals_ = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "ext/_codec.pyx":1516
+  /* "ext/_codec.pyx":1589
  *     # PyFunction_GET_*: no audited __globals__ read, no attribute lookup
  *     globals_ = <object>PyFunction_GET_GLOBALS(frame.func)
  *     module = <object>PyFunction_GET_MODULE(frame.func)             # <<<<<<<<<<<<<<
@@ -34369,7 +36437,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
   __pyx_v_module = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "ext/_codec.pyx":1517
+  /* "ext/_codec.pyx":1590
  *     globals_ = <object>PyFunction_GET_GLOBALS(frame.func)
  *     module = <object>PyFunction_GET_MODULE(frame.func)
  *     owner = _sys_modules.get(module) if type(module) is str else None             # <<<<<<<<<<<<<<
@@ -34380,9 +36448,9 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
   if (__pyx_t_3) {
     if (unlikely(__pyx_v_6engine_6_codec__sys_modules == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-      __PYX_ERR(0, 1517, __pyx_L1_error)
+      __PYX_ERR(0, 1590, __pyx_L1_error)
     }
-    __pyx_t_4 = __Pyx_PyDict_GetItemDefault(__pyx_v_6engine_6_codec__sys_modules, __pyx_v_module, Py_None); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1517, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyDict_GetItemDefault(__pyx_v_6engine_6_codec__sys_modules, __pyx_v_module, Py_None); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1590, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_1 = __pyx_t_4;
     __pyx_t_4 = 0;
@@ -34394,7 +36462,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
   __pyx_v_owner = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "ext/_codec.pyx":1518
+  /* "ext/_codec.pyx":1591
  *     module = <object>PyFunction_GET_MODULE(frame.func)
  *     owner = _sys_modules.get(module) if type(module) is str else None
  *     if owner is None or <object>PyModule_GetDict(owner) is not globals_:             # <<<<<<<<<<<<<<
@@ -34421,7 +36489,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
   if (__pyx_t_3) {
 
 
-    /* "ext/_codec.pyx":1519
+    /* "ext/_codec.pyx":1592
  *     owner = _sys_modules.get(module) if type(module) is str else None
  *     if owner is None or <object>PyModule_GetDict(owner) is not globals_:
  *         module = globals_.get("__name__")             # <<<<<<<<<<<<<<
@@ -34435,13 +36503,13 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_n_u_name};
       __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1519, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1592, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_DECREF_SET(__pyx_v_module, __pyx_t_1);
     __pyx_t_1 = 0;
 
-    /* "ext/_codec.pyx":1520
+    /* "ext/_codec.pyx":1593
  *     if owner is None or <object>PyModule_GetDict(owner) is not globals_:
  *         module = globals_.get("__name__")
  *         owner = _sys_modules.get(module) if type(module) is str else None             # <<<<<<<<<<<<<<
@@ -34452,9 +36520,9 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
     if (__pyx_t_3) {
       if (unlikely(__pyx_v_6engine_6_codec__sys_modules == Py_None)) {
         PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-        __PYX_ERR(0, 1520, __pyx_L1_error)
+        __PYX_ERR(0, 1593, __pyx_L1_error)
       }
-      __pyx_t_4 = __Pyx_PyDict_GetItemDefault(__pyx_v_6engine_6_codec__sys_modules, __pyx_v_module, Py_None); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1520, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_PyDict_GetItemDefault(__pyx_v_6engine_6_codec__sys_modules, __pyx_v_module, Py_None); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1593, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       __pyx_t_1 = __pyx_t_4;
       __pyx_t_4 = 0;
@@ -34466,7 +36534,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
     __Pyx_DECREF_SET(__pyx_v_owner, __pyx_t_1);
     __pyx_t_1 = 0;
 
-    /* "ext/_codec.pyx":1521
+    /* "ext/_codec.pyx":1594
  *         module = globals_.get("__name__")
  *         owner = _sys_modules.get(module) if type(module) is str else None
  *         if owner is None or <object>PyModule_GetDict(owner) is not globals_:             # <<<<<<<<<<<<<<
@@ -34493,7 +36561,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "ext/_codec.pyx":1522
+      /* "ext/_codec.pyx":1595
  *         owner = _sys_modules.get(module) if type(module) is str else None
  *         if owner is None or <object>PyModule_GetDict(owner) is not globals_:
  *             raise SavepointError(f"cannot take a savepoint in {_where(frame)}: its globals "             # <<<<<<<<<<<<<<
@@ -34501,14 +36569,14 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
  *     return module
 */
       __pyx_t_4 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1522, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1595, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
-      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_where); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1522, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_where); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1595, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_9 = __Pyx_PyObject_CallOneArg(__pyx_t_8, ((PyObject *)__pyx_v_frame)); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 1522, __pyx_L1_error)
+      __pyx_t_9 = __Pyx_PyObject_CallOneArg(__pyx_t_8, ((PyObject *)__pyx_v_frame)); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 1595, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      __pyx_t_8 = __Pyx_PyObject_FormatSimple(__pyx_t_9, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1522, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyObject_FormatSimple(__pyx_t_9, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1595, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
       __pyx_t_10[0] = __pyx_mstate_global->__pyx_kp_u_cannot_take_a_savepoint_in;
@@ -34523,7 +36591,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
       __pyx_t_12 |= __Pyx_PyUnicode_KIND_04(__pyx_t_10[1]);
       #endif
       __pyx_t_9 = __Pyx_PyUnicode_Join(__pyx_t_10, 3, __pyx_t_11, __pyx_t_12);
-      if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 1522, __pyx_L1_error)
+      if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 1595, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __pyx_t_6 = 1;
@@ -34544,14 +36612,14 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
         __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
         __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
         __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1522, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1595, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 1522, __pyx_L1_error)
+      __PYX_ERR(0, 1595, __pyx_L1_error)
 
-      /* "ext/_codec.pyx":1521
+      /* "ext/_codec.pyx":1594
  *         module = globals_.get("__name__")
  *         owner = _sys_modules.get(module) if type(module) is str else None
  *         if owner is None or <object>PyModule_GetDict(owner) is not globals_:             # <<<<<<<<<<<<<<
@@ -34560,7 +36628,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
 */
     }
 
-    /* "ext/_codec.pyx":1518
+    /* "ext/_codec.pyx":1591
  *     module = <object>PyFunction_GET_MODULE(frame.func)
  *     owner = _sys_modules.get(module) if type(module) is str else None
  *     if owner is None or <object>PyModule_GetDict(owner) is not globals_:             # <<<<<<<<<<<<<<
@@ -34569,7 +36637,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
 */
   }
 
-  /* "ext/_codec.pyx":1524
+  /* "ext/_codec.pyx":1597
  *             raise SavepointError(f"cannot take a savepoint in {_where(frame)}: its globals "
  *                                  f"are not a module's; define flows in modules")
  *     return module             # <<<<<<<<<<<<<<
@@ -34578,7 +36646,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
 */
   __pyx_t_1 = __pyx_v_module;
   __Pyx_INCREF(__pyx_t_1);
-  if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(0, 1524, __pyx_L1_error)
+  if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(0, 1597, __pyx_L1_error)
   {
     PyObject *__pyx_temp;
     {
@@ -34590,7 +36658,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "ext/_codec.pyx":1512
+  /* "ext/_codec.pyx":1585
  * 
  * 
  * cdef str _module_of(Frame frame):             # <<<<<<<<<<<<<<
@@ -34616,7 +36684,7 @@ static PyObject *__pyx_f_6engine_6_codec__module_of(struct __pyx_obj_6engine_7_f
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1527
+/* "ext/_codec.pyx":1600
  * 
  * 
  * cdef _encode_frames(Encoder enc, frames):             # <<<<<<<<<<<<<<
@@ -34674,7 +36742,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
   __Pyx_RefNannySetupContext("_encode_frames", 0);
   __Pyx_INCREF(__pyx_v_frames);
 
-  /* "ext/_codec.pyx":1530
+  /* "ext/_codec.pyx":1603
  *     cdef Py_ssize_t i
  *     cdef Frame frame
  *     if type(frames) is not tuple:             # <<<<<<<<<<<<<<
@@ -34685,19 +36753,19 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
   if (__pyx_t_1) {
 
 
-    /* "ext/_codec.pyx":1531
+    /* "ext/_codec.pyx":1604
  *     cdef Frame frame
  *     if type(frames) is not tuple:
  *         frames = tuple(frames)             # <<<<<<<<<<<<<<
  *     for item in <tuple>frames:
  *         if not isinstance(item, Frame):
 */
-    __pyx_t_2 = __Pyx_PySequence_Tuple(__pyx_v_frames); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1531, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PySequence_Tuple(__pyx_v_frames); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1604, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF_SET(__pyx_v_frames, __pyx_t_2);
     __pyx_t_2 = 0;
 
-    /* "ext/_codec.pyx":1530
+    /* "ext/_codec.pyx":1603
  *     cdef Py_ssize_t i
  *     cdef Frame frame
  *     if type(frames) is not tuple:             # <<<<<<<<<<<<<<
@@ -34706,7 +36774,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
   }
 
-  /* "ext/_codec.pyx":1532
+  /* "ext/_codec.pyx":1605
  *     if type(frames) is not tuple:
  *         frames = tuple(frames)
  *     for item in <tuple>frames:             # <<<<<<<<<<<<<<
@@ -34715,7 +36783,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
   if (unlikely(__pyx_v_frames == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(0, 1532, __pyx_L1_error)
+    __PYX_ERR(0, 1605, __pyx_L1_error)
   }
   __pyx_t_2 = ((PyObject*)__pyx_v_frames); __Pyx_INCREF(__pyx_t_2);
   __pyx_t_3 = 0;
@@ -34723,7 +36791,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
     {
       Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_2);
       #if !CYTHON_ASSUME_SAFE_SIZE
-      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1532, __pyx_L1_error)
+      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1605, __pyx_L1_error)
       #endif
       if (__pyx_t_3 >= __pyx_temp) break;
     }
@@ -34733,12 +36801,12 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
     __pyx_t_4 = __Pyx_PySequence_ITEM(__pyx_t_2, __pyx_t_3);
     #endif
     ++__pyx_t_3;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1532, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1605, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_XDECREF_SET(__pyx_v_item, __pyx_t_4);
     __pyx_t_4 = 0;
 
-    /* "ext/_codec.pyx":1533
+    /* "ext/_codec.pyx":1606
  *         frames = tuple(frames)
  *     for item in <tuple>frames:
  *         if not isinstance(item, Frame):             # <<<<<<<<<<<<<<
@@ -34752,7 +36820,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
     if (unlikely(__pyx_t_5)) {
 
 
-      /* "ext/_codec.pyx":1534
+      /* "ext/_codec.pyx":1607
  *     for item in <tuple>frames:
  *         if not isinstance(item, Frame):
  *             raise TypeError(f"encode_snapshot() takes Frame objects, not "             # <<<<<<<<<<<<<<
@@ -34761,27 +36829,27 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
       __pyx_t_6 = NULL;
 
-      /* "ext/_codec.pyx":1535
+      /* "ext/_codec.pyx":1608
  *         if not isinstance(item, Frame):
  *             raise TypeError(f"encode_snapshot() takes Frame objects, not "
  *                             f"{type(item).__name__}")             # <<<<<<<<<<<<<<
  *     enc.skip_index()              # the list of frames
  *     cd_array_header(&enc.buf, len(frames))
 */
-      __pyx_t_7 = __Pyx_PyObject_GetAttrStr(((PyObject *)Py_TYPE(__pyx_v_item)), __pyx_mstate_global->__pyx_n_u_name); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1535, __pyx_L1_error)
+      __pyx_t_7 = __Pyx_PyObject_GetAttrStr(((PyObject *)Py_TYPE(__pyx_v_item)), __pyx_mstate_global->__pyx_n_u_name); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1608, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
-      __pyx_t_8 = __Pyx_PyObject_FormatSimple(__pyx_t_7, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1535, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyObject_FormatSimple(__pyx_t_7, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1608, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
 
-      /* "ext/_codec.pyx":1534
+      /* "ext/_codec.pyx":1607
  *     for item in <tuple>frames:
  *         if not isinstance(item, Frame):
  *             raise TypeError(f"encode_snapshot() takes Frame objects, not "             # <<<<<<<<<<<<<<
  *                             f"{type(item).__name__}")
  *     enc.skip_index()              # the list of frames
 */
-      __pyx_t_7 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_encode_snapshot_takes_Frame_obje, __pyx_t_8); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1534, __pyx_L1_error)
+      __pyx_t_7 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_encode_snapshot_takes_Frame_obje, __pyx_t_8); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1607, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __pyx_t_9 = 1;
@@ -34790,14 +36858,14 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
         __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_TypeError)), __pyx_callargs+__pyx_t_9, (2-__pyx_t_9) | (__pyx_t_9*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
         __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1534, __pyx_L1_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1607, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
       }
       __Pyx_Raise(__pyx_t_4, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      __PYX_ERR(0, 1534, __pyx_L1_error)
+      __PYX_ERR(0, 1607, __pyx_L1_error)
 
-      /* "ext/_codec.pyx":1533
+      /* "ext/_codec.pyx":1606
  *         frames = tuple(frames)
  *     for item in <tuple>frames:
  *         if not isinstance(item, Frame):             # <<<<<<<<<<<<<<
@@ -34806,7 +36874,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
     }
 
-    /* "ext/_codec.pyx":1532
+    /* "ext/_codec.pyx":1605
  *     if type(frames) is not tuple:
  *         frames = tuple(frames)
  *     for item in <tuple>frames:             # <<<<<<<<<<<<<<
@@ -34816,29 +36884,29 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "ext/_codec.pyx":1536
+  /* "ext/_codec.pyx":1609
  *             raise TypeError(f"encode_snapshot() takes Frame objects, not "
  *                             f"{type(item).__name__}")
  *     enc.skip_index()              # the list of frames             # <<<<<<<<<<<<<<
  *     cd_array_header(&enc.buf, len(frames))
  *     for frame in frames:
 */
-  __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_skip_index(__pyx_v_enc); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1536, __pyx_L1_error)
+  __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_skip_index(__pyx_v_enc); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1609, __pyx_L1_error)
 
 
-  /* "ext/_codec.pyx":1537
+  /* "ext/_codec.pyx":1610
  *                             f"{type(item).__name__}")
  *     enc.skip_index()              # the list of frames
  *     cd_array_header(&enc.buf, len(frames))             # <<<<<<<<<<<<<<
  *     for frame in frames:
  *         code = frame.code
 */
-  __pyx_t_3 = PyObject_Length(__pyx_v_frames); if (unlikely(__pyx_t_3 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1537, __pyx_L1_error)
-  __pyx_t_10 = cd_array_header((&__pyx_v_enc->buf), __pyx_t_3); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1537, __pyx_L1_error)
+  __pyx_t_3 = PyObject_Length(__pyx_v_frames); if (unlikely(__pyx_t_3 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1610, __pyx_L1_error)
+  __pyx_t_10 = cd_array_header((&__pyx_v_enc->buf), __pyx_t_3); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1610, __pyx_L1_error)
 
 
 
-  /* "ext/_codec.pyx":1538
+  /* "ext/_codec.pyx":1611
  *     enc.skip_index()              # the list of frames
  *     cd_array_header(&enc.buf, len(frames))
  *     for frame in frames:             # <<<<<<<<<<<<<<
@@ -34850,9 +36918,9 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
     __pyx_t_3 = 0;
     __pyx_t_11 = NULL;
   } else {
-    __pyx_t_3 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_frames); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1538, __pyx_L1_error)
+    __pyx_t_3 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_frames); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1611, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_11 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 1538, __pyx_L1_error)
+    __pyx_t_11 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 1611, __pyx_L1_error)
   }
   for (;;) {
     if (likely(!__pyx_t_11)) {
@@ -34860,7 +36928,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
         {
           Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_2);
           #if !CYTHON_ASSUME_SAFE_SIZE
-          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1538, __pyx_L1_error)
+          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1611, __pyx_L1_error)
           #endif
           if (__pyx_t_3 >= __pyx_temp) break;
         }
@@ -34870,7 +36938,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
         {
           Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_2);
           #if !CYTHON_ASSUME_SAFE_SIZE
-          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1538, __pyx_L1_error)
+          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1611, __pyx_L1_error)
           #endif
           if (__pyx_t_3 >= __pyx_temp) break;
         }
@@ -34881,24 +36949,24 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
         #endif
         ++__pyx_t_3;
       }
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1538, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1611, __pyx_L1_error)
     } else {
       __pyx_t_4 = __pyx_t_11(__pyx_t_2);
       if (unlikely(!__pyx_t_4)) {
         PyObject* exc_type = PyErr_Occurred();
         if (exc_type) {
-          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 1538, __pyx_L1_error)
+          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 1611, __pyx_L1_error)
           PyErr_Clear();
         }
         break;
       }
     }
     __Pyx_GOTREF(__pyx_t_4);
-    if (!(likely(((__pyx_t_4) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_6engine_7_frames_Frame))))) __PYX_ERR(0, 1538, __pyx_L1_error)
+    if (!(likely(((__pyx_t_4) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_6engine_7_frames_Frame))))) __PYX_ERR(0, 1611, __pyx_L1_error)
     __Pyx_XDECREF_SET(__pyx_v_frame, ((struct __pyx_obj_6engine_7_frames_Frame *)__pyx_t_4));
     __pyx_t_4 = 0;
 
-    /* "ext/_codec.pyx":1539
+    /* "ext/_codec.pyx":1612
  *     cd_array_header(&enc.buf, len(frames))
  *     for frame in frames:
  *         code = frame.code             # <<<<<<<<<<<<<<
@@ -34910,87 +36978,87 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
     __Pyx_XDECREF_SET(__pyx_v_code, __pyx_t_4);
     __pyx_t_4 = 0;
 
-    /* "ext/_codec.pyx":1540
+    /* "ext/_codec.pyx":1613
  *     for frame in frames:
  *         code = frame.code
  *         module = _module_of(frame)             # <<<<<<<<<<<<<<
  *         enc.skip_index()          # the frame's list
  *         cd_array_header(&enc.buf, 6)
 */
-    __pyx_t_4 = __pyx_f_6engine_6_codec__module_of(__pyx_v_frame); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1540, __pyx_L1_error)
+    __pyx_t_4 = __pyx_f_6engine_6_codec__module_of(__pyx_v_frame); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1613, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_XDECREF_SET(__pyx_v_module, ((PyObject*)__pyx_t_4));
     __pyx_t_4 = 0;
 
-    /* "ext/_codec.pyx":1541
+    /* "ext/_codec.pyx":1614
  *         code = frame.code
  *         module = _module_of(frame)
  *         enc.skip_index()          # the frame's list             # <<<<<<<<<<<<<<
  *         cd_array_header(&enc.buf, 6)
  *         enc.encode(enc.code_ref(code, module))
 */
-    __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_skip_index(__pyx_v_enc); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1541, __pyx_L1_error)
+    __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_skip_index(__pyx_v_enc); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1614, __pyx_L1_error)
 
 
-    /* "ext/_codec.pyx":1542
+    /* "ext/_codec.pyx":1615
  *         module = _module_of(frame)
  *         enc.skip_index()          # the frame's list
  *         cd_array_header(&enc.buf, 6)             # <<<<<<<<<<<<<<
  *         enc.encode(enc.code_ref(code, module))
  *         enc.encode(module)
 */
-    __pyx_t_10 = cd_array_header((&__pyx_v_enc->buf), 6); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1542, __pyx_L1_error)
+    __pyx_t_10 = cd_array_header((&__pyx_v_enc->buf), 6); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1615, __pyx_L1_error)
 
 
-    /* "ext/_codec.pyx":1543
+    /* "ext/_codec.pyx":1616
  *         enc.skip_index()          # the frame's list
  *         cd_array_header(&enc.buf, 6)
  *         enc.encode(enc.code_ref(code, module))             # <<<<<<<<<<<<<<
  *         enc.encode(module)
  *         enc.encode(frame.offset)
 */
-    __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_6_codec_Encoder *)__pyx_v_enc->__pyx_vtab)->code_ref(__pyx_v_enc, __pyx_v_code, __pyx_v_module); if (unlikely(__pyx_t_12 == ((int32_t)-1))) __PYX_ERR(0, 1543, __pyx_L1_error)
-    __pyx_t_4 = __Pyx_PyLong_From_int32_t(__pyx_t_12); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1543, __pyx_L1_error)
+    __pyx_t_12 = ((struct __pyx_vtabstruct_6engine_6_codec_Encoder *)__pyx_v_enc->__pyx_vtab)->code_ref(__pyx_v_enc, __pyx_v_code, __pyx_v_module); if (unlikely(__pyx_t_12 == ((int32_t)-1))) __PYX_ERR(0, 1616, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_From_int32_t(__pyx_t_12); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1616, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
 
-    __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_t_4); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1543, __pyx_L1_error)
+    __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_t_4); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1616, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
 
-    /* "ext/_codec.pyx":1544
+    /* "ext/_codec.pyx":1617
  *         cd_array_header(&enc.buf, 6)
  *         enc.encode(enc.code_ref(code, module))
  *         enc.encode(module)             # <<<<<<<<<<<<<<
  *         enc.encode(frame.offset)
  *         enc.skip_index()
 */
-    __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_v_module); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1544, __pyx_L1_error)
+    __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_v_module); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1617, __pyx_L1_error)
 
 
-    /* "ext/_codec.pyx":1545
+    /* "ext/_codec.pyx":1618
  *         enc.encode(enc.code_ref(code, module))
  *         enc.encode(module)
  *         enc.encode(frame.offset)             # <<<<<<<<<<<<<<
  *         enc.skip_index()
  *         values = frame.locals
 */
-    __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_frame->offset); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1545, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_frame->offset); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1618, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_t_4); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1545, __pyx_L1_error)
+    __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_t_4); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1618, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
 
-    /* "ext/_codec.pyx":1546
+    /* "ext/_codec.pyx":1619
  *         enc.encode(module)
  *         enc.encode(frame.offset)
  *         enc.skip_index()             # <<<<<<<<<<<<<<
  *         values = frame.locals
  *         cd_array_header(&enc.buf, len(values))
 */
-    __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_skip_index(__pyx_v_enc); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1546, __pyx_L1_error)
+    __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_skip_index(__pyx_v_enc); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1619, __pyx_L1_error)
 
 
-    /* "ext/_codec.pyx":1547
+    /* "ext/_codec.pyx":1620
  *         enc.encode(frame.offset)
  *         enc.skip_index()
  *         values = frame.locals             # <<<<<<<<<<<<<<
@@ -35002,7 +37070,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
     __Pyx_XDECREF_SET(__pyx_v_values, ((PyObject*)__pyx_t_4));
     __pyx_t_4 = 0;
 
-    /* "ext/_codec.pyx":1548
+    /* "ext/_codec.pyx":1621
  *         enc.skip_index()
  *         values = frame.locals
  *         cd_array_header(&enc.buf, len(values))             # <<<<<<<<<<<<<<
@@ -35011,14 +37079,14 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
     if (unlikely(__pyx_v_values == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-      __PYX_ERR(0, 1548, __pyx_L1_error)
+      __PYX_ERR(0, 1621, __pyx_L1_error)
     }
-    __pyx_t_13 = __Pyx_PyTuple_GET_SIZE(__pyx_v_values); if (unlikely(__pyx_t_13 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1548, __pyx_L1_error)
-    __pyx_t_10 = cd_array_header((&__pyx_v_enc->buf), __pyx_t_13); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1548, __pyx_L1_error)
+    __pyx_t_13 = __Pyx_PyTuple_GET_SIZE(__pyx_v_values); if (unlikely(__pyx_t_13 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1621, __pyx_L1_error)
+    __pyx_t_10 = cd_array_header((&__pyx_v_enc->buf), __pyx_t_13); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1621, __pyx_L1_error)
 
 
 
-    /* "ext/_codec.pyx":1549
+    /* "ext/_codec.pyx":1622
  *         values = frame.locals
  *         cd_array_header(&enc.buf, len(values))
  *         i = 0             # <<<<<<<<<<<<<<
@@ -35027,7 +37095,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
     __pyx_v_i = 0;
 
-    /* "ext/_codec.pyx":1550
+    /* "ext/_codec.pyx":1623
  *         cd_array_header(&enc.buf, len(values))
  *         i = 0
  *         try:             # <<<<<<<<<<<<<<
@@ -35043,7 +37111,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __Pyx_XGOTREF(__pyx_t_16);
       /*try:*/ {
 
-        /* "ext/_codec.pyx":1551
+        /* "ext/_codec.pyx":1624
  *         i = 0
  *         try:
  *             for value in values:             # <<<<<<<<<<<<<<
@@ -35052,7 +37120,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
         if (unlikely(__pyx_v_values == Py_None)) {
           PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-          __PYX_ERR(0, 1551, __pyx_L10_error)
+          __PYX_ERR(0, 1624, __pyx_L10_error)
         }
         __pyx_t_4 = __pyx_v_values; __Pyx_INCREF(__pyx_t_4);
         __pyx_t_13 = 0;
@@ -35060,7 +37128,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
           {
             Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_4);
             #if !CYTHON_ASSUME_SAFE_SIZE
-            if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1551, __pyx_L10_error)
+            if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1624, __pyx_L10_error)
             #endif
             if (__pyx_t_13 >= __pyx_temp) break;
           }
@@ -35070,22 +37138,22 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
           __pyx_t_7 = __Pyx_PySequence_ITEM(__pyx_t_4, __pyx_t_13);
           #endif
           ++__pyx_t_13;
-          if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1551, __pyx_L10_error)
+          if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1624, __pyx_L10_error)
           __Pyx_GOTREF(__pyx_t_7);
           __Pyx_XDECREF_SET(__pyx_v_value, __pyx_t_7);
           __pyx_t_7 = 0;
 
-          /* "ext/_codec.pyx":1552
+          /* "ext/_codec.pyx":1625
  *         try:
  *             for value in values:
  *                 enc.encode(value)             # <<<<<<<<<<<<<<
  *                 i += 1
  *         except _Unencodable as e:
 */
-          __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_v_value); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1552, __pyx_L10_error)
+          __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_v_value); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1625, __pyx_L10_error)
 
 
-          /* "ext/_codec.pyx":1553
+          /* "ext/_codec.pyx":1626
  *             for value in values:
  *                 enc.encode(value)
  *                 i += 1             # <<<<<<<<<<<<<<
@@ -35094,7 +37162,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
           __pyx_v_i = (__pyx_v_i + 1);
 
-          /* "ext/_codec.pyx":1551
+          /* "ext/_codec.pyx":1624
  *         i = 0
  *         try:
  *             for value in values:             # <<<<<<<<<<<<<<
@@ -35104,7 +37172,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
         }
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-        /* "ext/_codec.pyx":1550
+        /* "ext/_codec.pyx":1623
  *         cd_array_header(&enc.buf, len(values))
  *         i = 0
  *         try:             # <<<<<<<<<<<<<<
@@ -35122,7 +37190,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
       __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
 
-      /* "ext/_codec.pyx":1554
+      /* "ext/_codec.pyx":1627
  *                 enc.encode(value)
  *                 i += 1
  *         except _Unencodable as e:             # <<<<<<<<<<<<<<
@@ -35130,7 +37198,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
  *                 f"local '{_slot_name(code, i)}' in {_where(frame)} holds {e.what}; a "
 */
       __Pyx_ErrFetch(&__pyx_t_4, &__pyx_t_7, &__pyx_t_6);
-      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_Unencodable); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1554, __pyx_L12_except_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_Unencodable); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1627, __pyx_L12_except_error)
       __Pyx_GOTREF(__pyx_t_8);
       __pyx_t_10 = __Pyx_PyErr_GivenExceptionMatches(__pyx_t_4, __pyx_t_8);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
@@ -35138,7 +37206,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __pyx_t_4 = 0; __pyx_t_7 = 0; __pyx_t_6 = 0;
       if (__pyx_t_10) {
         __Pyx_AddTraceback("engine._codec._encode_frames", __pyx_clineno, __pyx_lineno, __pyx_filename);
-        if (__Pyx_GetException(&__pyx_t_6, &__pyx_t_7, &__pyx_t_4) < 0) __PYX_ERR(0, 1554, __pyx_L12_except_error)
+        if (__Pyx_GetException(&__pyx_t_6, &__pyx_t_7, &__pyx_t_4) < 0) __PYX_ERR(0, 1627, __pyx_L12_except_error)
         __Pyx_XGOTREF(__pyx_t_6);
         __Pyx_XGOTREF(__pyx_t_7);
         __Pyx_XGOTREF(__pyx_t_4);
@@ -35146,7 +37214,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
         __pyx_v_e = __pyx_t_7;
         /*try:*/ {
 
-          /* "ext/_codec.pyx":1555
+          /* "ext/_codec.pyx":1628
  *                 i += 1
  *         except _Unencodable as e:
  *             raise SavepointError(             # <<<<<<<<<<<<<<
@@ -35154,45 +37222,45 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
  *                 f"savepoint cannot hold it -- {e.advice}") from None
 */
           __pyx_t_17 = NULL;
-          __Pyx_GetModuleGlobalName(__pyx_t_18, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1555, __pyx_L26_error)
+          __Pyx_GetModuleGlobalName(__pyx_t_18, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1628, __pyx_L26_error)
           __Pyx_GOTREF(__pyx_t_18);
 
-          /* "ext/_codec.pyx":1556
+          /* "ext/_codec.pyx":1629
  *         except _Unencodable as e:
  *             raise SavepointError(
  *                 f"local '{_slot_name(code, i)}' in {_where(frame)} holds {e.what}; a "             # <<<<<<<<<<<<<<
  *                 f"savepoint cannot hold it -- {e.advice}") from None
  *         enc.skip_index()
 */
-          __pyx_t_19 = __pyx_f_6engine_6_codec__slot_name(__pyx_v_code, __pyx_v_i); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1556, __pyx_L26_error)
+          __pyx_t_19 = __pyx_f_6engine_6_codec__slot_name(__pyx_v_code, __pyx_v_i); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1629, __pyx_L26_error)
           __Pyx_GOTREF(__pyx_t_19);
-          __pyx_t_20 = __Pyx_PyUnicode_Unicode(__pyx_t_19); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1556, __pyx_L26_error)
+          __pyx_t_20 = __Pyx_PyUnicode_Unicode(__pyx_t_19); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1629, __pyx_L26_error)
           __Pyx_GOTREF(__pyx_t_20);
           __Pyx_DECREF(__pyx_t_19); __pyx_t_19 = 0;
-          __Pyx_GetModuleGlobalName(__pyx_t_19, __pyx_mstate_global->__pyx_n_u_where); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1556, __pyx_L26_error)
+          __Pyx_GetModuleGlobalName(__pyx_t_19, __pyx_mstate_global->__pyx_n_u_where); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1629, __pyx_L26_error)
           __Pyx_GOTREF(__pyx_t_19);
-          __pyx_t_21 = __Pyx_PyObject_CallOneArg(__pyx_t_19, ((PyObject *)__pyx_v_frame)); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 1556, __pyx_L26_error)
+          __pyx_t_21 = __Pyx_PyObject_CallOneArg(__pyx_t_19, ((PyObject *)__pyx_v_frame)); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 1629, __pyx_L26_error)
           __Pyx_GOTREF(__pyx_t_21);
           __Pyx_DECREF(__pyx_t_19); __pyx_t_19 = 0;
-          __pyx_t_19 = __Pyx_PyObject_FormatSimple(__pyx_t_21, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1556, __pyx_L26_error)
+          __pyx_t_19 = __Pyx_PyObject_FormatSimple(__pyx_t_21, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1629, __pyx_L26_error)
           __Pyx_GOTREF(__pyx_t_19);
           __Pyx_DECREF(__pyx_t_21); __pyx_t_21 = 0;
-          __pyx_t_21 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_what); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 1556, __pyx_L26_error)
+          __pyx_t_21 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_what); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 1629, __pyx_L26_error)
           __Pyx_GOTREF(__pyx_t_21);
-          __pyx_t_22 = __Pyx_PyObject_FormatSimple(__pyx_t_21, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1556, __pyx_L26_error)
+          __pyx_t_22 = __Pyx_PyObject_FormatSimple(__pyx_t_21, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1629, __pyx_L26_error)
           __Pyx_GOTREF(__pyx_t_22);
           __Pyx_DECREF(__pyx_t_21); __pyx_t_21 = 0;
 
-          /* "ext/_codec.pyx":1557
+          /* "ext/_codec.pyx":1630
  *             raise SavepointError(
  *                 f"local '{_slot_name(code, i)}' in {_where(frame)} holds {e.what}; a "
  *                 f"savepoint cannot hold it -- {e.advice}") from None             # <<<<<<<<<<<<<<
  *         enc.skip_index()
  *         values = frame.stack
 */
-          __pyx_t_21 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_advice); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 1557, __pyx_L26_error)
+          __pyx_t_21 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_advice); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 1630, __pyx_L26_error)
           __Pyx_GOTREF(__pyx_t_21);
-          __pyx_t_23 = __Pyx_PyObject_FormatSimple(__pyx_t_21, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 1557, __pyx_L26_error)
+          __pyx_t_23 = __Pyx_PyObject_FormatSimple(__pyx_t_21, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 1630, __pyx_L26_error)
           __Pyx_GOTREF(__pyx_t_23);
           __Pyx_DECREF(__pyx_t_21); __pyx_t_21 = 0;
           __pyx_t_24[0] = __pyx_mstate_global->__pyx_kp_u_local;
@@ -35204,7 +37272,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
           __pyx_t_24[6] = __pyx_mstate_global->__pyx_kp_u_a_savepoint_cannot_hold_it;
           __pyx_t_24[7] = __pyx_t_23;
 
-          /* "ext/_codec.pyx":1556
+          /* "ext/_codec.pyx":1629
  *         except _Unencodable as e:
  *             raise SavepointError(
  *                 f"local '{_slot_name(code, i)}' in {_where(frame)} holds {e.what}; a "             # <<<<<<<<<<<<<<
@@ -35226,7 +37294,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
           }
           #endif
           __pyx_t_21 = __Pyx_PyUnicode_Join(__pyx_t_24, 8, __pyx_t_13, __pyx_t_10);
-          if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 1556, __pyx_L26_error)
+          if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 1629, __pyx_L26_error)
           __Pyx_GOTREF(__pyx_t_21);
           __Pyx_DECREF(__pyx_t_20); __pyx_t_20 = 0;
           __Pyx_DECREF(__pyx_t_19); __pyx_t_19 = 0;
@@ -35250,11 +37318,11 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
             __Pyx_XDECREF(__pyx_t_17); __pyx_t_17 = 0;
             __Pyx_DECREF(__pyx_t_21); __pyx_t_21 = 0;
             __Pyx_DECREF(__pyx_t_18); __pyx_t_18 = 0;
-            if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1555, __pyx_L26_error)
+            if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1628, __pyx_L26_error)
             __Pyx_GOTREF(__pyx_t_8);
           }
 
-          /* "ext/_codec.pyx":1557
+          /* "ext/_codec.pyx":1630
  *             raise SavepointError(
  *                 f"local '{_slot_name(code, i)}' in {_where(frame)} holds {e.what}; a "
  *                 f"savepoint cannot hold it -- {e.advice}") from None             # <<<<<<<<<<<<<<
@@ -35263,10 +37331,10 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
           __Pyx_Raise(__pyx_t_8, 0, 0, Py_None);
           __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-          __PYX_ERR(0, 1555, __pyx_L26_error)
+          __PYX_ERR(0, 1628, __pyx_L26_error)
         }
 
-        /* "ext/_codec.pyx":1554
+        /* "ext/_codec.pyx":1627
  *                 enc.encode(value)
  *                 i += 1
  *         except _Unencodable as e:             # <<<<<<<<<<<<<<
@@ -35315,7 +37383,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       }
       goto __pyx_L12_except_error;
 
-      /* "ext/_codec.pyx":1550
+      /* "ext/_codec.pyx":1623
  *         cd_array_header(&enc.buf, len(values))
  *         i = 0
  *         try:             # <<<<<<<<<<<<<<
@@ -35331,17 +37399,17 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __pyx_L17_try_end:;
     }
 
-    /* "ext/_codec.pyx":1558
+    /* "ext/_codec.pyx":1631
  *                 f"local '{_slot_name(code, i)}' in {_where(frame)} holds {e.what}; a "
  *                 f"savepoint cannot hold it -- {e.advice}") from None
  *         enc.skip_index()             # <<<<<<<<<<<<<<
  *         values = frame.stack
  *         cd_array_header(&enc.buf, len(values))
 */
-    __pyx_t_25 = __pyx_f_6engine_6_codec_7Encoder_skip_index(__pyx_v_enc); if (unlikely(__pyx_t_25 == ((int)-1))) __PYX_ERR(0, 1558, __pyx_L1_error)
+    __pyx_t_25 = __pyx_f_6engine_6_codec_7Encoder_skip_index(__pyx_v_enc); if (unlikely(__pyx_t_25 == ((int)-1))) __PYX_ERR(0, 1631, __pyx_L1_error)
 
 
-    /* "ext/_codec.pyx":1559
+    /* "ext/_codec.pyx":1632
  *                 f"savepoint cannot hold it -- {e.advice}") from None
  *         enc.skip_index()
  *         values = frame.stack             # <<<<<<<<<<<<<<
@@ -35353,7 +37421,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
     __Pyx_DECREF_SET(__pyx_v_values, ((PyObject*)__pyx_t_4));
     __pyx_t_4 = 0;
 
-    /* "ext/_codec.pyx":1560
+    /* "ext/_codec.pyx":1633
  *         enc.skip_index()
  *         values = frame.stack
  *         cd_array_header(&enc.buf, len(values))             # <<<<<<<<<<<<<<
@@ -35362,14 +37430,14 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
     if (unlikely(__pyx_v_values == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-      __PYX_ERR(0, 1560, __pyx_L1_error)
+      __PYX_ERR(0, 1633, __pyx_L1_error)
     }
-    __pyx_t_13 = __Pyx_PyTuple_GET_SIZE(__pyx_v_values); if (unlikely(__pyx_t_13 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1560, __pyx_L1_error)
-    __pyx_t_25 = cd_array_header((&__pyx_v_enc->buf), __pyx_t_13); if (unlikely(__pyx_t_25 == ((int)-1))) __PYX_ERR(0, 1560, __pyx_L1_error)
+    __pyx_t_13 = __Pyx_PyTuple_GET_SIZE(__pyx_v_values); if (unlikely(__pyx_t_13 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1633, __pyx_L1_error)
+    __pyx_t_25 = cd_array_header((&__pyx_v_enc->buf), __pyx_t_13); if (unlikely(__pyx_t_25 == ((int)-1))) __PYX_ERR(0, 1633, __pyx_L1_error)
 
 
 
-    /* "ext/_codec.pyx":1561
+    /* "ext/_codec.pyx":1634
  *         values = frame.stack
  *         cd_array_header(&enc.buf, len(values))
  *         i = 0             # <<<<<<<<<<<<<<
@@ -35378,7 +37446,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
     __pyx_v_i = 0;
 
-    /* "ext/_codec.pyx":1562
+    /* "ext/_codec.pyx":1635
  *         cd_array_header(&enc.buf, len(values))
  *         i = 0
  *         try:             # <<<<<<<<<<<<<<
@@ -35394,7 +37462,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __Pyx_XGOTREF(__pyx_t_14);
       /*try:*/ {
 
-        /* "ext/_codec.pyx":1563
+        /* "ext/_codec.pyx":1636
  *         i = 0
  *         try:
  *             for value in values:             # <<<<<<<<<<<<<<
@@ -35403,7 +37471,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
         if (unlikely(__pyx_v_values == Py_None)) {
           PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-          __PYX_ERR(0, 1563, __pyx_L32_error)
+          __PYX_ERR(0, 1636, __pyx_L32_error)
         }
         __pyx_t_4 = __pyx_v_values; __Pyx_INCREF(__pyx_t_4);
         __pyx_t_13 = 0;
@@ -35411,7 +37479,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
           {
             Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_4);
             #if !CYTHON_ASSUME_SAFE_SIZE
-            if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1563, __pyx_L32_error)
+            if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1636, __pyx_L32_error)
             #endif
             if (__pyx_t_13 >= __pyx_temp) break;
           }
@@ -35421,22 +37489,22 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
           __pyx_t_7 = __Pyx_PySequence_ITEM(__pyx_t_4, __pyx_t_13);
           #endif
           ++__pyx_t_13;
-          if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1563, __pyx_L32_error)
+          if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1636, __pyx_L32_error)
           __Pyx_GOTREF(__pyx_t_7);
           __Pyx_XDECREF_SET(__pyx_v_value, __pyx_t_7);
           __pyx_t_7 = 0;
 
-          /* "ext/_codec.pyx":1564
+          /* "ext/_codec.pyx":1637
  *         try:
  *             for value in values:
  *                 enc.encode(value)             # <<<<<<<<<<<<<<
  *                 i += 1
  *         except _Unencodable as e:
 */
-          __pyx_t_25 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_v_value); if (unlikely(__pyx_t_25 == ((int)-1))) __PYX_ERR(0, 1564, __pyx_L32_error)
+          __pyx_t_25 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_v_value); if (unlikely(__pyx_t_25 == ((int)-1))) __PYX_ERR(0, 1637, __pyx_L32_error)
 
 
-          /* "ext/_codec.pyx":1565
+          /* "ext/_codec.pyx":1638
  *             for value in values:
  *                 enc.encode(value)
  *                 i += 1             # <<<<<<<<<<<<<<
@@ -35445,7 +37513,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
           __pyx_v_i = (__pyx_v_i + 1);
 
-          /* "ext/_codec.pyx":1563
+          /* "ext/_codec.pyx":1636
  *         i = 0
  *         try:
  *             for value in values:             # <<<<<<<<<<<<<<
@@ -35455,7 +37523,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
         }
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-        /* "ext/_codec.pyx":1562
+        /* "ext/_codec.pyx":1635
  *         cd_array_header(&enc.buf, len(values))
  *         i = 0
  *         try:             # <<<<<<<<<<<<<<
@@ -35480,7 +37548,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
       __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
 
-      /* "ext/_codec.pyx":1566
+      /* "ext/_codec.pyx":1639
  *                 enc.encode(value)
  *                 i += 1
  *         except _Unencodable as e:             # <<<<<<<<<<<<<<
@@ -35488,7 +37556,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
  *                 f"value-stack item {i} (a value the expression around the call is "
 */
       __Pyx_ErrFetch(&__pyx_t_4, &__pyx_t_7, &__pyx_t_6);
-      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_Unencodable); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1566, __pyx_L34_except_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_Unencodable); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1639, __pyx_L34_except_error)
       __Pyx_GOTREF(__pyx_t_8);
       __pyx_t_25 = __Pyx_PyErr_GivenExceptionMatches(__pyx_t_4, __pyx_t_8);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
@@ -35496,7 +37564,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __pyx_t_4 = 0; __pyx_t_7 = 0; __pyx_t_6 = 0;
       if (__pyx_t_25) {
         __Pyx_AddTraceback("engine._codec._encode_frames", __pyx_clineno, __pyx_lineno, __pyx_filename);
-        if (__Pyx_GetException(&__pyx_t_6, &__pyx_t_7, &__pyx_t_4) < 0) __PYX_ERR(0, 1566, __pyx_L34_except_error)
+        if (__Pyx_GetException(&__pyx_t_6, &__pyx_t_7, &__pyx_t_4) < 0) __PYX_ERR(0, 1639, __pyx_L34_except_error)
         __Pyx_XGOTREF(__pyx_t_6);
         __Pyx_XGOTREF(__pyx_t_7);
         __Pyx_XGOTREF(__pyx_t_4);
@@ -35504,7 +37572,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
         __pyx_v_e = __pyx_t_7;
         /*try:*/ {
 
-          /* "ext/_codec.pyx":1567
+          /* "ext/_codec.pyx":1640
  *                 i += 1
  *         except _Unencodable as e:
  *             raise SavepointError(             # <<<<<<<<<<<<<<
@@ -35512,50 +37580,50 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
  *                 f"still using) in {_where(frame)} holds {e.what}; a savepoint cannot "
 */
           __pyx_t_18 = NULL;
-          __Pyx_GetModuleGlobalName(__pyx_t_21, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 1567, __pyx_L48_error)
+          __Pyx_GetModuleGlobalName(__pyx_t_21, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_21)) __PYX_ERR(0, 1640, __pyx_L48_error)
           __Pyx_GOTREF(__pyx_t_21);
 
-          /* "ext/_codec.pyx":1568
+          /* "ext/_codec.pyx":1641
  *         except _Unencodable as e:
  *             raise SavepointError(
  *                 f"value-stack item {i} (a value the expression around the call is "             # <<<<<<<<<<<<<<
  *                 f"still using) in {_where(frame)} holds {e.what}; a savepoint cannot "
  *                 f"hold it -- {e.advice}") from None
 */
-          __pyx_t_17 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_i, 0, ' ', 'd'); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 1568, __pyx_L48_error)
+          __pyx_t_17 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_i, 0, ' ', 'd'); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 1641, __pyx_L48_error)
           __Pyx_GOTREF(__pyx_t_17);
 
-          /* "ext/_codec.pyx":1569
+          /* "ext/_codec.pyx":1642
  *             raise SavepointError(
  *                 f"value-stack item {i} (a value the expression around the call is "
  *                 f"still using) in {_where(frame)} holds {e.what}; a savepoint cannot "             # <<<<<<<<<<<<<<
  *                 f"hold it -- {e.advice}") from None
  *         try:
 */
-          __Pyx_GetModuleGlobalName(__pyx_t_23, __pyx_mstate_global->__pyx_n_u_where); if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 1569, __pyx_L48_error)
+          __Pyx_GetModuleGlobalName(__pyx_t_23, __pyx_mstate_global->__pyx_n_u_where); if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 1642, __pyx_L48_error)
           __Pyx_GOTREF(__pyx_t_23);
-          __pyx_t_22 = __Pyx_PyObject_CallOneArg(__pyx_t_23, ((PyObject *)__pyx_v_frame)); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1569, __pyx_L48_error)
+          __pyx_t_22 = __Pyx_PyObject_CallOneArg(__pyx_t_23, ((PyObject *)__pyx_v_frame)); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1642, __pyx_L48_error)
           __Pyx_GOTREF(__pyx_t_22);
           __Pyx_DECREF(__pyx_t_23); __pyx_t_23 = 0;
-          __pyx_t_23 = __Pyx_PyObject_FormatSimple(__pyx_t_22, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 1569, __pyx_L48_error)
+          __pyx_t_23 = __Pyx_PyObject_FormatSimple(__pyx_t_22, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 1642, __pyx_L48_error)
           __Pyx_GOTREF(__pyx_t_23);
           __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
-          __pyx_t_22 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_what); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1569, __pyx_L48_error)
+          __pyx_t_22 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_what); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1642, __pyx_L48_error)
           __Pyx_GOTREF(__pyx_t_22);
-          __pyx_t_19 = __Pyx_PyObject_FormatSimple(__pyx_t_22, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1569, __pyx_L48_error)
+          __pyx_t_19 = __Pyx_PyObject_FormatSimple(__pyx_t_22, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1642, __pyx_L48_error)
           __Pyx_GOTREF(__pyx_t_19);
           __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
 
-          /* "ext/_codec.pyx":1570
+          /* "ext/_codec.pyx":1643
  *                 f"value-stack item {i} (a value the expression around the call is "
  *                 f"still using) in {_where(frame)} holds {e.what}; a savepoint cannot "
  *                 f"hold it -- {e.advice}") from None             # <<<<<<<<<<<<<<
  *         try:
  *             enc.encode(frame.exc)
 */
-          __pyx_t_22 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_advice); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1570, __pyx_L48_error)
+          __pyx_t_22 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_advice); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1643, __pyx_L48_error)
           __Pyx_GOTREF(__pyx_t_22);
-          __pyx_t_20 = __Pyx_PyObject_FormatSimple(__pyx_t_22, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1570, __pyx_L48_error)
+          __pyx_t_20 = __Pyx_PyObject_FormatSimple(__pyx_t_22, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1643, __pyx_L48_error)
           __Pyx_GOTREF(__pyx_t_20);
           __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
           __pyx_t_24[0] = __pyx_mstate_global->__pyx_kp_u_value_stack_item;
@@ -35567,7 +37635,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
           __pyx_t_24[6] = __pyx_mstate_global->__pyx_kp_u_a_savepoint_cannot_hold_it;
           __pyx_t_24[7] = __pyx_t_20;
 
-          /* "ext/_codec.pyx":1568
+          /* "ext/_codec.pyx":1641
  *         except _Unencodable as e:
  *             raise SavepointError(
  *                 f"value-stack item {i} (a value the expression around the call is "             # <<<<<<<<<<<<<<
@@ -35586,7 +37654,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
           __pyx_t_25 |= __Pyx_PyUnicode_KIND_04(__pyx_t_24[3]) | __Pyx_PyUnicode_KIND_04(__pyx_t_24[5]) | __Pyx_PyUnicode_KIND_04(__pyx_t_24[7]);
           #endif
           __pyx_t_22 = __Pyx_PyUnicode_Join(__pyx_t_24, 8, __pyx_t_13, __pyx_t_25);
-          if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1568, __pyx_L48_error)
+          if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1641, __pyx_L48_error)
           __Pyx_GOTREF(__pyx_t_22);
           __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
           __Pyx_DECREF(__pyx_t_23); __pyx_t_23 = 0;
@@ -35610,11 +37678,11 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
             __Pyx_XDECREF(__pyx_t_18); __pyx_t_18 = 0;
             __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
             __Pyx_DECREF(__pyx_t_21); __pyx_t_21 = 0;
-            if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1567, __pyx_L48_error)
+            if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1640, __pyx_L48_error)
             __Pyx_GOTREF(__pyx_t_8);
           }
 
-          /* "ext/_codec.pyx":1570
+          /* "ext/_codec.pyx":1643
  *                 f"value-stack item {i} (a value the expression around the call is "
  *                 f"still using) in {_where(frame)} holds {e.what}; a savepoint cannot "
  *                 f"hold it -- {e.advice}") from None             # <<<<<<<<<<<<<<
@@ -35623,10 +37691,10 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
           __Pyx_Raise(__pyx_t_8, 0, 0, Py_None);
           __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-          __PYX_ERR(0, 1567, __pyx_L48_error)
+          __PYX_ERR(0, 1640, __pyx_L48_error)
         }
 
-        /* "ext/_codec.pyx":1566
+        /* "ext/_codec.pyx":1639
  *                 enc.encode(value)
  *                 i += 1
  *         except _Unencodable as e:             # <<<<<<<<<<<<<<
@@ -35675,7 +37743,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       }
       goto __pyx_L34_except_error;
 
-      /* "ext/_codec.pyx":1562
+      /* "ext/_codec.pyx":1635
  *         cd_array_header(&enc.buf, len(values))
  *         i = 0
  *         try:             # <<<<<<<<<<<<<<
@@ -35691,7 +37759,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __pyx_L39_try_end:;
     }
 
-    /* "ext/_codec.pyx":1571
+    /* "ext/_codec.pyx":1644
  *                 f"still using) in {_where(frame)} holds {e.what}; a savepoint cannot "
  *                 f"hold it -- {e.advice}") from None
  *         try:             # <<<<<<<<<<<<<<
@@ -35707,7 +37775,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __Pyx_XGOTREF(__pyx_t_16);
       /*try:*/ {
 
-        /* "ext/_codec.pyx":1572
+        /* "ext/_codec.pyx":1645
  *                 f"hold it -- {e.advice}") from None
  *         try:
  *             enc.encode(frame.exc)             # <<<<<<<<<<<<<<
@@ -35716,11 +37784,11 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
         __pyx_t_4 = __pyx_v_frame->exc;
         __Pyx_INCREF(__pyx_t_4);
-        __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_t_4); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1572, __pyx_L54_error)
+        __pyx_t_10 = __pyx_f_6engine_6_codec_7Encoder_encode(__pyx_v_enc, __pyx_t_4); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 1645, __pyx_L54_error)
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
 
-        /* "ext/_codec.pyx":1571
+        /* "ext/_codec.pyx":1644
  *                 f"still using) in {_where(frame)} holds {e.what}; a savepoint cannot "
  *                 f"hold it -- {e.advice}") from None
  *         try:             # <<<<<<<<<<<<<<
@@ -35745,7 +37813,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
       __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
 
-      /* "ext/_codec.pyx":1573
+      /* "ext/_codec.pyx":1646
  *         try:
  *             enc.encode(frame.exc)
  *         except _Unencodable as e:             # <<<<<<<<<<<<<<
@@ -35753,7 +37821,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
  *                                  f"{e.what}; a savepoint cannot hold it -- {e.advice}") \
 */
       __Pyx_ErrFetch(&__pyx_t_4, &__pyx_t_7, &__pyx_t_6);
-      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_Unencodable); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1573, __pyx_L56_except_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_Unencodable); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1646, __pyx_L56_except_error)
       __Pyx_GOTREF(__pyx_t_8);
       __pyx_t_10 = __Pyx_PyErr_GivenExceptionMatches(__pyx_t_4, __pyx_t_8);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
@@ -35761,7 +37829,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __pyx_t_4 = 0; __pyx_t_7 = 0; __pyx_t_6 = 0;
       if (__pyx_t_10) {
         __Pyx_AddTraceback("engine._codec._encode_frames", __pyx_clineno, __pyx_lineno, __pyx_filename);
-        if (__Pyx_GetException(&__pyx_t_6, &__pyx_t_7, &__pyx_t_4) < 0) __PYX_ERR(0, 1573, __pyx_L56_except_error)
+        if (__Pyx_GetException(&__pyx_t_6, &__pyx_t_7, &__pyx_t_4) < 0) __PYX_ERR(0, 1646, __pyx_L56_except_error)
         __Pyx_XGOTREF(__pyx_t_6);
         __Pyx_XGOTREF(__pyx_t_7);
         __Pyx_XGOTREF(__pyx_t_4);
@@ -35769,7 +37837,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
         __pyx_v_e = __pyx_t_7;
         /*try:*/ {
 
-          /* "ext/_codec.pyx":1574
+          /* "ext/_codec.pyx":1647
  *             enc.encode(frame.exc)
  *         except _Unencodable as e:
  *             raise SavepointError(f"the exception being handled in {_where(frame)} holds "             # <<<<<<<<<<<<<<
@@ -35777,32 +37845,32 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
  *                 from None
 */
           __pyx_t_21 = NULL;
-          __Pyx_GetModuleGlobalName(__pyx_t_22, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1574, __pyx_L67_error)
+          __Pyx_GetModuleGlobalName(__pyx_t_22, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1647, __pyx_L67_error)
           __Pyx_GOTREF(__pyx_t_22);
-          __Pyx_GetModuleGlobalName(__pyx_t_18, __pyx_mstate_global->__pyx_n_u_where); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1574, __pyx_L67_error)
+          __Pyx_GetModuleGlobalName(__pyx_t_18, __pyx_mstate_global->__pyx_n_u_where); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1647, __pyx_L67_error)
           __Pyx_GOTREF(__pyx_t_18);
-          __pyx_t_20 = __Pyx_PyObject_CallOneArg(__pyx_t_18, ((PyObject *)__pyx_v_frame)); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1574, __pyx_L67_error)
+          __pyx_t_20 = __Pyx_PyObject_CallOneArg(__pyx_t_18, ((PyObject *)__pyx_v_frame)); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1647, __pyx_L67_error)
           __Pyx_GOTREF(__pyx_t_20);
           __Pyx_DECREF(__pyx_t_18); __pyx_t_18 = 0;
-          __pyx_t_18 = __Pyx_PyObject_FormatSimple(__pyx_t_20, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1574, __pyx_L67_error)
+          __pyx_t_18 = __Pyx_PyObject_FormatSimple(__pyx_t_20, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1647, __pyx_L67_error)
           __Pyx_GOTREF(__pyx_t_18);
           __Pyx_DECREF(__pyx_t_20); __pyx_t_20 = 0;
 
-          /* "ext/_codec.pyx":1575
+          /* "ext/_codec.pyx":1648
  *         except _Unencodable as e:
  *             raise SavepointError(f"the exception being handled in {_where(frame)} holds "
  *                                  f"{e.what}; a savepoint cannot hold it -- {e.advice}") \             # <<<<<<<<<<<<<<
  *                 from None
  * 
 */
-          __pyx_t_20 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_what); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1575, __pyx_L67_error)
+          __pyx_t_20 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_what); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1648, __pyx_L67_error)
           __Pyx_GOTREF(__pyx_t_20);
-          __pyx_t_19 = __Pyx_PyObject_FormatSimple(__pyx_t_20, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1575, __pyx_L67_error)
+          __pyx_t_19 = __Pyx_PyObject_FormatSimple(__pyx_t_20, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1648, __pyx_L67_error)
           __Pyx_GOTREF(__pyx_t_19);
           __Pyx_DECREF(__pyx_t_20); __pyx_t_20 = 0;
-          __pyx_t_20 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_advice); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1575, __pyx_L67_error)
+          __pyx_t_20 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_advice); if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1648, __pyx_L67_error)
           __Pyx_GOTREF(__pyx_t_20);
-          __pyx_t_23 = __Pyx_PyObject_FormatSimple(__pyx_t_20, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 1575, __pyx_L67_error)
+          __pyx_t_23 = __Pyx_PyObject_FormatSimple(__pyx_t_20, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_23)) __PYX_ERR(0, 1648, __pyx_L67_error)
           __Pyx_GOTREF(__pyx_t_23);
           __Pyx_DECREF(__pyx_t_20); __pyx_t_20 = 0;
           __pyx_t_33[0] = __pyx_mstate_global->__pyx_kp_u_the_exception_being_handled_in;
@@ -35812,7 +37880,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
           __pyx_t_33[4] = __pyx_mstate_global->__pyx_kp_u_a_savepoint_cannot_hold_it;
           __pyx_t_33[5] = __pyx_t_23;
 
-          /* "ext/_codec.pyx":1574
+          /* "ext/_codec.pyx":1647
  *             enc.encode(frame.exc)
  *         except _Unencodable as e:
  *             raise SavepointError(f"the exception being handled in {_where(frame)} holds "             # <<<<<<<<<<<<<<
@@ -35828,7 +37896,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
           __pyx_t_10 |= __Pyx_PyUnicode_KIND_04(__pyx_t_33[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_33[3]) | __Pyx_PyUnicode_KIND_04(__pyx_t_33[5]);
           #endif
           __pyx_t_20 = __Pyx_PyUnicode_Join(__pyx_t_33, 6, __pyx_t_13, __pyx_t_10);
-          if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1574, __pyx_L67_error)
+          if (unlikely(!__pyx_t_20)) __PYX_ERR(0, 1647, __pyx_L67_error)
           __Pyx_GOTREF(__pyx_t_20);
           __Pyx_DECREF(__pyx_t_18); __pyx_t_18 = 0;
           __Pyx_DECREF(__pyx_t_19); __pyx_t_19 = 0;
@@ -35851,11 +37919,11 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
             __Pyx_XDECREF(__pyx_t_21); __pyx_t_21 = 0;
             __Pyx_DECREF(__pyx_t_20); __pyx_t_20 = 0;
             __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
-            if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1574, __pyx_L67_error)
+            if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1647, __pyx_L67_error)
             __Pyx_GOTREF(__pyx_t_8);
           }
 
-          /* "ext/_codec.pyx":1576
+          /* "ext/_codec.pyx":1649
  *             raise SavepointError(f"the exception being handled in {_where(frame)} holds "
  *                                  f"{e.what}; a savepoint cannot hold it -- {e.advice}") \
  *                 from None             # <<<<<<<<<<<<<<
@@ -35864,10 +37932,10 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
 */
           __Pyx_Raise(__pyx_t_8, 0, 0, Py_None);
           __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-          __PYX_ERR(0, 1574, __pyx_L67_error)
+          __PYX_ERR(0, 1647, __pyx_L67_error)
         }
 
-        /* "ext/_codec.pyx":1573
+        /* "ext/_codec.pyx":1646
  *         try:
  *             enc.encode(frame.exc)
  *         except _Unencodable as e:             # <<<<<<<<<<<<<<
@@ -35916,7 +37984,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       }
       goto __pyx_L56_except_error;
 
-      /* "ext/_codec.pyx":1571
+      /* "ext/_codec.pyx":1644
  *                 f"still using) in {_where(frame)} holds {e.what}; a savepoint cannot "
  *                 f"hold it -- {e.advice}") from None
  *         try:             # <<<<<<<<<<<<<<
@@ -35932,7 +38000,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
       __pyx_L61_try_end:;
     }
 
-    /* "ext/_codec.pyx":1538
+    /* "ext/_codec.pyx":1611
  *     enc.skip_index()              # the list of frames
  *     cd_array_header(&enc.buf, len(frames))
  *     for frame in frames:             # <<<<<<<<<<<<<<
@@ -35942,7 +38010,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "ext/_codec.pyx":1527
+  /* "ext/_codec.pyx":1600
  * 
  * 
  * cdef _encode_frames(Encoder enc, frames):             # <<<<<<<<<<<<<<
@@ -35983,7 +38051,7 @@ static PyObject *__pyx_f_6engine_6_codec__encode_frames(struct __pyx_obj_6engine
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1593
+/* "ext/_codec.pyx":1666
  * 
  * 
  * cdef int _write_str(cd_buf *b, str s) except -1:             # <<<<<<<<<<<<<<
@@ -36001,37 +38069,37 @@ static int __pyx_f_6engine_6_codec__write_str(cd_buf *__pyx_v_b, PyObject *__pyx
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
 
-  /* "ext/_codec.pyx":1595
+  /* "ext/_codec.pyx":1668
  * cdef int _write_str(cd_buf *b, str s) except -1:
  *     cdef Py_ssize_t n
  *     cdef const char *data = PyUnicode_AsUTF8AndSize(s, &n)             # <<<<<<<<<<<<<<
  *     cd_str_header(b, n)
  *     cd_write(b, data, n)
 */
-  __pyx_t_1 = PyUnicode_AsUTF8AndSize(__pyx_v_s, (&__pyx_v_n)); if (unlikely(__pyx_t_1 == ((void *)NULL))) __PYX_ERR(0, 1595, __pyx_L1_error)
+  __pyx_t_1 = PyUnicode_AsUTF8AndSize(__pyx_v_s, (&__pyx_v_n)); if (unlikely(__pyx_t_1 == ((void *)NULL))) __PYX_ERR(0, 1668, __pyx_L1_error)
   __pyx_v_data = __pyx_t_1;
 
-  /* "ext/_codec.pyx":1596
+  /* "ext/_codec.pyx":1669
  *     cdef Py_ssize_t n
  *     cdef const char *data = PyUnicode_AsUTF8AndSize(s, &n)
  *     cd_str_header(b, n)             # <<<<<<<<<<<<<<
  *     cd_write(b, data, n)
  *     return 0
 */
-  __pyx_t_2 = cd_str_header(__pyx_v_b, __pyx_v_n); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 1596, __pyx_L1_error)
+  __pyx_t_2 = cd_str_header(__pyx_v_b, __pyx_v_n); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 1669, __pyx_L1_error)
 
 
-  /* "ext/_codec.pyx":1597
+  /* "ext/_codec.pyx":1670
  *     cdef const char *data = PyUnicode_AsUTF8AndSize(s, &n)
  *     cd_str_header(b, n)
  *     cd_write(b, data, n)             # <<<<<<<<<<<<<<
  *     return 0
  * 
 */
-  __pyx_t_2 = cd_write(__pyx_v_b, __pyx_v_data, __pyx_v_n); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 1597, __pyx_L1_error)
+  __pyx_t_2 = cd_write(__pyx_v_b, __pyx_v_data, __pyx_v_n); if (unlikely(__pyx_t_2 == ((int)-1))) __PYX_ERR(0, 1670, __pyx_L1_error)
 
 
-  /* "ext/_codec.pyx":1598
+  /* "ext/_codec.pyx":1671
  *     cd_str_header(b, n)
  *     cd_write(b, data, n)
  *     return 0             # <<<<<<<<<<<<<<
@@ -36044,7 +38112,7 @@ static int __pyx_f_6engine_6_codec__write_str(cd_buf *__pyx_v_b, PyObject *__pyx
   }
   goto __pyx_L0;
 
-  /* "ext/_codec.pyx":1593
+  /* "ext/_codec.pyx":1666
  * 
  * 
  * cdef int _write_str(cd_buf *b, str s) except -1:             # <<<<<<<<<<<<<<
@@ -36063,7 +38131,7 @@ static int __pyx_f_6engine_6_codec__write_str(cd_buf *__pyx_v_b, PyObject *__pyx
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1601
+/* "ext/_codec.pyx":1674
  * 
  * 
  * def encode_snapshot(frames, *, externals=None, Trust trust=None, dict chunks=None):             # <<<<<<<<<<<<<<
@@ -36072,16 +38140,16 @@ static int __pyx_f_6engine_6_codec__write_str(cd_buf *__pyx_v_b, PyObject *__pyx
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_6_codec_23encode_snapshot(PyObject *__pyx_self, 
+static PyObject *__pyx_pw_6engine_6_codec_31encode_snapshot(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_6_codec_22encode_snapshot, "Encode a frame snapshot (as engine._frames.capture returns it) into a savepoint\n    record.  Returns ``(record, codes)``: the bytes, and the code objects the record\n    refers to by fingerprint, for the store to pin.  With a ``chunks`` dict, values\n    whose encoding reaches CHUNK_MIN bytes are cut out into it ({hash: bytes}) and the\n    record refers to them by hash.");
-static PyMethodDef __pyx_mdef_6engine_6_codec_23encode_snapshot = {"encode_snapshot", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_23encode_snapshot, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_22encode_snapshot};
-static PyObject *__pyx_pw_6engine_6_codec_23encode_snapshot(PyObject *__pyx_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_6_codec_30encode_snapshot, "Encode a frame snapshot (as engine._frames.capture returns it) into a savepoint\n    record.  Returns ``(record, codes)``: the bytes, and the code objects the record\n    refers to by fingerprint, for the store to pin.  With a ``chunks`` dict, values\n    whose encoding reaches CHUNK_MIN bytes are cut out into it ({hash: bytes}) and the\n    record refers to them by hash.");
+static PyMethodDef __pyx_mdef_6engine_6_codec_31encode_snapshot = {"encode_snapshot", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_31encode_snapshot, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_30encode_snapshot};
+static PyObject *__pyx_pw_6engine_6_codec_31encode_snapshot(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -36114,29 +38182,29 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_frames,&__pyx_mstate_global->__pyx_n_u_externals,&__pyx_mstate_global->__pyx_n_u_trust,&__pyx_mstate_global->__pyx_n_u_chunks,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1601, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1674, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1601, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1674, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "encode_snapshot", 0) < (0)) __PYX_ERR(0, 1601, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "encode_snapshot", 0) < (0)) __PYX_ERR(0, 1674, __pyx_L3_error)
       if (!values[1]) values[1] = __Pyx_NewRef(((PyObject *)Py_None));
       if (!values[2]) values[2] = __Pyx_NewRef((PyObject *)((struct __pyx_obj_6engine_6_codec_Trust *)Py_None));
       if (!values[3]) values[3] = __Pyx_NewRef(((PyObject*)Py_None));
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("encode_snapshot", 1, 1, 1, i); __PYX_ERR(0, 1601, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("encode_snapshot", 1, 1, 1, i); __PYX_ERR(0, 1674, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1601, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1674, __pyx_L3_error)
       if (!values[1]) values[1] = __Pyx_NewRef(((PyObject *)Py_None));
       if (!values[2]) values[2] = __Pyx_NewRef((PyObject *)((struct __pyx_obj_6engine_6_codec_Trust *)Py_None));
       if (!values[3]) values[3] = __Pyx_NewRef(((PyObject*)Py_None));
@@ -36148,7 +38216,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("encode_snapshot", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 1601, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("encode_snapshot", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 1674, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -36159,9 +38227,9 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_trust), __pyx_mstate_global->__pyx_ptype_6engine_6_codec_Trust, 1, "trust", 0))) __PYX_ERR(0, 1601, __pyx_L1_error)
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_chunks), (&PyDict_Type), 1, "chunks", 1))) __PYX_ERR(0, 1601, __pyx_L1_error)
-  __pyx_r = __pyx_pf_6engine_6_codec_22encode_snapshot(__pyx_self, __pyx_v_frames, __pyx_v_externals, __pyx_v_trust, __pyx_v_chunks);
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_trust), __pyx_mstate_global->__pyx_ptype_6engine_6_codec_Trust, 1, "trust", 0))) __PYX_ERR(0, 1674, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_chunks), (&PyDict_Type), 1, "chunks", 1))) __PYX_ERR(0, 1674, __pyx_L1_error)
+  __pyx_r = __pyx_pf_6engine_6_codec_30encode_snapshot(__pyx_self, __pyx_v_frames, __pyx_v_externals, __pyx_v_trust, __pyx_v_chunks);
 
   /* function exit code */
   goto __pyx_L0;
@@ -36180,7 +38248,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_frames, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust, PyObject *__pyx_v_chunks) {
+static PyObject *__pyx_pf_6engine_6_codec_30encode_snapshot(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_frames, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust, PyObject *__pyx_v_chunks) {
   struct __pyx_obj_6engine_6_codec_Encoder *__pyx_v_enc = 0;
   cd_buf *__pyx_v_tail;
   PyObject *__pyx_v_record = 0;
@@ -36225,7 +38293,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("encode_snapshot", 0);
 
-  /* "ext/_codec.pyx":1607
+  /* "ext/_codec.pyx":1680
  *     whose encoding reaches CHUNK_MIN bytes are cut out into it ({hash: bytes}) and the
  *     record refers to them by hash."""
  *     cdef Encoder enc = _encoder(externals, trust, chunks)             # <<<<<<<<<<<<<<
@@ -36234,12 +38302,12 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
 */
   __pyx_t_2.__pyx_n = 1;
   __pyx_t_2.chunks = __pyx_v_chunks;
-  __pyx_t_1 = ((PyObject *)__pyx_f_6engine_6_codec__encoder(__pyx_v_externals, __pyx_v_trust, &__pyx_t_2)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1607, __pyx_L1_error)
+  __pyx_t_1 = ((PyObject *)__pyx_f_6engine_6_codec__encoder(__pyx_v_externals, __pyx_v_trust, &__pyx_t_2)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1680, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_enc = ((struct __pyx_obj_6engine_6_codec_Encoder *)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "ext/_codec.pyx":1608
+  /* "ext/_codec.pyx":1681
  *     record refers to them by hash."""
  *     cdef Encoder enc = _encoder(externals, trust, chunks)
  *     cdef cd_buf *tail = &_tail             # <<<<<<<<<<<<<<
@@ -36248,7 +38316,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
 */
   __pyx_v_tail = (&__pyx_v_6engine_6_codec__tail);
 
-  /* "ext/_codec.pyx":1612
+  /* "ext/_codec.pyx":1685
  *     cdef char *out
  *     cdef Py_ssize_t i
  *     try:             # <<<<<<<<<<<<<<
@@ -36265,18 +38333,18 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
       __Pyx_XGOTREF(__pyx_t_5);
       /*try:*/ {
 
-        /* "ext/_codec.pyx":1613
+        /* "ext/_codec.pyx":1686
  *     cdef Py_ssize_t i
  *     try:
  *         _encode_frames(enc, frames)             # <<<<<<<<<<<<<<
  *         codes = enc.codes
  *         # the code table: [module, qualname, fingerprint] each, written without a memo
 */
-        __pyx_t_1 = __pyx_f_6engine_6_codec__encode_frames(__pyx_v_enc, __pyx_v_frames); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1613, __pyx_L6_error)
+        __pyx_t_1 = __pyx_f_6engine_6_codec__encode_frames(__pyx_v_enc, __pyx_v_frames); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1686, __pyx_L6_error)
         __Pyx_GOTREF(__pyx_t_1);
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-        /* "ext/_codec.pyx":1614
+        /* "ext/_codec.pyx":1687
  *     try:
  *         _encode_frames(enc, frames)
  *         codes = enc.codes             # <<<<<<<<<<<<<<
@@ -36288,7 +38356,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
         __pyx_v_codes = ((PyObject*)__pyx_t_1);
         __pyx_t_1 = 0;
 
-        /* "ext/_codec.pyx":1616
+        /* "ext/_codec.pyx":1689
  *         codes = enc.codes
  *         # the code table: [module, qualname, fingerprint] each, written without a memo
  *         tail.len = 0             # <<<<<<<<<<<<<<
@@ -36297,7 +38365,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
 */
         __pyx_v_tail->len = 0;
 
-        /* "ext/_codec.pyx":1617
+        /* "ext/_codec.pyx":1690
  *         # the code table: [module, qualname, fingerprint] each, written without a memo
  *         tail.len = 0
  *         cd_array_header(tail, len(codes))             # <<<<<<<<<<<<<<
@@ -36306,14 +38374,14 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
 */
         if (unlikely(__pyx_v_codes == Py_None)) {
           PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-          __PYX_ERR(0, 1617, __pyx_L6_error)
+          __PYX_ERR(0, 1690, __pyx_L6_error)
         }
-        __pyx_t_6 = __Pyx_PyList_GET_SIZE(__pyx_v_codes); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1617, __pyx_L6_error)
-        __pyx_t_7 = cd_array_header(__pyx_v_tail, __pyx_t_6); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1617, __pyx_L6_error)
+        __pyx_t_6 = __Pyx_PyList_GET_SIZE(__pyx_v_codes); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1690, __pyx_L6_error)
+        __pyx_t_7 = cd_array_header(__pyx_v_tail, __pyx_t_6); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1690, __pyx_L6_error)
 
 
 
-        /* "ext/_codec.pyx":1618
+        /* "ext/_codec.pyx":1691
  *         tail.len = 0
  *         cd_array_header(tail, len(codes))
  *         for i in range(len(codes)):             # <<<<<<<<<<<<<<
@@ -36322,15 +38390,15 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
 */
         if (unlikely(__pyx_v_codes == Py_None)) {
           PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-          __PYX_ERR(0, 1618, __pyx_L6_error)
+          __PYX_ERR(0, 1691, __pyx_L6_error)
         }
-        __pyx_t_6 = __Pyx_PyList_GET_SIZE(__pyx_v_codes); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1618, __pyx_L6_error)
+        __pyx_t_6 = __Pyx_PyList_GET_SIZE(__pyx_v_codes); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1691, __pyx_L6_error)
         __pyx_t_8 = __pyx_t_6;
 
         for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
           __pyx_v_i = __pyx_t_9;
 
-          /* "ext/_codec.pyx":1619
+          /* "ext/_codec.pyx":1692
  *         cd_array_header(tail, len(codes))
  *         for i in range(len(codes)):
  *             code = codes[i]             # <<<<<<<<<<<<<<
@@ -36339,24 +38407,24 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
 */
           if (unlikely(__pyx_v_codes == Py_None)) {
             PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-            __PYX_ERR(0, 1619, __pyx_L6_error)
+            __PYX_ERR(0, 1692, __pyx_L6_error)
           }
           __pyx_t_1 = __Pyx_PyList_GET_ITEM(__pyx_v_codes, __pyx_v_i);
           __Pyx_INCREF(__pyx_t_1);
           __Pyx_XDECREF_SET(__pyx_v_code, __pyx_t_1);
           __pyx_t_1 = 0;
 
-          /* "ext/_codec.pyx":1620
+          /* "ext/_codec.pyx":1693
  *         for i in range(len(codes)):
  *             code = codes[i]
  *             cd_array_header(tail, 3)             # <<<<<<<<<<<<<<
  *             _write_str(tail, enc.code_modules[i])
  *             _write_str(tail, code.co_qualname)
 */
-          __pyx_t_7 = cd_array_header(__pyx_v_tail, 3); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1620, __pyx_L6_error)
+          __pyx_t_7 = cd_array_header(__pyx_v_tail, 3); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1693, __pyx_L6_error)
 
 
-          /* "ext/_codec.pyx":1621
+          /* "ext/_codec.pyx":1694
  *             code = codes[i]
  *             cd_array_header(tail, 3)
  *             _write_str(tail, enc.code_modules[i])             # <<<<<<<<<<<<<<
@@ -36365,87 +38433,87 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
 */
           if (unlikely(__pyx_v_enc->code_modules == Py_None)) {
             PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-            __PYX_ERR(0, 1621, __pyx_L6_error)
+            __PYX_ERR(0, 1694, __pyx_L6_error)
           }
           __pyx_t_1 = __Pyx_PyList_GET_ITEM(__pyx_v_enc->code_modules, __pyx_v_i);
           __Pyx_INCREF(__pyx_t_1);
-          if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(0, 1621, __pyx_L6_error)
-          __pyx_t_7 = __pyx_f_6engine_6_codec__write_str(__pyx_v_tail, ((PyObject*)__pyx_t_1)); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1621, __pyx_L6_error)
+          if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(0, 1694, __pyx_L6_error)
+          __pyx_t_7 = __pyx_f_6engine_6_codec__write_str(__pyx_v_tail, ((PyObject*)__pyx_t_1)); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1694, __pyx_L6_error)
           __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
 
-          /* "ext/_codec.pyx":1622
+          /* "ext/_codec.pyx":1695
  *             cd_array_header(tail, 3)
  *             _write_str(tail, enc.code_modules[i])
  *             _write_str(tail, code.co_qualname)             # <<<<<<<<<<<<<<
  *             digest = fingerprint(code)
  *             cd_bin_header(tail, 16)
 */
-          __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_qualname); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1622, __pyx_L6_error)
+          __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_qualname); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1695, __pyx_L6_error)
           __Pyx_GOTREF(__pyx_t_1);
-          if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(0, 1622, __pyx_L6_error)
-          __pyx_t_7 = __pyx_f_6engine_6_codec__write_str(__pyx_v_tail, ((PyObject*)__pyx_t_1)); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1622, __pyx_L6_error)
+          if (!(likely(PyUnicode_CheckExact(__pyx_t_1))||((__pyx_t_1) == Py_None) || __Pyx_RaiseUnexpectedTypeError("str", __pyx_t_1))) __PYX_ERR(0, 1695, __pyx_L6_error)
+          __pyx_t_7 = __pyx_f_6engine_6_codec__write_str(__pyx_v_tail, ((PyObject*)__pyx_t_1)); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1695, __pyx_L6_error)
           __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
 
-          /* "ext/_codec.pyx":1623
+          /* "ext/_codec.pyx":1696
  *             _write_str(tail, enc.code_modules[i])
  *             _write_str(tail, code.co_qualname)
  *             digest = fingerprint(code)             # <<<<<<<<<<<<<<
  *             cd_bin_header(tail, 16)
  *             cd_write(tail, PyBytes_AS_STRING(digest), 16)
 */
-          __pyx_t_1 = __pyx_f_6engine_6_codec_fingerprint(__pyx_v_code, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1623, __pyx_L6_error)
+          __pyx_t_1 = __pyx_f_6engine_6_codec_fingerprint(__pyx_v_code, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1696, __pyx_L6_error)
           __Pyx_GOTREF(__pyx_t_1);
           __Pyx_XDECREF_SET(__pyx_v_digest, ((PyObject*)__pyx_t_1));
           __pyx_t_1 = 0;
 
-          /* "ext/_codec.pyx":1624
+          /* "ext/_codec.pyx":1697
  *             _write_str(tail, code.co_qualname)
  *             digest = fingerprint(code)
  *             cd_bin_header(tail, 16)             # <<<<<<<<<<<<<<
  *             cd_write(tail, PyBytes_AS_STRING(digest), 16)
  *         cd_write(tail, enc.buf.data, enc.buf.len)
 */
-          __pyx_t_7 = cd_bin_header(__pyx_v_tail, 16); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1624, __pyx_L6_error)
+          __pyx_t_7 = cd_bin_header(__pyx_v_tail, 16); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1697, __pyx_L6_error)
 
 
-          /* "ext/_codec.pyx":1625
+          /* "ext/_codec.pyx":1698
  *             digest = fingerprint(code)
  *             cd_bin_header(tail, 16)
  *             cd_write(tail, PyBytes_AS_STRING(digest), 16)             # <<<<<<<<<<<<<<
  *         cd_write(tail, enc.buf.data, enc.buf.len)
  *         record = PyBytes_FromStringAndSize(NULL, _TAIL_START + tail.len)
 */
-          __pyx_t_7 = cd_write(__pyx_v_tail, PyBytes_AS_STRING(__pyx_v_digest), 16); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1625, __pyx_L6_error)
+          __pyx_t_7 = cd_write(__pyx_v_tail, PyBytes_AS_STRING(__pyx_v_digest), 16); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1698, __pyx_L6_error)
 
         }
 
 
 
-        /* "ext/_codec.pyx":1626
+        /* "ext/_codec.pyx":1699
  *             cd_bin_header(tail, 16)
  *             cd_write(tail, PyBytes_AS_STRING(digest), 16)
  *         cd_write(tail, enc.buf.data, enc.buf.len)             # <<<<<<<<<<<<<<
  *         record = PyBytes_FromStringAndSize(NULL, _TAIL_START + tail.len)
  *         out = PyBytes_AS_STRING(record)
 */
-        __pyx_t_7 = cd_write(__pyx_v_tail, __pyx_v_enc->buf.data, __pyx_v_enc->buf.len); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1626, __pyx_L6_error)
+        __pyx_t_7 = cd_write(__pyx_v_tail, __pyx_v_enc->buf.data, __pyx_v_enc->buf.len); if (unlikely(__pyx_t_7 == ((int)-1))) __PYX_ERR(0, 1699, __pyx_L6_error)
 
 
-        /* "ext/_codec.pyx":1627
+        /* "ext/_codec.pyx":1700
  *             cd_write(tail, PyBytes_AS_STRING(digest), 16)
  *         cd_write(tail, enc.buf.data, enc.buf.len)
  *         record = PyBytes_FromStringAndSize(NULL, _TAIL_START + tail.len)             # <<<<<<<<<<<<<<
  *         out = PyBytes_AS_STRING(record)
  *         memcpy(out, PyBytes_AS_STRING(_RECORD_HEAD), len(_RECORD_HEAD))
 */
-        __pyx_t_1 = PyBytes_FromStringAndSize(NULL, (__pyx_v_6engine_6_codec__TAIL_START + __pyx_v_tail->len)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1627, __pyx_L6_error)
+        __pyx_t_1 = PyBytes_FromStringAndSize(NULL, (__pyx_v_6engine_6_codec__TAIL_START + __pyx_v_tail->len)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1700, __pyx_L6_error)
         __Pyx_GOTREF(__pyx_t_1);
         __pyx_v_record = ((PyObject*)__pyx_t_1);
         __pyx_t_1 = 0;
 
-        /* "ext/_codec.pyx":1628
+        /* "ext/_codec.pyx":1701
  *         cd_write(tail, enc.buf.data, enc.buf.len)
  *         record = PyBytes_FromStringAndSize(NULL, _TAIL_START + tail.len)
  *         out = PyBytes_AS_STRING(record)             # <<<<<<<<<<<<<<
@@ -36454,7 +38522,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
 */
         __pyx_v_out = PyBytes_AS_STRING(__pyx_v_record);
 
-        /* "ext/_codec.pyx":1629
+        /* "ext/_codec.pyx":1702
  *         record = PyBytes_FromStringAndSize(NULL, _TAIL_START + tail.len)
  *         out = PyBytes_AS_STRING(record)
  *         memcpy(out, PyBytes_AS_STRING(_RECORD_HEAD), len(_RECORD_HEAD))             # <<<<<<<<<<<<<<
@@ -36467,15 +38535,15 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
         __Pyx_INCREF(__pyx_t_10);
         if (unlikely(__pyx_t_10 == Py_None)) {
           PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-          __PYX_ERR(0, 1629, __pyx_L6_error)
+          __PYX_ERR(0, 1702, __pyx_L6_error)
         }
-        __pyx_t_6 = __Pyx_PyBytes_GET_SIZE(__pyx_t_10); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1629, __pyx_L6_error)
+        __pyx_t_6 = __Pyx_PyBytes_GET_SIZE(__pyx_t_10); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1702, __pyx_L6_error)
         __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
         (void)(memcpy(__pyx_v_out, PyBytes_AS_STRING(__pyx_t_1), __pyx_t_6));
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
 
-        /* "ext/_codec.pyx":1630
+        /* "ext/_codec.pyx":1703
  *         out = PyBytes_AS_STRING(record)
  *         memcpy(out, PyBytes_AS_STRING(_RECORD_HEAD), len(_RECORD_HEAD))
  *         memcpy(out + _TAIL_START, tail.data, tail.len)             # <<<<<<<<<<<<<<
@@ -36484,7 +38552,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
 */
         (void)(memcpy((__pyx_v_out + __pyx_v_6engine_6_codec__TAIL_START), __pyx_v_tail->data, __pyx_v_tail->len));
 
-        /* "ext/_codec.pyx":1631
+        /* "ext/_codec.pyx":1704
  *         memcpy(out, PyBytes_AS_STRING(_RECORD_HEAD), len(_RECORD_HEAD))
  *         memcpy(out + _TAIL_START, tail.data, tail.len)
  *         _put_u64(out + len(_RECORD_HEAD), _record_checksum(             # <<<<<<<<<<<<<<
@@ -36495,12 +38563,12 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
         __Pyx_INCREF(__pyx_t_1);
         if (unlikely(__pyx_t_1 == Py_None)) {
           PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-          __PYX_ERR(0, 1631, __pyx_L6_error)
+          __PYX_ERR(0, 1704, __pyx_L6_error)
         }
-        __pyx_t_6 = __Pyx_PyBytes_GET_SIZE(__pyx_t_1); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1631, __pyx_L6_error)
+        __pyx_t_6 = __Pyx_PyBytes_GET_SIZE(__pyx_t_1); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1704, __pyx_L6_error)
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-        /* "ext/_codec.pyx":1632
+        /* "ext/_codec.pyx":1705
  *         memcpy(out + _TAIL_START, tail.data, tail.len)
  *         _put_u64(out + len(_RECORD_HEAD), _record_checksum(
  *             <const unsigned char *>out, len(_RECORD_HEAD), _TAIL_START + tail.len))             # <<<<<<<<<<<<<<
@@ -36511,39 +38579,39 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
         __Pyx_INCREF(__pyx_t_1);
         if (unlikely(__pyx_t_1 == Py_None)) {
           PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-          __PYX_ERR(0, 1632, __pyx_L6_error)
+          __PYX_ERR(0, 1705, __pyx_L6_error)
         }
-        __pyx_t_8 = __Pyx_PyBytes_GET_SIZE(__pyx_t_1); if (unlikely(__pyx_t_8 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1632, __pyx_L6_error)
+        __pyx_t_8 = __Pyx_PyBytes_GET_SIZE(__pyx_t_1); if (unlikely(__pyx_t_8 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1705, __pyx_L6_error)
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-        /* "ext/_codec.pyx":1631
+        /* "ext/_codec.pyx":1704
  *         memcpy(out, PyBytes_AS_STRING(_RECORD_HEAD), len(_RECORD_HEAD))
  *         memcpy(out + _TAIL_START, tail.data, tail.len)
  *         _put_u64(out + len(_RECORD_HEAD), _record_checksum(             # <<<<<<<<<<<<<<
  *             <const unsigned char *>out, len(_RECORD_HEAD), _TAIL_START + tail.len))
  *         return record, codes
 */
-        __pyx_t_11 = __pyx_f_6engine_6_codec__record_checksum(((unsigned char const *)__pyx_v_out), __pyx_t_8, (__pyx_v_6engine_6_codec__TAIL_START + __pyx_v_tail->len)); if (unlikely(__pyx_t_11 == ((uint64_t)-1LL) && PyErr_Occurred())) __PYX_ERR(0, 1631, __pyx_L6_error)
+        __pyx_t_11 = __pyx_f_6engine_6_codec__record_checksum(((unsigned char const *)__pyx_v_out), __pyx_t_8, (__pyx_v_6engine_6_codec__TAIL_START + __pyx_v_tail->len)); if (unlikely(__pyx_t_11 == ((uint64_t)-1LL) && PyErr_Occurred())) __PYX_ERR(0, 1704, __pyx_L6_error)
 
-        __pyx_f_6engine_6_codec__put_u64((__pyx_v_out + __pyx_t_6), __pyx_t_11); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 1631, __pyx_L6_error)
+        __pyx_f_6engine_6_codec__put_u64((__pyx_v_out + __pyx_t_6), __pyx_t_11); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 1704, __pyx_L6_error)
 
 
 
-        /* "ext/_codec.pyx":1633
+        /* "ext/_codec.pyx":1706
  *         _put_u64(out + len(_RECORD_HEAD), _record_checksum(
  *             <const unsigned char *>out, len(_RECORD_HEAD), _TAIL_START + tail.len))
  *         return record, codes             # <<<<<<<<<<<<<<
  *     except _Unencodable as e:
  *         raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
 */
-        __pyx_t_1 = PyTuple_New(2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1633, __pyx_L6_error)
+        __pyx_t_1 = PyTuple_New(2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1706, __pyx_L6_error)
         __Pyx_GOTREF(__pyx_t_1);
         __Pyx_INCREF(__pyx_v_record);
         __Pyx_GIVEREF(__pyx_v_record);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, __pyx_v_record) != (0)) __PYX_ERR(0, 1633, __pyx_L6_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, __pyx_v_record) != (0)) __PYX_ERR(0, 1706, __pyx_L6_error);
         __Pyx_INCREF(__pyx_v_codes);
         __Pyx_GIVEREF(__pyx_v_codes);
-        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_v_codes) != (0)) __PYX_ERR(0, 1633, __pyx_L6_error);
+        if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_v_codes) != (0)) __PYX_ERR(0, 1706, __pyx_L6_error);
         {
           PyObject *__pyx_temp;
           {
@@ -36555,7 +38623,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
         __pyx_t_1 = 0;
         goto __pyx_L10_try_return;
 
-        /* "ext/_codec.pyx":1612
+        /* "ext/_codec.pyx":1685
  *     cdef char *out
  *     cdef Py_ssize_t i
  *     try:             # <<<<<<<<<<<<<<
@@ -36567,7 +38635,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
       __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
 
-      /* "ext/_codec.pyx":1634
+      /* "ext/_codec.pyx":1707
  *             <const unsigned char *>out, len(_RECORD_HEAD), _TAIL_START + tail.len))
  *         return record, codes
  *     except _Unencodable as e:             # <<<<<<<<<<<<<<
@@ -36575,7 +38643,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
  *     finally:
 */
       __Pyx_ErrFetch(&__pyx_t_1, &__pyx_t_10, &__pyx_t_12);
-      __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_Unencodable); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1634, __pyx_L8_except_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_Unencodable); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1707, __pyx_L8_except_error)
       __Pyx_GOTREF(__pyx_t_13);
       __pyx_t_7 = __Pyx_PyErr_GivenExceptionMatches(__pyx_t_1, __pyx_t_13);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
@@ -36583,7 +38651,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
       __pyx_t_1 = 0; __pyx_t_10 = 0; __pyx_t_12 = 0;
       if (__pyx_t_7) {
         __Pyx_AddTraceback("engine._codec.encode_snapshot", __pyx_clineno, __pyx_lineno, __pyx_filename);
-        if (__Pyx_GetException(&__pyx_t_12, &__pyx_t_10, &__pyx_t_1) < 0) __PYX_ERR(0, 1634, __pyx_L8_except_error)
+        if (__Pyx_GetException(&__pyx_t_12, &__pyx_t_10, &__pyx_t_1) < 0) __PYX_ERR(0, 1707, __pyx_L8_except_error)
         __Pyx_XGOTREF(__pyx_t_12);
         __Pyx_XGOTREF(__pyx_t_10);
         __Pyx_XGOTREF(__pyx_t_1);
@@ -36591,7 +38659,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
         __pyx_v_e = __pyx_t_10;
         /*try:*/ {
 
-          /* "ext/_codec.pyx":1635
+          /* "ext/_codec.pyx":1708
  *         return record, codes
  *     except _Unencodable as e:
  *         raise SavepointError(f"cannot save {e.what}; {e.advice}") from None             # <<<<<<<<<<<<<<
@@ -36599,16 +38667,16 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
  *         _done_encoding(enc)
 */
           __pyx_t_14 = NULL;
-          __Pyx_GetModuleGlobalName(__pyx_t_15, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1635, __pyx_L19_error)
+          __Pyx_GetModuleGlobalName(__pyx_t_15, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1708, __pyx_L19_error)
           __Pyx_GOTREF(__pyx_t_15);
-          __pyx_t_16 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_what); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 1635, __pyx_L19_error)
+          __pyx_t_16 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_what); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 1708, __pyx_L19_error)
           __Pyx_GOTREF(__pyx_t_16);
-          __pyx_t_17 = __Pyx_PyObject_FormatSimple(__pyx_t_16, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 1635, __pyx_L19_error)
+          __pyx_t_17 = __Pyx_PyObject_FormatSimple(__pyx_t_16, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 1708, __pyx_L19_error)
           __Pyx_GOTREF(__pyx_t_17);
           __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
-          __pyx_t_16 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_advice); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 1635, __pyx_L19_error)
+          __pyx_t_16 = __Pyx_PyObject_GetAttrStr(__pyx_v_e, __pyx_mstate_global->__pyx_n_u_advice); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 1708, __pyx_L19_error)
           __Pyx_GOTREF(__pyx_t_16);
-          __pyx_t_18 = __Pyx_PyObject_FormatSimple(__pyx_t_16, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1635, __pyx_L19_error)
+          __pyx_t_18 = __Pyx_PyObject_FormatSimple(__pyx_t_16, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1708, __pyx_L19_error)
           __Pyx_GOTREF(__pyx_t_18);
           __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
           __pyx_t_19[0] = __pyx_mstate_global->__pyx_kp_u_cannot_save;
@@ -36624,7 +38692,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
           __pyx_t_7 |= __Pyx_PyUnicode_KIND_04(__pyx_t_19[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_19[3]);
           #endif
           __pyx_t_16 = __Pyx_PyUnicode_Join(__pyx_t_19, 4, __pyx_t_6, __pyx_t_7);
-          if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 1635, __pyx_L19_error)
+          if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 1708, __pyx_L19_error)
           __Pyx_GOTREF(__pyx_t_16);
           __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
           __Pyx_DECREF(__pyx_t_18); __pyx_t_18 = 0;
@@ -36646,15 +38714,15 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
             __Pyx_XDECREF(__pyx_t_14); __pyx_t_14 = 0;
             __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
             __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
-            if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1635, __pyx_L19_error)
+            if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1708, __pyx_L19_error)
             __Pyx_GOTREF(__pyx_t_13);
           }
           __Pyx_Raise(__pyx_t_13, 0, 0, Py_None);
           __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-          __PYX_ERR(0, 1635, __pyx_L19_error)
+          __PYX_ERR(0, 1708, __pyx_L19_error)
         }
 
-        /* "ext/_codec.pyx":1634
+        /* "ext/_codec.pyx":1707
  *             <const unsigned char *>out, len(_RECORD_HEAD), _TAIL_START + tail.len))
  *         return record, codes
  *     except _Unencodable as e:             # <<<<<<<<<<<<<<
@@ -36701,7 +38769,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
       }
       goto __pyx_L8_except_error;
 
-      /* "ext/_codec.pyx":1612
+      /* "ext/_codec.pyx":1685
  *     cdef char *out
  *     cdef Py_ssize_t i
  *     try:             # <<<<<<<<<<<<<<
@@ -36723,7 +38791,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
     }
   }
 
-  /* "ext/_codec.pyx":1637
+  /* "ext/_codec.pyx":1710
  *         raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
  *     finally:
  *         _done_encoding(enc)             # <<<<<<<<<<<<<<
@@ -36755,7 +38823,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
       __Pyx_XGOTREF(__pyx_t_26);
       __pyx_t_21 = __pyx_lineno; __pyx_t_7 = __pyx_clineno; __pyx_t_22 = __pyx_filename;
       {
-        __pyx_t_1 = __pyx_f_6engine_6_codec__done_encoding(__pyx_v_enc); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1637, __pyx_L26_error)
+        __pyx_t_1 = __pyx_f_6engine_6_codec__done_encoding(__pyx_v_enc); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1710, __pyx_L26_error)
         __Pyx_GOTREF(__pyx_t_1);
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       }
@@ -36784,7 +38852,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
     __pyx_L3_return: {
       __pyx_t_26 = __pyx_r;
       __pyx_r = 0;
-      __pyx_t_1 = __pyx_f_6engine_6_codec__done_encoding(__pyx_v_enc); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1637, __pyx_L1_error)
+      __pyx_t_1 = __pyx_f_6engine_6_codec__done_encoding(__pyx_v_enc); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1710, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_r = __pyx_t_26;
@@ -36793,7 +38861,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
     }
   }
 
-  /* "ext/_codec.pyx":1601
+  /* "ext/_codec.pyx":1674
  * 
  * 
  * def encode_snapshot(frames, *, externals=None, Trust trust=None, dict chunks=None):             # <<<<<<<<<<<<<<
@@ -36829,7 +38897,7 @@ static PyObject *__pyx_pf_6engine_6_codec_22encode_snapshot(CYTHON_UNUSED PyObje
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1640
+/* "ext/_codec.pyx":1713
  * 
  * 
  * cdef inline void _put_u64(char *out, uint64_t v):             # <<<<<<<<<<<<<<
@@ -36841,7 +38909,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6_codec__put_u64(char *__pyx_v_out, ui
   int __pyx_v_i;
   int __pyx_t_1;
 
-  /* "ext/_codec.pyx":1642
+  /* "ext/_codec.pyx":1715
  * cdef inline void _put_u64(char *out, uint64_t v):
  *     cdef int i
  *     for i in range(8):             # <<<<<<<<<<<<<<
@@ -36851,7 +38919,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6_codec__put_u64(char *__pyx_v_out, ui
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_i = __pyx_t_1;
 
-    /* "ext/_codec.pyx":1643
+    /* "ext/_codec.pyx":1716
  *     cdef int i
  *     for i in range(8):
  *         out[i] = <char>(<unsigned char>((v >> (8 * (7 - i))) & 0xFF))             # <<<<<<<<<<<<<<
@@ -36861,7 +38929,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6_codec__put_u64(char *__pyx_v_out, ui
     (__pyx_v_out[__pyx_v_i]) = ((char)((unsigned char)((__pyx_v_v >> (8 * (7 - __pyx_v_i))) & 0xFF)));
   }
 
-  /* "ext/_codec.pyx":1640
+  /* "ext/_codec.pyx":1713
  * 
  * 
  * cdef inline void _put_u64(char *out, uint64_t v):             # <<<<<<<<<<<<<<
@@ -36874,7 +38942,7 @@ static CYTHON_INLINE void __pyx_f_6engine_6_codec__put_u64(char *__pyx_v_out, ui
 
 }
 
-/* "ext/_codec.pyx":1646
+/* "ext/_codec.pyx":1719
  * 
  * 
  * cdef inline uint64_t _record_checksum(const unsigned char *p, Py_ssize_t head,             # <<<<<<<<<<<<<<
@@ -36886,7 +38954,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6_codec__record_checksum(unsigned 
   uint64_t __pyx_v_mix;
   uint64_t __pyx_r;
 
-  /* "ext/_codec.pyx":1651
+  /* "ext/_codec.pyx":1724
  *     the checksum.  A damaged header fails it too, so only an intact record of another
  *     version gets the "another version" answer."""
  *     cdef uint64_t mix = 0x9E3779B185EBCA87ULL             # <<<<<<<<<<<<<<
@@ -36895,7 +38963,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6_codec__record_checksum(unsigned 
 */
   __pyx_v_mix = 0x9E3779B185EBCA87ULL;
 
-  /* "ext/_codec.pyx":1652
+  /* "ext/_codec.pyx":1725
  *     version gets the "another version" answer."""
  *     cdef uint64_t mix = 0x9E3779B185EBCA87ULL
  *     return cd_checksum(p, head) ^ (cd_checksum(p + head + 8, n - head - 8) * mix)             # <<<<<<<<<<<<<<
@@ -36908,7 +38976,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6_codec__record_checksum(unsigned 
   }
   goto __pyx_L0;
 
-  /* "ext/_codec.pyx":1646
+  /* "ext/_codec.pyx":1719
  * 
  * 
  * cdef inline uint64_t _record_checksum(const unsigned char *p, Py_ssize_t head,             # <<<<<<<<<<<<<<
@@ -36923,7 +38991,7 @@ static CYTHON_INLINE uint64_t __pyx_f_6engine_6_codec__record_checksum(unsigned 
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1655
+/* "ext/_codec.pyx":1728
  * 
  * 
  * cdef Py_ssize_t _check_header(bytes record) except -1:             # <<<<<<<<<<<<<<
@@ -36950,7 +39018,7 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_check_header", 0);
 
-  /* "ext/_codec.pyx":1657
+  /* "ext/_codec.pyx":1730
  * cdef Py_ssize_t _check_header(bytes record) except -1:
  *     """Check the header and checksum; returns where the codes table starts."""
  *     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(record)             # <<<<<<<<<<<<<<
@@ -36959,7 +39027,7 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
 */
   __pyx_v_p = ((unsigned char const *)PyBytes_AS_STRING(__pyx_v_record));
 
-  /* "ext/_codec.pyx":1658
+  /* "ext/_codec.pyx":1731
  *     """Check the header and checksum; returns where the codes table starts."""
  *     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(record)
  *     cdef Py_ssize_t n = PyBytes_GET_SIZE(record)             # <<<<<<<<<<<<<<
@@ -36968,7 +39036,7 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
 */
   __pyx_v_n = PyBytes_GET_SIZE(__pyx_v_record);
 
-  /* "ext/_codec.pyx":1659
+  /* "ext/_codec.pyx":1732
  *     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(record)
  *     cdef Py_ssize_t n = PyBytes_GET_SIZE(record)
  *     cdef Py_ssize_t head = len(_RECORD_HEAD)             # <<<<<<<<<<<<<<
@@ -36979,13 +39047,13 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
   __Pyx_INCREF(__pyx_t_1);
   if (unlikely(__pyx_t_1 == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 1659, __pyx_L1_error)
+    __PYX_ERR(0, 1732, __pyx_L1_error)
   }
-  __pyx_t_2 = __Pyx_PyBytes_GET_SIZE(__pyx_t_1); if (unlikely(__pyx_t_2 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1659, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyBytes_GET_SIZE(__pyx_t_1); if (unlikely(__pyx_t_2 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1732, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_head = __pyx_t_2;
 
-  /* "ext/_codec.pyx":1660
+  /* "ext/_codec.pyx":1733
  *     cdef Py_ssize_t n = PyBytes_GET_SIZE(record)
  *     cdef Py_ssize_t head = len(_RECORD_HEAD)
  *     if n >= _TAIL_START and memcmp(p, PyBytes_AS_STRING(_RECORD_HEAD), head) == 0:             # <<<<<<<<<<<<<<
@@ -37014,21 +39082,21 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
   if (__pyx_t_3) {
 
 
-    /* "ext/_codec.pyx":1661
+    /* "ext/_codec.pyx":1734
  *     cdef Py_ssize_t head = len(_RECORD_HEAD)
  *     if n >= _TAIL_START and memcmp(p, PyBytes_AS_STRING(_RECORD_HEAD), head) == 0:
  *         if cd_get_be(p + head, 8) != _record_checksum(p, head, n):             # <<<<<<<<<<<<<<
  *             raise CorruptSavepoint("savepoint record fails its checksum")
  *         return _TAIL_START
 */
-    __pyx_t_5 = __pyx_f_6engine_6_codec__record_checksum(__pyx_v_p, __pyx_v_head, __pyx_v_n); if (unlikely(__pyx_t_5 == ((uint64_t)-1LL) && PyErr_Occurred())) __PYX_ERR(0, 1661, __pyx_L1_error)
+    __pyx_t_5 = __pyx_f_6engine_6_codec__record_checksum(__pyx_v_p, __pyx_v_head, __pyx_v_n); if (unlikely(__pyx_t_5 == ((uint64_t)-1LL) && PyErr_Occurred())) __PYX_ERR(0, 1734, __pyx_L1_error)
     __pyx_t_3 = (cd_get_be((__pyx_v_p + __pyx_v_head), 8) != __pyx_t_5);
 
 
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "ext/_codec.pyx":1662
+      /* "ext/_codec.pyx":1735
  *     if n >= _TAIL_START and memcmp(p, PyBytes_AS_STRING(_RECORD_HEAD), head) == 0:
  *         if cd_get_be(p + head, 8) != _record_checksum(p, head, n):
  *             raise CorruptSavepoint("savepoint record fails its checksum")             # <<<<<<<<<<<<<<
@@ -37036,7 +39104,7 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
  *     _explain_header(record)
 */
       __pyx_t_6 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1662, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1735, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
       __pyx_t_8 = 1;
       #if CYTHON_UNPACK_METHODS
@@ -37055,14 +39123,14 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_7, __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
         __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1662, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1735, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 1662, __pyx_L1_error)
+      __PYX_ERR(0, 1735, __pyx_L1_error)
 
-      /* "ext/_codec.pyx":1661
+      /* "ext/_codec.pyx":1734
  *     cdef Py_ssize_t head = len(_RECORD_HEAD)
  *     if n >= _TAIL_START and memcmp(p, PyBytes_AS_STRING(_RECORD_HEAD), head) == 0:
  *         if cd_get_be(p + head, 8) != _record_checksum(p, head, n):             # <<<<<<<<<<<<<<
@@ -37071,7 +39139,7 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
 */
     }
 
-    /* "ext/_codec.pyx":1663
+    /* "ext/_codec.pyx":1736
  *         if cd_get_be(p + head, 8) != _record_checksum(p, head, n):
  *             raise CorruptSavepoint("savepoint record fails its checksum")
  *         return _TAIL_START             # <<<<<<<<<<<<<<
@@ -37084,7 +39152,7 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
     }
     goto __pyx_L0;
 
-    /* "ext/_codec.pyx":1660
+    /* "ext/_codec.pyx":1733
  *     cdef Py_ssize_t n = PyBytes_GET_SIZE(record)
  *     cdef Py_ssize_t head = len(_RECORD_HEAD)
  *     if n >= _TAIL_START and memcmp(p, PyBytes_AS_STRING(_RECORD_HEAD), head) == 0:             # <<<<<<<<<<<<<<
@@ -37093,18 +39161,18 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
 */
   }
 
-  /* "ext/_codec.pyx":1664
+  /* "ext/_codec.pyx":1737
  *             raise CorruptSavepoint("savepoint record fails its checksum")
  *         return _TAIL_START
  *     _explain_header(record)             # <<<<<<<<<<<<<<
  *     raise CorruptSavepoint("not a savepoint record")
  * 
 */
-  __pyx_t_1 = __pyx_f_6engine_6_codec__explain_header(__pyx_v_record); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1664, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_6engine_6_codec__explain_header(__pyx_v_record); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1737, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "ext/_codec.pyx":1665
+  /* "ext/_codec.pyx":1738
  *         return _TAIL_START
  *     _explain_header(record)
  *     raise CorruptSavepoint("not a savepoint record")             # <<<<<<<<<<<<<<
@@ -37112,7 +39180,7 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
  * 
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 1665, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 1738, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __pyx_t_8 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -37131,14 +39199,14 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_6, __pyx_callargs+__pyx_t_8, (2-__pyx_t_8) | (__pyx_t_8*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1665, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1738, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_Raise(__pyx_t_1, 0, 0, 0);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __PYX_ERR(0, 1665, __pyx_L1_error)
+  __PYX_ERR(0, 1738, __pyx_L1_error)
 
-  /* "ext/_codec.pyx":1655
+  /* "ext/_codec.pyx":1728
  * 
  * 
  * cdef Py_ssize_t _check_header(bytes record) except -1:             # <<<<<<<<<<<<<<
@@ -37162,7 +39230,7 @@ static Py_ssize_t __pyx_f_6engine_6_codec__check_header(PyObject *__pyx_v_record
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1668
+/* "ext/_codec.pyx":1741
  * 
  * 
  * cdef _explain_header(bytes record):             # <<<<<<<<<<<<<<
@@ -37205,7 +39273,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_explain_header", 0);
 
-  /* "ext/_codec.pyx":1671
+  /* "ext/_codec.pyx":1744
  *     """A header that is not this interpreter's: if it is an intact record of another
  *     format or Python version, say so (SavepointError); otherwise return."""
  *     cdef Decoder dec = Decoder()             # <<<<<<<<<<<<<<
@@ -37218,13 +39286,13 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
     PyObject *__pyx_callargs[2] = {__pyx_t_2, NULL};
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_mstate_global->__pyx_ptype_6engine_6_codec_Decoder, __pyx_callargs+__pyx_t_3, (1-__pyx_t_3) | (__pyx_t_3*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1671, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1744, __pyx_L1_error)
     __Pyx_GOTREF((PyObject *)__pyx_t_1);
   }
   __pyx_v_dec = ((struct __pyx_obj_6engine_6_codec_Decoder *)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "ext/_codec.pyx":1672
+  /* "ext/_codec.pyx":1745
  *     format or Python version, say so (SavepointError); otherwise return."""
  *     cdef Decoder dec = Decoder()
  *     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(record)             # <<<<<<<<<<<<<<
@@ -37233,18 +39301,18 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
 */
   __pyx_v_p = ((unsigned char const *)PyBytes_AS_STRING(__pyx_v_record));
 
-  /* "ext/_codec.pyx":1674
+  /* "ext/_codec.pyx":1747
  *     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(record)
  *     cdef Py_ssize_t head
  *     dec.setup(record, 0, None, None)             # <<<<<<<<<<<<<<
  *     try:
  *         if dec.need(1)[0] != 0x97 or dec.decode() != "SPE":
 */
-  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->setup(__pyx_v_dec, __pyx_v_record, 0, Py_None, ((struct __pyx_obj_6engine_6_codec_Trust *)Py_None)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1674, __pyx_L1_error)
+  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->setup(__pyx_v_dec, __pyx_v_record, 0, Py_None, ((struct __pyx_obj_6engine_6_codec_Trust *)Py_None)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1747, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "ext/_codec.pyx":1675
+  /* "ext/_codec.pyx":1748
  *     cdef Py_ssize_t head
  *     dec.setup(record, 0, None, None)
  *     try:             # <<<<<<<<<<<<<<
@@ -37260,14 +39328,14 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
     __Pyx_XGOTREF(__pyx_t_6);
     /*try:*/ {
 
-      /* "ext/_codec.pyx":1676
+      /* "ext/_codec.pyx":1749
  *     dec.setup(record, 0, None, None)
  *     try:
  *         if dec.need(1)[0] != 0x97 or dec.decode() != "SPE":             # <<<<<<<<<<<<<<
  *             return
  *         version = dec.decode()
 */
-      __pyx_t_8 = __pyx_f_6engine_6_codec_7Decoder_need(__pyx_v_dec, 1); if (unlikely(__pyx_t_8 == ((void *)NULL))) __PYX_ERR(0, 1676, __pyx_L3_error)
+      __pyx_t_8 = __pyx_f_6engine_6_codec_7Decoder_need(__pyx_v_dec, 1); if (unlikely(__pyx_t_8 == ((void *)NULL))) __PYX_ERR(0, 1749, __pyx_L3_error)
       __pyx_t_9 = ((__pyx_t_8[0]) != 0x97);
 
 
@@ -37279,9 +39347,9 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
 
         goto __pyx_L10_bool_binop_done;
       }
-      __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1676, __pyx_L3_error)
+      __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1749, __pyx_L3_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_9 = __Pyx_PyObject_CompareBoolNe_object_str(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_SPE, Py_NE); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 1676, __pyx_L3_error)
+      __pyx_t_9 = __Pyx_PyObject_CompareBoolNe_object_str(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_SPE, Py_NE); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 1749, __pyx_L3_error)
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
       __pyx_t_7 = __pyx_t_9;
@@ -37290,7 +39358,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
       if (__pyx_t_7) {
 
 
-        /* "ext/_codec.pyx":1677
+        /* "ext/_codec.pyx":1750
  *     try:
  *         if dec.need(1)[0] != 0x97 or dec.decode() != "SPE":
  *             return             # <<<<<<<<<<<<<<
@@ -37307,7 +39375,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
         }
         goto __pyx_L7_try_return;
 
-        /* "ext/_codec.pyx":1676
+        /* "ext/_codec.pyx":1749
  *     dec.setup(record, 0, None, None)
  *     try:
  *         if dec.need(1)[0] != 0x97 or dec.decode() != "SPE":             # <<<<<<<<<<<<<<
@@ -37316,57 +39384,57 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
 */
       }
 
-      /* "ext/_codec.pyx":1678
+      /* "ext/_codec.pyx":1751
  *         if dec.need(1)[0] != 0x97 or dec.decode() != "SPE":
  *             return
  *         version = dec.decode()             # <<<<<<<<<<<<<<
  *         python = dec.decode()
  *         magic = dec.decode()
 */
-      __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1678, __pyx_L3_error)
+      __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1751, __pyx_L3_error)
       __Pyx_GOTREF(__pyx_t_1);
       __pyx_v_version = __pyx_t_1;
       __pyx_t_1 = 0;
 
-      /* "ext/_codec.pyx":1679
+      /* "ext/_codec.pyx":1752
  *             return
  *         version = dec.decode()
  *         python = dec.decode()             # <<<<<<<<<<<<<<
  *         magic = dec.decode()
  *         if dec.need(1)[0] != 0xcf:
 */
-      __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1679, __pyx_L3_error)
+      __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1752, __pyx_L3_error)
       __Pyx_GOTREF(__pyx_t_1);
       __pyx_v_python = __pyx_t_1;
       __pyx_t_1 = 0;
 
-      /* "ext/_codec.pyx":1680
+      /* "ext/_codec.pyx":1753
  *         version = dec.decode()
  *         python = dec.decode()
  *         magic = dec.decode()             # <<<<<<<<<<<<<<
  *         if dec.need(1)[0] != 0xcf:
  *             return
 */
-      __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1680, __pyx_L3_error)
+      __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1753, __pyx_L3_error)
       __Pyx_GOTREF(__pyx_t_1);
       __pyx_v_magic = __pyx_t_1;
       __pyx_t_1 = 0;
 
-      /* "ext/_codec.pyx":1681
+      /* "ext/_codec.pyx":1754
  *         python = dec.decode()
  *         magic = dec.decode()
  *         if dec.need(1)[0] != 0xcf:             # <<<<<<<<<<<<<<
  *             return
  *         head = dec.pos           # the header up to and with the checksum's type byte
 */
-      __pyx_t_8 = __pyx_f_6engine_6_codec_7Decoder_need(__pyx_v_dec, 1); if (unlikely(__pyx_t_8 == ((void *)NULL))) __PYX_ERR(0, 1681, __pyx_L3_error)
+      __pyx_t_8 = __pyx_f_6engine_6_codec_7Decoder_need(__pyx_v_dec, 1); if (unlikely(__pyx_t_8 == ((void *)NULL))) __PYX_ERR(0, 1754, __pyx_L3_error)
       __pyx_t_7 = ((__pyx_t_8[0]) != 0xcf);
 
 
       if (__pyx_t_7) {
 
 
-        /* "ext/_codec.pyx":1682
+        /* "ext/_codec.pyx":1755
  *         magic = dec.decode()
  *         if dec.need(1)[0] != 0xcf:
  *             return             # <<<<<<<<<<<<<<
@@ -37383,7 +39451,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
         }
         goto __pyx_L7_try_return;
 
-        /* "ext/_codec.pyx":1681
+        /* "ext/_codec.pyx":1754
  *         python = dec.decode()
  *         magic = dec.decode()
  *         if dec.need(1)[0] != 0xcf:             # <<<<<<<<<<<<<<
@@ -37392,7 +39460,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
 */
       }
 
-      /* "ext/_codec.pyx":1683
+      /* "ext/_codec.pyx":1756
  *         if dec.need(1)[0] != 0xcf:
  *             return
  *         head = dec.pos           # the header up to and with the checksum's type byte             # <<<<<<<<<<<<<<
@@ -37403,18 +39471,18 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
 
       __pyx_v_head = __pyx_t_10;
 
-      /* "ext/_codec.pyx":1684
+      /* "ext/_codec.pyx":1757
  *             return
  *         head = dec.pos           # the header up to and with the checksum's type byte
  *         stored = cd_get_be(dec.need(8), 8)             # <<<<<<<<<<<<<<
  *     except Exception:
  *         return
 */
-      __pyx_t_8 = __pyx_f_6engine_6_codec_7Decoder_need(__pyx_v_dec, 8); if (unlikely(__pyx_t_8 == ((void *)NULL))) __PYX_ERR(0, 1684, __pyx_L3_error)
+      __pyx_t_8 = __pyx_f_6engine_6_codec_7Decoder_need(__pyx_v_dec, 8); if (unlikely(__pyx_t_8 == ((void *)NULL))) __PYX_ERR(0, 1757, __pyx_L3_error)
       __pyx_v_stored = cd_get_be(__pyx_t_8, 8);
 
 
-      /* "ext/_codec.pyx":1675
+      /* "ext/_codec.pyx":1748
  *     cdef Py_ssize_t head
  *     dec.setup(record, 0, None, None)
  *     try:             # <<<<<<<<<<<<<<
@@ -37430,7 +39498,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "ext/_codec.pyx":1685
+    /* "ext/_codec.pyx":1758
  *         head = dec.pos           # the header up to and with the checksum's type byte
  *         stored = cd_get_be(dec.need(8), 8)
  *     except Exception:             # <<<<<<<<<<<<<<
@@ -37441,7 +39509,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
     if (__pyx_t_11) {
       __Pyx_ErrRestore(0,0,0);
 
-      /* "ext/_codec.pyx":1686
+      /* "ext/_codec.pyx":1759
  *         stored = cd_get_be(dec.need(8), 8)
  *     except Exception:
  *         return             # <<<<<<<<<<<<<<
@@ -37460,7 +39528,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
     }
     goto __pyx_L5_except_error;
 
-    /* "ext/_codec.pyx":1675
+    /* "ext/_codec.pyx":1748
  *     cdef Py_ssize_t head
  *     dec.setup(record, 0, None, None)
  *     try:             # <<<<<<<<<<<<<<
@@ -37488,7 +39556,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
     __pyx_L8_try_end:;
   }
 
-  /* "ext/_codec.pyx":1687
+  /* "ext/_codec.pyx":1760
  *     except Exception:
  *         return
  *     if stored != _record_checksum(p, head, len(record)):             # <<<<<<<<<<<<<<
@@ -37497,10 +39565,10 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
 */
   if (unlikely(__pyx_v_record == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 1687, __pyx_L1_error)
+    __PYX_ERR(0, 1760, __pyx_L1_error)
   }
-  __pyx_t_10 = __Pyx_PyBytes_GET_SIZE(__pyx_v_record); if (unlikely(__pyx_t_10 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1687, __pyx_L1_error)
-  __pyx_t_12 = __pyx_f_6engine_6_codec__record_checksum(__pyx_v_p, __pyx_v_head, __pyx_t_10); if (unlikely(__pyx_t_12 == ((uint64_t)-1LL) && PyErr_Occurred())) __PYX_ERR(0, 1687, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyBytes_GET_SIZE(__pyx_v_record); if (unlikely(__pyx_t_10 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1760, __pyx_L1_error)
+  __pyx_t_12 = __pyx_f_6engine_6_codec__record_checksum(__pyx_v_p, __pyx_v_head, __pyx_t_10); if (unlikely(__pyx_t_12 == ((uint64_t)-1LL) && PyErr_Occurred())) __PYX_ERR(0, 1760, __pyx_L1_error)
 
   __pyx_t_7 = (__pyx_v_stored != __pyx_t_12);
 
@@ -37508,7 +39576,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
   if (unlikely(__pyx_t_7)) {
 
 
-    /* "ext/_codec.pyx":1688
+    /* "ext/_codec.pyx":1761
  *         return
  *     if stored != _record_checksum(p, head, len(record)):
  *         raise CorruptSavepoint("savepoint record fails its checksum")             # <<<<<<<<<<<<<<
@@ -37516,7 +39584,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
  *         raise SavepointError(f"savepoint record has format version {version!r}; this engine "
 */
     __pyx_t_2 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1688, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1761, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
     __pyx_t_3 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -37535,14 +39603,14 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
       __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_13, __pyx_callargs+__pyx_t_3, (2-__pyx_t_3) | (__pyx_t_3*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1688, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1761, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(0, 1688, __pyx_L1_error)
+    __PYX_ERR(0, 1761, __pyx_L1_error)
 
-    /* "ext/_codec.pyx":1687
+    /* "ext/_codec.pyx":1760
  *     except Exception:
  *         return
  *     if stored != _record_checksum(p, head, len(record)):             # <<<<<<<<<<<<<<
@@ -37551,21 +39619,21 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
 */
   }
 
-  /* "ext/_codec.pyx":1689
+  /* "ext/_codec.pyx":1762
  *     if stored != _record_checksum(p, head, len(record)):
  *         raise CorruptSavepoint("savepoint record fails its checksum")
  *     if version != FORMAT_VERSION:             # <<<<<<<<<<<<<<
  *         raise SavepointError(f"savepoint record has format version {version!r}; this engine "
  *                              f"reads version {FORMAT_VERSION}")
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_FORMAT_VERSION); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1689, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_FORMAT_VERSION); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1762, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_version, __pyx_t_1, Py_NE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 1689, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_version, __pyx_t_1, Py_NE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 1762, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (unlikely(__pyx_t_7)) {
 
 
-    /* "ext/_codec.pyx":1690
+    /* "ext/_codec.pyx":1763
  *         raise CorruptSavepoint("savepoint record fails its checksum")
  *     if version != FORMAT_VERSION:
  *         raise SavepointError(f"savepoint record has format version {version!r}; this engine "             # <<<<<<<<<<<<<<
@@ -37573,21 +39641,21 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
  *     if python != PYTHON_VERSION or magic != MAGIC:
 */
     __pyx_t_13 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1690, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1763, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_14 = __Pyx_PyObject_FormatSimpleAndDecref(PyObject_Repr(__pyx_v_version), __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1690, __pyx_L1_error)
+    __pyx_t_14 = __Pyx_PyObject_FormatSimpleAndDecref(PyObject_Repr(__pyx_v_version), __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1763, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
 
-    /* "ext/_codec.pyx":1691
+    /* "ext/_codec.pyx":1764
  *     if version != FORMAT_VERSION:
  *         raise SavepointError(f"savepoint record has format version {version!r}; this engine "
  *                              f"reads version {FORMAT_VERSION}")             # <<<<<<<<<<<<<<
  *     if python != PYTHON_VERSION or magic != MAGIC:
  *         raise SavepointError(f"savepoint was taken on Python {python} (bytecode magic "
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_15, __pyx_mstate_global->__pyx_n_u_FORMAT_VERSION); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1691, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_15, __pyx_mstate_global->__pyx_n_u_FORMAT_VERSION); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1764, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_15);
-    __pyx_t_16 = __Pyx_PyObject_FormatSimple(__pyx_t_15, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 1691, __pyx_L1_error)
+    __pyx_t_16 = __Pyx_PyObject_FormatSimple(__pyx_t_15, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 1764, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_16);
     __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
     __pyx_t_17[0] = __pyx_mstate_global->__pyx_kp_u_savepoint_record_has_format_vers;
@@ -37595,7 +39663,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
     __pyx_t_17[2] = __pyx_mstate_global->__pyx_kp_u_this_engine_reads_version;
     __pyx_t_17[3] = __pyx_t_16;
 
-    /* "ext/_codec.pyx":1690
+    /* "ext/_codec.pyx":1763
  *         raise CorruptSavepoint("savepoint record fails its checksum")
  *     if version != FORMAT_VERSION:
  *         raise SavepointError(f"savepoint record has format version {version!r}; this engine "             # <<<<<<<<<<<<<<
@@ -37611,7 +39679,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
     __pyx_t_11 |= __Pyx_PyUnicode_KIND_04(__pyx_t_17[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_17[3]);
     #endif
     __pyx_t_15 = __Pyx_PyUnicode_Join(__pyx_t_17, 4, __pyx_t_10, __pyx_t_11);
-    if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1690, __pyx_L1_error)
+    if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1763, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_15);
     __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
     __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
@@ -37633,14 +39701,14 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
       __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
       __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1690, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1763, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(0, 1690, __pyx_L1_error)
+    __PYX_ERR(0, 1763, __pyx_L1_error)
 
-    /* "ext/_codec.pyx":1689
+    /* "ext/_codec.pyx":1762
  *     if stored != _record_checksum(p, head, len(record)):
  *         raise CorruptSavepoint("savepoint record fails its checksum")
  *     if version != FORMAT_VERSION:             # <<<<<<<<<<<<<<
@@ -37649,16 +39717,16 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
 */
   }
 
-  /* "ext/_codec.pyx":1692
+  /* "ext/_codec.pyx":1765
  *         raise SavepointError(f"savepoint record has format version {version!r}; this engine "
  *                              f"reads version {FORMAT_VERSION}")
  *     if python != PYTHON_VERSION or magic != MAGIC:             # <<<<<<<<<<<<<<
  *         raise SavepointError(f"savepoint was taken on Python {python} (bytecode magic "
  *                              f"{magic!r}); this is Python {PYTHON_VERSION} ({MAGIC!r}) -- "
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_PYTHON_VERSION); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1692, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_PYTHON_VERSION); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1765, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_9 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_python, __pyx_t_1, Py_NE); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 1692, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_python, __pyx_t_1, Py_NE); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 1765, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (!__pyx_t_9) {
 
@@ -37668,9 +39736,9 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
 
     goto __pyx_L18_bool_binop_done;
   }
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_MAGIC); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1692, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_MAGIC); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1765, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_9 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_magic, __pyx_t_1, Py_NE); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 1692, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_magic, __pyx_t_1, Py_NE); if (unlikely((__pyx_t_9 < 0))) __PYX_ERR(0, 1765, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
   __pyx_t_7 = __pyx_t_9;
@@ -37679,7 +39747,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
   if (unlikely(__pyx_t_7)) {
 
 
-    /* "ext/_codec.pyx":1693
+    /* "ext/_codec.pyx":1766
  *                              f"reads version {FORMAT_VERSION}")
  *     if python != PYTHON_VERSION or magic != MAGIC:
  *         raise SavepointError(f"savepoint was taken on Python {python} (bytecode magic "             # <<<<<<<<<<<<<<
@@ -37687,28 +39755,28 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
  *                              f"it cannot run here")
 */
     __pyx_t_2 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_15, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1693, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_15, __pyx_mstate_global->__pyx_n_u_SavepointError); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1766, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_15);
-    __pyx_t_13 = __Pyx_PyObject_FormatSimple(__pyx_v_python, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1693, __pyx_L1_error)
+    __pyx_t_13 = __Pyx_PyObject_FormatSimple(__pyx_v_python, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1766, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
 
-    /* "ext/_codec.pyx":1694
+    /* "ext/_codec.pyx":1767
  *     if python != PYTHON_VERSION or magic != MAGIC:
  *         raise SavepointError(f"savepoint was taken on Python {python} (bytecode magic "
  *                              f"{magic!r}); this is Python {PYTHON_VERSION} ({MAGIC!r}) -- "             # <<<<<<<<<<<<<<
  *                              f"it cannot run here")
  * 
 */
-    __pyx_t_16 = __Pyx_PyObject_FormatSimpleAndDecref(PyObject_Repr(__pyx_v_magic), __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 1694, __pyx_L1_error)
+    __pyx_t_16 = __Pyx_PyObject_FormatSimpleAndDecref(PyObject_Repr(__pyx_v_magic), __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 1767, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_16);
-    __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_PYTHON_VERSION); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1694, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_PYTHON_VERSION); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1767, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
-    __pyx_t_18 = __Pyx_PyObject_FormatSimple(__pyx_t_14, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1694, __pyx_L1_error)
+    __pyx_t_18 = __Pyx_PyObject_FormatSimple(__pyx_t_14, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1767, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_18);
     __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-    __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_MAGIC); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1694, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_MAGIC); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1767, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
-    __pyx_t_19 = __Pyx_PyObject_FormatSimpleAndDecref(PyObject_Repr(__pyx_t_14), __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1694, __pyx_L1_error)
+    __pyx_t_19 = __Pyx_PyObject_FormatSimpleAndDecref(PyObject_Repr(__pyx_t_14), __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_19)) __PYX_ERR(0, 1767, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_19);
     __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
     __pyx_t_20[0] = __pyx_mstate_global->__pyx_kp_u_savepoint_was_taken_on_Python;
@@ -37721,7 +39789,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
     __pyx_t_20[7] = __pyx_t_19;
     __pyx_t_20[8] = __pyx_mstate_global->__pyx_kp_u_it_cannot_run_here;
 
-    /* "ext/_codec.pyx":1693
+    /* "ext/_codec.pyx":1766
  *                              f"reads version {FORMAT_VERSION}")
  *     if python != PYTHON_VERSION or magic != MAGIC:
  *         raise SavepointError(f"savepoint was taken on Python {python} (bytecode magic "             # <<<<<<<<<<<<<<
@@ -37743,7 +39811,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
     }
     #endif
     __pyx_t_14 = __Pyx_PyUnicode_Join(__pyx_t_20, 9, __pyx_t_10, __pyx_t_11);
-    if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1693, __pyx_L1_error)
+    if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 1766, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
     __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
     __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
@@ -37767,14 +39835,14 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
       __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1693, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 1766, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(0, 1693, __pyx_L1_error)
+    __PYX_ERR(0, 1766, __pyx_L1_error)
 
-    /* "ext/_codec.pyx":1692
+    /* "ext/_codec.pyx":1765
  *         raise SavepointError(f"savepoint record has format version {version!r}; this engine "
  *                              f"reads version {FORMAT_VERSION}")
  *     if python != PYTHON_VERSION or magic != MAGIC:             # <<<<<<<<<<<<<<
@@ -37783,7 +39851,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
 */
   }
 
-  /* "ext/_codec.pyx":1668
+  /* "ext/_codec.pyx":1741
  * 
  * 
  * cdef _explain_header(bytes record):             # <<<<<<<<<<<<<<
@@ -37818,7 +39886,7 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1698
+/* "ext/_codec.pyx":1771
  * 
  * 
  * def read_header(record):             # <<<<<<<<<<<<<<
@@ -37827,16 +39895,16 @@ static PyObject *__pyx_f_6engine_6_codec__explain_header(PyObject *__pyx_v_recor
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_6_codec_25read_header(PyObject *__pyx_self, 
+static PyObject *__pyx_pw_6engine_6_codec_33read_header(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_6_codec_24read_header, "Check a record\047s header and checksum and return its code table: a list of\n    (module, qualname, fingerprint).  Raises CorruptSavepoint, or SavepointError for a\n    record of another Python version or format.");
-static PyMethodDef __pyx_mdef_6engine_6_codec_25read_header = {"read_header", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_25read_header, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_24read_header};
-static PyObject *__pyx_pw_6engine_6_codec_25read_header(PyObject *__pyx_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_6_codec_32read_header, "Check a record\047s header and checksum and return its code table: a list of\n    (module, qualname, fingerprint).  Raises CorruptSavepoint, or SavepointError for a\n    record of another Python version or format.");
+static PyMethodDef __pyx_mdef_6engine_6_codec_33read_header = {"read_header", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_33read_header, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_32read_header};
+static PyObject *__pyx_pw_6engine_6_codec_33read_header(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -37866,32 +39934,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_record,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1698, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1771, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1698, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1771, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "read_header", 0) < (0)) __PYX_ERR(0, 1698, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "read_header", 0) < (0)) __PYX_ERR(0, 1771, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("read_header", 1, 1, 1, i); __PYX_ERR(0, 1698, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("read_header", 1, 1, 1, i); __PYX_ERR(0, 1771, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1698, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1771, __pyx_L3_error)
     }
     __pyx_v_record = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("read_header", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 1698, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("read_header", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 1771, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -37902,7 +39970,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_6engine_6_codec_24read_header(__pyx_self, __pyx_v_record);
+  __pyx_r = __pyx_pf_6engine_6_codec_32read_header(__pyx_self, __pyx_v_record);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -37912,7 +39980,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_record) {
+static PyObject *__pyx_pf_6engine_6_codec_32read_header(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_record) {
   Py_ssize_t __pyx_v_start;
   struct __pyx_obj_6engine_6_codec_Decoder *__pyx_v_dec = 0;
   PyObject *__pyx_v_e = NULL;
@@ -37943,7 +40011,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
   __Pyx_RefNannySetupContext("read_header", 0);
   __Pyx_INCREF(__pyx_v_record);
 
-  /* "ext/_codec.pyx":1702
+  /* "ext/_codec.pyx":1775
  *     (module, qualname, fingerprint).  Raises CorruptSavepoint, or SavepointError for a
  *     record of another Python version or format."""
  *     if type(record) is not bytes:             # <<<<<<<<<<<<<<
@@ -37954,7 +40022,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
   if (__pyx_t_1) {
 
 
-    /* "ext/_codec.pyx":1703
+    /* "ext/_codec.pyx":1776
  *     record of another Python version or format."""
  *     if type(record) is not bytes:
  *         record = bytes(record)             # <<<<<<<<<<<<<<
@@ -37967,13 +40035,13 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_v_record};
       __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1703, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1776, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_DECREF_SET(__pyx_v_record, __pyx_t_2);
     __pyx_t_2 = 0;
 
-    /* "ext/_codec.pyx":1702
+    /* "ext/_codec.pyx":1775
  *     (module, qualname, fingerprint).  Raises CorruptSavepoint, or SavepointError for a
  *     record of another Python version or format."""
  *     if type(record) is not bytes:             # <<<<<<<<<<<<<<
@@ -37982,7 +40050,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
 */
   }
 
-  /* "ext/_codec.pyx":1704
+  /* "ext/_codec.pyx":1777
  *     if type(record) is not bytes:
  *         record = bytes(record)
  *     cdef Py_ssize_t start = _check_header(record)             # <<<<<<<<<<<<<<
@@ -37991,12 +40059,12 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
 */
   __pyx_t_2 = __pyx_v_record;
   __Pyx_INCREF(__pyx_t_2);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 1704, __pyx_L1_error)
-  __pyx_t_5 = __pyx_f_6engine_6_codec__check_header(((PyObject*)__pyx_t_2)); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1704, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 1777, __pyx_L1_error)
+  __pyx_t_5 = __pyx_f_6engine_6_codec__check_header(((PyObject*)__pyx_t_2)); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1777, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_v_start = __pyx_t_5;
 
-  /* "ext/_codec.pyx":1705
+  /* "ext/_codec.pyx":1778
  *         record = bytes(record)
  *     cdef Py_ssize_t start = _check_header(record)
  *     cdef Decoder dec = _decoder(record, start, None, None)             # <<<<<<<<<<<<<<
@@ -38005,14 +40073,14 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
 */
   __pyx_t_2 = __pyx_v_record;
   __Pyx_INCREF(__pyx_t_2);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 1705, __pyx_L1_error)
-  __pyx_t_3 = ((PyObject *)__pyx_f_6engine_6_codec__decoder(((PyObject*)__pyx_t_2), __pyx_v_start, Py_None, ((struct __pyx_obj_6engine_6_codec_Trust *)Py_None))); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1705, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 1778, __pyx_L1_error)
+  __pyx_t_3 = ((PyObject *)__pyx_f_6engine_6_codec__decoder(((PyObject*)__pyx_t_2), __pyx_v_start, Py_None, ((struct __pyx_obj_6engine_6_codec_Trust *)Py_None))); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1778, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_v_dec = ((struct __pyx_obj_6engine_6_codec_Decoder *)__pyx_t_3);
   __pyx_t_3 = 0;
 
-  /* "ext/_codec.pyx":1706
+  /* "ext/_codec.pyx":1779
  *     cdef Py_ssize_t start = _check_header(record)
  *     cdef Decoder dec = _decoder(record, start, None, None)
  *     try:             # <<<<<<<<<<<<<<
@@ -38029,14 +40097,14 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
       __Pyx_XGOTREF(__pyx_t_8);
       /*try:*/ {
 
-        /* "ext/_codec.pyx":1707
+        /* "ext/_codec.pyx":1780
  *     cdef Decoder dec = _decoder(record, start, None, None)
  *     try:
  *         return _read_codes(dec)             # <<<<<<<<<<<<<<
  *     except Exception as e:
  *         raise _damaged(e) from None
 */
-        __pyx_t_3 = __pyx_f_6engine_6_codec__read_codes(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1707, __pyx_L7_error)
+        __pyx_t_3 = __pyx_f_6engine_6_codec__read_codes(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1780, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_3);
         {
           PyObject *__pyx_temp;
@@ -38049,7 +40117,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
         __pyx_t_3 = 0;
         goto __pyx_L11_try_return;
 
-        /* "ext/_codec.pyx":1706
+        /* "ext/_codec.pyx":1779
  *     cdef Py_ssize_t start = _check_header(record)
  *     cdef Decoder dec = _decoder(record, start, None, None)
  *     try:             # <<<<<<<<<<<<<<
@@ -38061,7 +40129,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-      /* "ext/_codec.pyx":1708
+      /* "ext/_codec.pyx":1781
  *     try:
  *         return _read_codes(dec)
  *     except Exception as e:             # <<<<<<<<<<<<<<
@@ -38071,7 +40139,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
       __pyx_t_9 = __Pyx_PyErr_ExceptionMatches(((PyObject *)(((PyTypeObject*)PyExc_Exception))));
       if (__pyx_t_9) {
         __Pyx_AddTraceback("engine._codec.read_header", __pyx_clineno, __pyx_lineno, __pyx_filename);
-        if (__Pyx_GetException(&__pyx_t_3, &__pyx_t_2, &__pyx_t_10) < 0) __PYX_ERR(0, 1708, __pyx_L9_except_error)
+        if (__Pyx_GetException(&__pyx_t_3, &__pyx_t_2, &__pyx_t_10) < 0) __PYX_ERR(0, 1781, __pyx_L9_except_error)
         __Pyx_XGOTREF(__pyx_t_3);
         __Pyx_XGOTREF(__pyx_t_2);
         __Pyx_XGOTREF(__pyx_t_10);
@@ -38079,21 +40147,21 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
         __pyx_v_e = __pyx_t_2;
         /*try:*/ {
 
-          /* "ext/_codec.pyx":1709
+          /* "ext/_codec.pyx":1782
  *         return _read_codes(dec)
  *     except Exception as e:
  *         raise _damaged(e) from None             # <<<<<<<<<<<<<<
  *     finally:
  *         _done_decoding(dec)
 */
-          __pyx_t_11 = __pyx_f_6engine_6_codec__damaged(__pyx_v_e); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 1709, __pyx_L18_error)
+          __pyx_t_11 = __pyx_f_6engine_6_codec__damaged(__pyx_v_e); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 1782, __pyx_L18_error)
           __Pyx_GOTREF(__pyx_t_11);
           __Pyx_Raise(__pyx_t_11, 0, 0, Py_None);
           __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-          __PYX_ERR(0, 1709, __pyx_L18_error)
+          __PYX_ERR(0, 1782, __pyx_L18_error)
         }
 
-        /* "ext/_codec.pyx":1708
+        /* "ext/_codec.pyx":1781
  *     try:
  *         return _read_codes(dec)
  *     except Exception as e:             # <<<<<<<<<<<<<<
@@ -38135,7 +40203,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
       }
       goto __pyx_L9_except_error;
 
-      /* "ext/_codec.pyx":1706
+      /* "ext/_codec.pyx":1779
  *     cdef Py_ssize_t start = _check_header(record)
  *     cdef Decoder dec = _decoder(record, start, None, None)
  *     try:             # <<<<<<<<<<<<<<
@@ -38157,7 +40225,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
     }
   }
 
-  /* "ext/_codec.pyx":1711
+  /* "ext/_codec.pyx":1784
  *         raise _damaged(e) from None
  *     finally:
  *         _done_decoding(dec)             # <<<<<<<<<<<<<<
@@ -38184,7 +40252,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
       __Pyx_XGOTREF(__pyx_t_17);
       __pyx_t_12 = __pyx_lineno; __pyx_t_9 = __pyx_clineno; __pyx_t_13 = __pyx_filename;
       {
-        __pyx_t_10 = __pyx_f_6engine_6_codec__done_decoding(__pyx_v_dec); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 1711, __pyx_L25_error)
+        __pyx_t_10 = __pyx_f_6engine_6_codec__done_decoding(__pyx_v_dec); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 1784, __pyx_L25_error)
         __Pyx_GOTREF(__pyx_t_10);
         __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
       }
@@ -38213,7 +40281,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
     __pyx_L4_return: {
       __pyx_t_17 = __pyx_r;
       __pyx_r = 0;
-      __pyx_t_10 = __pyx_f_6engine_6_codec__done_decoding(__pyx_v_dec); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 1711, __pyx_L1_error)
+      __pyx_t_10 = __pyx_f_6engine_6_codec__done_decoding(__pyx_v_dec); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 1784, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_10);
       __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
       __pyx_r = __pyx_t_17;
@@ -38222,7 +40290,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
     }
   }
 
-  /* "ext/_codec.pyx":1698
+  /* "ext/_codec.pyx":1771
  * 
  * 
  * def read_header(record):             # <<<<<<<<<<<<<<
@@ -38248,7 +40316,7 @@ static PyObject *__pyx_pf_6engine_6_codec_24read_header(CYTHON_UNUSED PyObject *
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1714
+/* "ext/_codec.pyx":1787
  * 
  * 
  * cdef list _read_codes(Decoder dec):             # <<<<<<<<<<<<<<
@@ -38279,29 +40347,29 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_read_codes", 0);
 
-  /* "ext/_codec.pyx":1716
+  /* "ext/_codec.pyx":1789
  * cdef list _read_codes(Decoder dec):
  *     """The record's code table: [(module, qualname, fingerprint), ...]."""
  *     cdef Py_ssize_t n = dec.array_header()             # <<<<<<<<<<<<<<
  *     cdef list out = []
  *     for _ in range(n):
 */
-  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1716, __pyx_L1_error)
+  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1789, __pyx_L1_error)
   __pyx_v_n = __pyx_t_1;
 
-  /* "ext/_codec.pyx":1717
+  /* "ext/_codec.pyx":1790
  *     """The record's code table: [(module, qualname, fingerprint), ...]."""
  *     cdef Py_ssize_t n = dec.array_header()
  *     cdef list out = []             # <<<<<<<<<<<<<<
  *     for _ in range(n):
  *         if dec.array_header() != 3:
 */
-  __pyx_t_2 = PyList_New(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1717, __pyx_L1_error)
+  __pyx_t_2 = PyList_New(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1790, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __pyx_v_out = ((PyObject*)__pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "ext/_codec.pyx":1718
+  /* "ext/_codec.pyx":1791
  *     cdef Py_ssize_t n = dec.array_header()
  *     cdef list out = []
  *     for _ in range(n):             # <<<<<<<<<<<<<<
@@ -38315,21 +40383,21 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v__ = __pyx_t_4;
 
-    /* "ext/_codec.pyx":1719
+    /* "ext/_codec.pyx":1792
  *     cdef list out = []
  *     for _ in range(n):
  *         if dec.array_header() != 3:             # <<<<<<<<<<<<<<
  *             raise CorruptSavepoint("savepoint record is damaged")
  *         entry = dec.tuple_of(3)
 */
-    __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1719, __pyx_L1_error)
+    __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1792, __pyx_L1_error)
     __pyx_t_6 = (__pyx_t_5 != 3);
 
 
     if (unlikely(__pyx_t_6)) {
 
 
-      /* "ext/_codec.pyx":1720
+      /* "ext/_codec.pyx":1793
  *     for _ in range(n):
  *         if dec.array_header() != 3:
  *             raise CorruptSavepoint("savepoint record is damaged")             # <<<<<<<<<<<<<<
@@ -38337,7 +40405,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
  *         if type(entry[0]) is not str or type(entry[1]) is not str or \
 */
       __pyx_t_7 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1720, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 1793, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __pyx_t_9 = 1;
       #if CYTHON_UNPACK_METHODS
@@ -38356,14 +40424,14 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
         __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_8, __pyx_callargs+__pyx_t_9, (2-__pyx_t_9) | (__pyx_t_9*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
         __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1720, __pyx_L1_error)
+        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1793, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
       }
       __Pyx_Raise(__pyx_t_2, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-      __PYX_ERR(0, 1720, __pyx_L1_error)
+      __PYX_ERR(0, 1793, __pyx_L1_error)
 
-      /* "ext/_codec.pyx":1719
+      /* "ext/_codec.pyx":1792
  *     cdef list out = []
  *     for _ in range(n):
  *         if dec.array_header() != 3:             # <<<<<<<<<<<<<<
@@ -38372,19 +40440,19 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
 */
     }
 
-    /* "ext/_codec.pyx":1721
+    /* "ext/_codec.pyx":1794
  *         if dec.array_header() != 3:
  *             raise CorruptSavepoint("savepoint record is damaged")
  *         entry = dec.tuple_of(3)             # <<<<<<<<<<<<<<
  *         if type(entry[0]) is not str or type(entry[1]) is not str or \
  *                 type(entry[2]) is not bytes:
 */
-    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->tuple_of(__pyx_v_dec, 3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1721, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->tuple_of(__pyx_v_dec, 3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1794, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_XDECREF_SET(__pyx_v_entry, ((PyObject*)__pyx_t_2));
     __pyx_t_2 = 0;
 
-    /* "ext/_codec.pyx":1722
+    /* "ext/_codec.pyx":1795
  *             raise CorruptSavepoint("savepoint record is damaged")
  *         entry = dec.tuple_of(3)
  *         if type(entry[0]) is not str or type(entry[1]) is not str or \             # <<<<<<<<<<<<<<
@@ -38393,7 +40461,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
 */
     if (unlikely(__pyx_v_entry == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 1722, __pyx_L1_error)
+      __PYX_ERR(0, 1795, __pyx_L1_error)
     }
     __pyx_t_10 = (((PyObject *)Py_TYPE(__Pyx_PyTuple_GET_ITEM(__pyx_v_entry, 0))) != ((PyObject *)(&PyUnicode_Type)));
     if (!__pyx_t_10) {
@@ -38406,7 +40474,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
     }
     if (unlikely(__pyx_v_entry == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 1722, __pyx_L1_error)
+      __PYX_ERR(0, 1795, __pyx_L1_error)
     }
     __pyx_t_10 = (((PyObject *)Py_TYPE(__Pyx_PyTuple_GET_ITEM(__pyx_v_entry, 1))) != ((PyObject *)(&PyUnicode_Type)));
     if (!__pyx_t_10) {
@@ -38418,7 +40486,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
       goto __pyx_L7_bool_binop_done;
     }
 
-    /* "ext/_codec.pyx":1723
+    /* "ext/_codec.pyx":1796
  *         entry = dec.tuple_of(3)
  *         if type(entry[0]) is not str or type(entry[1]) is not str or \
  *                 type(entry[2]) is not bytes:             # <<<<<<<<<<<<<<
@@ -38427,7 +40495,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
 */
     if (unlikely(__pyx_v_entry == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 1723, __pyx_L1_error)
+      __PYX_ERR(0, 1796, __pyx_L1_error)
     }
     __pyx_t_10 = (((PyObject *)Py_TYPE(__Pyx_PyTuple_GET_ITEM(__pyx_v_entry, 2))) != ((PyObject *)(&PyBytes_Type)));
 
@@ -38435,7 +40503,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
 
     __pyx_L7_bool_binop_done:;
 
-    /* "ext/_codec.pyx":1722
+    /* "ext/_codec.pyx":1795
  *             raise CorruptSavepoint("savepoint record is damaged")
  *         entry = dec.tuple_of(3)
  *         if type(entry[0]) is not str or type(entry[1]) is not str or \             # <<<<<<<<<<<<<<
@@ -38445,7 +40513,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
     if (unlikely(__pyx_t_6)) {
 
 
-      /* "ext/_codec.pyx":1724
+      /* "ext/_codec.pyx":1797
  *         if type(entry[0]) is not str or type(entry[1]) is not str or \
  *                 type(entry[2]) is not bytes:
  *             raise CorruptSavepoint("savepoint record is damaged")             # <<<<<<<<<<<<<<
@@ -38453,7 +40521,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
  *     return out
 */
       __pyx_t_8 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1724, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 1797, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
       __pyx_t_9 = 1;
       #if CYTHON_UNPACK_METHODS
@@ -38472,14 +40540,14 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
         __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_7, __pyx_callargs+__pyx_t_9, (2-__pyx_t_9) | (__pyx_t_9*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
         __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1724, __pyx_L1_error)
+        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1797, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
       }
       __Pyx_Raise(__pyx_t_2, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-      __PYX_ERR(0, 1724, __pyx_L1_error)
+      __PYX_ERR(0, 1797, __pyx_L1_error)
 
-      /* "ext/_codec.pyx":1722
+      /* "ext/_codec.pyx":1795
  *             raise CorruptSavepoint("savepoint record is damaged")
  *         entry = dec.tuple_of(3)
  *         if type(entry[0]) is not str or type(entry[1]) is not str or \             # <<<<<<<<<<<<<<
@@ -38488,19 +40556,19 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
 */
     }
 
-    /* "ext/_codec.pyx":1725
+    /* "ext/_codec.pyx":1798
  *                 type(entry[2]) is not bytes:
  *             raise CorruptSavepoint("savepoint record is damaged")
  *         out.append(entry)             # <<<<<<<<<<<<<<
  *     return out
  * 
 */
-    __pyx_t_11 = __Pyx_PyList_Append(__pyx_v_out, __pyx_v_entry); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 1725, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyList_Append(__pyx_v_out, __pyx_v_entry); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 1798, __pyx_L1_error)
 
   }
 
 
-  /* "ext/_codec.pyx":1726
+  /* "ext/_codec.pyx":1799
  *             raise CorruptSavepoint("savepoint record is damaged")
  *         out.append(entry)
  *     return out             # <<<<<<<<<<<<<<
@@ -38518,7 +40586,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
   }
   goto __pyx_L0;
 
-  /* "ext/_codec.pyx":1714
+  /* "ext/_codec.pyx":1787
  * 
  * 
  * cdef list _read_codes(Decoder dec):             # <<<<<<<<<<<<<<
@@ -38543,7 +40611,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1729
+/* "ext/_codec.pyx":1802
  * 
  * 
  * def decode_snapshot(record, codes, *, externals=None, Trust trust=None, chunks=None):             # <<<<<<<<<<<<<<
@@ -38552,16 +40620,16 @@ static PyObject *__pyx_f_6engine_6_codec__read_codes(struct __pyx_obj_6engine_6_
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_6_codec_27decode_snapshot(PyObject *__pyx_self, 
+static PyObject *__pyx_pw_6engine_6_codec_35decode_snapshot(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_6engine_6_codec_26decode_snapshot, "Rebuild the frames of a savepoint record.  ``codes`` gives the pinned code objects\n    the record uses: a mapping from fingerprint to code object, or a callable\n    ``codes(fingerprint, module, qualname)`` returning it.  ``chunks`` gives the big\n    values cut out by encode_snapshot: a dict {hash: bytes} or a callable hash -> bytes.");
-static PyMethodDef __pyx_mdef_6engine_6_codec_27decode_snapshot = {"decode_snapshot", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_27decode_snapshot, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_26decode_snapshot};
-static PyObject *__pyx_pw_6engine_6_codec_27decode_snapshot(PyObject *__pyx_self, 
+PyDoc_STRVAR(__pyx_doc_6engine_6_codec_34decode_snapshot, "Rebuild the frames of a savepoint record.  ``codes`` gives the pinned code objects\n    the record uses: a mapping from fingerprint to code object, or a callable\n    ``codes(fingerprint, module, qualname)`` returning it.  ``chunks`` gives the big\n    values cut out by encode_snapshot: a dict {hash: bytes} or a callable hash -> bytes.");
+static PyMethodDef __pyx_mdef_6engine_6_codec_35decode_snapshot = {"decode_snapshot", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_35decode_snapshot, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_6engine_6_codec_34decode_snapshot};
+static PyObject *__pyx_pw_6engine_6_codec_35decode_snapshot(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -38595,35 +40663,35 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_record,&__pyx_mstate_global->__pyx_n_u_codes,&__pyx_mstate_global->__pyx_n_u_externals,&__pyx_mstate_global->__pyx_n_u_trust,&__pyx_mstate_global->__pyx_n_u_chunks,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1729, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 1802, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 1729, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 1802, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1729, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1802, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "decode_snapshot", 0) < (0)) __PYX_ERR(0, 1729, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "decode_snapshot", 0) < (0)) __PYX_ERR(0, 1802, __pyx_L3_error)
       if (!values[2]) values[2] = __Pyx_NewRef(((PyObject *)Py_None));
       if (!values[3]) values[3] = __Pyx_NewRef((PyObject *)((struct __pyx_obj_6engine_6_codec_Trust *)Py_None));
       if (!values[4]) values[4] = __Pyx_NewRef(((PyObject *)Py_None));
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("decode_snapshot", 1, 2, 2, i); __PYX_ERR(0, 1729, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("decode_snapshot", 1, 2, 2, i); __PYX_ERR(0, 1802, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1729, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 1802, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 1729, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 1802, __pyx_L3_error)
       if (!values[2]) values[2] = __Pyx_NewRef(((PyObject *)Py_None));
       if (!values[3]) values[3] = __Pyx_NewRef((PyObject *)((struct __pyx_obj_6engine_6_codec_Trust *)Py_None));
       if (!values[4]) values[4] = __Pyx_NewRef(((PyObject *)Py_None));
@@ -38636,7 +40704,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("decode_snapshot", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 1729, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("decode_snapshot", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 1802, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -38647,8 +40715,8 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_trust), __pyx_mstate_global->__pyx_ptype_6engine_6_codec_Trust, 1, "trust", 0))) __PYX_ERR(0, 1729, __pyx_L1_error)
-  __pyx_r = __pyx_pf_6engine_6_codec_26decode_snapshot(__pyx_self, __pyx_v_record, __pyx_v_codes, __pyx_v_externals, __pyx_v_trust, __pyx_v_chunks);
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_trust), __pyx_mstate_global->__pyx_ptype_6engine_6_codec_Trust, 1, "trust", 0))) __PYX_ERR(0, 1802, __pyx_L1_error)
+  __pyx_r = __pyx_pf_6engine_6_codec_34decode_snapshot(__pyx_self, __pyx_v_record, __pyx_v_codes, __pyx_v_externals, __pyx_v_trust, __pyx_v_chunks);
 
   /* function exit code */
   goto __pyx_L0;
@@ -38667,7 +40735,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_record, PyObject *__pyx_v_codes, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust, PyObject *__pyx_v_chunks) {
+static PyObject *__pyx_pf_6engine_6_codec_34decode_snapshot(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_record, PyObject *__pyx_v_codes, PyObject *__pyx_v_externals, struct __pyx_obj_6engine_6_codec_Trust *__pyx_v_trust, PyObject *__pyx_v_chunks) {
   Py_ssize_t __pyx_v_start;
   struct __pyx_obj_6engine_6_codec_Decoder *__pyx_v_dec = 0;
   Py_ssize_t __pyx_v_n;
@@ -38714,7 +40782,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
   __Pyx_RefNannySetupContext("decode_snapshot", 0);
   __Pyx_INCREF(__pyx_v_record);
 
-  /* "ext/_codec.pyx":1734
+  /* "ext/_codec.pyx":1807
  *     ``codes(fingerprint, module, qualname)`` returning it.  ``chunks`` gives the big
  *     values cut out by encode_snapshot: a dict {hash: bytes} or a callable hash -> bytes."""
  *     if type(record) is not bytes:             # <<<<<<<<<<<<<<
@@ -38725,7 +40793,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
   if (__pyx_t_1) {
 
 
-    /* "ext/_codec.pyx":1735
+    /* "ext/_codec.pyx":1808
  *     values cut out by encode_snapshot: a dict {hash: bytes} or a callable hash -> bytes."""
  *     if type(record) is not bytes:
  *         record = bytes(record)             # <<<<<<<<<<<<<<
@@ -38738,13 +40806,13 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_v_record};
       __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1735, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1808, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_DECREF_SET(__pyx_v_record, __pyx_t_2);
     __pyx_t_2 = 0;
 
-    /* "ext/_codec.pyx":1734
+    /* "ext/_codec.pyx":1807
  *     ``codes(fingerprint, module, qualname)`` returning it.  ``chunks`` gives the big
  *     values cut out by encode_snapshot: a dict {hash: bytes} or a callable hash -> bytes."""
  *     if type(record) is not bytes:             # <<<<<<<<<<<<<<
@@ -38753,7 +40821,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
 */
   }
 
-  /* "ext/_codec.pyx":1736
+  /* "ext/_codec.pyx":1809
  *     if type(record) is not bytes:
  *         record = bytes(record)
  *     cdef Py_ssize_t start = _check_header(record)             # <<<<<<<<<<<<<<
@@ -38762,12 +40830,12 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
 */
   __pyx_t_2 = __pyx_v_record;
   __Pyx_INCREF(__pyx_t_2);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 1736, __pyx_L1_error)
-  __pyx_t_5 = __pyx_f_6engine_6_codec__check_header(((PyObject*)__pyx_t_2)); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1736, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 1809, __pyx_L1_error)
+  __pyx_t_5 = __pyx_f_6engine_6_codec__check_header(((PyObject*)__pyx_t_2)); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1809, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_v_start = __pyx_t_5;
 
-  /* "ext/_codec.pyx":1737
+  /* "ext/_codec.pyx":1810
  *         record = bytes(record)
  *     cdef Py_ssize_t start = _check_header(record)
  *     cdef Decoder dec = _decoder(record, start, externals, trust)             # <<<<<<<<<<<<<<
@@ -38776,14 +40844,14 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
 */
   __pyx_t_2 = __pyx_v_record;
   __Pyx_INCREF(__pyx_t_2);
-  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 1737, __pyx_L1_error)
-  __pyx_t_3 = ((PyObject *)__pyx_f_6engine_6_codec__decoder(((PyObject*)__pyx_t_2), __pyx_v_start, __pyx_v_externals, __pyx_v_trust)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1737, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_2))||((__pyx_t_2) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_2))) __PYX_ERR(0, 1810, __pyx_L1_error)
+  __pyx_t_3 = ((PyObject *)__pyx_f_6engine_6_codec__decoder(((PyObject*)__pyx_t_2), __pyx_v_start, __pyx_v_externals, __pyx_v_trust)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_v_dec = ((struct __pyx_obj_6engine_6_codec_Decoder *)__pyx_t_3);
   __pyx_t_3 = 0;
 
-  /* "ext/_codec.pyx":1740
+  /* "ext/_codec.pyx":1813
  *     cdef Py_ssize_t n, i
  *     cdef list frames
  *     cdef bint lookup = isinstance(codes, dict)             # <<<<<<<<<<<<<<
@@ -38793,7 +40861,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
   __pyx_t_1 = PyDict_Check(__pyx_v_codes); 
   __pyx_v_lookup = __pyx_t_1;
 
-  /* "ext/_codec.pyx":1741
+  /* "ext/_codec.pyx":1814
  *     cdef list frames
  *     cdef bint lookup = isinstance(codes, dict)
  *     dec.chunks = chunks             # <<<<<<<<<<<<<<
@@ -38805,7 +40873,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
   __Pyx_GOTREF(__pyx_v_dec->chunks);
   __Pyx_DECREF_SET(__pyx_v_dec->chunks, __pyx_v_chunks);
 
-  /* "ext/_codec.pyx":1742
+  /* "ext/_codec.pyx":1815
  *     cdef bint lookup = isinstance(codes, dict)
  *     dec.chunks = chunks
  *     try:             # <<<<<<<<<<<<<<
@@ -38822,17 +40890,17 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
       __Pyx_XGOTREF(__pyx_t_8);
       /*try:*/ {
 
-        /* "ext/_codec.pyx":1743
+        /* "ext/_codec.pyx":1816
  *     dec.chunks = chunks
  *     try:
  *         n = dec.array_header()             # <<<<<<<<<<<<<<
  *         for i in range(n):
  *             if dec.array_header() != 3:
 */
-        __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1743, __pyx_L7_error)
+        __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1816, __pyx_L7_error)
         __pyx_v_n = __pyx_t_5;
 
-        /* "ext/_codec.pyx":1744
+        /* "ext/_codec.pyx":1817
  *     try:
  *         n = dec.array_header()
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -38846,21 +40914,21 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
         for (__pyx_t_10 = 0; __pyx_t_10 < __pyx_t_9; __pyx_t_10+=1) {
           __pyx_v_i = __pyx_t_10;
 
-          /* "ext/_codec.pyx":1745
+          /* "ext/_codec.pyx":1818
  *         n = dec.array_header()
  *         for i in range(n):
  *             if dec.array_header() != 3:             # <<<<<<<<<<<<<<
  *                 raise CorruptSavepoint("savepoint record is damaged")
  *             module = dec.decode()
 */
-          __pyx_t_11 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_11 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1745, __pyx_L7_error)
+          __pyx_t_11 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_11 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1818, __pyx_L7_error)
           __pyx_t_1 = (__pyx_t_11 != 3);
 
 
           if (unlikely(__pyx_t_1)) {
 
 
-            /* "ext/_codec.pyx":1746
+            /* "ext/_codec.pyx":1819
  *         for i in range(n):
  *             if dec.array_header() != 3:
  *                 raise CorruptSavepoint("savepoint record is damaged")             # <<<<<<<<<<<<<<
@@ -38868,7 +40936,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
  *             qualname = dec.decode()
 */
             __pyx_t_2 = NULL;
-            __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 1746, __pyx_L7_error)
+            __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 1819, __pyx_L7_error)
             __Pyx_GOTREF(__pyx_t_12);
             __pyx_t_4 = 1;
             #if CYTHON_UNPACK_METHODS
@@ -38887,14 +40955,14 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
               __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_12, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
               __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
               __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-              if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1746, __pyx_L7_error)
+              if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1819, __pyx_L7_error)
               __Pyx_GOTREF(__pyx_t_3);
             }
             __Pyx_Raise(__pyx_t_3, 0, 0, 0);
             __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-            __PYX_ERR(0, 1746, __pyx_L7_error)
+            __PYX_ERR(0, 1819, __pyx_L7_error)
 
-            /* "ext/_codec.pyx":1745
+            /* "ext/_codec.pyx":1818
  *         n = dec.array_header()
  *         for i in range(n):
  *             if dec.array_header() != 3:             # <<<<<<<<<<<<<<
@@ -38903,43 +40971,43 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
 */
           }
 
-          /* "ext/_codec.pyx":1747
+          /* "ext/_codec.pyx":1820
  *             if dec.array_header() != 3:
  *                 raise CorruptSavepoint("savepoint record is damaged")
  *             module = dec.decode()             # <<<<<<<<<<<<<<
  *             qualname = dec.decode()
  *             digest = dec.decode()
 */
-          __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1747, __pyx_L7_error)
+          __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1820, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_3);
           __Pyx_XDECREF_SET(__pyx_v_module, __pyx_t_3);
           __pyx_t_3 = 0;
 
-          /* "ext/_codec.pyx":1748
+          /* "ext/_codec.pyx":1821
  *                 raise CorruptSavepoint("savepoint record is damaged")
  *             module = dec.decode()
  *             qualname = dec.decode()             # <<<<<<<<<<<<<<
  *             digest = dec.decode()
  *             if type(digest) is not bytes:
 */
-          __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1748, __pyx_L7_error)
+          __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1821, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_3);
           __Pyx_XDECREF_SET(__pyx_v_qualname, __pyx_t_3);
           __pyx_t_3 = 0;
 
-          /* "ext/_codec.pyx":1749
+          /* "ext/_codec.pyx":1822
  *             module = dec.decode()
  *             qualname = dec.decode()
  *             digest = dec.decode()             # <<<<<<<<<<<<<<
  *             if type(digest) is not bytes:
  *                 raise CorruptSavepoint("savepoint record is damaged")
 */
-          __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1749, __pyx_L7_error)
+          __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1822, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_3);
           __Pyx_XDECREF_SET(__pyx_v_digest, __pyx_t_3);
           __pyx_t_3 = 0;
 
-          /* "ext/_codec.pyx":1750
+          /* "ext/_codec.pyx":1823
  *             qualname = dec.decode()
  *             digest = dec.decode()
  *             if type(digest) is not bytes:             # <<<<<<<<<<<<<<
@@ -38950,7 +41018,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
           if (unlikely(__pyx_t_1)) {
 
 
-            /* "ext/_codec.pyx":1751
+            /* "ext/_codec.pyx":1824
  *             digest = dec.decode()
  *             if type(digest) is not bytes:
  *                 raise CorruptSavepoint("savepoint record is damaged")             # <<<<<<<<<<<<<<
@@ -38958,7 +41026,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
  *             code = (<dict>codes).get(digest) if lookup else codes(digest, module, qualname)
 */
             __pyx_t_12 = NULL;
-            __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1751, __pyx_L7_error)
+            __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1824, __pyx_L7_error)
             __Pyx_GOTREF(__pyx_t_2);
             __pyx_t_4 = 1;
             #if CYTHON_UNPACK_METHODS
@@ -38977,14 +41045,14 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
               __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_2, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
               __Pyx_XDECREF(__pyx_t_12); __pyx_t_12 = 0;
               __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-              if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1751, __pyx_L7_error)
+              if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1824, __pyx_L7_error)
               __Pyx_GOTREF(__pyx_t_3);
             }
             __Pyx_Raise(__pyx_t_3, 0, 0, 0);
             __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-            __PYX_ERR(0, 1751, __pyx_L7_error)
+            __PYX_ERR(0, 1824, __pyx_L7_error)
 
-            /* "ext/_codec.pyx":1750
+            /* "ext/_codec.pyx":1823
  *             qualname = dec.decode()
  *             digest = dec.decode()
  *             if type(digest) is not bytes:             # <<<<<<<<<<<<<<
@@ -38993,7 +41061,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
 */
           }
 
-          /* "ext/_codec.pyx":1753
+          /* "ext/_codec.pyx":1826
  *                 raise CorruptSavepoint("savepoint record is damaged")
  *             # a mapping is the store's cache of verified code; a callable's answer is checked
  *             code = (<dict>codes).get(digest) if lookup else codes(digest, module, qualname)             # <<<<<<<<<<<<<<
@@ -39003,9 +41071,9 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
           if (__pyx_v_lookup) {
             if (unlikely(__pyx_v_codes == Py_None)) {
               PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-              __PYX_ERR(0, 1753, __pyx_L7_error)
+              __PYX_ERR(0, 1826, __pyx_L7_error)
             }
-            __pyx_t_2 = __Pyx_PyDict_GetItemDefault(((PyObject*)__pyx_v_codes), __pyx_v_digest, Py_None); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1753, __pyx_L7_error)
+            __pyx_t_2 = __Pyx_PyDict_GetItemDefault(((PyObject*)__pyx_v_codes), __pyx_v_digest, Py_None); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1826, __pyx_L7_error)
             __Pyx_GOTREF(__pyx_t_2);
             __pyx_t_3 = __pyx_t_2;
             __pyx_t_2 = 0;
@@ -39030,7 +41098,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
               __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_13, __pyx_callargs+__pyx_t_4, (4-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
               __Pyx_XDECREF(__pyx_t_12); __pyx_t_12 = 0;
               __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-              if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1753, __pyx_L7_error)
+              if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1826, __pyx_L7_error)
               __Pyx_GOTREF(__pyx_t_2);
             }
             __pyx_t_3 = __pyx_t_2;
@@ -39039,7 +41107,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
           __Pyx_XDECREF_SET(__pyx_v_code, __pyx_t_3);
           __pyx_t_3 = 0;
 
-          /* "ext/_codec.pyx":1754
+          /* "ext/_codec.pyx":1827
  *             # a mapping is the store's cache of verified code; a callable's answer is checked
  *             code = (<dict>codes).get(digest) if lookup else codes(digest, module, qualname)
  *             if code is None or type(code) is not _CodeType or \             # <<<<<<<<<<<<<<
@@ -39065,7 +41133,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
             goto __pyx_L18_bool_binop_done;
           }
 
-          /* "ext/_codec.pyx":1755
+          /* "ext/_codec.pyx":1828
  *             code = (<dict>codes).get(digest) if lookup else codes(digest, module, qualname)
  *             if code is None or type(code) is not _CodeType or \
  *                     (not lookup and fingerprint(code) != digest):             # <<<<<<<<<<<<<<
@@ -39082,16 +41150,16 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
 
             goto __pyx_L18_bool_binop_done;
           }
-          __pyx_t_3 = __pyx_f_6engine_6_codec_fingerprint(__pyx_v_code, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1755, __pyx_L7_error)
+          __pyx_t_3 = __pyx_f_6engine_6_codec_fingerprint(__pyx_v_code, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1828, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_3);
-          __pyx_t_14 = __Pyx_PyObject_CompareBoolNe_bytes_object(__pyx_t_3, __pyx_v_digest, Py_NE); if (unlikely((__pyx_t_14 < 0))) __PYX_ERR(0, 1755, __pyx_L7_error)
+          __pyx_t_14 = __Pyx_PyObject_CompareBoolNe_bytes_object(__pyx_t_3, __pyx_v_digest, Py_NE); if (unlikely((__pyx_t_14 < 0))) __PYX_ERR(0, 1828, __pyx_L7_error)
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
           __pyx_t_1 = __pyx_t_14;
 
           __pyx_L18_bool_binop_done:;
 
-          /* "ext/_codec.pyx":1754
+          /* "ext/_codec.pyx":1827
  *             # a mapping is the store's cache of verified code; a callable's answer is checked
  *             code = (<dict>codes).get(digest) if lookup else codes(digest, module, qualname)
  *             if code is None or type(code) is not _CodeType or \             # <<<<<<<<<<<<<<
@@ -39101,7 +41169,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
           if (unlikely(__pyx_t_1)) {
 
 
-            /* "ext/_codec.pyx":1756
+            /* "ext/_codec.pyx":1829
  *             if code is None or type(code) is not _CodeType or \
  *                     (not lookup and fingerprint(code) != digest):
  *                 raise CorruptSavepoint(f"pinned code for {module}.{qualname} is missing or "             # <<<<<<<<<<<<<<
@@ -39109,11 +41177,11 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
  *             dec.codes.append(code)
 */
             __pyx_t_2 = NULL;
-            __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1756, __pyx_L7_error)
+            __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1829, __pyx_L7_error)
             __Pyx_GOTREF(__pyx_t_13);
-            __pyx_t_12 = __Pyx_PyObject_FormatSimple(__pyx_v_module, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 1756, __pyx_L7_error)
+            __pyx_t_12 = __Pyx_PyObject_FormatSimple(__pyx_v_module, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 1829, __pyx_L7_error)
             __Pyx_GOTREF(__pyx_t_12);
-            __pyx_t_15 = __Pyx_PyObject_FormatSimple(__pyx_v_qualname, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1756, __pyx_L7_error)
+            __pyx_t_15 = __Pyx_PyObject_FormatSimple(__pyx_v_qualname, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 1829, __pyx_L7_error)
             __Pyx_GOTREF(__pyx_t_15);
             __pyx_t_16[0] = __pyx_mstate_global->__pyx_kp_u_pinned_code_for;
             __pyx_t_16[1] = __pyx_t_12;
@@ -39129,7 +41197,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
             __pyx_t_17 |= __Pyx_PyUnicode_KIND_04(__pyx_t_16[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_16[3]);
             #endif
             __pyx_t_18 = __Pyx_PyUnicode_Join(__pyx_t_16, 5, __pyx_t_11, __pyx_t_17);
-            if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1756, __pyx_L7_error)
+            if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1829, __pyx_L7_error)
             __Pyx_GOTREF(__pyx_t_18);
             __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
             __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
@@ -39151,14 +41219,14 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
               __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
               __Pyx_DECREF(__pyx_t_18); __pyx_t_18 = 0;
               __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-              if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1756, __pyx_L7_error)
+              if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1829, __pyx_L7_error)
               __Pyx_GOTREF(__pyx_t_3);
             }
             __Pyx_Raise(__pyx_t_3, 0, 0, 0);
             __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-            __PYX_ERR(0, 1756, __pyx_L7_error)
+            __PYX_ERR(0, 1829, __pyx_L7_error)
 
-            /* "ext/_codec.pyx":1754
+            /* "ext/_codec.pyx":1827
  *             # a mapping is the store's cache of verified code; a callable's answer is checked
  *             code = (<dict>codes).get(digest) if lookup else codes(digest, module, qualname)
  *             if code is None or type(code) is not _CodeType or \             # <<<<<<<<<<<<<<
@@ -39167,7 +41235,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
 */
           }
 
-          /* "ext/_codec.pyx":1758
+          /* "ext/_codec.pyx":1831
  *                 raise CorruptSavepoint(f"pinned code for {module}.{qualname} is missing or "
  *                                        f"does not match the savepoint")
  *             dec.codes.append(code)             # <<<<<<<<<<<<<<
@@ -39176,14 +41244,14 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
 */
           if (unlikely(__pyx_v_dec->codes == Py_None)) {
             PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-            __PYX_ERR(0, 1758, __pyx_L7_error)
+            __PYX_ERR(0, 1831, __pyx_L7_error)
           }
-          __pyx_t_19 = __Pyx_PyList_Append(__pyx_v_dec->codes, __pyx_v_code); if (unlikely(__pyx_t_19 == ((int)-1))) __PYX_ERR(0, 1758, __pyx_L7_error)
+          __pyx_t_19 = __Pyx_PyList_Append(__pyx_v_dec->codes, __pyx_v_code); if (unlikely(__pyx_t_19 == ((int)-1))) __PYX_ERR(0, 1831, __pyx_L7_error)
 
         }
 
 
-        /* "ext/_codec.pyx":1759
+        /* "ext/_codec.pyx":1832
  *                                        f"does not match the savepoint")
  *             dec.codes.append(code)
  *         _clear(dec.memo)              # the body was encoded with its own memo             # <<<<<<<<<<<<<<
@@ -39192,33 +41260,33 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
 */
         __pyx_t_3 = __pyx_v_dec->memo;
         __Pyx_INCREF(__pyx_t_3);
-        __pyx_t_17 = __pyx_f_6engine_6_codec__clear(((PyObject*)__pyx_t_3)); if (unlikely(__pyx_t_17 == ((int)-1))) __PYX_ERR(0, 1759, __pyx_L7_error)
+        __pyx_t_17 = __pyx_f_6engine_6_codec__clear(((PyObject*)__pyx_t_3)); if (unlikely(__pyx_t_17 == ((int)-1))) __PYX_ERR(0, 1832, __pyx_L7_error)
         __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
 
-        /* "ext/_codec.pyx":1760
+        /* "ext/_codec.pyx":1833
  *             dec.codes.append(code)
  *         _clear(dec.memo)              # the body was encoded with its own memo
  *         n = dec.array_header()             # <<<<<<<<<<<<<<
  *         frames = []
  *         for i in range(n):
 */
-        __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1760, __pyx_L7_error)
+        __pyx_t_5 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1833, __pyx_L7_error)
         __pyx_v_n = __pyx_t_5;
 
-        /* "ext/_codec.pyx":1761
+        /* "ext/_codec.pyx":1834
  *         _clear(dec.memo)              # the body was encoded with its own memo
  *         n = dec.array_header()
  *         frames = []             # <<<<<<<<<<<<<<
  *         for i in range(n):
  *             frames.append(_read_frame(dec))
 */
-        __pyx_t_3 = PyList_New(0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1761, __pyx_L7_error)
+        __pyx_t_3 = PyList_New(0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1834, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_3);
         __pyx_v_frames = ((PyObject*)__pyx_t_3);
         __pyx_t_3 = 0;
 
-        /* "ext/_codec.pyx":1762
+        /* "ext/_codec.pyx":1835
  *         n = dec.array_header()
  *         frames = []
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -39232,22 +41300,22 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
         for (__pyx_t_10 = 0; __pyx_t_10 < __pyx_t_9; __pyx_t_10+=1) {
           __pyx_v_i = __pyx_t_10;
 
-          /* "ext/_codec.pyx":1763
+          /* "ext/_codec.pyx":1836
  *         frames = []
  *         for i in range(n):
  *             frames.append(_read_frame(dec))             # <<<<<<<<<<<<<<
  *         if dec.pos != dec.end:
  *             raise CorruptSavepoint("savepoint body has trailing bytes")
 */
-          __pyx_t_3 = __pyx_f_6engine_6_codec__read_frame(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1763, __pyx_L7_error)
+          __pyx_t_3 = __pyx_f_6engine_6_codec__read_frame(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1836, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_3);
-          __pyx_t_19 = __Pyx_PyList_Append(__pyx_v_frames, __pyx_t_3); if (unlikely(__pyx_t_19 == ((int)-1))) __PYX_ERR(0, 1763, __pyx_L7_error)
+          __pyx_t_19 = __Pyx_PyList_Append(__pyx_v_frames, __pyx_t_3); if (unlikely(__pyx_t_19 == ((int)-1))) __PYX_ERR(0, 1836, __pyx_L7_error)
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
         }
 
 
-        /* "ext/_codec.pyx":1764
+        /* "ext/_codec.pyx":1837
  *         for i in range(n):
  *             frames.append(_read_frame(dec))
  *         if dec.pos != dec.end:             # <<<<<<<<<<<<<<
@@ -39259,7 +41327,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
         if (unlikely(__pyx_t_1)) {
 
 
-          /* "ext/_codec.pyx":1765
+          /* "ext/_codec.pyx":1838
  *             frames.append(_read_frame(dec))
  *         if dec.pos != dec.end:
  *             raise CorruptSavepoint("savepoint body has trailing bytes")             # <<<<<<<<<<<<<<
@@ -39267,7 +41335,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
  *     except Exception as e:
 */
           __pyx_t_13 = NULL;
-          __Pyx_GetModuleGlobalName(__pyx_t_18, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1765, __pyx_L7_error)
+          __Pyx_GetModuleGlobalName(__pyx_t_18, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 1838, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_18);
           __pyx_t_4 = 1;
           #if CYTHON_UNPACK_METHODS
@@ -39286,14 +41354,14 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
             __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_18, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
             __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
             __Pyx_DECREF(__pyx_t_18); __pyx_t_18 = 0;
-            if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1765, __pyx_L7_error)
+            if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1838, __pyx_L7_error)
             __Pyx_GOTREF(__pyx_t_3);
           }
           __Pyx_Raise(__pyx_t_3, 0, 0, 0);
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-          __PYX_ERR(0, 1765, __pyx_L7_error)
+          __PYX_ERR(0, 1838, __pyx_L7_error)
 
-          /* "ext/_codec.pyx":1764
+          /* "ext/_codec.pyx":1837
  *         for i in range(n):
  *             frames.append(_read_frame(dec))
  *         if dec.pos != dec.end:             # <<<<<<<<<<<<<<
@@ -39302,14 +41370,14 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
 */
         }
 
-        /* "ext/_codec.pyx":1766
+        /* "ext/_codec.pyx":1839
  *         if dec.pos != dec.end:
  *             raise CorruptSavepoint("savepoint body has trailing bytes")
  *         return tuple(frames)      # as engine._frames.capture gives them             # <<<<<<<<<<<<<<
  *     except Exception as e:
  *         raise _damaged(e) from None
 */
-        __pyx_t_3 = PyList_AsTuple(__pyx_v_frames); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1766, __pyx_L7_error)
+        __pyx_t_3 = PyList_AsTuple(__pyx_v_frames); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1839, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_3);
         {
           PyObject *__pyx_temp;
@@ -39322,7 +41390,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
         __pyx_t_3 = 0;
         goto __pyx_L11_try_return;
 
-        /* "ext/_codec.pyx":1742
+        /* "ext/_codec.pyx":1815
  *     cdef bint lookup = isinstance(codes, dict)
  *     dec.chunks = chunks
  *     try:             # <<<<<<<<<<<<<<
@@ -39338,7 +41406,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-      /* "ext/_codec.pyx":1767
+      /* "ext/_codec.pyx":1840
  *             raise CorruptSavepoint("savepoint body has trailing bytes")
  *         return tuple(frames)      # as engine._frames.capture gives them
  *     except Exception as e:             # <<<<<<<<<<<<<<
@@ -39348,7 +41416,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
       __pyx_t_17 = __Pyx_PyErr_ExceptionMatches(((PyObject *)(((PyTypeObject*)PyExc_Exception))));
       if (__pyx_t_17) {
         __Pyx_AddTraceback("engine._codec.decode_snapshot", __pyx_clineno, __pyx_lineno, __pyx_filename);
-        if (__Pyx_GetException(&__pyx_t_3, &__pyx_t_18, &__pyx_t_13) < 0) __PYX_ERR(0, 1767, __pyx_L9_except_error)
+        if (__Pyx_GetException(&__pyx_t_3, &__pyx_t_18, &__pyx_t_13) < 0) __PYX_ERR(0, 1840, __pyx_L9_except_error)
         __Pyx_XGOTREF(__pyx_t_3);
         __Pyx_XGOTREF(__pyx_t_18);
         __Pyx_XGOTREF(__pyx_t_13);
@@ -39356,21 +41424,21 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
         __pyx_v_e = __pyx_t_18;
         /*try:*/ {
 
-          /* "ext/_codec.pyx":1768
+          /* "ext/_codec.pyx":1841
  *         return tuple(frames)      # as engine._frames.capture gives them
  *     except Exception as e:
  *         raise _damaged(e) from None             # <<<<<<<<<<<<<<
  *     finally:
  *         _done_decoding(dec)
 */
-          __pyx_t_2 = __pyx_f_6engine_6_codec__damaged(__pyx_v_e); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1768, __pyx_L30_error)
+          __pyx_t_2 = __pyx_f_6engine_6_codec__damaged(__pyx_v_e); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 1841, __pyx_L30_error)
           __Pyx_GOTREF(__pyx_t_2);
           __Pyx_Raise(__pyx_t_2, 0, 0, Py_None);
           __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-          __PYX_ERR(0, 1768, __pyx_L30_error)
+          __PYX_ERR(0, 1841, __pyx_L30_error)
         }
 
-        /* "ext/_codec.pyx":1767
+        /* "ext/_codec.pyx":1840
  *             raise CorruptSavepoint("savepoint body has trailing bytes")
  *         return tuple(frames)      # as engine._frames.capture gives them
  *     except Exception as e:             # <<<<<<<<<<<<<<
@@ -39414,7 +41482,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
       }
       goto __pyx_L9_except_error;
 
-      /* "ext/_codec.pyx":1742
+      /* "ext/_codec.pyx":1815
  *     cdef bint lookup = isinstance(codes, dict)
  *     dec.chunks = chunks
  *     try:             # <<<<<<<<<<<<<<
@@ -39436,7 +41504,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
     }
   }
 
-  /* "ext/_codec.pyx":1770
+  /* "ext/_codec.pyx":1843
  *         raise _damaged(e) from None
  *     finally:
  *         _done_decoding(dec)             # <<<<<<<<<<<<<<
@@ -39465,7 +41533,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
       __Pyx_XGOTREF(__pyx_t_25);
       __pyx_t_20 = __pyx_lineno; __pyx_t_17 = __pyx_clineno; __pyx_t_21 = __pyx_filename;
       {
-        __pyx_t_13 = __pyx_f_6engine_6_codec__done_decoding(__pyx_v_dec); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1770, __pyx_L37_error)
+        __pyx_t_13 = __pyx_f_6engine_6_codec__done_decoding(__pyx_v_dec); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1843, __pyx_L37_error)
         __Pyx_GOTREF(__pyx_t_13);
         __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
       }
@@ -39494,7 +41562,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
     __pyx_L4_return: {
       __pyx_t_25 = __pyx_r;
       __pyx_r = 0;
-      __pyx_t_13 = __pyx_f_6engine_6_codec__done_decoding(__pyx_v_dec); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1770, __pyx_L1_error)
+      __pyx_t_13 = __pyx_f_6engine_6_codec__done_decoding(__pyx_v_dec); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 1843, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
       __pyx_r = __pyx_t_25;
@@ -39503,7 +41571,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
     }
   }
 
-  /* "ext/_codec.pyx":1729
+  /* "ext/_codec.pyx":1802
  * 
  * 
  * def decode_snapshot(record, codes, *, externals=None, Trust trust=None, chunks=None):             # <<<<<<<<<<<<<<
@@ -39539,7 +41607,7 @@ static PyObject *__pyx_pf_6engine_6_codec_26decode_snapshot(CYTHON_UNUSED PyObje
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1778
+/* "ext/_codec.pyx":1851
  * 
  * 
  * cdef int _set_code_extra(code, Py_ssize_t slot, object value) except -1:             # <<<<<<<<<<<<<<
@@ -39555,7 +41623,7 @@ static int __pyx_f_6engine_6_codec__set_code_extra(PyObject *__pyx_v_code, Py_ss
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
 
-  /* "ext/_codec.pyx":1779
+  /* "ext/_codec.pyx":1852
  * 
  * cdef int _set_code_extra(code, Py_ssize_t slot, object value) except -1:
  *     cdef void *old = NULL             # <<<<<<<<<<<<<<
@@ -39564,7 +41632,7 @@ static int __pyx_f_6engine_6_codec__set_code_extra(PyObject *__pyx_v_code, Py_ss
 */
   __pyx_v_old = NULL;
 
-  /* "ext/_codec.pyx":1780
+  /* "ext/_codec.pyx":1853
  * cdef int _set_code_extra(code, Py_ssize_t slot, object value) except -1:
  *     cdef void *old = NULL
  *     _PyCode_GetExtra(code, slot, &old)             # <<<<<<<<<<<<<<
@@ -39573,7 +41641,7 @@ static int __pyx_f_6engine_6_codec__set_code_extra(PyObject *__pyx_v_code, Py_ss
 */
   (void)(_PyCode_GetExtra(__pyx_v_code, __pyx_v_slot, (&__pyx_v_old)));
 
-  /* "ext/_codec.pyx":1781
+  /* "ext/_codec.pyx":1854
  *     cdef void *old = NULL
  *     _PyCode_GetExtra(code, slot, &old)
  *     Py_INCREF(value)             # <<<<<<<<<<<<<<
@@ -39582,7 +41650,7 @@ static int __pyx_f_6engine_6_codec__set_code_extra(PyObject *__pyx_v_code, Py_ss
 */
   Py_INCREF(__pyx_v_value);
 
-  /* "ext/_codec.pyx":1782
+  /* "ext/_codec.pyx":1855
  *     _PyCode_GetExtra(code, slot, &old)
  *     Py_INCREF(value)
  *     if _PyCode_SetExtra(code, slot, <PyObject *>value) < 0:             # <<<<<<<<<<<<<<
@@ -39594,7 +41662,7 @@ static int __pyx_f_6engine_6_codec__set_code_extra(PyObject *__pyx_v_code, Py_ss
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "ext/_codec.pyx":1783
+    /* "ext/_codec.pyx":1856
  *     Py_INCREF(value)
  *     if _PyCode_SetExtra(code, slot, <PyObject *>value) < 0:
  *         Py_DECREF(value)             # <<<<<<<<<<<<<<
@@ -39603,16 +41671,16 @@ static int __pyx_f_6engine_6_codec__set_code_extra(PyObject *__pyx_v_code, Py_ss
 */
     Py_DECREF(__pyx_v_value);
 
-    /* "ext/_codec.pyx":1784
+    /* "ext/_codec.pyx":1857
  *     if _PyCode_SetExtra(code, slot, <PyObject *>value) < 0:
  *         Py_DECREF(value)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     Py_XDECREF(<PyObject *>old)
  *     return 0
 */
-    PyErr_NoMemory(); __PYX_ERR(0, 1784, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(0, 1857, __pyx_L1_error)
 
-    /* "ext/_codec.pyx":1782
+    /* "ext/_codec.pyx":1855
  *     _PyCode_GetExtra(code, slot, &old)
  *     Py_INCREF(value)
  *     if _PyCode_SetExtra(code, slot, <PyObject *>value) < 0:             # <<<<<<<<<<<<<<
@@ -39621,7 +41689,7 @@ static int __pyx_f_6engine_6_codec__set_code_extra(PyObject *__pyx_v_code, Py_ss
 */
   }
 
-  /* "ext/_codec.pyx":1785
+  /* "ext/_codec.pyx":1858
  *         Py_DECREF(value)
  *         raise MemoryError()
  *     Py_XDECREF(<PyObject *>old)             # <<<<<<<<<<<<<<
@@ -39630,7 +41698,7 @@ static int __pyx_f_6engine_6_codec__set_code_extra(PyObject *__pyx_v_code, Py_ss
 */
   Py_XDECREF(((PyObject *)__pyx_v_old));
 
-  /* "ext/_codec.pyx":1786
+  /* "ext/_codec.pyx":1859
  *         raise MemoryError()
  *     Py_XDECREF(<PyObject *>old)
  *     return 0             # <<<<<<<<<<<<<<
@@ -39643,7 +41711,7 @@ static int __pyx_f_6engine_6_codec__set_code_extra(PyObject *__pyx_v_code, Py_ss
   }
   goto __pyx_L0;
 
-  /* "ext/_codec.pyx":1778
+  /* "ext/_codec.pyx":1851
  * 
  * 
  * cdef int _set_code_extra(code, Py_ssize_t slot, object value) except -1:             # <<<<<<<<<<<<<<
@@ -39661,7 +41729,7 @@ static int __pyx_f_6engine_6_codec__set_code_extra(PyObject *__pyx_v_code, Py_ss
   return __pyx_r;
 }
 
-/* "ext/_codec.pyx":1789
+/* "ext/_codec.pyx":1862
  * 
  * 
  * cdef object _read_frame(Decoder dec):             # <<<<<<<<<<<<<<
@@ -39703,21 +41771,21 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_read_frame", 0);
 
-  /* "ext/_codec.pyx":1791
+  /* "ext/_codec.pyx":1864
  * cdef object _read_frame(Decoder dec):
  *     """[code index, module, offset, locals, stack, exception] -> Frame."""
  *     if dec.array_header() != 6:             # <<<<<<<<<<<<<<
  *         raise CorruptSavepoint("malformed frame")
  *     code_index = dec.decode()
 */
-  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1791, __pyx_L1_error)
+  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1864, __pyx_L1_error)
   __pyx_t_2 = (__pyx_t_1 != 6);
 
 
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "ext/_codec.pyx":1792
+    /* "ext/_codec.pyx":1865
  *     """[code index, module, offset, locals, stack, exception] -> Frame."""
  *     if dec.array_header() != 6:
  *         raise CorruptSavepoint("malformed frame")             # <<<<<<<<<<<<<<
@@ -39725,7 +41793,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
  *     module_name = dec.decode()
 */
     __pyx_t_4 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1792, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1865, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_6 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -39744,14 +41812,14 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_5, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1792, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1865, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 1792, __pyx_L1_error)
+    __PYX_ERR(0, 1865, __pyx_L1_error)
 
-    /* "ext/_codec.pyx":1791
+    /* "ext/_codec.pyx":1864
  * cdef object _read_frame(Decoder dec):
  *     """[code index, module, offset, locals, stack, exception] -> Frame."""
  *     if dec.array_header() != 6:             # <<<<<<<<<<<<<<
@@ -39760,83 +41828,83 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
 */
   }
 
-  /* "ext/_codec.pyx":1793
+  /* "ext/_codec.pyx":1866
  *     if dec.array_header() != 6:
  *         raise CorruptSavepoint("malformed frame")
  *     code_index = dec.decode()             # <<<<<<<<<<<<<<
  *     module_name = dec.decode()
  *     offset = dec.decode()
 */
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1793, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1866, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_v_code_index = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "ext/_codec.pyx":1794
+  /* "ext/_codec.pyx":1867
  *         raise CorruptSavepoint("malformed frame")
  *     code_index = dec.decode()
  *     module_name = dec.decode()             # <<<<<<<<<<<<<<
  *     offset = dec.decode()
  *     locals_ = dec.tuple_of(dec.array_header())
 */
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1794, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1867, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_v_module_name = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "ext/_codec.pyx":1795
+  /* "ext/_codec.pyx":1868
  *     code_index = dec.decode()
  *     module_name = dec.decode()
  *     offset = dec.decode()             # <<<<<<<<<<<<<<
  *     locals_ = dec.tuple_of(dec.array_header())
  *     stack = dec.tuple_of(dec.array_header())
 */
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1795, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1868, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_v_offset = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "ext/_codec.pyx":1796
+  /* "ext/_codec.pyx":1869
  *     module_name = dec.decode()
  *     offset = dec.decode()
  *     locals_ = dec.tuple_of(dec.array_header())             # <<<<<<<<<<<<<<
  *     stack = dec.tuple_of(dec.array_header())
  *     exc = dec.decode()
 */
-  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1796, __pyx_L1_error)
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->tuple_of(__pyx_v_dec, __pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1796, __pyx_L1_error)
+  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1869, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->tuple_of(__pyx_v_dec, __pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1869, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
 
   __pyx_v_locals_ = ((PyObject*)__pyx_t_3);
   __pyx_t_3 = 0;
 
-  /* "ext/_codec.pyx":1797
+  /* "ext/_codec.pyx":1870
  *     offset = dec.decode()
  *     locals_ = dec.tuple_of(dec.array_header())
  *     stack = dec.tuple_of(dec.array_header())             # <<<<<<<<<<<<<<
  *     exc = dec.decode()
  *     if type(code_index) is not int or not 0 <= code_index < len(dec.codes) or \
 */
-  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1797, __pyx_L1_error)
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->tuple_of(__pyx_v_dec, __pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1797, __pyx_L1_error)
+  __pyx_t_1 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->array_header(__pyx_v_dec); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1L))) __PYX_ERR(0, 1870, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->tuple_of(__pyx_v_dec, __pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1870, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
 
   __pyx_v_stack = ((PyObject*)__pyx_t_3);
   __pyx_t_3 = 0;
 
-  /* "ext/_codec.pyx":1798
+  /* "ext/_codec.pyx":1871
  *     locals_ = dec.tuple_of(dec.array_header())
  *     stack = dec.tuple_of(dec.array_header())
  *     exc = dec.decode()             # <<<<<<<<<<<<<<
  *     if type(code_index) is not int or not 0 <= code_index < len(dec.codes) or \
  *             type(offset) is not int:
 */
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1798, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->decode(__pyx_v_dec); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1871, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_v_exc = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "ext/_codec.pyx":1799
+  /* "ext/_codec.pyx":1872
  *     stack = dec.tuple_of(dec.array_header())
  *     exc = dec.decode()
  *     if type(code_index) is not int or not 0 <= code_index < len(dec.codes) or \             # <<<<<<<<<<<<<<
@@ -39852,20 +41920,20 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
 
     goto __pyx_L5_bool_binop_done;
   }
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolLe_int_object(__pyx_mstate_global->__pyx_int_0, __pyx_v_code_index, Py_LE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 1799, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolLe_int_object(__pyx_mstate_global->__pyx_int_0, __pyx_v_code_index, Py_LE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 1872, __pyx_L1_error)
   if (__pyx_t_7) {
     __pyx_t_3 = __pyx_v_dec->codes;
     __Pyx_INCREF(__pyx_t_3);
     if (unlikely(__pyx_t_3 == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-      __PYX_ERR(0, 1799, __pyx_L1_error)
+      __PYX_ERR(0, 1872, __pyx_L1_error)
     }
-    __pyx_t_1 = __Pyx_PyList_GET_SIZE(__pyx_t_3); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1799, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyList_GET_SIZE(__pyx_t_3); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1872, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __pyx_t_3 = PyLong_FromSsize_t(__pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1799, __pyx_L1_error)
+    __pyx_t_3 = PyLong_FromSsize_t(__pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1872, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
 
-    __pyx_t_7 = __Pyx_PyObject_CompareBoolLt_object_int(__pyx_v_code_index, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 1799, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyObject_CompareBoolLt_object_int(__pyx_v_code_index, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 1872, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   }
   __pyx_t_8 = (!__pyx_t_7);
@@ -39880,7 +41948,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
     goto __pyx_L5_bool_binop_done;
   }
 
-  /* "ext/_codec.pyx":1800
+  /* "ext/_codec.pyx":1873
  *     exc = dec.decode()
  *     if type(code_index) is not int or not 0 <= code_index < len(dec.codes) or \
  *             type(offset) is not int:             # <<<<<<<<<<<<<<
@@ -39893,7 +41961,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
 
   __pyx_L5_bool_binop_done:;
 
-  /* "ext/_codec.pyx":1799
+  /* "ext/_codec.pyx":1872
  *     stack = dec.tuple_of(dec.array_header())
  *     exc = dec.decode()
  *     if type(code_index) is not int or not 0 <= code_index < len(dec.codes) or \             # <<<<<<<<<<<<<<
@@ -39903,7 +41971,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "ext/_codec.pyx":1801
+    /* "ext/_codec.pyx":1874
  *     if type(code_index) is not int or not 0 <= code_index < len(dec.codes) or \
  *             type(offset) is not int:
  *         raise CorruptSavepoint("malformed frame")             # <<<<<<<<<<<<<<
@@ -39911,7 +41979,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
  *     globals_ = <object>PyModule_GetDict(dec.module(module_name))
 */
     __pyx_t_5 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1801, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_CorruptSavepoint); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1874, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_6 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -39930,14 +41998,14 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1801, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1874, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 1801, __pyx_L1_error)
+    __PYX_ERR(0, 1874, __pyx_L1_error)
 
-    /* "ext/_codec.pyx":1799
+    /* "ext/_codec.pyx":1872
  *     stack = dec.tuple_of(dec.array_header())
  *     exc = dec.decode()
  *     if type(code_index) is not int or not 0 <= code_index < len(dec.codes) or \             # <<<<<<<<<<<<<<
@@ -39946,7 +42014,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
 */
   }
 
-  /* "ext/_codec.pyx":1802
+  /* "ext/_codec.pyx":1875
  *             type(offset) is not int:
  *         raise CorruptSavepoint("malformed frame")
  *     code = dec.codes[code_index]             # <<<<<<<<<<<<<<
@@ -39955,21 +42023,21 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
 */
   if (unlikely(__pyx_v_dec->codes == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(0, 1802, __pyx_L1_error)
+    __PYX_ERR(0, 1875, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyObject_GetItem(__pyx_v_dec->codes, __pyx_v_code_index); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1802, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetItem(__pyx_v_dec->codes, __pyx_v_code_index); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1875, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_v_code = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "ext/_codec.pyx":1803
+  /* "ext/_codec.pyx":1876
  *         raise CorruptSavepoint("malformed frame")
  *     code = dec.codes[code_index]
  *     globals_ = <object>PyModule_GetDict(dec.module(module_name))             # <<<<<<<<<<<<<<
  *     cdef void *cached = NULL
  *     if _PyCode_GetExtra(code, _frame_func_slot, &cached) == 0 and cached != NULL and \
 */
-  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->module(__pyx_v_dec, __pyx_v_module_name); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1803, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_6engine_6_codec_Decoder *)__pyx_v_dec->__pyx_vtab)->module(__pyx_v_dec, __pyx_v_module_name); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1876, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_9 = PyModule_GetDict(__pyx_t_3);
 
@@ -39980,7 +42048,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
   __pyx_v_globals_ = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "ext/_codec.pyx":1804
+  /* "ext/_codec.pyx":1877
  *     code = dec.codes[code_index]
  *     globals_ = <object>PyModule_GetDict(dec.module(module_name))
  *     cdef void *cached = NULL             # <<<<<<<<<<<<<<
@@ -39989,7 +42057,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
 */
   __pyx_v_cached = NULL;
 
-  /* "ext/_codec.pyx":1805
+  /* "ext/_codec.pyx":1878
  *     globals_ = <object>PyModule_GetDict(dec.module(module_name))
  *     cdef void *cached = NULL
  *     if _PyCode_GetExtra(code, _frame_func_slot, &cached) == 0 and cached != NULL and \             # <<<<<<<<<<<<<<
@@ -40017,7 +42085,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
     goto __pyx_L9_bool_binop_done;
   }
 
-  /* "ext/_codec.pyx":1806
+  /* "ext/_codec.pyx":1879
  *     cdef void *cached = NULL
  *     if _PyCode_GetExtra(code, _frame_func_slot, &cached) == 0 and cached != NULL and \
  *             <object>PyFunction_GET_GLOBALS(<object>cached) is globals_:             # <<<<<<<<<<<<<<
@@ -40033,7 +42101,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
 
   __pyx_L9_bool_binop_done:;
 
-  /* "ext/_codec.pyx":1805
+  /* "ext/_codec.pyx":1878
  *     globals_ = <object>PyModule_GetDict(dec.module(module_name))
  *     cdef void *cached = NULL
  *     if _PyCode_GetExtra(code, _frame_func_slot, &cached) == 0 and cached != NULL and \             # <<<<<<<<<<<<<<
@@ -40043,7 +42111,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
   if (__pyx_t_2) {
 
 
-    /* "ext/_codec.pyx":1807
+    /* "ext/_codec.pyx":1880
  *     if _PyCode_GetExtra(code, _frame_func_slot, &cached) == 0 and cached != NULL and \
  *             <object>PyFunction_GET_GLOBALS(<object>cached) is globals_:
  *         func = <object>cached             # <<<<<<<<<<<<<<
@@ -40055,7 +42123,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
     __pyx_v_func = __pyx_t_3;
     __pyx_t_3 = 0;
 
-    /* "ext/_codec.pyx":1805
+    /* "ext/_codec.pyx":1878
  *     globals_ = <object>PyModule_GetDict(dec.module(module_name))
  *     cdef void *cached = NULL
  *     if _PyCode_GetExtra(code, _frame_func_slot, &cached) == 0 and cached != NULL and \             # <<<<<<<<<<<<<<
@@ -40065,7 +42133,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
     goto __pyx_L8;
   }
 
-  /* "ext/_codec.pyx":1812
+  /* "ext/_codec.pyx":1885
  *         # variables already sit in the frame's cells (COPY_FREE_VARS ran before the
  *         # savepoint), so the closure here is a placeholder.
  *         closure = tuple([_CellType() for _ in code.co_freevars]) if code.co_freevars else None             # <<<<<<<<<<<<<<
@@ -40073,24 +42141,24 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
  *         _set_code_extra(code, _frame_func_slot, func)
 */
   /*else*/ {
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_freevars); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1812, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_freevars); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1885, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 1812, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 1885, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     if (__pyx_t_2) {
       { /* enter inner scope */
-        __pyx_t_4 = PyList_New(0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1812, __pyx_L14_error)
+        __pyx_t_4 = PyList_New(0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1885, __pyx_L14_error)
         __Pyx_GOTREF(__pyx_t_4);
-        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_freevars); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1812, __pyx_L14_error)
+        __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_freevars); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1885, __pyx_L14_error)
         __Pyx_GOTREF(__pyx_t_5);
         if (likely(PyList_CheckExact(__pyx_t_5)) || PyTuple_CheckExact(__pyx_t_5)) {
           __pyx_t_10 = __pyx_t_5; __Pyx_INCREF(__pyx_t_10);
           __pyx_t_1 = 0;
           __pyx_t_11 = NULL;
         } else {
-          __pyx_t_1 = -1; __pyx_t_10 = PyObject_GetIter(__pyx_t_5); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 1812, __pyx_L14_error)
+          __pyx_t_1 = -1; __pyx_t_10 = PyObject_GetIter(__pyx_t_5); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 1885, __pyx_L14_error)
           __Pyx_GOTREF(__pyx_t_10);
-          __pyx_t_11 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_10); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 1812, __pyx_L14_error)
+          __pyx_t_11 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_10); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 1885, __pyx_L14_error)
         }
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
         for (;;) {
@@ -40099,7 +42167,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
               {
                 Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_10);
                 #if !CYTHON_ASSUME_SAFE_SIZE
-                if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1812, __pyx_L14_error)
+                if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1885, __pyx_L14_error)
                 #endif
                 if (__pyx_t_1 >= __pyx_temp) break;
               }
@@ -40109,7 +42177,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
               {
                 Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_10);
                 #if !CYTHON_ASSUME_SAFE_SIZE
-                if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1812, __pyx_L14_error)
+                if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 1885, __pyx_L14_error)
                 #endif
                 if (__pyx_t_1 >= __pyx_temp) break;
               }
@@ -40120,13 +42188,13 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
               #endif
               ++__pyx_t_1;
             }
-            if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1812, __pyx_L14_error)
+            if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1885, __pyx_L14_error)
           } else {
             __pyx_t_5 = __pyx_t_11(__pyx_t_10);
             if (unlikely(!__pyx_t_5)) {
               PyObject* exc_type = PyErr_Occurred();
               if (exc_type) {
-                if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 1812, __pyx_L14_error)
+                if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 1885, __pyx_L14_error)
                 PyErr_Clear();
               }
               break;
@@ -40155,11 +42223,11 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
             __pyx_t_5 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_13, __pyx_callargs+__pyx_t_6, (1-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
             __Pyx_XDECREF(__pyx_t_12); __pyx_t_12 = 0;
             __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-            if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1812, __pyx_L14_error)
+            if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1885, __pyx_L14_error)
             __Pyx_GOTREF(__pyx_t_5);
           }
           __Pyx_GIVEREF(__pyx_t_5);
-          if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_4, __pyx_t_5))) __PYX_ERR(0, 1812, __pyx_L14_error)
+          if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_4, __pyx_t_5))) __PYX_ERR(0, 1885, __pyx_L14_error)
           __pyx_t_5 = 0;
         }
         __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
@@ -40170,7 +42238,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
         goto __pyx_L1_error;
         __pyx_L18_exit_scope:;
       } /* exit inner scope */
-      __pyx_t_10 = PyList_AsTuple(((PyObject*)__pyx_t_4)); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 1812, __pyx_L1_error)
+      __pyx_t_10 = PyList_AsTuple(((PyObject*)__pyx_t_4)); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 1885, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_10);
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __pyx_t_3 = __pyx_t_10;
@@ -40183,7 +42251,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
     __pyx_v_closure = __pyx_t_3;
     __pyx_t_3 = 0;
 
-    /* "ext/_codec.pyx":1813
+    /* "ext/_codec.pyx":1886
  *         # savepoint), so the closure here is a placeholder.
  *         closure = tuple([_CellType() for _ in code.co_freevars]) if code.co_freevars else None
  *         func = _FunctionType(code, globals_, code.co_name, None, closure)             # <<<<<<<<<<<<<<
@@ -40193,7 +42261,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
     __pyx_t_10 = NULL;
     __Pyx_INCREF(__pyx_v_6engine_6_codec__FunctionType);
     __pyx_t_4 = __pyx_v_6engine_6_codec__FunctionType; 
-    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_name); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1813, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_v_code, __pyx_mstate_global->__pyx_n_u_co_name); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1886, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_6 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -40213,30 +42281,30 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
       __Pyx_XDECREF(__pyx_t_10); __pyx_t_10 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1813, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1886, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __pyx_v_func = __pyx_t_3;
     __pyx_t_3 = 0;
 
-    /* "ext/_codec.pyx":1814
+    /* "ext/_codec.pyx":1887
  *         closure = tuple([_CellType() for _ in code.co_freevars]) if code.co_freevars else None
  *         func = _FunctionType(code, globals_, code.co_name, None, closure)
  *         _set_code_extra(code, _frame_func_slot, func)             # <<<<<<<<<<<<<<
  *     return new_frame(func, code, offset, locals_, stack, exc)
 */
-    __pyx_t_14 = __pyx_f_6engine_6_codec__set_code_extra(__pyx_v_code, __pyx_v_6engine_6_codec__frame_func_slot, __pyx_v_func); if (unlikely(__pyx_t_14 == ((int)-1))) __PYX_ERR(0, 1814, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_6engine_6_codec__set_code_extra(__pyx_v_code, __pyx_v_6engine_6_codec__frame_func_slot, __pyx_v_func); if (unlikely(__pyx_t_14 == ((int)-1))) __PYX_ERR(0, 1887, __pyx_L1_error)
 
   }
   __pyx_L8:;
 
-  /* "ext/_codec.pyx":1815
+  /* "ext/_codec.pyx":1888
  *         func = _FunctionType(code, globals_, code.co_name, None, closure)
  *         _set_code_extra(code, _frame_func_slot, func)
  *     return new_frame(func, code, offset, locals_, stack, exc)             # <<<<<<<<<<<<<<
 */
-  __pyx_t_14 = __Pyx_PyLong_As_int(__pyx_v_offset); if (unlikely((__pyx_t_14 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 1815, __pyx_L1_error)
-  __pyx_t_3 = ((PyObject *)__pyx_f_6engine_7_frames_new_frame(__pyx_v_func, __pyx_v_code, __pyx_t_14, __pyx_v_locals_, __pyx_v_stack, __pyx_v_exc)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1815, __pyx_L1_error)
+  __pyx_t_14 = __Pyx_PyLong_As_int(__pyx_v_offset); if (unlikely((__pyx_t_14 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 1888, __pyx_L1_error)
+  __pyx_t_3 = ((PyObject *)__pyx_f_6engine_7_frames_new_frame(__pyx_v_func, __pyx_v_code, __pyx_t_14, __pyx_v_locals_, __pyx_v_stack, __pyx_v_exc)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 1888, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
 
   {
@@ -40250,7 +42318,7 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "ext/_codec.pyx":1789
+  /* "ext/_codec.pyx":1862
  * 
  * 
  * cdef object _read_frame(Decoder dec):             # <<<<<<<<<<<<<<
@@ -40295,15 +42363,15 @@ static PyObject *__pyx_f_6engine_6_codec__read_frame(struct __pyx_obj_6engine_6_
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_6_codec_29__pyx_unpickle_Trust(PyObject *__pyx_self, 
+static PyObject *__pyx_pw_6engine_6_codec_37__pyx_unpickle_Trust(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_6_codec_29__pyx_unpickle_Trust = {"__pyx_unpickle_Trust", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_29__pyx_unpickle_Trust, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_6_codec_29__pyx_unpickle_Trust(PyObject *__pyx_self, 
+static PyMethodDef __pyx_mdef_6engine_6_codec_37__pyx_unpickle_Trust = {"__pyx_unpickle_Trust", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_37__pyx_unpickle_Trust, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_6_codec_37__pyx_unpickle_Trust(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -40386,7 +42454,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return NULL;
   __pyx_L4_argument_unpacking_done:;
   if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v___pyx_state), (&PyTuple_Type), 1, "__pyx_state", 1))) __PYX_ERR(1, 4, __pyx_L1_error)
-  __pyx_r = __pyx_pf_6engine_6_codec_28__pyx_unpickle_Trust(__pyx_self, __pyx_v___pyx_type, __pyx_v___pyx_checksum, __pyx_v___pyx_state);
+  __pyx_r = __pyx_pf_6engine_6_codec_36__pyx_unpickle_Trust(__pyx_self, __pyx_v___pyx_type, __pyx_v___pyx_checksum, __pyx_v___pyx_state);
 
   /* function exit code */
   goto __pyx_L0;
@@ -40406,7 +42474,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_6_codec_28__pyx_unpickle_Trust(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state) {
+static PyObject *__pyx_pf_6engine_6_codec_36__pyx_unpickle_Trust(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state) {
   PyObject *__pyx_v___pyx_result = 0;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -40601,15 +42669,15 @@ static PyObject *__pyx_f_6engine_6_codec___pyx_unpickle_Trust__set_state(struct 
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_6engine_6_codec_31__pyx_unpickle_Decoder(PyObject *__pyx_self, 
+static PyObject *__pyx_pw_6engine_6_codec_39__pyx_unpickle_Decoder(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_6engine_6_codec_31__pyx_unpickle_Decoder = {"__pyx_unpickle_Decoder", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_31__pyx_unpickle_Decoder, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_6engine_6_codec_31__pyx_unpickle_Decoder(PyObject *__pyx_self, 
+static PyMethodDef __pyx_mdef_6engine_6_codec_39__pyx_unpickle_Decoder = {"__pyx_unpickle_Decoder", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_6engine_6_codec_39__pyx_unpickle_Decoder, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_6engine_6_codec_39__pyx_unpickle_Decoder(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -40692,7 +42760,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return NULL;
   __pyx_L4_argument_unpacking_done:;
   if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v___pyx_state), (&PyTuple_Type), 1, "__pyx_state", 1))) __PYX_ERR(1, 4, __pyx_L1_error)
-  __pyx_r = __pyx_pf_6engine_6_codec_30__pyx_unpickle_Decoder(__pyx_self, __pyx_v___pyx_type, __pyx_v___pyx_checksum, __pyx_v___pyx_state);
+  __pyx_r = __pyx_pf_6engine_6_codec_38__pyx_unpickle_Decoder(__pyx_self, __pyx_v___pyx_type, __pyx_v___pyx_checksum, __pyx_v___pyx_state);
 
   /* function exit code */
   goto __pyx_L0;
@@ -40712,7 +42780,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_6engine_6_codec_30__pyx_unpickle_Decoder(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state) {
+static PyObject *__pyx_pf_6engine_6_codec_38__pyx_unpickle_Decoder(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state) {
   PyObject *__pyx_v___pyx_result = 0;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -45199,34 +47267,125 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
   /* "ext/_codec.pyx":1497
  * 
  * 
- * def checksum(data):             # <<<<<<<<<<<<<<
- *     """The record checksum (XXH64, seed 0) of ``data``."""
- *     data = bytes(data)
+ * def seal(value, *, externals=None, Trust trust=None):             # <<<<<<<<<<<<<<
+ *     """encode_value(value) behind its 8-byte big-endian checksum: how the store keeps
+ *     every record, so damage is found before decoding."""
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_19checksum, 0, __pyx_mstate_global->__pyx_n_u_checksum, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1497, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1497, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_externals, Py_None) < (0)) __PYX_ERR(0, 1497, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_trust, Py_None) < (0)) __PYX_ERR(0, 1497, __pyx_L1_error)
+  __pyx_t_22 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_19seal, 0, __pyx_mstate_global->__pyx_n_u_seal, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1497, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_22);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_22);
+  #endif
+  __Pyx_CyFunction_SetDefaultsKwDict(__pyx_t_22, __pyx_t_4);
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_seal, __pyx_t_22) < (0)) __PYX_ERR(0, 1497, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
+
+  /* "ext/_codec.pyx":1520
+ * # A savepoint as the store keeps it: [meta, record, state], meta and state as lists in
+ * # these orders (names are stored once, here, not in every savepoint).
+ * META_FIELDS = ("seq", "kind", "name", "created_at", "line", "action", "command", "size",             # <<<<<<<<<<<<<<
+ *                "chunks")
+ * STATE_FIELDS = ("version", "last_seq", "status", "updated_at", "due", "restore_count",
+*/
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_META_FIELDS, __pyx_mstate_global->__pyx_tuple[9]) < (0)) __PYX_ERR(0, 1520, __pyx_L1_error)
+
+  /* "ext/_codec.pyx":1522
+ * META_FIELDS = ("seq", "kind", "name", "created_at", "line", "action", "command", "size",
+ *                "chunks")
+ * STATE_FIELDS = ("version", "last_seq", "status", "updated_at", "due", "restore_count",             # <<<<<<<<<<<<<<
+ *                 "error", "last_implicit", "last_implicit_chunks")
+ * 
+*/
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_STATE_FIELDS, __pyx_mstate_global->__pyx_tuple[10]) < (0)) __PYX_ERR(0, 1522, __pyx_L1_error)
+
+  /* "ext/_codec.pyx":1526
+ * 
+ * 
+ * def seal_savepoint(dict execution, dict meta, bytes record, list chunks, int64_t version):             # <<<<<<<<<<<<<<
+ *     """Seal [meta, record, state] for the savepoint after the execution's last one.
+ *     Returns (sealed bytes, seq, state list in STATE_FIELDS order).  Written in Cython
+*/
+  __pyx_t_22 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_21seal_savepoint, 0, __pyx_mstate_global->__pyx_n_u_seal_savepoint, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1526, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_22);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_22);
+  #endif
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_seal_savepoint, __pyx_t_22) < (0)) __PYX_ERR(0, 1526, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
+
+  /* "ext/_codec.pyx":1543
+ * 
+ * 
+ * def apply_state(dict execution, list state):             # <<<<<<<<<<<<<<
+ *     """Write a savepoint's state (STATE_FIELDS order) into the execution dict."""
+ *     cdef Py_ssize_t i
+*/
+  __pyx_t_22 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_23apply_state, 0, __pyx_mstate_global->__pyx_n_u_apply_state, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1543, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_22);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_22);
+  #endif
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_apply_state, __pyx_t_22) < (0)) __PYX_ERR(0, 1543, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
+
+  /* "ext/_codec.pyx":1550
+ * 
+ * 
+ * def unseal(data, what="record", *, externals=None, Trust trust=None):             # <<<<<<<<<<<<<<
+ *     """The value of a sealed record; CorruptSavepoint naming ``what`` if it is damaged."""
+ *     if type(data) is not bytes:
+*/
+  __pyx_t_22 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1550, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_22);
+  if (PyDict_SetItem(__pyx_t_22, __pyx_mstate_global->__pyx_n_u_externals, Py_None) < (0)) __PYX_ERR(0, 1550, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_22, __pyx_mstate_global->__pyx_n_u_trust, Py_None) < (0)) __PYX_ERR(0, 1550, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_25unseal, 0, __pyx_mstate_global->__pyx_n_u_unseal, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1550, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_checksum, __pyx_t_4) < (0)) __PYX_ERR(0, 1497, __pyx_L1_error)
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[11]);
+  __Pyx_CyFunction_SetDefaultsKwDict(__pyx_t_4, __pyx_t_22);
+  __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_unseal, __pyx_t_4) < (0)) __PYX_ERR(0, 1550, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "ext/_codec.pyx":1507
+  /* "ext/_codec.pyx":1570
+ * 
+ * 
+ * def checksum(data):             # <<<<<<<<<<<<<<
+ *     """The record checksum (XXH64, seed 0) of ``data``."""
+ *     data = bytes(data)
+*/
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_27checksum, 0, __pyx_mstate_global->__pyx_n_u_checksum, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1570, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
+  #endif
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_checksum, __pyx_t_4) < (0)) __PYX_ERR(0, 1570, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "ext/_codec.pyx":1580
  * 
  * 
  * def _where(frame):             # <<<<<<<<<<<<<<
  *     code = frame.code
  *     return f"{code.co_qualname} ({code.co_filename}:{frame.line})"
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_21_where, 0, __pyx_mstate_global->__pyx_n_u_where, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1507, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_29_where, 0, __pyx_mstate_global->__pyx_n_u_where, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1580, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_where, __pyx_t_4) < (0)) __PYX_ERR(0, 1507, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_where, __pyx_t_4) < (0)) __PYX_ERR(0, 1580, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "ext/_codec.pyx":1581
+  /* "ext/_codec.pyx":1654
  * # ["SPE", FORMAT_VERSION, "3.11", magic, checksum, codes, body]: everything up to the
  * # checksum is the same for every record this interpreter writes.
  * cdef bytes _RECORD_HEAD = (b"\x97\xa3SPE" + bytes([FORMAT_VERSION]) +             # <<<<<<<<<<<<<<
@@ -45234,11 +47393,11 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
  *                            bytes([0xc4, len(MAGIC)]) + MAGIC + b"\xcf")
 */
   __pyx_t_22 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_25, __pyx_mstate_global->__pyx_n_u_FORMAT_VERSION); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1581, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_25, __pyx_mstate_global->__pyx_n_u_FORMAT_VERSION); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1654, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_25);
   {
     PyObject* __pyx_temp[1] = {__pyx_t_25};
-    __pyx_t_26 = __Pyx_PyList_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_26)) __PYX_ERR(0, 1581, __pyx_L1_error)
+    __pyx_t_26 = __Pyx_PyList_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_26)) __PYX_ERR(0, 1654, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_26);
   }
   __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
@@ -45248,14 +47407,14 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
     __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_22); __pyx_t_22 = 0;
     __Pyx_DECREF(__pyx_t_26); __pyx_t_26 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1581, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1654, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
-  __pyx_t_26 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_b_SPE_2, __pyx_t_4); if (unlikely(!__pyx_t_26)) __PYX_ERR(0, 1581, __pyx_L1_error)
+  __pyx_t_26 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_b_SPE_2, __pyx_t_4); if (unlikely(!__pyx_t_26)) __PYX_ERR(0, 1654, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_26);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "ext/_codec.pyx":1582
+  /* "ext/_codec.pyx":1655
  * # checksum is the same for every record this interpreter writes.
  * cdef bytes _RECORD_HEAD = (b"\x97\xa3SPE" + bytes([FORMAT_VERSION]) +
  *                            bytes([0xa0 | len(PYTHON_VERSION)]) + PYTHON_VERSION.encode() +             # <<<<<<<<<<<<<<
@@ -45263,16 +47422,16 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
  * cdef Py_ssize_t _TAIL_START = len(_RECORD_HEAD) + 8
 */
   __pyx_t_22 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_25, __pyx_mstate_global->__pyx_n_u_PYTHON_VERSION); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1582, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_25, __pyx_mstate_global->__pyx_n_u_PYTHON_VERSION); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1655, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_25);
-  __pyx_t_6 = PyObject_Length(__pyx_t_25); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1582, __pyx_L1_error)
+  __pyx_t_6 = PyObject_Length(__pyx_t_25); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1655, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
-  __pyx_t_25 = PyLong_FromSsize_t((0xa0 | __pyx_t_6)); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1582, __pyx_L1_error)
+  __pyx_t_25 = PyLong_FromSsize_t((0xa0 | __pyx_t_6)); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1655, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_25);
 
   {
     PyObject* __pyx_temp[1] = {__pyx_t_25};
-    __pyx_t_24 = __Pyx_PyList_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_24)) __PYX_ERR(0, 1582, __pyx_L1_error)
+    __pyx_t_24 = __Pyx_PyList_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_24)) __PYX_ERR(0, 1655, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_24);
   }
   __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
@@ -45282,23 +47441,23 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
     __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_22); __pyx_t_22 = 0;
     __Pyx_DECREF(__pyx_t_24); __pyx_t_24 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1582, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1655, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
 
-  /* "ext/_codec.pyx":1581
+  /* "ext/_codec.pyx":1654
  * # ["SPE", FORMAT_VERSION, "3.11", magic, checksum, codes, body]: everything up to the
  * # checksum is the same for every record this interpreter writes.
  * cdef bytes _RECORD_HEAD = (b"\x97\xa3SPE" + bytes([FORMAT_VERSION]) +             # <<<<<<<<<<<<<<
  *                            bytes([0xa0 | len(PYTHON_VERSION)]) + PYTHON_VERSION.encode() +
  *                            bytes([0xc4, len(MAGIC)]) + MAGIC + b"\xcf")
 */
-  __pyx_t_24 = PyNumber_Add(__pyx_t_26, __pyx_t_4); if (unlikely(!__pyx_t_24)) __PYX_ERR(0, 1581, __pyx_L1_error)
+  __pyx_t_24 = PyNumber_Add(__pyx_t_26, __pyx_t_4); if (unlikely(!__pyx_t_24)) __PYX_ERR(0, 1654, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_24);
   __Pyx_DECREF(__pyx_t_26); __pyx_t_26 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "ext/_codec.pyx":1582
+  /* "ext/_codec.pyx":1655
  * # checksum is the same for every record this interpreter writes.
  * cdef bytes _RECORD_HEAD = (b"\x97\xa3SPE" + bytes([FORMAT_VERSION]) +
  *                            bytes([0xa0 | len(PYTHON_VERSION)]) + PYTHON_VERSION.encode() +             # <<<<<<<<<<<<<<
@@ -45306,9 +47465,9 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
  * cdef Py_ssize_t _TAIL_START = len(_RECORD_HEAD) + 8
 */
   __pyx_t_26 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_22, __pyx_mstate_global->__pyx_n_u_PYTHON_VERSION); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1582, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_22, __pyx_mstate_global->__pyx_n_u_PYTHON_VERSION); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1655, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_22);
-  __pyx_t_25 = __Pyx_PyObject_GetAttrStr(__pyx_t_22, __pyx_mstate_global->__pyx_n_u_encode); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1582, __pyx_L1_error)
+  __pyx_t_25 = __Pyx_PyObject_GetAttrStr(__pyx_t_22, __pyx_mstate_global->__pyx_n_u_encode); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1655, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_25);
   __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
   __pyx_t_5 = 1;
@@ -45317,15 +47476,15 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
     __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_25, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_26); __pyx_t_26 = 0;
     __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1582, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1655, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
-  __pyx_t_25 = PyNumber_Add(__pyx_t_24, __pyx_t_4); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1582, __pyx_L1_error)
+  __pyx_t_25 = PyNumber_Add(__pyx_t_24, __pyx_t_4); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1655, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_25);
   __Pyx_DECREF(__pyx_t_24); __pyx_t_24 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "ext/_codec.pyx":1583
+  /* "ext/_codec.pyx":1656
  * cdef bytes _RECORD_HEAD = (b"\x97\xa3SPE" + bytes([FORMAT_VERSION]) +
  *                            bytes([0xa0 | len(PYTHON_VERSION)]) + PYTHON_VERSION.encode() +
  *                            bytes([0xc4, len(MAGIC)]) + MAGIC + b"\xcf")             # <<<<<<<<<<<<<<
@@ -45333,16 +47492,16 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
  * 
 */
   __pyx_t_24 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_26, __pyx_mstate_global->__pyx_n_u_MAGIC); if (unlikely(!__pyx_t_26)) __PYX_ERR(0, 1583, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_26, __pyx_mstate_global->__pyx_n_u_MAGIC); if (unlikely(!__pyx_t_26)) __PYX_ERR(0, 1656, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_26);
-  __pyx_t_6 = PyObject_Length(__pyx_t_26); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1583, __pyx_L1_error)
+  __pyx_t_6 = PyObject_Length(__pyx_t_26); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1656, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_26); __pyx_t_26 = 0;
-  __pyx_t_26 = PyLong_FromSsize_t(__pyx_t_6); if (unlikely(!__pyx_t_26)) __PYX_ERR(0, 1583, __pyx_L1_error)
+  __pyx_t_26 = PyLong_FromSsize_t(__pyx_t_6); if (unlikely(!__pyx_t_26)) __PYX_ERR(0, 1656, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_26);
 
   {
     PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_int_196, __pyx_t_26};
-    __pyx_t_22 = __Pyx_PyList_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1583, __pyx_L1_error)
+    __pyx_t_22 = __Pyx_PyList_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1656, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_22);
   }
   __Pyx_DECREF(__pyx_t_26); __pyx_t_26 = 0;
@@ -45352,45 +47511,45 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
     __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_24); __pyx_t_24 = 0;
     __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1583, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1656, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
   }
 
-  /* "ext/_codec.pyx":1582
+  /* "ext/_codec.pyx":1655
  * # checksum is the same for every record this interpreter writes.
  * cdef bytes _RECORD_HEAD = (b"\x97\xa3SPE" + bytes([FORMAT_VERSION]) +
  *                            bytes([0xa0 | len(PYTHON_VERSION)]) + PYTHON_VERSION.encode() +             # <<<<<<<<<<<<<<
  *                            bytes([0xc4, len(MAGIC)]) + MAGIC + b"\xcf")
  * cdef Py_ssize_t _TAIL_START = len(_RECORD_HEAD) + 8
 */
-  __pyx_t_22 = PyNumber_Add(__pyx_t_25, __pyx_t_4); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1582, __pyx_L1_error)
+  __pyx_t_22 = PyNumber_Add(__pyx_t_25, __pyx_t_4); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 1655, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_22);
   __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "ext/_codec.pyx":1583
+  /* "ext/_codec.pyx":1656
  * cdef bytes _RECORD_HEAD = (b"\x97\xa3SPE" + bytes([FORMAT_VERSION]) +
  *                            bytes([0xa0 | len(PYTHON_VERSION)]) + PYTHON_VERSION.encode() +
  *                            bytes([0xc4, len(MAGIC)]) + MAGIC + b"\xcf")             # <<<<<<<<<<<<<<
  * cdef Py_ssize_t _TAIL_START = len(_RECORD_HEAD) + 8
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_MAGIC); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1583, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_MAGIC); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1656, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_25 = __Pyx_PyNumber_Add_object_object(__pyx_t_22, __pyx_t_4); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1583, __pyx_L1_error)
+  __pyx_t_25 = __Pyx_PyNumber_Add_object_object(__pyx_t_22, __pyx_t_4); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1656, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_25);
   __Pyx_DECREF(__pyx_t_22); __pyx_t_22 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = PyNumber_Add(__pyx_t_25, __pyx_mstate_global->__pyx_kp_b__11); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1583, __pyx_L1_error)
+  __pyx_t_4 = PyNumber_Add(__pyx_t_25, __pyx_mstate_global->__pyx_kp_b__11); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1656, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
-  if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 1583, __pyx_L1_error)
+  if (!(likely(PyBytes_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("bytes", __pyx_t_4))) __PYX_ERR(0, 1656, __pyx_L1_error)
   __Pyx_XGOTREF(__pyx_v_6engine_6_codec__RECORD_HEAD);
   __Pyx_DECREF_SET(__pyx_v_6engine_6_codec__RECORD_HEAD, ((PyObject*)__pyx_t_4));
   __Pyx_GIVEREF(__pyx_t_4);
   __pyx_t_4 = 0;
 
-  /* "ext/_codec.pyx":1584
+  /* "ext/_codec.pyx":1657
  *                            bytes([0xa0 | len(PYTHON_VERSION)]) + PYTHON_VERSION.encode() +
  *                            bytes([0xc4, len(MAGIC)]) + MAGIC + b"\xcf")
  * cdef Py_ssize_t _TAIL_START = len(_RECORD_HEAD) + 8             # <<<<<<<<<<<<<<
@@ -45401,14 +47560,14 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
   __Pyx_INCREF(__pyx_t_4);
   if (unlikely(__pyx_t_4 == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 1584, __pyx_L1_error)
+    __PYX_ERR(0, 1657, __pyx_L1_error)
   }
-  __pyx_t_6 = __Pyx_PyBytes_GET_SIZE(__pyx_t_4); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1584, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyBytes_GET_SIZE(__pyx_t_4); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 1657, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __pyx_v_6engine_6_codec__TAIL_START = (__pyx_t_6 + 8);
 
 
-  /* "ext/_codec.pyx":1588
+  /* "ext/_codec.pyx":1661
  * 
  * cdef cd_buf _tail             # reused by encode_snapshot for the code table
  * _tail.data = NULL             # <<<<<<<<<<<<<<
@@ -45417,7 +47576,7 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
 */
   __pyx_v_6engine_6_codec__tail.data = NULL;
 
-  /* "ext/_codec.pyx":1589
+  /* "ext/_codec.pyx":1662
  * cdef cd_buf _tail             # reused by encode_snapshot for the code table
  * _tail.data = NULL
  * _tail.len = 0             # <<<<<<<<<<<<<<
@@ -45426,7 +47585,7 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
 */
   __pyx_v_6engine_6_codec__tail.len = 0;
 
-  /* "ext/_codec.pyx":1590
+  /* "ext/_codec.pyx":1663
  * _tail.data = NULL
  * _tail.len = 0
  * _tail.cap = 0             # <<<<<<<<<<<<<<
@@ -45435,66 +47594,66 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
 */
   __pyx_v_6engine_6_codec__tail.cap = 0;
 
-  /* "ext/_codec.pyx":1601
+  /* "ext/_codec.pyx":1674
  * 
  * 
  * def encode_snapshot(frames, *, externals=None, Trust trust=None, dict chunks=None):             # <<<<<<<<<<<<<<
  *     """Encode a frame snapshot (as engine._frames.capture returns it) into a savepoint
  *     record.  Returns ``(record, codes)``: the bytes, and the code objects the record
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(3); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1601, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(3); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1674, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_externals, Py_None) < (0)) __PYX_ERR(0, 1601, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_trust, Py_None) < (0)) __PYX_ERR(0, 1601, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_chunks, Py_None) < (0)) __PYX_ERR(0, 1601, __pyx_L1_error)
-  __pyx_t_25 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_23encode_snapshot, 0, __pyx_mstate_global->__pyx_n_u_encode_snapshot, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1601, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_externals, Py_None) < (0)) __PYX_ERR(0, 1674, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_trust, Py_None) < (0)) __PYX_ERR(0, 1674, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_chunks, Py_None) < (0)) __PYX_ERR(0, 1674, __pyx_L1_error)
+  __pyx_t_25 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_31encode_snapshot, 0, __pyx_mstate_global->__pyx_n_u_encode_snapshot, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1674, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_25);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_25);
   #endif
   __Pyx_CyFunction_SetDefaultsKwDict(__pyx_t_25, __pyx_t_4);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_encode_snapshot, __pyx_t_25) < (0)) __PYX_ERR(0, 1601, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_encode_snapshot, __pyx_t_25) < (0)) __PYX_ERR(0, 1674, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
 
-  /* "ext/_codec.pyx":1698
+  /* "ext/_codec.pyx":1771
  * 
  * 
  * def read_header(record):             # <<<<<<<<<<<<<<
  *     """Check a record's header and checksum and return its code table: a list of
  *     (module, qualname, fingerprint).  Raises CorruptSavepoint, or SavepointError for a
 */
-  __pyx_t_25 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_25read_header, 0, __pyx_mstate_global->__pyx_n_u_read_header, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1698, __pyx_L1_error)
+  __pyx_t_25 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_33read_header, 0, __pyx_mstate_global->__pyx_n_u_read_header, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1771, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_25);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_25);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_read_header, __pyx_t_25) < (0)) __PYX_ERR(0, 1698, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_read_header, __pyx_t_25) < (0)) __PYX_ERR(0, 1771, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
 
-  /* "ext/_codec.pyx":1729
+  /* "ext/_codec.pyx":1802
  * 
  * 
  * def decode_snapshot(record, codes, *, externals=None, Trust trust=None, chunks=None):             # <<<<<<<<<<<<<<
  *     """Rebuild the frames of a savepoint record.  ``codes`` gives the pinned code objects
  *     the record uses: a mapping from fingerprint to code object, or a callable
 */
-  __pyx_t_25 = __Pyx_PyDict_NewPresized(3); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1729, __pyx_L1_error)
+  __pyx_t_25 = __Pyx_PyDict_NewPresized(3); if (unlikely(!__pyx_t_25)) __PYX_ERR(0, 1802, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_25);
-  if (PyDict_SetItem(__pyx_t_25, __pyx_mstate_global->__pyx_n_u_externals, Py_None) < (0)) __PYX_ERR(0, 1729, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_t_25, __pyx_mstate_global->__pyx_n_u_trust, Py_None) < (0)) __PYX_ERR(0, 1729, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_t_25, __pyx_mstate_global->__pyx_n_u_chunks, Py_None) < (0)) __PYX_ERR(0, 1729, __pyx_L1_error)
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_27decode_snapshot, 0, __pyx_mstate_global->__pyx_n_u_decode_snapshot, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1729, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_25, __pyx_mstate_global->__pyx_n_u_externals, Py_None) < (0)) __PYX_ERR(0, 1802, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_25, __pyx_mstate_global->__pyx_n_u_trust, Py_None) < (0)) __PYX_ERR(0, 1802, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_25, __pyx_mstate_global->__pyx_n_u_chunks, Py_None) < (0)) __PYX_ERR(0, 1802, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_35decode_snapshot, 0, __pyx_mstate_global->__pyx_n_u_decode_snapshot, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[33])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1802, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsKwDict(__pyx_t_4, __pyx_t_25);
   __Pyx_DECREF(__pyx_t_25); __pyx_t_25 = 0;
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_decode_snapshot, __pyx_t_4) < (0)) __PYX_ERR(0, 1729, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_decode_snapshot, __pyx_t_4) < (0)) __PYX_ERR(0, 1802, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "ext/_codec.pyx":1775
+  /* "ext/_codec.pyx":1848
  * # A code object keeps the stand-in function its restored frames use (a code object lives
  * # as long as the pinned code that needs it).
  * cdef Py_ssize_t _frame_func_slot = _PyEval_RequestCodeExtraIndex(_release_extra)             # <<<<<<<<<<<<<<
@@ -45510,7 +47669,7 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
  *     cdef object __pyx_result
  *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x72fbda4, 0x5b6ed5b, 0xe2f57a0, b'classes, modules')
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_29__pyx_unpickle_Trust, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Trust, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 4, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_37__pyx_unpickle_Trust, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Trust, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[34])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -45523,7 +47682,7 @@ __Pyx_RefNannySetupContext("PyInit__codec", 0);
  *     int __Pyx_CheckUnpickleChecksum(long, long, long, long, const char*) except -1
  *     int __Pyx_UpdateUnpickledDict(object, object, Py_ssize_t) except -1
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_31__pyx_unpickle_Decoder, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Decoder, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 4, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_6engine_6_codec_39__pyx_unpickle_Decoder, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Decoder, NULL, __pyx_mstate_global->__pyx_n_u_engine__codec, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[35])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -45802,10 +47961,52 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[8]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[8]);
+
+  /* "ext/_codec.pyx":1520
+ * # A savepoint as the store keeps it: [meta, record, state], meta and state as lists in
+ * # these orders (names are stored once, here, not in every savepoint).
+ * META_FIELDS = ("seq", "kind", "name", "created_at", "line", "action", "command", "size",             # <<<<<<<<<<<<<<
+ *                "chunks")
+ * STATE_FIELDS = ("version", "last_seq", "status", "updated_at", "due", "restore_count",
+*/
+  {
+    PyObject* __pyx_temp[9] = {__pyx_mstate_global->__pyx_n_u_seq, __pyx_mstate_global->__pyx_n_u_kind, __pyx_mstate_global->__pyx_n_u_name_2, __pyx_mstate_global->__pyx_n_u_created_at, __pyx_mstate_global->__pyx_n_u_line, __pyx_mstate_global->__pyx_n_u_action, __pyx_mstate_global->__pyx_n_u_command, __pyx_mstate_global->__pyx_n_u_size, __pyx_mstate_global->__pyx_n_u_chunks};
+    __pyx_mstate_global->__pyx_tuple[9] = __Pyx_PyTuple_FromArray(__pyx_temp, 9); if (unlikely(!__pyx_mstate_global->__pyx_tuple[9])) __PYX_ERR(0, 1520, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[9]);
+  }
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[9]);
+
+  /* "ext/_codec.pyx":1522
+ * META_FIELDS = ("seq", "kind", "name", "created_at", "line", "action", "command", "size",
+ *                "chunks")
+ * STATE_FIELDS = ("version", "last_seq", "status", "updated_at", "due", "restore_count",             # <<<<<<<<<<<<<<
+ *                 "error", "last_implicit", "last_implicit_chunks")
+ * 
+*/
+  {
+    PyObject* __pyx_temp[9] = {__pyx_mstate_global->__pyx_n_u_version, __pyx_mstate_global->__pyx_n_u_last_seq, __pyx_mstate_global->__pyx_n_u_status, __pyx_mstate_global->__pyx_n_u_updated_at, __pyx_mstate_global->__pyx_n_u_due, __pyx_mstate_global->__pyx_n_u_restore_count, __pyx_mstate_global->__pyx_n_u_error, __pyx_mstate_global->__pyx_n_u_last_implicit, __pyx_mstate_global->__pyx_n_u_last_implicit_chunks};
+    __pyx_mstate_global->__pyx_tuple[10] = __Pyx_PyTuple_FromArray(__pyx_temp, 9); if (unlikely(!__pyx_mstate_global->__pyx_tuple[10])) __PYX_ERR(0, 1522, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[10]);
+  }
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[10]);
+
+  /* "ext/_codec.pyx":1550
+ * 
+ * 
+ * def unseal(data, what="record", *, externals=None, Trust trust=None):             # <<<<<<<<<<<<<<
+ *     """The value of a sealed record; CorruptSavepoint naming ``what`` if it is damaged."""
+ *     if type(data) is not bytes:
+*/
+  {
+    PyObject* __pyx_temp[1] = {((PyObject*)__pyx_mstate_global->__pyx_n_u_record)};
+    __pyx_mstate_global->__pyx_tuple[11] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[11])) __PYX_ERR(0, 1550, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[11]);
+  }
+  __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[11]);
   #if CYTHON_IMMORTAL_CONSTANTS
   {
     PyObject **table = __pyx_mstate->__pyx_tuple;
-    for (Py_ssize_t i=0; i<9; ++i) {
+    for (Py_ssize_t i=0; i<12; ++i) {
       #if PY_VERSION_HEX >= 0x030F0000
       PyUnstable_SetImmortal(table[i]);
       #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -45862,41 +48063,41 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{0},{2},{60},{17},{38},{7},{11},{22},{43},{12},{7},{9},{8},{35},{5},{5},{15},{1},{23},{37},{18},{49},{64},{33},{26},{65},{78},{24},{37},{34},{1},{3},{1},{2},{57},{2},{32},{28},{1},{4},{179},{113},{2},{13},{8},{12},{10},{25},{102},{8},{15},{13},{14},{38},{12},{49},{27},{69},{35},{25},{21},{7},{6},{43},{53},{14},{39},{10},{2},{33},{25},{9},{32},{50},{7},{24},{14},{17},{21},{15},{21},{19},{15},{18},{29},{27},{21},{18},{18},{17},{16},{21},{20},{50},{22},{16},{49},{49},{31},{31},{47},{33},{16},{33},{42},{47},{41},{47},{27},{35},{27},{48},{47},{18},{31},{35},{36},{27},{20},{53},{27},{30},{31},{13},{24},{39},{59},{44},{5},{17},{18},{19},{9},{8},{8},{9},{13},{16},{7},{7},{7},{25},{27},{33},{5},{7},{25},{27},{4},{5},{14},{8},{9},{12},{13},{6},{5},{12},{9},{10},{10},{11},{14},{9},{13},{15},{3},{9},{14},{9},{13},{5},{23},{25},{9},{18},{19},{10},{4},{11},{6},{8},{26},{28},{12},{21},{20},{12},{9},{17},{11},{8},{11},{12},{8},{7},{8},{12},{11},{9},{8},{14},{8},{11},{13},{10},{15},{8},{7},{10},{12},{10},{11},{14},{12},{11},{10},{22},{20},{14},{12},{10},{17},{13},{8},{12},{12},{19},{20},{8},{9},{5},{7},{2},{13},{7},{6},{7},{24},{7},{19},{6},{3},{3},{6},{12},{13},{11},{6},{4},{18},{3},{10},{7},{8},{5},{1},{8},{10},{6},{18},{5},{3},{11},{11},{7},{9},{17},{11},{14},{8},{11},{17},{12},{7},{8},{10},{18},{11},{12},{11},{4},{5},{11},{4},{7},{4},{4},{8},{3},{4},{3},{7},{11},{15},{12},{15},{11},{11},{5},{6},{11},{5},{1},{3},{6},{11},{15},{12},{13},{14},{13},{9},{4},{9},{8},{9},{6},{11},{4},{9},{5},{6},{10},{8},{7},{3},{7},{3},{4},{1},{2},{7},{4},{13},{9},{14},{5},{2},{4},{5},{4},{4},{4},{5},{4},{6},{5},{3},{7},{6},{11},{12},{6},{6},{7},{5},{1},{4},{4},{9},{3},{6},{5},{3},{4},{9},{7},{3},{5},{8},{11},{4},{6},{6},{8},{6},{7},{4},{4},{10},{6},{6},{5},{5},{5},{19},{4},{4},{5},{13},{3},{4},{6},{4},{5},{4},{9},{8},{7},{8},{5},{6},{10},{5},{6},{6},{6},{12},{9},{4},{4},{5},{6},{4},{12},{10},{4},{1},{4},{3},{4},{2}};
-    const struct { const unsigned int length: 9; } bytes_length_index[] = {{0},{1},{1},{1},{1},{1},{2},{1},{2},{1},{1},{116},{9},{32},{36},{11},{11},{236},{248},{34},{270},{55},{55},{24},{87},{116},{335},{27},{31},{13},{40},{92},{5},{2},{2},{2},{1},{158},{110},{95},{338},{377}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{0},{2},{60},{17},{38},{7},{11},{31},{13},{22},{43},{12},{7},{9},{8},{35},{5},{5},{15},{1},{23},{37},{18},{49},{64},{33},{26},{65},{78},{24},{37},{34},{1},{3},{1},{2},{57},{2},{32},{28},{1},{4},{179},{113},{2},{13},{8},{12},{10},{25},{102},{8},{15},{13},{14},{38},{12},{49},{27},{69},{35},{25},{21},{7},{6},{43},{53},{14},{39},{10},{2},{33},{25},{9},{32},{50},{7},{24},{14},{17},{21},{15},{21},{19},{15},{18},{29},{27},{21},{18},{18},{17},{16},{21},{20},{50},{22},{16},{49},{49},{31},{31},{47},{33},{16},{33},{42},{47},{41},{47},{27},{35},{27},{48},{47},{18},{31},{35},{36},{27},{20},{53},{27},{30},{31},{13},{14},{24},{39},{59},{44},{5},{17},{18},{19},{9},{8},{8},{9},{13},{16},{7},{7},{7},{25},{27},{33},{5},{7},{25},{27},{4},{5},{14},{8},{9},{12},{13},{6},{5},{12},{9},{11},{10},{10},{11},{14},{9},{13},{15},{3},{9},{12},{14},{9},{13},{5},{23},{25},{9},{18},{19},{10},{4},{11},{6},{8},{26},{28},{12},{21},{20},{12},{9},{17},{11},{8},{11},{12},{8},{7},{8},{12},{11},{9},{8},{14},{8},{11},{13},{10},{15},{8},{7},{10},{12},{10},{11},{14},{12},{11},{10},{22},{20},{14},{12},{10},{17},{13},{8},{12},{12},{19},{20},{8},{9},{5},{7},{2},{13},{7},{6},{7},{24},{7},{19},{6},{3},{6},{3},{6},{12},{13},{11},{6},{11},{4},{18},{3},{10},{7},{8},{5},{1},{8},{10},{6},{18},{5},{3},{11},{11},{7},{9},{17},{11},{14},{8},{11},{17},{12},{7},{8},{10},{18},{11},{12},{11},{4},{5},{11},{7},{4},{7},{10},{4},{4},{8},{3},{4},{3},{7},{11},{15},{12},{15},{11},{11},{5},{6},{11},{3},{5},{1},{3},{6},{11},{15},{12},{13},{14},{13},{9},{4},{9},{5},{9},{8},{9},{6},{11},{4},{9},{5},{6},{10},{8},{7},{3},{7},{3},{4},{1},{2},{7},{4},{8},{13},{9},{14},{5},{2},{4},{5},{4},{4},{4},{13},{20},{8},{4},{5},{4},{6},{5},{3},{7},{6},{4},{11},{12},{6},{6},{7},{5},{1},{4},{4},{9},{3},{6},{5},{3},{1},{4},{9},{7},{3},{5},{8},{11},{4},{6},{6},{13},{8},{4},{14},{6},{6},{7},{4},{4},{3},{10},{6},{4},{6},{5},{5},{5},{6},{19},{4},{4},{5},{13},{3},{4},{6},{4},{5},{4},{9},{8},{7},{8},{5},{6},{10},{5},{6},{6},{6},{6},{10},{12},{9},{4},{4},{5},{6},{4},{7},{12},{10},{4},{1},{4},{3},{4},{2}};
+    const struct { const unsigned int length: 9; } bytes_length_index[] = {{0},{1},{1},{1},{1},{1},{2},{1},{2},{1},{1},{116},{9},{32},{36},{11},{11},{236},{248},{34},{270},{55},{55},{24},{36},{87},{197},{116},{335},{27},{31},{13},{40},{92},{5},{2},{2},{2},{1},{201},{174},{158},{110},{95},{338},{377}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (4463 bytes) */
-static const char cstring[] = "x\332\225XKw\333F\226\266\344\227:f\022\323ql\307N\047P\374\220\344Xrd\307vZ\356\351\014-\311\217$\266\365\264;q\3228E\240H\"\004\001\n\017\211t\222s\262\344\022\273\301\022\347\314\006\263\343\222K\2363\033\355\006K-\365\023\362\023\346\273U\200\010Jr\222\366\261X\357\252[\367~\367\273\267\240L*\223L\331d\246\317\025\257\306\025\336j:\334u\r\333R\230c\373\226.z5f\232\212\341*\256g\240\342\273\206U\235R\014KQ&\313m\217k\266\316\225\006\253\032\232\202\365\032ozX~C\331\252\331.\226\232\314ui\255e{\212\347\370\256\307u\245f\233\272\253P\257\316\260\020=\2506\014\2276Vl\347M\2756\227\3334\230\247\325\204`.\333\344M\333\260<\305\344\233\334\304~\2347\025\273\374#\327\274\254\230L+n*\221\252:\\\3675\256\252\212\303\313\276A\242\030\236\262ex5\345\252>sU\237\240\253Mz\016\347J\305a\325\006\267\274\251\251)ez\232\246i\314\"\021\034\337Rj\334\341S$X\235\016\305\230\355\343\257\"\004\253\230\366\326\204\253\2306T\347N\335G\237!\264\260\324\366j\320\355\r\205\245\232\361jlo\3232\326\t\235\227\333\330\016\363\033M\333\361\224&\363j\373\026\220>9\004\346\320\n\257\030\026\351\n\026\313\216m\330\272or\350\312\311TN\3460\240\264\375\047\261*\243\205\256\222M\2501\322\361\360\321r$w\246\034\245]\261X\330\301c\226\316\034]1\215\262\303\234\366\215\303\316\036\006\301\\*9)\356\020\331\261\\\240\216[\325\031\261b\022\252\26609\333\rB\232\266U\2054\274e\270\236\233\365\013M7\035[\003\214\007\220A\307\246\241\363\014\225U\323.\3030\3008\027\303,=v\302\235\371\354VknN\231\023\006x\363\264\373\231\364$\265K\027\220#\030\270\217i\003\\\246\n\047\304\323M\001\242\024\014\270\030\255w8\003\3766\271#|\356\313g\266\305\237\331\036\227f\236\227h!?\341\320,w\230\307\3156\264\355\030\232\207\233c\222\245,-.M\177\376\305\347\n,\200\335$\322]\277,\320\202\333\003\220\004r\217,\325nrwFyRQ\332\266\017c\0025\236\r\033\273C\013`OKq\271\047\014;!\304g\344\321*\226\303\023\047\024\335pp\210\261\311i\365C\350\207\317\2540\303\025\030t\241dI$\026\321\202s?\255\250\256\305\232n\215\314\357;\226+\215\216""\345LY\315T\265\3508\266\270\222\367\226\202\177\026kHa\244\023\021 \2002\255\256\270\246\355\3150\362\007\342\035\351\333\214&\325\211\312\032\034*\323\351\326\260\002\372p\217=\202\263\270`\237\206\355p\251\272\001\363\221\023\332\226\007g \331\\n\222\033\203\000\2535L\362\374\246\t\350T\034\3735\267\240\031T}K#\235\220T\266p\211\224l\204\252ifC\000\250\311\034\317e\272\256B\211\034\007b{x\212\306\205|\204f2)\366\230D\303nB\357\025\003\330\237,\003\025u\311\274m\315\3449QL@]p!\000\220B\213\260\246\344\353,\273\350@J\337\023\206\311\0013]\340\261\372P7!Y3\311E\014b\211\212T\025W\036\002\346\323\245\245\047\322)\377\004\347\301=\230oz$\247Ra\032.\331\316\010\200\266`e\223\017\374\037\332O\335^\320\370>b\220C\272\341\322\"n\311\337!P\201\033\350\"\256\362\320\001j2\276\277!N\223~6\243\322\002m\216h\203j\323\251\275x\313s\230\200\024I\3076\231!DC\367M\271b\246\331nA\032\360L\323\201~p\022\371\215;\014?yR\305d\236\307\311\252U\255J\356\201\013\250j\225{\260\271\207psSU\335\275\206 \004\241\265\314H\204\r\220\001\034I\\Q\377#\r\377\3218iu\310l\256t\244\211\0063a\327\006\000\222\021\203t\232A\277\306M3\327\002\036|\207\017:r\266\315wn\370\2719\334\362\033\330\267\001\322\312uf\331\301\240\253B\026\3135Sm\034\354\301u@{e\337\343\356!\203\251H\271\241\\\004\313u\246\376\227\353I]p\320\323`M\342\271\\\307>\355d\321uHpj\351\202(\200\260T\232|\252\241\373\202.-\333\232\30656\r\030BU5\3032<U\225\241e\340\203\240W\333\321!\004\305u\0013\034\242\344\333r\006\034\224B\240K\0333K\362P\016\253\207,\330\227B\021E\375\376\202A\2126\247\034>\214\340li\200\264\356p\2233I\034\024\212\376\010\236\203\353\226m\275-\362\016\270\242aR\262GYen\202V\363\255zN?:\003\341\377\336\0029A$\231\240\217=\0339\274\202\224\r\346\377\303\2312,L6\230S\207N\017\237n)\220\312\262\267,\"\021\021[\377pb\303\2556)\204\221\270\312g\255}\323\363\272>8\224r\272g\333\"\3115\333\007\247\354\231b\337\220\270w\212\222,P\245\241Z\306\272?1_D\027\360\256\322\006\205\355M\3174w\240g8\324\355\2076\"\202a\212@\013\333r""\255\356\372\215\003S\310\276d\r\260X\226\035\035\2303\320X~(\023\376\260>&\301t\003\324\347\211X@-\274\014\200\013\2058\333:lQ\352\360\203\241-\302\036\002\216E)i\232\322\313\327S\312o\360L\202%r\014\335\224\271\371\020\325\213\204v\357\3211Hq\263DW\006\263,\343\207\357gAP\006\032J\241r\031\224\310\t&m\341\373\206K^=\365\306\320}\330\3227\315\365\275\312\364\027\302\023\246e\346\005\256l(%\267mi\217\270%is\r\260\177 \243\310\303\364v\3245\377x\375\331\327\352\323\047\317\346\021ID\007HC\226\226n\320\254y\033)\rV\245\275\216\3437\275\275Tp\036o\023\360\362\002\327\014\370\344\202xa:i1\263G\252\232P\274\252\016\006\366\302\353\376\241L\3633\177\227\344\363\217\231*n\200\267\356\342\323\245\265o\027e\256\232\026\007\017\030\014\0348`\021an\021\260\361\036>_yZZS_,\256\254>y\376\014y\2108O\344#t\303\274r\206\224\367\344\371\003\220\346\323\322\243\047\363\342G}\266\376\364\301\"\366\372\247\272\260\270\264\366\370\251\010>4\363\251@\000\325\236;\220\206\353\013\210\277K\337\256=~\376,;v\311v\215\326\022\"\336\022\342\365P\343\245a\351x\250Psuiqu\365\233U\221\033\017\047\337\253\210g\315\032\260\260\006\361y\031&\247\323\326\010\224\342\347\240f\262\356\003z\221\003\310|\323\212I\317$U\340y\250G\302Zviv\263\275\276\376d!\047\253*\354\243.q\240\306\252f\345A9r#\007DQ\327-\221.RR\225\257c\256\014\277X\335n\341\217\364\251>\003\231\257\360\212\252\246\017\037N\343\032\363]Y\241\013PJG\256 ;Dn$\252\224\221\212\022\330m\211}\263\254D\324iw*m\215\nB$\225\203\364\020u\371\334\244j\r~cS%\023\261\276\225\337\254\201\207\212(E\202%\2738|T\210G\r\241VQsl\025\360t\014.\006(M\021%\337J\013\360;\325P\354\255n\356\235\336t8\2360b\005\362`5#k\331r\270\013yd=\275\003U)\022\312\232o5\r\255\0169R7\334\327+\254.\3736=a\035\374\333\360\231\231\t\231%O\007\315\235u\360\0265(\204\311\322\333\273\240\233\323\353AH\250\256\337\024\037\272\362\326B\n\341\t\243\271\032\022M.-V1\360\036qUC5hn\312Y\252i\333u\277\231\036\346J\341eq\200aT\301\240*\nGL\247\267\241jC\253Uu\213\276 \2612=\020\231\276ih<""\357&C\016\302,\317\250:l\323\360\332\310N9}k\251\272\214\230\330\260g\366\304r\313F\265\014\270 \007\255z\265\262\211(r\253\234\346\370\256H\221\264\314\202\"\356\251\210\2615\031\0015\223\256\005Py\231\353\213W\240f\272\232\255\3420\215\030\031Uz\031\340&\324+\236GT \320S{/\370\t=\240\203\336\262teQu\\\217\216\260lj\231\254J+*\016\347\351f\365-\3332\333\271\203hr\266Q\272\211\370\"@\245\3240jM\333\335\267,\203\017\252\"f\271\306k\252\247\312w\245\314da\3334\271`d\227h\207\376\034^\245\354G\247\004\n\177\236\201D\220\265\361\037oYM\227\241H\256\026WO\253\331\0234m\nc\247\236\252\246\357\336\334sI\207\002\032\206E\344/\336K\272Q\005\350\344\257J\262\352~\243Ii\226&_\270\351;7W\315\316K\233\342\274\241\047n\326\020\017+7mq\242w4\210\253\232F\223\036g\342\217>(\001\244\320\004\204n!\344ZP,\354\206Z\356]PANWI#\232+\366\225\233\013(\013\\Q\255\316\333n\212y\220\032A\3134\3125\336\252\331\276c\030\272\201L\010\035\006}(\026O\263\024\332\262!F\322\312\014\300\014\363C \303&\236\245?\227\336i?\"R\021.L\233\351\364\230\255K7\204\237\320#\263\211l\335\2551<\\[\300]\303\320\034\0020\362\215\\\325\205\362\361\202\224\047\247_\354\032@l\315\"x@v/\325\n\\\252\374\243L}\305\273\n\016F\337r\350O\244/\364\254\204\250M\273\331l\203\3213\330\321\327<p7\003\331\241j\3124\025Og\033),\2474\026\231\252\024D\376\212\344\233S\323\313\350\335\250\342\221%\277\\\271M\323 \346r$}\001(82\343v\201g<\t\232\256g7Ag\330\334\207\225\253\230H_\364\3346\326\300\220\214\214A\037\034\351\033\322\026\201Z\000\233\233\364Q\257\301_\333p\263\272A\331\226gK[\212$\024y\242gr\371\253C~\361\351\320{mX\025\333{MG\373Mr\022\n\213\031\273\372\360\277\nn\343\221\371|\337\320\0056\305\217\213\014i3\315\342U\332c\213\227\313\020\307\345\316V\215y\2556g\316k\243\371\032\327\373\337\377\231\2721\367`\376\341\344\352\332\244V!a4zGS\220\240HuW\002Z\275\227\342[\225_|\256O.\265\237\313\207\312\365\033J\276\216\253\rw\034^\237:B\021Q\354\371\353\310\316\261\267:\237\006\313T9\325\271\023\210\342Vg\271\243\0077\243bt%""\262\272\245\356zo\234\306\337\356,\357\034\033\353\214\005c\341\211\220\205\033;c\305\340|8\022^\210\212\264j\226\346\\\216f\243\207\261\230~5Z\216*q\351\327\221]\034q\245\303:\033;\307N\376\352unw\330\316\330\273\035?x\020\324q\304\370P\357f\260\022x\341\235h,\231\234\353}\322+\035:x2j%7\037\364?\351\227\016\354\250\205\347\243\221\350\203x\374\300\010;d\356\331p%\334\212\016\033y?\324\243O\242G\361\355\270\334=\336]\351\272\275\253=\257\177\253\377r\273Dw\275\3351\202\255P\213\316Dw\342\321\370J\314b\257{\217\264\224\273\253\324\243\026\374\025\272r\351\232\205\216\220\367uP\014\256\006NX\304i\311\273J\364\227\270H\335n\347z\260\020\276\025M\307nw\252w\273\247\365iB\347\227\360I\264L\343[\330\352\275\340I\370\"\272\035i\361{\361W]\2757\335\377%Y[\247i?\205S\321l\266\373\265\360x\362\327\351x=\271\365\240\177\265\017;\235\016\216\005\245`5\271p#.\355\234.\346\346\205\337\307\357\307\342\336^0\033\314\007\277DO\342e)\316\215\240\0266\342\317q\263\271\336r\217\367g\261Or\372\023\334D\231\353\215CB\266+ \363n\270A\367\026\350\t\004\022\356\007,9?\223\314|\331\333\350\237\354\273\333\343\333\2634\343B8\"5=\333y\030\\\016\276\003\202\n\037\206\245\360Er\371n\227u[=\027&]\330>\271\355&+\253$\322Vf4Z0A\n{\007z\337H.\224\372\305\376\225>\353\373d\215\261\316\311N+\330\010\013QI\302s$8\213\315\275\344\362\275\256\327\233\335)\342\\X\372\207x\242[\354^\351\232\375\211\355\342\366\225m\226\r\250\361\243\356lw\2417B\035\243\341\225\260\036\237\215\377\325\373\274\267\261s\361\243\344\243[Xc\367\327\266\213\242uS\250c\255O\255\020z\373K\347<\316{\017\332]\047\013D\363\321F\326Y\024\036\323\251\006\320\347{P\356\303\344\3424\351Vx\312\356\261\217\303\215D\371\254{\252w\277_O\226Wh\316\235p\014\340\025\346\3719\270\027\216\357\214MD\033\361X\367\235\036\373\275e\367\302\311h\\Z?]6\025\027\343\353\335g\375\361l\331\251Bj\227`S@\036~\031\303\347\177\033;r|L\350\367q\360(\234%\207~\037s\000\336\017\303\247\330\003\353\317\007\255p#\032\213O\306\233]\010\177\\\202m\034\223\261\341""\177\300\242\260I\rk0kw\354\034-\026\333\276u\211\344(JKD\004\235\340$lt\"4\245knv^\006\213P\376\362\316\330\231\0003\317\007X~\036\336\37578\335\235\356\321\356\347\3356\260#(cC8\312\265H\217\307\343{\335O{/\373\245\335\341\236\345}g~\037\235\215\276\215\365\356d\357J\257\n\333]H\226\327\223\365W\311+5Q\353I\335N\354V\322\372\371\267#G~\031Y\030E\2610\372\230\212\307\243\337P\361\315\350\022\025K\243/\250x1\372\035\025\337\215\276\032\375\363\267\370\"\272\027_\205#_\351V!\356\342\366{\333\013\311\322\213\344\305\017\311\017\345\244\314\023n$\206\227x?a\343\237GJ\264\177itX\222T\204\227T\274\034\375\236\212\357GU*\324Q\215\nm\324\240\302\030mR\321\034\365\251\360G[T\264F\177\246\342\347\321\371\243(\346\217~E\305WG\277>:P\347d|\014\030x\331\375\272\267\325g\273\303=\033\277\226v\306\336\356\254t\332p\020x]\001\360(Q\361U\300h\210\310\342v\240\003\360\267\243j\274\034\363\356?\372\347\340\347p*9\354\203I\274p\226\032\247\203\343p\000\354\366*<\032\316\206\013\321\310\276\306\273\035\034\267;v\2523\027,\007\225\260\264S8\215\000s\014\274\260\274\363\366y\241m6\350[\203{\034\354]\336-\234\t\246\302\331\344\303\305\376r_\007\341\334I\226\226\305\336\377\365\337\253K\213\361H\274\321\035\371\277\344\010\000\232\372BJVDt\343\235\273\301\231\000\030}\047y\347#\021\330\340\270k\242\013\343m\230\334\207\250\047#\027F\317\3159.)\252\"\245\212\306\007\016!\246$\037\377g\177\244\177q{6Oa\027\241\261:h\350Z\357ho\350@\270ir\344br\361z<\276;Ly\244\315\022q\210\364\304\023 \377K\335\2228\376tpT\372;\005$\016\223hXP8\223\234\371D\360\001]\377\215^\232\034\271\224\\\3724\236\335M\367=\025\317\212=Ou\356\005\343\244\214S\" B\2573\202\223\260\231\213\260E\033&\247.\021W\274\323\261p\365\177\305\263@\315?\273\313]\226\334{\324\037l\377q\362\361\315\344&\230\372\267\302\221\343\027\3223\356u\241&\242\335\"Q\317\211\0351\331\017K\362.\263\273\300\330#:\\ZX\023jE\337\242\240%W\320N\201x\222`Y\200\024\341CL(\234\023\274\266\032\275\r,\262\254IH)\274\037\274\022\322\027>\010\213\3415\300""\255p\026\312|\221\\B \214\277\3552:w$8\207\255\257\204\325h\225<\000\014\222\024a\206\370n\367\303\336\n\202\276\264\023x7\022jd\035?9K\271\215\335]\355\215\364\212\262\317\013n\005? ]\252\306k\335\242\334\365,\262\025\022\371\313\344:\342\345N\3412r\205\243\320\326\363\336\337\373\316\366\331m\201\317\326\277\241\321k\311\265\273\311\335\307\333#\277\275\365o\320\366O\275\361\337N\220\005^C\233\023q\026\374\205\261\013\235y$\030\245\201\212\021\221\311\316\323HX.#\3558}.9w-b\210i\320\344jx\222\"\366y\\jB\3526\355\221\271\303\343\360\0210\267\267b\267 b\036\224~,*E\257\272\205\336\"\202\366\344\366$\305\366\202\244\010?\234\247\340\200\204q\242{\021\376\360\376\007\310\336\216E_\303YOt5\2506\335-\231\370[\257\330\233\354\217\367gw\013\224\006\276\024\354 \024\357\006\343\271{\024\203\342\320e\316\220\017\205\237\302Z\354w\274$u\2607x\312\377\003a\256\3541";
-    PyObject *data = __Pyx_DecompressString(cstring, 4463, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (4888 bytes) */
+static const char cstring[] = "x\332\245XKs\324\326\266\306\306\200\023\034B\203\203\t\344$j^n\023lb\236\t\234{r\033?\300I\000\033\333\220\204\344\250\324\322\356n\305j\251\255\207\335M\222\252\014{\250\331\321PUw\242;\323\260\207]u\047\236]\r=\364O\310O\270\337\332[\262\325\266Ir\352R\270\367{\357\265\327\372\326\267\326\226T\222J\212\264\241\030\036\223\334:\223X\253i3\307\321-SRl\31335\336\253*\206!\351\216\344\270:*\236\243\233\265\tI7%\251Ti\273L\2654&5\224\232\256JX\257\262\246\213\3457\244\315\272\345`\251\2418\016\2555-Wrm\317q\231&\325-Cs$\352\325\024,DO\256ZR\353L]s\274\206\324\320\235\206\342\252\365\211\334\360\003\276\014#$\204d\331\371\035\362\275\026\023G\362\r\370%\034e\2035-\335t%\203m0\003;2\326\224\254\312OLu\263\242\224V\234TzY\266\231\346\251L\226%\233U<\235\304\326]iSw\353\322Um\352\2526Nj(\2716cR\325Vj\rf\272\023\023\023\322\344$MS\025\223D\260=S\2523\233M\220`kt(\306,\017\177U.X\325\2606\307\035\311\260\240fg\342!\372t\256\261\305\266[\207\035nHJ\252E\267\256\354nZ\301:n\237J\033\333a~\243i\331\256\324T\334\372\276\005\244{\006\201\031\264\302\252\272I\272\202u\263c\033\226\346\031\014\272\2623\363\220\351t(m\377IJM\241\205\216\224M\250+\244\343\376\243\305H\356L1J\273b1\267\203\253\230\232bk\222\241Wl\305n\3378\354\354~\300<H%\047\305\035\";\226s\2042\2636\305W\224\240j\023\223\263\335 \244a\2315H\303Z\272\343:Y?\327t\323\266T@~\0172\350\330\3205\226!\270fX\025\030\006\376\300\370\260\222\036;\356L}v\253\365\340\201\364\200\033\340\355\323\036f\322\223\324\016]@\214`\340!\246\355\3412U8y\007\335\024 J\301\200\213\321z\233)\300\337\006\263\271\177~\371\3142\3313\313e\302\3143\002-\344)\014\232e\266\3422\243\rm\333\272\352\342\346\230dJ\213s\213\223w>\277#\301\002\330M \335\361*\034-\270=\000I w\311R\355&s\246\244\205\252\324\266<\030\023\250q-\330\330\351[\000{\232\222\303\\n\330q.\276B\336/c9<q\\\322t\033\207\350\033\214V\317C?l\352\205\242;\034\203\016\224,H\307$\n\261\037\246\025\3311\225\246S\047\363{\266\351\010\243c\271\"-g\252\232\263m\213_\311}W\302?Si\010a\204""\023\021 \2002uMr\014\313\235R\310\037\210\243\204o+4i\215h\257\301\2402\215n\r+\240\017\367\330%C\223q\246jX6\023\252\333cIrB\313t\341\014$\233\303\014rc\220e\255\216I\256\3274\000\235\252m\275a&4\203\252g\252\244\023\222\312\342.\221\222\rW5\315lp\0005\025\333u\024M\223\241D\206\003\261=<Ee\\>B3\231\024{\224\320\260\232\320{U\007\366K\025\240bM\260t[5XN\024\003P\347\\\010\000\244\320\"\254I\371\272\222]tOJ\317\345\206\311\0013]\340*k}\335\204d\325 \027\321\211%\252BUL\232\007\314\047\313\213\013\302)\377\002\347\301=\024\317pIN\251\252\250\270d;#\000\332B\251\030l\317\377\241\375\324\3559\215\357#\0061\244\351\016-b\246\370\355\003\025\270\201.\342H\3636P\223\361\375\r~\232\360\263)\231\026\250\017\2106\2506\231\332\213\265\\[\341\220\"\351\224\rE\347\242\241\373\246X1\325l\267 \rx\246iC?8\211\374\306\351\207\2378\251j(\256\313\310\2525\265F\356\201\013\310r\215\271\260\271\213psS\226\235\335\006\047\004\256\265\314H\204\r\220\001\034\211_Q\3733\r\377\3318i\265\317l\216p\244\361\206b\300\256\r\000$#\006\3414{\375*3\214\\\013x\360l\266\327\221\263m\276s\335\313\315a&\005{\326\000i\345:\263Lb\257\253J\026\3135Sm\034\354\301u@{\025\317e\316!\203\251H\271\241\\\004\313u\246\376\227\353I]p\257\247\2414\211\347r\035\373\264\223E\327>\301\251\245q\242\000\302Ri\362\251\206\346q\2724-s\022\327\330\320a\010YVuSweY\204\226=\037\004\275Z\266\006!(\256s\230\341\020)\337\0263\340\240\024\002\035\332X1\005\017\345\260z\310\202})\024Q\324\037/\310\047i\207\017#8\233* \255\331\314`\212 \016\nE\177\006\317\275\353V,\255\315\363\016\270\242nP\262G\031hn\202Z\367\314\265\234~4\005\204\377G\013\304\004\236\220\202>vmd\263*R6\230\377Og\212\260Pj(\366\032tz\370tS\202T\246\265i\022\211\360\330\372\247\023\033N\255I!\214\304\225>k\355\233\236\327\365\301\241\224\323]\313\342I\256\321>8e\327\024\373\206\370\275S\224d\201*\r\325\"\326\375\205\371<\272\200w\2456(lwz\246\271\003=\375\241n?\264\021\021t\203\007Z){\030\034\230B\366%k\200\305\262\354\350\300\234=\215\345\2072\341\017\353S\004""\230n\200\372\\\036\013\250\205\227\001p!\021g\233\207-J\035~oh\223\260\207\200cRJ\232\246\364\342\245\225\362\033<\223`\211\034C3Dn\336G\365\375\270\345\351\355\356\023d/\341\315\322^\021\332\262\374\037L\220\205D\021v(\241\312\345S<C(Y\234\tt\207||\342\255\201\374\260\245o\233\353\271\325\311\317\271_L\212<\014\314\331\220\312N\333T\0373S\220\350\n\234\340\221\210)\363\351]\251k\346\311\352\263\257\345\247\013\317f\020Wx\007(D\224\246\246\323\254\031\013\t\016V\245\275\266\3555\335\335\304p\006/\025\260\364,Sux\350,\177\233\332i1\265K\261*7\203,\357\r\354\006\333\375C\231\035\246\376.\250\350\037S5\334\000\257\344\271\247\213+\337\315\211\3145-\016\036\2607p\340\2009\004\2759\200\310\235\177\376\342iyE~9\367by\341\3713d%\374<\236\235\320\r\363\312\351S\336\302\363G\240\320\247\345\307\0133\374G~\266\372\364\321\034\366\372V\236\235[\\y\362tn\245,\317/\314}3\273\374\224G%Z\364\224\203\201j\317m\010\306\264Y\004\346\305\357V\236<\177\226I\260h9zk\021\241p\021\201\274\257\361J75\274`\250\271\2748\267\274\374\3152O\232\227W\312+s\351I\375\031\3722\202^\263\016\210\254\340V\254\002$\320\311+\204U\376sPaY\367\001u\211\001\244\307i\305\240\267\224\314a\336\327#\320.\272T\253\331^]]\230\315\311-s\263\311\213\014`2kYyP\216\334\310\001Q\344U\223\347\224\224y\345\353\230+b4V\267[\370#\335\312\317\300\370/XU\226\323\327\021\243qU\361\034Q\241\013P\336G\036\":x\002\305\253\224\266\362\022\220n\361}\263\324\205\327iw*-\225\n\002*\225{9$\352\342MJ\325:\334\311\242J&\342\332f~\263\006^3\274\344Y\230\350bp].\0365\270Zy\315\266d\240\326\326\031\037\240\\\206\227l3-\020\004\250\206bwus\367\364\246\315\360\316\341+\220,\313\031\243\213\226\315\034\310#\352\351\035\250J\341R\324<\263\251\253k\220#\365\316}\275\334\352\242o\303\345\326\301\277uO12!\263\014\353\240\271\263\016\326\242\006\3059Q\272\273\027trz=\010\t\331\361\232\374\313Y\336Z\304\327\334h\216\212l\224\t\213Uu<Z\034Y\227u\232\233R\231lX\326\232\327L\017s\204\360\2428@<2\047V\031\205\315\247\323\003R\266\240\325\232\274I""\237\231\224\212#(\004\316\242h\033\272\312\362\316\322\347&\212\351\3525[\331\320\3356\022Y \036\277F[\350\036\3739\n1\266nM\355\312\351T\364Z\005\370A\346Zs\353\025\003\321\346V%}\0318<@\251\231Iy\264\224\021\231\353\"n\252\006\335\023(s3.\340oG\325pTK\306a*17\252\364\236\300\325\250\227?\252\250@z@\355\335\220\311\025\203\016z\001\223\016x\325v\\:\302\264\250e(5ZQ\265\031K7[\333\264L\243\235;\210&g\033\245\233\360\357\010T\n\225\243\326\264\234}\3132<\241\312c\233\243\277\241zj\rG\310L&\267\014\203q;\240\332h \272\023\035\321\237\315j*\314\204\334KV\\J\2424\252\343\317\325\221O*m\374\307\223X\325D\014\023\333q]\244\325\354%\23369\034R_\226\323\347s\356\325\245A#\r\335\244\250\301\237]\232^\003,\305\257L\302\343\265\241y\215&%l\252x+\247/\346\\5;2m\362#\373\036\313Y\203?\321\234\264\305(\006\240A\204\326\324\233\364\314\343\177\364i\212\217\261\026S=R\021p\r]\341\026-\004o\023\252\207eQ\313\2757\252\310\025\253ilt\370)\342(\216~\216<\252\255\261\266\223\272\tx\220\300g\350\225:k\325-\317\326uMG\206\205\016\235>V7\232\206\256\"\241\340O\277\324\037D\203\317H+S\020\017@\201`\272E\024M\177\016\275\003\177B\220[\303\000|\312\225\263\315\372\032\262\300=\357s\330:\301\315\260\024\215^\326k\302\335\341\211\364\342m\342\351\340\324\025\274\242[\2003\321nCWm\362\r\244<\271\252\0033\342I+DM?!6\340\014u\223\220\207K\273\251r\341\255\225\237D.\316\037z\360\335&}]\242?\236B\321C\027\227kZ\315f\033\341#\2034}_D\240P\300\254\250\032\"q\306c\336BR\r\264\300^2\367\002\233Q\226\215D\232\321\007=\305\220w\263]jQ?\027W\374\3627\003\243\346:h3\2139z\r\317CB\237\370\356\346@eD\251\266\340U\372\361\034\240\024Bf\241\207{\027\2365M\010\322\004\333B\002\017\030\252a:}\225t\332X\004\320(dx\372hJ\337\3016\311\243\270W1\203>L6\330\033`\315\205\335`A\327\222\367Rjd\267\256\301\304\257\206\033\363\317\237\356\033\335\254Z\356\033:\3323\351n^\223\374T\374\222\367R\024\317\202\201\007v\250\342\252.A\306\363t\215{\t\377q\220\347m\244/\223\264\220i\353MV\251@J\207\331\233u\305m\265A\272o\364\346""\033\334\372\177\376{\342\306\203G3\363\245\345\225\222Z%\031U\372D@\241\215\342\353=\341a\362\375\324\341d\3611\353zi\261\375\\\274\301\256\337\220\362u\334\270\277\343\360\372\304\021\212\343|\317\337\006\266\207\336\355|\352/Q\345d\347\256\317\213[\235\245\216\346\337\014\013\341\225\320\214\313\361j\267H\343\357u\226\266\207\206;\303\376pp<P\202\365\355\341\202?\026\014\004\347\303\002\255\232\2469\227\303\351p>\342\323\257\206Ka5*\3776\260\203#\256t\224\316\372\366\320\211\337\334\316\355\216\262=\374~\307\363\037\371k8\242\330\327\273\341\277\360\335\340n8\234\224\036t/u\313\207\016\236\010[\311\315G\275K\275\362\201\035\325`,\034\010?\214\212\007F\224C\346\216\006/\202\315\360\260\221\017\002-\274\024>\216nG\225\370X\374\"v\272W\273n\357V\357\325V\231\356z\273\243\373\233\201\032\236\t\357F\203\321\225H\211\334\370>i)wW\241G\325\377\033t\345\3205G:\\\3367~\301\277\352\333A\001\247%\357K\341;Q\201\272\235\316u\1776x7\234\214\234x\242{\273\253\366hB\347\327`!\\\242\361Mlu\326_\010^\206\267C5:\033}\025k\335\311\336\257\311\312*M\3739\230\010\247\263\335\257\005\307\222\277MF\253\311\255G\275\253=\330\351\264?\344\227\375\345\344\374\215\250\274}\272\220\233\027\374\020}\020\361{\273\376\264?\343\377\032.DKB\234\033~=hDwp\263\007\335\245.\353Mc\237\344\364%\334Dz\320-BBe\207C\346\375`\235\356\315\321\343s$<\364\225dl*\231\372\262\273\336;\321s\266\212[\3234\343|0 4=\335\231\367/\373\337\003A#\037\005\345\340er\371^\254\304\255\256\003\223\316n\235\330r\222\027\313$\322ff4Z0N\n;\005\275\257\047\347\313\275B\357JO\351yd\215\341\316\211N\313_\017F\302\262\200\347\200?\212\315\335\344\362\375\330\355No\027p.,\375c4\036\027\342+\261\321\033\337*l]\331R\262\0019z\034O\307\263\335\001\352\030\014\256\004k\321h\364\317\356\235\356\372\366\205\217\223\217oa\215\325[\331*\360\326M\256\216\225\036\265\002\350\355\235\316\030\316;\013\355\256\222\005\302\231p=\353,p\217\351\324|\350\363,\224;\237\\\230$\335rO\331\031\372$XO\244\317\342\223\335\207\275\265d\351\005\315\271""\033\014\003\274\334<\277\370\367\203\342\366\360x\270\036\r\307\247\272\312\037-\273\037\224\302\242\260~\272l\"*D\327\343g\275b\266\354\344Hj\027\177\203C\036~\031\301\347\177?~\344\330;\235c\235U\277\350\337\306 w\351\202\177\003\210\335\010W\243b\204\265\277\017\03796\314m\360\304\177\034L\323\214\017\370\324\241\217\202\2478\007g\214\371\255`=\034\216ND\0331.xL\000\262\210\3118\364?`u\330\255\2165\230\2653|\216\026\213m\317\373\355p(,\207?\304g\343G1\356H(\274\003S\016\207G\351>4\265\035\036\013\277\213\264\270\030?\354\352=wk\032&\037\223\370\262o\243\357\340\003E\2308\355X\332\036\37380\243\205x\245[\350\026\267\307\212\341\307Q\273;\324-w\227\310\026+\270Z\021\206\230\203\321W\300<\023\034\334\323\361\002\3549\332[\352)\333\243\347\203!\000\362\273P\343>\375s\367JW\353\025\201\374\3211H\365\016x\245\024s\235~\016[\r\360K\274{\221\024^\020\220\013\311G\374\023\230{<0\004\007mt^\361\003\227\266\207\317\370\230\211\215v\360\343\006_\200]\356\306G\343;q\033N\302\271q\2353\3025\234^\214\356\307\237v_\365\312;\375=K\373\316\374!\034\345\332)A\322\032@z>YZMV_\047\257\345D^K\326\254\304j%\255_~?r\344\327\201\331A\024\263\203O\250x2\370\r\025\337\014.R\2618\370\222\212\227\203\337S\361\375\340\353\301\277~\213\317\303\373\321U0\326\225\270\006q\347\266\316n\315&\213/\223\227?&?V\222\nK\230\236\350n\342\376\214\215\177\031(\323\376\345\301~IR\021^Q\361j\360\007*~\030\224\251\220\007U*\324A\235\n}\260IEs\320\243\302\033lQ\321\032\374\205\212_\006g\216\242\2309\372\025\025_\035\375\372\350\236:K\321\020\300\376*\376\272\273\331Sv\372{\326\177+o\017\277\327y\321i\203\t@/#\300x\231\212\257|\205\206\010\217\267}\r\236};\254EK\021\213\377\321;\007B\003{\210a\017\224\351\006\323\3248\355\037\203\247c\267\327\301\321`:\230\r\007\3665\336\357\340\270\235\341\223\235\007\376\222_\r\312\333#\247\021I\toK\333\357\215qm+{}\000\350!\275K;#g\374\211`:\371h\016\200\325\300\254w\223\305%\276\367\277\376kyq.\032\210\326\343\201\377M\216\024\222\302\345\344\362\355xz\247\237@I\34421""\322\371\344|\t\263A6\227\222K_$_|E,MZ\263;g\020\270\226\375w\202Bp9X\206\047>\204+\330\361\231\370v\\\351\016\302\257\206O%\247@~\201-\242\267\360\376\343\010J\027\3432\367\376\323\376Q\301C\024(\0314\250\342\350\2213\311\231K\234\247H\332=f\330\335+\271t\007\271\306\267\2105k[\205\224\047\222#g\223\263\310)\210\250\316\363sNF\274q\2346\277O\356,N\201\216\316\370S\234=iK\342\315\343\010\335\203\361e\"\003\2304\031\371[\260D\214}\n\321\331\366\317p\251F\203W`l7\342nK4\3765\261\353}D{r\247\345\255\241\255r&mr\362\"\221\337\251\216\t3\3743\232\006\202\276\215\227b%\271\377\270\267\276+-\212\224k\323`H\201\264\330\271\207\363\246w\357\272.\310\210\2720\336\206\247y@\310\211\320\211\212\3719\307D\010\254\n0\204\305}*K>\371\317\336@\357\2020Zf\341\013\000\352\032\302\334\265\356\321n\337\201\010\003\311\221\013\311\205\353Q\361m\210\370\177\332q\037\303\047G.&\027?\215\200\277\261\314n|\317\267Z\355\375\216\203\264\350\257\253\372\223\344\223\233\311Md\002\277\217\354a\343>\3213\205\365\002\305\027\200\204&{AY\334ez\007\256\375\230\016\027\216\245r\265\242o\216\2074\207\207\254\021\212\303\304\006#\220\"\230\307\204\221s<n.\207\357\201\002\224\254I\016:\362\201\377\232K?\362!\274\345\032\274|d\024\312|\231\\D\242\205\350\244\010\\\235\303\326W\202Z\270L\304\003\342N\n0Ct/\376\250\373\002I\245\260\023\342z8 \320\351%\243\224;[\361rw\240[\020}\256\177\313\377\021\351x-Z\211\013b\327Qd\303$\362\227\311u\344c\333#\227\221\213\036\205\266\236w\377\336\263\267F\2678-\264\376\r\215^K\256\335K\356=\331\032\370\375\335\177#\344\377\334-\n\357|\003m\216GYr\311\215=\322\231A\002[\336S12>\262\363$\022\342\313\010\327\247\317%\347\256\205\nr&hr98A\031\341\030.5.t\233\366\210\334\364I\360\030\230\333]\2613\302s*(\235\"\377\353x\244;\207\244\260\264U\242\334qD0\263\027\314PL\306\203d<\276\000\177\370\340C\274\016\206\302\257\301\221\307c\025\252MwK\306\277@\302P\242H\2773B\317\214W\234\224\271\342\035\277\230\273\007\262\243\276\313\234!\037\n>\205\265\224?\360\222\324\301\336\342)""\377\007\370\002F1";
+    PyObject *data = __Pyx_DecompressString(cstring, 4888, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (6102 bytes) */
-static const char cstring[] = "\377 ( (a va\377lue the \377expressi\377on aroun\375d\021\002call i\337s sti\006\000us\377ing) in \377 (byteco\377de magic\275 =\000cept<\000,\377 whose c\357lass8\001not\377 trusted\177 holds N\001cda6\000\017\000Z\000miu\000\277ng or \000\023d\357oes C\001mat\373ch\252\002savep\377oint lev\377els deep\177 object\000\004\364\337\000\n\003s\213\004__re\377duce__ r\357ebui\207\001it \377with %d.\367%d\047\327\001(tre\377e fragme\377nt))) --\335 $\000can\306\001ru\177n here)\253\001Ykq\001@\000our\000f\303\"\377flow\047s l]o\270 s);\331 i\201\"\357Pyth\331 , a\276\223$that N\004b\314n\000\357\"byh\000\263 mp\377ort path\254\"\014\211@ne\256\000e\251 e\247fin\276!\257@ p\004m_odule\251 r\353%r\213Ai\262 Z\raga\305@\327as \031\005h\t\000no\033 io\twh7\001i\010\030\003\347ed,\201a\263asta\377ndard li\277brary,h\021iD\270C\376D:\251@\266\001\321!i\252\017\274\203`\361beng.\262b(\342\350 n\377 \302\005\242\000lon\375g\377\000exists\376\332\005this pr\307oce\365`\252f\016\000vi\373de\216\204\005globa\226\254`ar\242!t\213@\255#\047\377s.02x:: I:\374\"\r\027;\266\005\345As\210\205\001\036\356#s; ;\331@\216\204\007\251d\300\356\204\001\273a\302`\206d\326\000\265@ r\377eads ver\376\357\205\002?NoneNo)t\211\206\001\225`C\250ci\324\204\001\327 \377erately ?strict\371@\272`\377n PEP-48\2734 \377  re\366\204\001s\357 sub\364\205\002es \367of \341\204\001tin \377types. I\377f you ne_ed to\334`s$\n\377then set\252\213\207\002\047\352\204\002a\316\206\001_<\000i\377ng\047 dire_ctive:\001F\304 \277e.Rais\377bs\364\342 \303\207\003n\223\207\001r; e\376\004\002_snapsh\236\200\207\001urns\357Cz\000a\373 S\273\206\005Error\375 \214\205\001\n    n\017ames\217\210\002\300\205\002\223\207\001\343`\377ck slot.Qa\275\205\001\364\207\001\346\206\003a\346\205\001k\307\210\001\277method\362\001a\237 sock\305\000\330\210\006n\035e\371\207\002mor\333\"\255\205\001\362\210\005\276\201\206\001ontai\227\002s\373el\303\206\001rough\177 a tupl\270`\277frozen\227 ,o fun\377\000on\251\210\001\237other\354""\207\005\346\" \372\047\000m\275\206\002parts\337add_n\321@an} \\\000tance\233\002\274\312\204\001\317Aor (\031\000o\375p\365 file (ub\223`k\364\211\003ycl\226\212\001\036\203\005list\235\211\002\376@\204\210\004\232\200\211\001 \000\ta \342\004\234\007u\341t\224B\220 \251\211\005\301\210\004tak}e\243\204\nin cl\265\212\001\277it bef\245#e\377 Flow-AP\273I \206\213\002or \324\210\035d\377efaultdi\377ct facto\363ry\376\212\005\312\213\001able;de\370\206\005at \254\210\004\302\212\002\270\017\007\224\207\002\310\210\003dis1\001eqn\000\003\361\213\001\314f() \305\001Os Fr\263`\371\212\004s\201\210\001\333t \342\205\003._\242\214\001c:\257 no \254\214\001-\235\213\004e\317xtra\316b\334\214\001avwaila\002xt/,\003\277.pyxfi\344\207\001p\277rint()\263\205\002s\374\361kd\003flatte\356\240\210\001gcg\233\205\001it \377__getsta\377te__/__s`\004\006\214\207\002\356\215\001\302f\230aea\344\000r\335\003d\266\213\035\326\213\035 at\251K\275s\303\205\003\047mal\325@m\343ed\220\207\006\257\205\003\016\007cel9l\003\010\215`ure-\007\321H\366\t\tqu\031\010enum\177 memberf\007\023ex\227\217\004y\007f\256A\004\010\322\205\004\374\000\017\314\000tribut\003es\n\020\350d\020\010\267\214\010\347\007\370\205\005\362\007\010t\375\205\003\213\047mapp\207ing\006\010\316\207\002\026\010\327\215\004a\351m\211(\253\210\001d\244\207\002no \352\366\204\004 \340\217\010d\335\221\001o n\377on-trivi\373al\231`cinit\371_\231\207\001\247\213\nrecor\361d\202\000\324\216\001\331\221\002for \\\004\t\034\003 be\377\214\001s\302\212\001\303an\202\210\003\241\204\010\036\020\264\221\014it\243s \023\033\367\213\001\235\222\003:m\021i\375s\320\222\001ncated\177release\241\221\001\370\207\214\001\365\220\035\261\222\007body \376\364\217\001trailin\353g \322\223\001s\271\215\010hun{k \342\222\007data\024\032\354\033\003\340\223\002a \345\204\007ref?erence;\r\031\016\376\213\225\003(marker\355 \031\023n \223\000now\237n ext\327\215\002\010\036m\277sgpack\333\002 \3030x\303\014\340)\t\017\266\214\004to\336\333aeply,""\017tr\301u\205C\234,\363\002\237d\225\225\005in\234\246\216\002\377@elf\r \273\226\001s\177een yet\354\225\007\300\303\226\003\314\213\010\324\226\004\334\214\014\235\226\007\262\204\004fa\373il\201\217\001s che\037cksum\022\016\205\224\001\243\210\001\003at\225\221\0066\016\224\204\007V\t\342@\216\205\002\362\000\021an\000\312`, bu\371t\207\213\002\327as wer\213e \260\212\001n5\021\310\225\004\343\227\007w\373as\354\213\002n on \270\314\226\004\270\231\003\367\230\004 be\304\204\001h\217andl\226\226\003\336\212\n\203\231\002 `\355\227\005\331\224\007\341\224\005\307\214\003\233\227\005or\227\224\006\236\315\214\003turn\267\221\010\217\217\002(\373or\307\206\001ish i\343t)\242\216\026\047\021\317\216\025utf\353-8\226\233\002-\364\221\003ite\377m AsyncG\373en\264\220\003TypeB\177uiltinF\215\221\004\376\017\001CHUNK_M\277INCell\014\002o\273de\002\003ndi\234\233\001C\177oroutin\017\004\337rrupt\202\223\006Co\377unterDec_imalD\335\233\002r\000\0045.\267\232\006c\307\231\002__\017\007\326\215\006\354\013\r\250\222\005.<\214\232\003>.g\376\277\000xprEMPT\203YE\246\224\003\000\004O\017\017\007P\016E\377numEvent\377FORMAT_V\377ERSIONFr\301a\233\223\002\213\220\002\240!\221)\260*IO\377BaseMAGI\375C\000\002_NUMBE\376I\000X_DEPTH\311M\313\224\002\343!M\320\232\002\355!Or\377deredDic\177tPYTHONo\005\377PosixPat\337hPure\000\nWi\337ndows\030\001SP\237ESSLS\227\225\002\357\225\013S\377emaphore}T\274\000eback\333A\201T\261\236\001\000\002\351/\017\005\350.*\003a[dd\002\004ll{\000_\210\237\002\370\005\n\244\234\003X\003copyU\327UID\241\010_\233B_P\re\263`ng\000\005\361O\017\010\363N\007_Un\377\227\002\357\223\001\000\t\306`\371\215\003\237__Pyx\001\000\314!_\377NextRef_\375_\362\230\004e____c\007aus\003\003\312\240\001\317\222\001\207\205\001\025\002\354\226\221\003 \002od\047\003ont\307ext4\001\216\220\005\007\002ic\206\016\003ocO\001\276\227\001W\001\225\223\007_\031_\217\234\004n\001he\257 w\001\233\005{kwA\tmain\225\001\032\333\221\003s\005\003ta\350\241\002\023\002\374\236""\002\376\035\002ro_entr\343ie!\002\322\231\001\316\001new\356\000\004obj\337\001obj\3725\006pu\006prepaer\377\002p\241 \245\212\005__\n\001?result\006\003\334\224\004\370!\001\342\233\001\033\003unpic\207kle\232\206\005\007\014\324bE\003vyt\231B\351 qual\235\005\030\240\242\005\341\206\016\272\242\006ex\233A\253\232\001\002\003\303t_\331\005\340\225\007\353\225\010\252\207\005__\267sup\344\244\002_c\244Gt\373es\262Adescr\357ibe_\270\230\001_fi\377elds_i_i\367s_c\254\210\005_loo\027kupf\004s\267\003\001\003\321\207\016\225_\330\245\002_\004\000r\370\"\230\233\001_\177oparg_w\276\243\001\373ab\235\233\001advic\343ea\234\205\010\005\004\305\242\003ant\377igravity\357appe\350\241\001gsa\356\206\212\001io.\216\006sbi\377gbit_len\377gthblake\2532b\366\236\004s\317\221\002c\347\215\005c\276\317\221\001_hash\005\002s\277cline_\322`t\374\363\206\005\201\233\002clsco_\342\251\000c\216\212\001\010\000\226\227\001var4\022\001\314\231\002o\275!st\"\001\324\226\006\340\307B4\000\310\234\001\302\236\001\006\002rstv_\001no\025\001lagT\001\357freeF\004kwo\007nly^\010\214\001A\005>\004\215\237\002r\214\000n\320\245\003\226\000pos(\014x\267e\263\000\251\237\002size\277\000d\260\0007\004d\252\250\002\323\000ll\301\240\001\333on\336\000py\367\207\001re\365g\325\223\001d\310\224\001atet\277imeday\000\000s\0021\000d\205\214\0038\003\307\233\002\004\004\320\240\005\023\004\344\305\251\002\365\234\004_\361\234\004\200\235\010den\377ominator\377dequedig\327est\000\003_\250\001du\013mp\343\221\001c\261\241\003\266\241\004\336\251\001\271\241\014\240\320\241\004\265\252\002\326\234\n\350\234\005\324\231\002s\367\234\004e\374\330\241\001\n\000surepi\361p\231\232\001\235\232\001\314\243\002expe\377ctedexte\377rnalsfil\367ter\352\234\010fold\005f\313\214\004s\254\232\002W\003\306\204\002\247\226\002\355\240\001\357keys\317\215\004get\376\327alibhexh\377ouriidid?lelibi\245\253\001\323\250\002\341_\240\250\003\344\247\003\025\002\352\250\001libg.ut\203\227\001\216\000io\357\217\001\376\363\217\001s""iterjo{in\244\204\001load\311\234\001\335k\201\206\003low\341\233\001pm\377arshalma\377xlenmicr\177osecond\000\010\235s\372 ute\232\251\003\253\246\004m\337onthn\353\243\001ne\337xtnum\216\242\003ob9j\302\253\003\333\242\002out\310\242\001\314\242\001\374\272\220\002\220\252\001libpop\237pydoc\256\210\005\312\246\001_\357head\356 ealz\303\232\003rm\000vere\341\246\001\023ed\216\003\224\003s\345\243\001\241@\022\000\235t\272\234\005ign\"\000\265\244\002s\227pli\271\237\001r\274\237\003\246`l\363ib\260$\344\210\002sste\377pstopsup{er\332@roga\020\000\377asssysta\377iltarget>\220\251\001throw\321\204\001\324\204\002\371e\027\000\336\204\001zonet;ki\352\221\001to_\363\231\002\240\256\002\277turtle\000\003d\374\255 \266\247\002tzinfo\033tz\227\246\001up\245\205\001\223\215\001\314\240\005\177utcoffs2\000\177tiluuid\321\257\002\276\326\257\002svenv\335\250\004_\336@\001webb\214\000se\377rwhatxye\377arzipzli\377b\303\251),:BC\377F(ST(cfs\217truc\302\241\001\372\213\001\246\214\0016\256\261\251\003_7_\332\204\003_\354\242\003*\357(PyO\360\256\003*, \316\000\tint\003\013\023\023)\000\374\216\215\001\210\240\002\200\001\330\004\n\210\367+\220Q\005\001\013\2105\220\376\r\000\013\2102\210Q\210d\377\220/\240\021\240$\240n\277\260A\260U\270!%\001\r\377\210Q\330\004\010\210\010\220\377\010\230\006\230a\230q\330\377\010\021\220\027\230\001\230\030\177\240\021\330\004\013\2101I\001\277#\2401\240F\250*\002%\377\240Q\240f\250A\200\001\375\340`\000$\210a\210q\330\377\004\007\200t\2103\210a\377\330\010\017\210u\220B\220\365k`\000!\t\nv\220R\220\377t\2305\240\010\320(:\357\270\"\270A\010\022\007\240x\177\320/B\300\"\300AA\016\377c\230\027\240\001\240\031\250\365![\016a\031\020\024\230R\230\373w\240\006\021\025\230d\240\"\377\240G\2503\250b\260\005\377\260R\260s\270%\270t_\3002\300W\310\220\000\013\301\000\377i\220w\230c\240\022\240\3775\250\002\250$\250a\250\307t\2607\242!\341\010\302#c\220m\035\251 s\240\344\000\014\210\312\002\377z\220\021\220%\220r\230\375\021\203 \320\017 \240\t\250""\376\274 \007\200s\210*\220D\377\230\n\240-\250s\260)\337\2703\270c\300\035\001\210}\367\230I\240\364 \007\200w\210\377c\220\023\220I\230V\240\3773\240c\250\023\250J\260\377d\270-\300}\320TU>\312!{\230)\2401\334!Z\001\377&\230\005\320\035-\250U\277\3202B\300%\300\245@\020\377\220\004\220A\220S\320\030\277,\250A\330\020\021\035\010\230\357\\\250\025\250\213Bt\2201\177\220C\220}\240I\250j\002\377s\210,\220h\230m\250\3754\327\000:\270Q\270e\300\1771\330\010\020\320\020\"\307\000o :\270!\237\000a\340\363@\2375\220\017\230q\340A\271b\220\376\205b;\220a\320\027.\320\377.?\270q\300\007\300s\367\310!\310\231`\340\004\030\230\375\001\374C1\210F\220#\220\375Z\277`\014\034\230A\230V\377\320#6\260a\260x\270\375s\320@D\310\007\310s\320\273RS\237aw\220a\047\007\047\376\255!\016\210i\220q\320\030\377A\300\021\300$\300a\300\375u\212A\010\210\007\210x\220\337q\230\014\240A\231\204\003\001\220\375\024Z\000t\320#7\260t\357\2701\330\021u\000\230\024\230\377]\250\047\260\021\260$\260\377l\300\047\310\021\310$\310\375a\021\005_\250G\2601\260\367D\270\001&\001\002\230$\230\377k\250\024\250^\2704\270\177q\330\032\036\320\03621\000_o\300T\310\021\t\002/\212\"\375T\231@\032\036\230a\330\010\337\t\210\027\220\001\225@A\220\275U\376!\240C\240q\r\005\021\377\330\004\r\210Q\210g\220\357Q\330\004\023\332 F\320\032\371-\330!\245\205\002\340\004\037\230q\377\320 0\260\013\270;\300\357k\320QR \0015\230\010\373\240\001\311\205\001\007\200|\2207\377\230!\330\010\047\240q\250\237\010\260\016\270a\332\205\004\"\0227\317\230(\240!\370C0\004)\250\177\021\250*\260N\300!/\005\263\013\014\236\206\001\225@\220v\356\204\002f\377\250A\250Q\200\001\360\010\377\000\005\010\200t\2101\210\357H\220G\230\336@\021\220\025\377\220a\220q\330\004\034\230\375MA\000!\330\004\027\220x\377\230q\240\010\250\007\250v_\260Q\330\004\005\347c!*\000\357\004\013\210=\317@\010\016\2109h1\000#\000\340\010\0269\001R\002\253\n\033\273\001\021\204C\240\267a\220\335\007\241@\006\230l\225\206\003v\210\367W\220E\223@Q\330\010\022\375\220""\346\000\027\220q\340\010\027\377\220t\2309\240G\2505?\260\003\2604\260y\271`\256\207\002\375q\244\205\002&\240d\250!\250\3777\260+\270W\300A\340\257\010\017\320\017\010\007Qe\014\\\377\240\024\240Y\250d\260(\357\270$\270g\271@\030\320Q\377U\320U[\320[_\320\377_k\320ko\320ox\377\320x|\360\000\000}\001\273D\002\004\000D\002H\003\001H\273\002L\n\001L\002P\021\001P\273\002V\030\001V\002Z\037\001Z\277\002[\002\330\010\020\237\200$8\277\2407\250%\250s\354`g\376\254\000E\310\023\310D\320P\377V\320V]\320]b\320\377be\320ei\320itw\320t{\200\000|\001A\177\001\323A\002|\013|\004W\233\001W\002\335\\\242\001\\\002_\251\001_\002\335c\260\001c\002i\267\001i\002\335p\276\001p\002u\305\001u\002\335x\314\001x\002|\323\001|\002\273C\003\342\000C\003J\003\001J\347\003K\003\376\211\001\311#(\250\004\376\201`W\260K\270w\300a\374\312\"\010\007q\200A\330\010\r\277\210R\210y\230\001\243\210\001\014|\234`\017\000\014\210J\220a\027\001\377\017\210t\2203\220d\230\377)\2403\240g\250Q\250\177e\260>\300\026\300s\321\205\001\376\031\003u\220C\220t\2301\336C\001\020\220\005\220\342@\r\210\377[\230\003\2301\230D\240\331\001W\001\002\010\017\210l\000\340\010\377\013\210:\220Q\220f\230\377A\330\014\020\220\010\230\004\177\230A\230Q\330\r\027\257b\335a\n\007T\240\021\003\020Q\340\377\014\022\220)\2301\320\034\377E\300Q\300d\310!\310\3475\320P\330`Y\000\227\243S\377PE\250\001\250q\260\001\177\317\320\000\026\220a\340\206\205\003\3575\220\001\220\361\211\004!\2106\377\220\022\2201\330\010\016\320{\016\036\324\214\002\004\r\210T\016\002\377\004\007\200y\220\007\220u>\265\000\007\240s\250!\030\t\206\205\002\215w\257\001\230T\302\214\003\211\205\005B\002\320\377\037@\300\001\300\032\3101\376\267\210\t\032\2403\240k\260\021\337\260&\270\003\270d\n\013\210\3771\320\000\032\320\032*\250C!\340\241\215\002\240\211\001\356\210\002\246\215\001A\300\207\001\376\204\206\003\006\240c\250\033\260AN\205\206\002\020\220\003\241\207\003\215\214\001e\220@\377c\230\021\330\014\022\320\022\325\"\213\207\002\010\330 \330""\216\206\025\320\000\177\033\320\033+\2501\340\333\206\004\367\013\2501\331\206\002\013\2107\220q!\211!\341\214\001\366 \022\220.\217\210\002\277\010\017\210s\220%\227\207\001\013\367\320\013\033\250\207\001\016\210n\230\377A\230^\2501\250A\250\377X\260Q\260a\3207G\373\300q\376\206\004\320\000\037\320\037\377/\320/A\300\021\360\014\367\000\005\030\301\207\002\013\2507\260\333!\330\204\213\001\230\021\367\207\001\006\330\352\255\207\002u\362@\010\310\0011\340\010\047\014\210G\206A\362Cc\232\217\002\021\000\355E\222\210\002s\230\363\207\001\014\023\220\3655\222\204\002\014\203\000\230F\240!\373\330\014\363\207\001v\230S\240\r\317\250Q\250a\007\005\246a\014\025\373\220[\315\211\002\014\031\230\021\230\375&\371`\014\024\220A\220V\377\320\033,\250A\250Y\260\375a\316\206\001\001\220\026\220s\230\337$\230g\240S\220\205\001\330\010\367\021\320\021\204@\2506\260\034\337\270R\270t\300\223c\037\230\375q\267\204\001\016\210a\210u\320\375\024\330\220\001o\260S\270\001\270\375\021\264`\210a\210t\2202\377\220]\240$\240g\250T\273\260\021P\003\024\220RU\000!\277\230?\320*:\270\243\000#\357\2405\250\003\253 O\270<_\300r\310\024\310\233\204\002x\247\201(\377&\320&6\3206H\310\367\001\360\n\214\212({\270!\360\375\006\376!z\240\021\240\047\250|\365\216\005\306\212\002\014\210C\210}\372!\273\014\210\335#q\330\014\344A-\377\230s\240#\240Q\330\020\177\026\320\026&\240a\240\024\000_\025\220S\230\007\256\216\001\027\252 \343\047\240\345`\t\006\213\207\0011\220Ho\230G\2401(\007\340\014\357\214\002\376\362 \004\240A\240[\260\014\377\270E\300\021\300(\310(\370\330\216\001b\000\237\207\001u\230C\230t\376\254\223\002\047\260\032\2701\330\025\377\031\230\027\240\004\240K\250\237q\260\006\260c\330 y\004\320\377\0479\270\021\270(\300!w\3001\340\235\000v\220W\231\207\002\345\010\211As\272\213\001\277\006\021\220\021\273\330\010\302\010\022\220\047\366@+\277\240Q\240a\330\010\215\205\026u\001\220\334\205\002\271\214\024";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 6102, 9271);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (6694 bytes) */
+static const char cstring[] = "\377 ( (a va\377lue the \377expressi\377on aroun\375d\021\002call i\337s sti\006\000us\377ing) in \377 (byteco\377de magic\275 =\000cept<\000,\377 whose c\357lass8\001not\377 trusted\177 holds N\001\303da6\000\017\000Z\000\003\005(c\377hecksum \377mismatch\305)\037\010:2\002\027\000\201\001 o\363r 7\010\n\toes \370o\001<\002\326\002savep\377oint lev\377els deep\177 object\000\004\364\213 \n\003s\267\004__re\377duce__ r\357ebui\263\001it \377with %d.\367%d\047\203!(tre\377e fragme\377nt))) --\335 $\000can\362\001ru\177n here)\253\001Ykq\001@\000our\000f\357\"\377flow\047s l]o\344 s);\205@i\255\"\357Pyth\205@, a\276\277$that N\004b\314n\000\233Bbyh\000\337 mp\377ort path\254\"\014\265@ne\256\000e\251 e\247fin\352!\333@ p\004m_odule\251 r\227E\356\267AichY\016aga\256\361@as \031\005h\t\000n7o io\twh7\001i\010\316\030\003ed,\255a\337ast\377andard l\177ibrary,h\021\211i\270C\252d:\251@\266\001\321!ix\252\017\203`\235\204\002eng.\336b\305(\350 n\377 \302\005\242\000lo\373ng\377\000exist\375s\332\005this p\037roces\214`\253e\016\000\357vide\272\204\005glo[ba\254`ar\242!t\213@\376\255#\047s.02x:\047: :\374\"\r\027;\266\005\345Ays\264\205\001\356#s; ;\331@\000\216\204\007\251d\232\205\001\273a\302`\206d\326\000\265@\377 reads v\373er\233\206\002?None\047Not\265\206\001\225`C\250c\305\205\001\375e\327 eratel\377y strict\374\371@\272`n PEP-\357484 \377  re\276\366\204\001s sub\240\206\002e\337s of \341\204\001ti\377n types.\377 If you \177need to\334`\375s$\nthen s\253et\267\207\002\047\352\204\002a\372\206\001_\376<\000ing\047 di\177rective:\001\375F\304 e.Rais\322\377bs\342 \357\207\003n\277\207\001r;\373 e\004\002_snap{sh\254\207\001urns\357C\356z\000a S\273\206\005Err\367or \214\205\001\n   ? names\273\210\002\300\205\002\374\223\207\001\343`ck sloGt.a\275\205\001\240\210\001\346\206\003a\346\205\001\375k\363\210\001method~\362\001a sock\305\000v\204\211\006ne\245\210\002mor\333\"\370\255\205\001\236\211\005\201\206\001ontai\356\227\002sel\303\206\001rou\377gh a tup\375l""\270`frozen\276\227 , fun\377\000o}n\251\210\001other\354\207\005\352\346\" \047\000m\275\206\002par\177tsadd_n\321@\367an \\\000tanc\361e\233\002\312\204\001\317Aor (\366\031\000op\365 file\327 (b\223`k\240\212\003ycyl\302\212\001\203\005list\235\211\002h\376@\204\210\004\200\211\001 \000\ta \342\004\206\234\007ut\224B\220 \251\211\005\301\210\004t\367ake\243\204\nin c\375l\341\212\001it bef\376\245#e Flow-\357API \262\213\002or \376\324\210\035default\377dict fac\317tory\252\213\005\366\213\001ab\357lede\370\206\005at \340\254\210\004\302\212\002\017\007\224\207\002\310\210\003dis\3061\001en\000\003\235\214\001\314f()= \305\001s Fr\263`\371\212\004ms\201\210\001t \342\205\003._\316\214\001\277c: no \330\214\001->\235\213\004extra\316b\210\215\001\337availa\002xt\375/,\003.pyxfi\376\344\207\001print()\362\263\205\002s\361kd\003flat\273te\240\210\001gcg\233\205\001i\377t __gets\377tate__/_\203_s\004\006\214\207\002\232\216\001\302f\230ae\311a\344\000\335\003d\266\213\035\326\213\035 a\365t\251Ks\303\205\003\047mal\216\325@med\220\207\006\257\205\003\016\007c\347ell\003\010\215`ure\330-\007\321H\t\tqu\031\010en\276\351\216\001emberf\007e\tx\303\217\004y\007f\256A\004\010\322\205\004\000\017\376\314\000tribute\001s\n\020\350d\020\010\267\214\010\347\007\370\205\005\007\010\371t\375\205\003\213\047mappi\303ng\006\010\316\207\002\026\010\327\215\004amt\211(\253\210\001d\244\207\002no \366\204\004\365 \340\217\010d\211\222\001o no\377n-trivia\375l\231`cinit_\374\231\207\001\247\213\nrecordx\202\000\324\216\001\205\222\002for \004\t\256\034\003 be\377\214\001s\302\212\001a\321n\202\210\003\241\204\010\036\020d\265\221\013it\323s \023\033\272\222\007:m\021is\376\374\222\001ncatedr?elease\241\221\001\207\214\001|\365\220\035\261\222\007body \364\217\001\377trailing\365 \376\223\001s\271\215\010hunk= \342\222\007data\024\032\033\003\366\214\224\002a \345\204\007refe\037rence;\r\031\016\267\225\003\377(marker \366\031\023n \223\000nown\317 ext\327\215\002\010\036ms\337gpack""\333\002 0ax\303\014\340)\t\017\266\214\004to\333a\357eply,\017tru`\205C\234,\363\002\237d\225\225\005in\246\216\002\316\377@elf\r \347\226\001se?en yet\354\225\007\357\226\003\340\314\213\010\200\227\004\334\214\014\235\226\007\262\204\004fai\rl\201\217\001s \221\227\005\022\016\205\224\001\243\210\001\003at\225\221\0066\016\330\227\007V\t\342@\216\205\002\362\000\021an\000\312`, bu\371t\207\213\002\327as wer\213e \260\212\001n5\021\310\225\004\343\227\007w\373as\354\213\002n on \270\314\226\004\344\231\003\243\231\004 be\304\204\001h\017andl\226\226\003\336\212\n\333\204\013\275\231\002\301 \373\227\005\347\224\007\357\224\005\325\214\003\251\227\005or<\245\224\006\333\214\003turn\305\221\010\235\217\002\367(or\325\206\001ish \307it)\260\216\026\047\021\335\216\025ut\327f-8\320\233\002-\202\222\003it\377em Async\367Gen\302\220\003Type\377BuiltinF\374\233\221\004\017\001CHUNK_\177MINCell\014\002wode\002\003ndi\326\233\001\377Coroutin\276\017\004rrupt\220\223\006C\377ounterDe\277cimalD\227\234\002rj\000\004.\305\232\006c\325\231\002__\017\007\330\344\215\006\013\r\266\222\005.<\232\232\003>.\375g\277\000xprEMP\007TYE\264\224\003\000\004O\017\017\007P\016\377EnumEven\377tFORMAT_\377VERSIONF\203ra\251\223\002\231\220\002\240!\221)\260*I\377OBaseMAG\373IC\000\002_NUMB\375EI\000X_DEPT\377HMETA_FI\237ELDSM\344\224\002\356!M\374\351\232\002\370!Ordere\377dDictPYT\367HONz\005Posi\377xPathPur\375e\000\nWindow\375s\030\001SPESSL}S\260\225\002STATEc\004\376\224\226\013Semapho\367reT\323\000ebac\005k\362AT\202\237\001\000\002\200O\017\005\377.n*\003add\002\004ll\207\000\341_\331\237\002\005\n\311\234\003X\003cop_yUUID\255\010_\262B7_Pe\312`ng\000\005\210o\034\017\010\212n_Un\244\230\002\224\224\001\000\t|\335`\236\216\003__Pyx\001\000\376\330!_NextRe\367f__\227\231\004e___\037_caus\003\003\233\241\001\364\222\001\260\236\205\001\025\002\273\221\003 \002od\047\003o\037ntext4\001\263\220\005\007\002\033ic\016\003ocO\001\343\227\001W\001f\272\223\007__\264\234\004n\001he\257 ""\354w\001\233\005kwA\tmai\325n\225\001m\201\222\002s\005\003ta\360\271\242\002\023\002\241\237\002\035\002ro_e\037ntrie!\002\367\231\001\316\001wnew\000\004obj\337\001\327obj5\006pu\006pr/epar\377\002p\241 \343\242\005\373__\n\001resul\301t\006\003\201\225\004!\001\207\234\001\033\003un?pickle\261\206\005\007\014\314\324bE\003vt\231B\351 qu\303al\235\005\305\242\005\370\206\016\337\242\006ex\030\233A\320\232\001\002\003t_\331\005\205\226\007\220\226\010\276\301\207\005__sup\265\245\002_\335c\244Gtes\262Ade\177scribe_\335\230\001\377_fields_\277i_is_c\303\210\005_\277lookupf\004s\250\267\003\001\003\350\207\016_\251\246\002_\004\000r\374\370\"\275\233\001_oparg\273_w\343\243\001abs\275\207\003a\377ddadvice\361a\242\205\010\005\004\360\242\003anti\377gravitya\377ppendappgly_\377\227\002M\000sa\256\212\001\367io.\237\006sbig\377bit_leng\377thblake2Ub\254\237\004s\205\222\002c\266\246\005c\205\222\001\337_hash\005\002sc_line_\343`t\204\207\005~\267\233\002clsco_\272\000qc\266\212\001\010\000\314\227\001var\022\001\032\202\232\002o\316!st\"\001\212\227\006\330Bp4\000\376\234\001\370\236\001\006\002rst_\001\273no\025\001lagT\001f\367reeF\004kwon\003ly^\010\214\001A\005>\004\303\237\002\214\0009n\206\246\003\226\000pos(\014\310e<\263\000\337\237\002size\277\000\260\000\2627\004d\214\251\002\323\000ll\367\240\001o}n\336\000mmand\213\210\001~\217\210\001regcre\203\225\001\327_at\234\224\001d\217\225\001at\377etimeday\n\000\000sB\000d\276\214\003I\003\216\234\002\004\004\220\227\241\005\023\004\270\252\002\274\235\004_\270\235\004\307\235\010d\377enominat\377ordequed_igest\000\003_\271\001]d\021\000ump\255\222\001c\373\241\003\000\200\242\004\324\252\001\203\242\014\232\242\004\253\253\002\240\235\n\262\235\005\236\232\002\345s\301\235\004e\242\242\001\n\000sur\017epip\343\232\001\347\232\001\226\244\002\027\002\337execu\252\253\001ex\377pectedex\377ternalsf\337ilter\302\235\010fo\027ldf\225\215\004s\204\233\002e\003\371\204\002\274\377\226\002\305\241\001keys\231\216\004g""\373et\371alibhe\377xhouriid\327idl\230\245\001i\251\254\001mp_licit\267\250\003_\200\251\003\356\304\250\003lib\000\006.ut\314\343\227\001\226\000io\301\220\001\305\220\001si\377terjoink\377indlast_\311iF\004\000\n_\362\204\003\034\002se\275q\373\204\001load\326\235\001k\356\351\206\003low\356\234\001pma\377rshalmax\377lenmetam\377icroseco\353nd\000\010s\304@ute\374\253\252\003\274\247\004monthn\376\374\244\001nextnum\316\237\243\003obj\323\254\003\354\243\002ou\303tp\332\243\001\336\243\001\276\221\002\242\253\001li\377bpoppydo\371c\233\211\005\334\247\001_head\256\266@eal\325\233\003rn\000v\377erestore\355_\241\206\002re\200\250\001eds\035e\315\246\001al_\322\255\006\016\001\024\001\304\266\001\272\003s\234\245\001\216`*\000qs\273et\364\235\005ign=\000iKze\362\245\003s\212@\367\240\001r\372\240\003\376\201\241\001usstdli\261b\224D\203\212\002\020\000ep\206\000p\337super\324`ro\377gatepass\377systailt\337arget\324\252\001th\047row\316\205\001\321\205\002e\027\000\333\205\001\337zonet\265@te\317rto_\267\233\002\220\260\002tu/rtle\000\003d\340 \372\250\002\377tzinfotz6\333\247\001un\352\001up\250\206\001\000\003\317d_at\302\216\001\240\242\005ut\337coffsB\000ti\237luuid\321\261\002\326\261\002sOvenv\261\252\004\270\252\004_W\001\357webb\243\000ser\377whatxyea\377rzipzlib\377\303\251),:BCF\377(ST(cfstGruc\235\243\001\260\215\001\334\215\0016\214\253\003\327_7_\353\205\003_\307\244\003*(wPyO\313\260\003*, \000\tgint\003\013\023\023)\000\304\216\001\376\343\241\002\200\001\330\004\n\210+{\220Q\005\001\013\2105\220\r\000\377\013\2102\210Q\210d\220\377/\240\021\240$\240n\260\337A\260U\270!%\001\r\210\377Q\330\004\010\210\010\220\010\377\230\006\230a\230q\330\010\377\021\220\027\230\001\230\030\240\277\021\330\004\013\2101I\001#\337\2401\240F\250*\002%\240\377Q\240f\250A\200\001\340\376`\000$\210a\210q\330\004\377\007\200t\2103\210a\330\377\010\017\210u\220B\220k\372`\000!\t\nv\220R\220t\377\2305\240\010\320(:\270\367\"\270A\010\022\007\240x\320\277/B\300\"\300AA\016c""\377\230\027\240\001\240\031\250!\372[\016a\031\020\024\230R\230w\375\240\006\021\025\230d\240\"\240\377G\2503\250b\260\005\260\377R\260s\270%\270t\300\2572\300W\310\220\000\013\301\000i\377\220w\230c\240\022\2405\377\250\002\250$\250a\250t\343\2607\242!\341\010\302#c\220\035\266\251 s\240\344\000\014\210\312\002z\377\220\021\220%\220r\230\021~\203 \320\017 \240\t\250\274 \377\007\200s\210*\220D\230\377\n\240-\250s\260)\270\3573\270c\300\035\001\210}\230\373I\240\364 \007\200w\210c\377\220\023\220I\230V\2403\377\240c\250\023\250J\260d\177\270-\300}\320TU\312!\237{\230)\2401\334!Z\001&\377\230\005\320\035-\250U\320\3372B\300%\300\245@\020\220\377\004\220A\220S\320\030,\337\250A\330\020\021\035\010\230\\\367\250\025\250\213Bt\2201\220\277C\220}\240I\250j\002s\377\210,\220h\230m\2504\376\327\000:\270Q\270e\3001\277\330\010\020\320\020\"\307\000 \267:\270!\237\000a\340\363@5O\220\017\230q\340A\271b\220\205b\377;\220a\320\027.\320.\377?\270q\300\007\300s\310\373!\310\231`\340\004\030\230\001\376\374C1\210F\220#\220Z\376\277`\014\034\230A\230V\320\377#6\260a\260x\270s\376\320@D\310\007\310s\320R]S\237aw\220a\047\007\047\255!\377\016\210i\220q\320\030A\377\300\021\300$\300a\300u\376\212A\010\210\007\210x\220q\357\230\014\240A\231\204\003\001\220\024\376Z\000t\320#7\260t\270\3671\330\021u\000\230\024\230]\377\250\047\260\021\260$\260l\377\300\047\310\021\310$\310a\376\021\005_\250G\2601\260D\373\270\001&\001\002\230$\230k\377\250\024\250^\2704\270q\277\330\032\036\320\03621\000o\257\300T\310\021\t\002/\212\"T\376\231@\032\036\230a\330\010\t\357\210\027\220\001\225@A\220U\336\376!\240C\240q\r\005\021\330\377\004\r\210Q\210g\220Q\367\330\004\023\332 F\320\032-\374\330!\245\205\002\340\004\037\230q\320\377 0\260\013\270;\300k\367\320QR \0015\230\010\240\375\001\311\205\001\007\200|\2207\230\377!\330\010\047\240q\250\010\317\260\016\270a\332\205\004\"\0227\230\347(\240!\370C0\004)\250\021\277\250*\260N\300!/\005\013\331\014\236\206\001\225@\220v\356\204\002f\250\377A\250Q\200""\001\360\006\000\377\005\t\210\005\210U\220!\337\2203\220a\220\316\206\002\021\220\377,\230a\230v\240U\250\367!\2501!\000\010\000\005\010\377\200t\2101\210H\220G\335\230\202`\021\220\025&\002\004\034\373\230Me\000!\330\004\027\220\377x\230q\240\010\250\007\250\277v\260Q\330\004\005\213\204\003!\336*\000\004\013\210=\363@\010\016s\210h\\\000#\000\340\010\026d\001\376Q\003\030\220y\240\004\240A\377\240\\\260\023\260B\260a\177\330\004\017\210t\2204\310@\347\010\240\003\312\204\001\047\001y\240\005\377\240Y\250d\260!\260;\377\270i\300t\3101\310A\367\330\027 2\002X\250Y\260\347d\270!\340@\n\004Q\330\027\377\036\230n\250I\260T\270\377\021\270!\330\027!\240\036\377\250y\270\004\270A\270Q\356\210AT\220\021\345\0001\220E\276\213`T\240\021\240)\330\204\0021\377\260I\270T\300\024\300Q\377\300a\330\024\030\230\004\230\337A\230Y\240d\317\206\002{\270\377$\270d\300!\3001\330\373\024\027\336`\t\240\031\250(}\260\317\"8\2205\230\001\227\"\253\n\033\244A\021\355c\240\240\205\001\220\177\007\220q\230\006\230l\376\207\003\367v\210Wl\002Q\330\010\022\371\220\317@F\000\340\010\027\220t\377\2309\240G\2505\260\003\177\2604\260y\300\007\300\227\211\002\365q\215\207\002&{\000!\2507\260\377+\270W\300A\340\010\017\353\320\017\010\007Qe\014\\\240\024\372\231\"(\247\000g\300T\310\030\377\320QU\320U[\320[\377_\320_k\320ko\320\377ox\320x|\360\000\000\357}\001D\002\004\000D\002H\356\003\001H\002L\n\001L\002P\356\021\001P\002V\030\001V\002Z\376\037\001Z\002[\002\330\010\020\376\237\200$8\2407\250%\250s\357\260$\260g\254\000E\310\023\377\310D\320PV\320V]\377\320]b\320be\320e\177i\320it\320t{\200\0007|\001A\177\001A\002|\013|\004\335W\233\001W\002\\\242\001\\\002\335_\251\001_\002c\260\001c\002\335i\267\001i\002p\276\001p\002\335u\305\001u\002x\314\001x\002\275|\323\001|\002C\003\342\000C{\003J\003\001J\003K\003\347\213\001\376\311#(\250\004\250A\250W?\260K\270w\300a\312\"\010\007\377q\200A\330\010\r\210R\357\210y\230\001\214\212\001\014\210H}\220\017\000\014\210J\220a\027\001\376\214\204\0013\220d""\230)\2403\377\240g\250Q\250e\260>\317\300\026\300s\272\207\001\031\003u\220\337C\220t\2301C\001\020\220\373\005\220\342@\r\210[\230\003?\2301\230D\240\001W\001\002\010\373\017\210l\000\340\010\013\210:\377\220Q\220f\230A\330\014w\020\220\010\353bQ\330\r\334aw\006\230a\n\007T\240\021\003\020\377Q\340\014\022\220)\2301\377\320\034E\300Q\300d\310\237!\3105\320P\330`Y\000\227\377\243SPE\250\001\250q\377\260\001\317\320\000\021\320\021\177#\320#3\2601\340\357\215\002\350\356\211\001\274\211\002\364\215\001A\216\210\001\030\320\030\375(+\000\021\330\004\"\320\"\3179\3209J\242\212\001\235\216\001r\210\377\022\2102\210S\220\t\230\377\021\230#\230S\240\003\240\377;\250a\250r\260\022\260\3773\260b\270\002\270!\330\377\010\016\320\016\036\230a\230\371r\270\216\003\370\206\003\006\240c\250\033;\260A\371\206\002\020\220\003\271\210\003\245\215\001\377e\2203\220c\230\021\330_\014\022\320\022\"\243\210\002\010\207 \371\330\221\207\006C\006\320\"4\260A\377\260X\270Q\270k\310\021\376\241\207\004\320\000\023\320\023#\240\2651\245\210\001\030\341\207\002\013\250\010\002\006\205\330\306 7\313\206\001\005\001\317\217\001\226 .\370\271\211\002\233\001\264\211\001\006\250b\260\002\373\260#\211\207\001\330\010\014\320\014\367\035\230Q\256\212\001\016\210a\210\367r\220\022\221\002\024\230W\240OC\240t\250\262\206\002\303\212\001K\221\212\001\3677\260s\312\205\002S\310\004\310\334\235`\250\003\320\013\033\371\210\001\016\210\377n\230A\230^\2501\250\377A\250X\260Q\260a\320\3577G\300q\245\006\026\220a\275\340\346\211\0035\220\001\220\321\216\004!\253\2106m\0001\257&q\207\210\003\022}\220\254\216\002y\220\007\220u\254`\237\007\240s\250!\030\t\302\211\002w\306\246a\230T\242\221\003\305\211\005\372\"\320\037\177@\300\001\300\032\3101\227\215\t\377\032\2403\240k\260\021\260\357&\270\003\270d\n\013\2101\377\320\000\032\320\032*\250!\370\372U\211\202<\323\212\014\320\000\033\320\033\313+\250\375`\027\260E\225\213\002\013\210\376\237T\017\210s\220%\220q\367\330\004\013\305\201#\037\320\037/\377\320/A""\300\021\360\014\000\345\005\224e7\233\212\001\354\216\001\021\360\010s\000\005\242`\352\213\001u\230A\315\210\001\377\003\2201\340\010\014\210GJ\364 \010\351\205\003c\372\223\002\021\000E\316\214\002\033s\230\257\214\001\014\023\330\212\001\255\204\001\356@\277\230F\240!\330\014\257\214\001v\377\230S\240\r\250Q\250a\274\007\005\235\206\001\014\025\220[\255\216\002\014\377\031\230\021\230&\240\001\330\377\014\024\220A\220V\320\033\177,\250A\250Y\260a\305\211\001\377\001\220\026\220s\230$\230\367g\240S\207\210\001\330\010\021\320\375\021\204@\2506\260\034\270Rw\270t\300\223c\037\230q\256\207\001\356\232\204\001u\320\024\270\225\001o\260S\277\270\001\270\021\330\010\256\204\001t\377\2202\220]\240$\240g\357\250T\260\021P\003\024\220R\376U\000!\230?\320*:\270\376\243\000#\2405\250\003\2501\377\250O\270<\300r\310\024\365\310\222\207\002x\247\201(&\320&6\177\3206H\310\001\360\n\310\216(\367{\270!\230\206\003z\240\021\240\363\047\250\325\223\005\202\217\002\014\210C\210\355}\372!\014\210\335#q\330\014\376\344A-\230s\240#\240Q\377\330\020\026\320\026&\240a}\240\024\000\025\220S\230\007\216\223\001}\027\252 \047\240\021\330\014\t\006\376\222\217\0011\220H\230G\2401\306(\007\340\014\317\221\002\362 \276\217\001[\260\377\014\270E\300\021\300(\310\361(\270\223\001b\000\226\212\001u\230C\230\375t\214\230\002\047\260\032\2701\330\377\025\031\230\027\240\004\240K?\250q\260\006\260c\330 y\004\177\320\0479\270\021\270(\346\216\001\375\340\235\000v\220W\230A\230\345Q\363#s\261\216\001\277\006\021\220\021\373\330\010\302\010\022\220\047\230\021?\230+\240Q\240a\202\210\003\331\210\022\003u\220\356\211\002\365\220\024";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 6694, 10142);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (9271 bytes) */
-static const char bytes[] = " ( (a value the expression around the call is still using) in  (bytecode magic  exception, whose class is not trusted holds  is damaged is missing or damaged is missing or does not match the savepoint levels deep object object ( objects whose __reduce__ rebuilds it with %d.%d\047 in (tree fragment))) -- it cannot run here) or keep it out of the flow\047s locals); this is Python , a class that cannot be found by its import path, a class that is neither defined in a flow\047s module nor trusted, which cannot be found again as , which has no import path, which is neither imported, in the standard library, nor trusted, which is not trusted: define it in a flow\047s module or call eng.trust() on it, which no longer exists, which this process does not provide, whose globals are not a module\047s.02x:: : its globals are not a module\047s; define flows in modules; ; a savepoint cannot hold it -- ; this engine reads version ?NoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.Raised inside the encoder; encode_snapshot turns it into a SavepointError that\n    names the local or stack slot.a a code objecta lock (a method of a socket (a value nested more than a value that contains itself through a tuple, frozenset, function or other object built from its partsadd_notean instance of an iterator (an open file (break the cycle through a list or dictcannot save cannot save a nested function outside a savepointcannot take a savepoint in close it before the Flow-API call or keep it out of the flow\047s localsdefaultdict factory is not callabledefine it at module leveldefine it in a moduledisableenableencode_snapshot() takes Frame objects, not engine._codec: no code-object extra slot is availableext/_codec.pyxfingerprint() needs a code object, not flatten itgcgive it __getstate__/__setstate__hold the function insteadisenabledkeep it out of the flow""\047s localskeep it out of the flow\047s locals at Flow-API callslocal \047malformed builtin methodmalformed cellmalformed closuremalformed defaultdictmalformed dequemalformed enum membermalformed exceptionmalformed framemalformed functionmalformed function attributesmalformed function defaultsmalformed import pathmalformed instancemalformed iteratormalformed mappingmalformed methodmalformed module namemalformed namedtupleno default __reduce__ due to non-trivial __cinit__not a savepoint recordpinned code for pinned code record belongs to another fingerprintpinned code record does not match its fingerprintpinned code record is damaged: pinned code record is truncatedrelease it and keep it out of the flow\047s localssavepoint body has trailing bytessavepoint chunk savepoint data has trailing bytessavepoint data holds a malformed referencesavepoint data holds a malformed value (marker savepoint data holds an unknown ext type savepoint data holds an unknown msgpack byte 0xsavepoint data is damaged: savepoint data is nested too deeplysavepoint data is truncatedsavepoint data refers to an object inside itselfsavepoint data refers to an object not seen yetsavepoint holds a savepoint holds an instance of savepoint record fails its checksumsavepoint record has format version savepoint record is damagedsavepoint refers to savepoint refers to a chunk, but no chunks were givensavepoint refers to module savepoint was taken on Python the exception being handled in the function trust it with eng.trust(trust() takes a class or a module, not turn it into a list (or finish it) before the Flow-API callturn it into a list before the Flow-API callutf-8value-stack item AsyncGeneratorTypeBuiltinFunctionTypeCHUNK_MINCellTypeCodeTypeConditionCoroutineTypeCorruptSavepointCounterDecimalDecoderDecoder.__reduce_cython__Decoder.__setstate_cython__Decoder.function.<locals>.genexprEMPTYEncoderEncoder.__reduce_cython__Encoder.__setstate_cython__EnumEventFORMAT_VERSIONFractionFrameTypeFunctionTypeGe""neratorTypeIOBaseMAGICMAGIC_NUMBERMAX_DEPTHMethodTypeModuleTypeOrderedDictPYTHON_VERSIONPosixPathPurePosixPathPureWindowsPathSPESSLSocketSavepointErrorSemaphoreTracebackTypeTrustTrust.__reduce_cython__Trust.__setstate_cython__Trust.addTrust.allows_classTrust.allows_moduleTrust.copyUUIDWindowsPath_EMPTY_Pending_Pending.__reduce_cython___Pending.__setstate_cython___Unencodable_Unencodable.__init____Pyx_PyDict_NextRef__annotate____cause____class_getitem____closure____code____context____defaults____dict____doc____func____getstate____globals____hello____init____kwdefaults____main____members____metaclass____module____mro_entries____name____new____newobj____objclass____phello____prepare____pyx_checksum__pyx_result__pyx_state__pyx_type__pyx_unpickle_Decoder__pyx_unpickle_Trust__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____self____set_name____setstate____setstate_cython____suppress_context____test___describe_dict_fields_i_is_coroutine_lookup_name__stable_stable.<locals>.genexpr_value__varname_from_oparg_whereabsaddadviceallows_classallows_moduleantigravityappendargsasyncio.coroutinesbigbit_lengthblake2bbuiltinsbytescchecksumchunk_hashchunkscline_in_tracebackcloseclsco_argcountco_cellvarsco_codeco_constsco_exceptiontableco_filenameco_firstlinenoco_flagsco_freevarsco_kwonlyargcountco_linetableco_nameco_namesco_nlocalsco_posonlyargcountco_qualnameco_stacksizeco_varnamescodecodescollectionscopycopyregdatadatedatetimedaydaysdecdecimaldecode_codedecode_snapshotdecode_valuedefault_factorydefaultdictdenominatordequedigestdigest_sizedumpseencencodeencode_codeencode_snapshotencode_valueengine._codecengine._framesengine.errorsensurepipenumenumerateexpectedexternalsfilterfingerprintfoldfractionsframeframesfrom_bytesfromkeysgenexprgethashlibhexhouriididlelibimagimport_moduleimportlibimportlib.utilindexioitemitemsiterjoinlineloadslocklookuplowermapmarshalmaxlenmicrosecondmicrosecondsminutemodulemodulesmonthnnamenextnumeratorobjobjectotheroutpartpartitionpathlibpoppydo""cqualnameread_headerrealrecordremovereversedsecondsecondsselfsendsetdefaultsignedsocketsplitstartstatestdlib_module_namesstepstopsupersurrogatepasssystailtargetthisthrowtimetimedeltatimezonetkinterto_bytestrustturtleturtledemotypestzinfotznameupdateuse_setstateutcoffsetutiluuidvaluevaluesvenvversion_infowebbrowserwhatxyearzipzlib\303\251),:BCF(ST(cfstruct __pyx_obj_6engine_7_frames_Frame *(PyObject *, PyObject *, int, PyObject *, PyObject *, PyObject *)\000new_frame\200\001\330\004\n\210+\220Q\200\001\330\004\013\2105\220\001\330\004\013\2102\210Q\210d\220/\240\021\240$\240n\260A\260U\270!\200\001\330\004\r\210Q\330\004\010\210\010\220\010\230\006\230a\230q\330\010\021\220\027\230\001\230\030\240\021\330\004\013\2101\200\001\330\004#\2401\240F\250!\200\001\330\004%\240Q\240f\250A\200\001\340\004\n\210$\210a\210q\330\004\007\200t\2103\210a\330\010\017\210u\220B\220k\240\021\240!\330\004\007\200t\2103\210a\330\010\017\210v\220R\220t\2305\240\010\320(:\270\"\270A\330\004\007\200t\2103\210a\330\010\017\210v\220R\220t\2305\240\007\240x\320/B\300\"\300A\330\004\007\200t\2103\210a\330\010\017\210u\220B\220c\230\027\240\001\240\031\250!\330\004\007\200t\2103\210a\330\010\017\210u\220B\220a\330\004\007\200t\2103\210a\330\010\017\210u\220B\220c\230\024\230R\230w\240a\330\004\007\200t\2103\210a\330\010\017\210u\220B\220c\230\025\230d\240\"\240G\2503\250b\260\005\260R\260s\270%\270t\3002\300W\310A\330\004\013\2103\210i\220w\230c\240\022\2405\250\002\250$\250a\250t\2607\270!\200\001\340\004\n\210$\210a\210q\330\004\013\2102\210Q\210c\220\035\230a\230s\240!\330\004\014\210A\330\004\007\200z\220\021\220%\220r\230\021\330\010\017\320\017 \240\t\250\021\330\004\007\200s\210*\220D\230\n\240-\250s\260)\2703\270c\300\021\330\010\017\210}\230I\240Q\330\004\007\200w\210c\220\023\220I\230V\2403\240c\250\023\250J\260d\270-\300}\320TU\330\010\017\210{\230)\2401\330\004\007\200z\220\021\220&\230\005\320\035-\250U\3202B\300%\300q\330\010\020\220\004\220A\220S\320\030,\250A\330\020\021\330""\004\007\200z\220\021\220&\230\005\230\\\250\025\250a\330\010\017\210t\2201\220C\220}\240I\250Q\330\004\007\200s\210,\220h\230m\2504\250t\260:\270Q\270e\3001\330\010\020\320\020\"\240!\330 :\270!\2703\270a\340\004\013\2105\220\017\230q\200\001\340\004\013\2105\220\001\220\021\330\004\013\210;\220a\320\027.\320.?\270q\300\007\300s\310!\3101\200\001\340\004\030\230\001\330\004\007\200t\2101\210F\220#\220Z\230q\330\014\034\230A\230V\320#6\260a\260x\270s\300\"\300D\310\007\310s\320RS\330\010\017\210w\220a\330\004\007\200t\2101\210F\220\047\230\021\330\010\016\210i\220q\320\030A\300\021\300$\300a\300u\310A\330\004\010\210\007\210x\220q\230\014\240A\330\004\010\210\010\220\001\220\024\220Z\230t\320#7\260t\2701\330\021\030\230\001\230\024\230]\250\047\260\021\260$\260l\300\047\310\021\310$\310a\330\021\030\230\001\230\024\230_\250G\2601\260D\270\001\330\021\030\230\002\230$\230k\250\024\250^\2704\270q\330\032\036\320\0362\260$\260o\300T\310\021\330\032\036\320\036/\250t\260:\270T\300\021\330\032\036\230a\330\010\t\210\027\220\001\220\023\220A\220U\230)\2401\240C\240q\330\010\t\210\027\220\001\220\021\330\004\r\210Q\210g\220Q\330\004\023\2201\220F\320\032-\250Q\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2205\230\010\240\001\240\021\330\004\007\200|\2207\230!\330\010\047\240q\250\010\260\016\270a\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2207\230(\240!\2401\330\004\007\200|\2207\230!\330\010)\250\021\250*\260N\300!\330\004\013\2101\200\001\340\013\014\330\004\013\210;\220a\220v\230R\230w\240f\250A\250Q\200\001\360\010\000\005\010\200t\2101\210H\220G\2301\330\010\021\220\025\220a\220q\330\004\034\230M\250\021\250!\330\004\027\220x\230q\240\010\250\007\250v\260Q\330\004\005\330\010\017\210{\230!\2301\330\004\013\210=\230\001\330\010\016\210h\220a\220x\230q\340\010\026\220a\220q\200\001\360\010\000\n\033\230!\330\010\021\220\024\220Z\230t\2401\330\010\020\220\007\220q\230\006\230l\250!\330\004""\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2309\240G\2505\260\003\2604\260y\300\007\300q\330\004\007\200q\330\010\017\320\017&\240d\250!\2507\260+\270W\300A\340\010\017\320\017&\240d\250!\2507\260+\270Q\200\001\360\010\000\n\033\230!\330\010\021\220\024\220\\\240\024\240Y\250d\260(\270$\270g\300T\310\030\320QU\320U[\320[_\320_k\320ko\320ox\320x|\360\000\000}\001D\002\360\000\000D\002H\002\360\000\000H\002L\002\360\000\000L\002P\002\360\000\000P\002V\002\360\000\000V\002Z\002\360\000\000Z\002[\002\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2308\2407\250%\250s\260$\260g\270W\300E\310\023\310D\320PV\320V]\320]b\320be\320ei\320it\320t{\360\000\000|\001A\002\360\000\000A\002D\002\360\000\000D\002H\002\360\000\000H\002P\002\360\000\000P\002W\002\360\000\000W\002\\\002\360\000\000\\\002_\002\360\000\000_\002c\002\360\000\000c\002i\002\360\000\000i\002p\002\360\000\000p\002u\002\360\000\000u\002x\002\360\000\000x\002|\002\360\000\000|\002C\003\360\000\000C\003J\003\360\000\000J\003K\003\330\004\007\200q\330\010\017\320\017(\250\004\250A\250W\260K\270w\300a\340\010\017\320\017(\250\004\250A\250W\260K\270q\200A\330\010\r\210R\210y\230\001\230\021\330\010\014\210H\220A\330\010\014\210J\220a\200A\330\010\017\210t\2203\220d\230)\2403\240g\250Q\250e\260>\300\026\300s\310$\310a\200A\330\010\017\210u\220C\220t\2301\200A\330\010\020\220\005\220Q\330\010\r\210[\230\003\2301\230D\240\001\330\010\r\210[\230\003\2301\230D\240\001\330\010\017\210q\200A\340\010\013\210:\220Q\220f\230A\330\014\020\220\010\230\004\230A\230Q\330\r\027\220q\230\006\230a\330\014\020\220\010\230\004\230A\230T\240\021\330\r\027\220q\230\006\230a\330\014\020\220\010\230\004\230A\230Q\340\014\022\220)\2301\320\034E\300Q\300d\310!\3105\320PQ\330\010\017\210q\227\243SPE\250\001\250q\260\001\317\320\000\026\220a\340\013\014\330\004\013\2105\220\001\220\021\330\004\007\200s\210!\2106\220""\022\2201\330\010\016\320\016\036\230a\230q\330\004\r\210T\220\022\2201\330\004\007\200y\220\007\220u\230D\240\007\240s\250!\330\010\016\320\016\036\230a\230q\330\004\005\330\010\017\210w\220f\230A\230T\240\021\240!\330\004\013\210=\230\001\330\010\016\320\016\036\230a\320\037@\300\001\300\032\3101\330\004\007\200t\2101\210F\220\047\230\032\2403\240k\260\021\260&\270\003\2701\330\010\016\320\016\036\230a\230q\330\004\013\2101\320\000\032\320\032*\250!\340\004\007\200t\2101\210F\220\047\230\021\330\010\017\210u\220A\220Q\330\004\027\220x\230q\240\006\240c\250\033\260A\330\004\005\330\010\020\220\003\2207\230!\330\010\013\2103\210e\2203\220c\230\021\330\014\022\320\022\"\240!\2401\330\010\017\210q\330\004\013\210=\230\001\330\010\016\210h\220a\220x\230q\340\010\026\220a\220q\320\000\033\320\033+\2501\340\004\027\220x\230q\240\013\2501\330\004\005\330\010\013\2107\220!\2201\330\010\013\2103\210a\330\014\022\220.\240\001\240\021\330\010\017\210s\220%\220q\330\004\013\320\013\033\2301\330\010\016\210n\230A\230^\2501\250A\250X\260Q\260a\3207G\300q\340\010\026\220a\220q\320\000\037\320\037/\320/A\300\021\360\014\000\005\030\220x\230q\240\013\2507\260!\330\004\030\230\001\230\021\360\010\000\005\006\330\010\026\220a\220u\230A\330\010\020\220\003\2201\340\010\014\210G\2201\330\010\027\220q\230\006\230c\240\021\240!\330\010\014\210E\220\025\220a\220s\230!\2301\330\014\023\2205\230\001\230\021\330\014\033\2301\230F\240!\330\014\026\220a\220v\230S\240\r\250Q\250a\330\014\026\220a\220v\230T\240\021\330\014\025\220[\240\001\240\021\330\014\031\230\021\230&\240\001\330\014\024\220A\220V\320\033,\250A\250Y\260a\330\010\020\220\001\220\026\220s\230$\230g\240S\250\004\250A\330\010\021\320\021*\250!\2506\260\034\270R\270t\3001\330\010\016\320\016\037\230q\240\001\330\010\016\210a\210u\320\024%\240Q\240o\260S\270\001\270\021\330\010\016\210a\210t\2202\220]\240$\240g\250T\260\021\330\010\020\220\001\220\024\220R\220s\230!\230?\320*:\270!\330\014#\2405\250\003\2501\250O\270<\300r\310""\024\310Q\330\010\017\210x\220q\330\004\013\320\013\033\2301\330\010\016\210n\230A\230^\2501\250A\250X\260Q\260a\3207G\300q\340\010\026\220a\220q\320\000&\320&6\3206H\310\001\360\n\000\005\010\200t\2101\210H\220G\2301\330\010\021\220\025\220a\220q\330\004\034\230M\250\021\250!\330\004\027\220x\230q\240\010\250\007\250{\270!\360\006\000\005\030\220z\240\021\240\047\250\021\330\004\007\200z\220\021\330\004\005\330\010\014\210C\210}\230A\330\010\014\210E\220\025\220a\220q\330\014\017\210s\220-\230s\240#\240Q\330\020\026\320\026&\240a\240q\330\014\025\220S\230\007\230q\330\014\027\220s\230\047\240\021\330\014\025\220S\230\007\230q\330\014\017\210t\2201\220H\230G\2401\330\020\026\320\026&\240a\240q\340\014\023\2201\220F\230&\240\004\240A\240[\260\014\270E\300\021\300(\310(\320RS\330\014\017\210u\220C\220u\230C\230t\2401\240F\250\047\260\032\2701\330\025\031\230\027\240\004\240K\250q\260\006\260c\270\021\330\020\026\320\026&\240a\320\0479\270\021\270(\300!\3001\340\014\017\210v\220W\230A\230Q\330\010\016\210a\210s\220!\330\010\014\210C\210}\230A\330\010\021\220\021\330\010\014\210E\220\025\220a\220q\330\014\022\220\047\230\021\230+\240Q\240a\330\010\013\2103\210e\2203\220c\230\021\330\014\022\320\022\"\240!\2401\330\010\017\210u\220A\220Q\330\004\013\210=\230\001\330\010\016\210h\220a\220x\230q\340\010\026\220a\220q";
+    #else /* compression: none (10142 bytes) */
+static const char bytes[] = " ( (a value the expression around the call is still using) in  (bytecode magic  exception, whose class is not trusted holds  is damaged is damaged (checksum mismatch) is damaged:  is missing or damaged is missing or does not match the savepoint levels deep object object ( objects whose __reduce__ rebuilds it with %d.%d\047 in (tree fragment))) -- it cannot run here) or keep it out of the flow\047s locals); this is Python , a class that cannot be found by its import path, a class that is neither defined in a flow\047s module nor trusted, which cannot be found again as , which has no import path, which is neither imported, in the standard library, nor trusted, which is not trusted: define it in a flow\047s module or call eng.trust() on it, which no longer exists, which this process does not provide, whose globals are not a module\047s.02x:: : its globals are not a module\047s; define flows in modules; ; a savepoint cannot hold it -- ; this engine reads version ?NoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.Raised inside the encoder; encode_snapshot turns it into a SavepointError that\n    names the local or stack slot.a a code objecta lock (a method of a socket (a value nested more than a value that contains itself through a tuple, frozenset, function or other object built from its partsadd_notean instance of an iterator (an open file (break the cycle through a list or dictcannot save cannot save a nested function outside a savepointcannot take a savepoint in close it before the Flow-API call or keep it out of the flow\047s localsdefaultdict factory is not callabledefine it at module leveldefine it in a moduledisableenableencode_snapshot() takes Frame objects, not engine._codec: no code-object extra slot is availableext/_codec.pyxfingerprint() needs a code object, not flatten itgcgive it __getstate__/__setstate__hold the functi""on insteadisenabledkeep it out of the flow\047s localskeep it out of the flow\047s locals at Flow-API callslocal \047malformed builtin methodmalformed cellmalformed closuremalformed defaultdictmalformed dequemalformed enum membermalformed exceptionmalformed framemalformed functionmalformed function attributesmalformed function defaultsmalformed import pathmalformed instancemalformed iteratormalformed mappingmalformed methodmalformed module namemalformed namedtupleno default __reduce__ due to non-trivial __cinit__not a savepoint recordpinned code for pinned code record belongs to another fingerprintpinned code record does not match its fingerprintpinned code record is damaged: pinned code record is truncatedrelease it and keep it out of the flow\047s localssavepoint body has trailing bytessavepoint chunk savepoint data has trailing bytessavepoint data holds a malformed referencesavepoint data holds a malformed value (marker savepoint data holds an unknown ext type savepoint data holds an unknown msgpack byte 0xsavepoint data is damaged: savepoint data is nested too deeplysavepoint data is truncatedsavepoint data refers to an object inside itselfsavepoint data refers to an object not seen yetsavepoint holds a savepoint holds an instance of savepoint record fails its checksumsavepoint record has format version savepoint record is damagedsavepoint refers to savepoint refers to a chunk, but no chunks were givensavepoint refers to module savepoint was taken on Python the exception being handled in the function trailing bytestrust it with eng.trust(trust() takes a class or a module, not turn it into a list (or finish it) before the Flow-API callturn it into a list before the Flow-API callutf-8value-stack item AsyncGeneratorTypeBuiltinFunctionTypeCHUNK_MINCellTypeCodeTypeConditionCoroutineTypeCorruptSavepointCounterDecimalDecoderDecoder.__reduce_cython__Decoder.__setstate_cython__Decoder.function.<locals>.genexprEMPTYEncoderEncoder.__reduce_cython__Encoder.__setstate_cython""__EnumEventFORMAT_VERSIONFractionFrameTypeFunctionTypeGeneratorTypeIOBaseMAGICMAGIC_NUMBERMAX_DEPTHMETA_FIELDSMethodTypeModuleTypeOrderedDictPYTHON_VERSIONPosixPathPurePosixPathPureWindowsPathSPESSLSocketSTATE_FIELDSSavepointErrorSemaphoreTracebackTypeTrustTrust.__reduce_cython__Trust.__setstate_cython__Trust.addTrust.allows_classTrust.allows_moduleTrust.copyUUIDWindowsPath_EMPTY_Pending_Pending.__reduce_cython___Pending.__setstate_cython___Unencodable_Unencodable.__init____Pyx_PyDict_NextRef__annotate____cause____class_getitem____closure____code____context____defaults____dict____doc____func____getstate____globals____hello____init____kwdefaults____main____members____metaclass____module____mro_entries____name____new____newobj____objclass____phello____prepare____pyx_checksum__pyx_result__pyx_state__pyx_type__pyx_unpickle_Decoder__pyx_unpickle_Trust__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____self____set_name____setstate____setstate_cython____suppress_context____test___describe_dict_fields_i_is_coroutine_lookup_name__stable_stable.<locals>.genexpr_value__varname_from_oparg_whereabsactionaddadviceallows_classallows_moduleantigravityappendapply_stateargsasyncio.coroutinesbigbit_lengthblake2bbuiltinsbytescchecksumchunk_hashchunkscline_in_tracebackcloseclsco_argcountco_cellvarsco_codeco_constsco_exceptiontableco_filenameco_firstlinenoco_flagsco_freevarsco_kwonlyargcountco_linetableco_nameco_namesco_nlocalsco_posonlyargcountco_qualnameco_stacksizeco_varnamescodecodescollectionscommandcopycopyregcreated_atdatadatedatetimedaydaysdecdecimaldecode_codedecode_snapshotdecode_valuedefault_factorydefaultdictdenominatordequedigestdigest_sizeduedumpseencencodeencode_codeencode_snapshotencode_valueengine._codecengine._framesengine.errorsensurepipenumenumerateerrorexecutionexpectedexternalsfilterfingerprintfoldfractionsframeframesfrom_bytesfromkeysgenexprgethashlibhexhouriididlelibimagimplicitimport_moduleimportlibimportlib.utilindexioitemitemsiterjoinkindlast_im""plicitlast_implicit_chunkslast_seqlineloadslocklookuplowermapmarshalmaxlenmetamicrosecondmicrosecondsminutemodulemodulesmonthnnamenextnumeratorobjobjectotheroutppartpartitionpathlibpoppydocqualnameread_headerrealrecordremoverestore_countreversedsealseal_savepointsealedsecondsecondsselfsendseqsetdefaultsignedsizesocketsplitstartstatestatusstdlib_module_namesstepstopsupersurrogatepasssystailtargetthisthrowtimetimedeltatimezonetkinterto_bytestrustturtleturtledemotypestzinfotznameunsealupdateupdated_atuse_setstateutcoffsetutiluuidvaluevaluesvenvversionversion_infowebbrowserwhatxyearzipzlib\303\251),:BCF(ST(cfstruct __pyx_obj_6engine_7_frames_Frame *(PyObject *, PyObject *, int, PyObject *, PyObject *, PyObject *)\000new_frame\200\001\330\004\n\210+\220Q\200\001\330\004\013\2105\220\001\330\004\013\2102\210Q\210d\220/\240\021\240$\240n\260A\260U\270!\200\001\330\004\r\210Q\330\004\010\210\010\220\010\230\006\230a\230q\330\010\021\220\027\230\001\230\030\240\021\330\004\013\2101\200\001\330\004#\2401\240F\250!\200\001\330\004%\240Q\240f\250A\200\001\340\004\n\210$\210a\210q\330\004\007\200t\2103\210a\330\010\017\210u\220B\220k\240\021\240!\330\004\007\200t\2103\210a\330\010\017\210v\220R\220t\2305\240\010\320(:\270\"\270A\330\004\007\200t\2103\210a\330\010\017\210v\220R\220t\2305\240\007\240x\320/B\300\"\300A\330\004\007\200t\2103\210a\330\010\017\210u\220B\220c\230\027\240\001\240\031\250!\330\004\007\200t\2103\210a\330\010\017\210u\220B\220a\330\004\007\200t\2103\210a\330\010\017\210u\220B\220c\230\024\230R\230w\240a\330\004\007\200t\2103\210a\330\010\017\210u\220B\220c\230\025\230d\240\"\240G\2503\250b\260\005\260R\260s\270%\270t\3002\300W\310A\330\004\013\2103\210i\220w\230c\240\022\2405\250\002\250$\250a\250t\2607\270!\200\001\340\004\n\210$\210a\210q\330\004\013\2102\210Q\210c\220\035\230a\230s\240!\330\004\014\210A\330\004\007\200z\220\021\220%\220r\230\021\330\010\017\320\017 \240\t\250\021\330\004\007\200s\210*\220D\230\n\240-\250s\260)\2703\270c\300\021\330\010""\017\210}\230I\240Q\330\004\007\200w\210c\220\023\220I\230V\2403\240c\250\023\250J\260d\270-\300}\320TU\330\010\017\210{\230)\2401\330\004\007\200z\220\021\220&\230\005\320\035-\250U\3202B\300%\300q\330\010\020\220\004\220A\220S\320\030,\250A\330\020\021\330\004\007\200z\220\021\220&\230\005\230\\\250\025\250a\330\010\017\210t\2201\220C\220}\240I\250Q\330\004\007\200s\210,\220h\230m\2504\250t\260:\270Q\270e\3001\330\010\020\320\020\"\240!\330 :\270!\2703\270a\340\004\013\2105\220\017\230q\200\001\340\004\013\2105\220\001\220\021\330\004\013\210;\220a\320\027.\320.?\270q\300\007\300s\310!\3101\200\001\340\004\030\230\001\330\004\007\200t\2101\210F\220#\220Z\230q\330\014\034\230A\230V\320#6\260a\260x\270s\300\"\300D\310\007\310s\320RS\330\010\017\210w\220a\330\004\007\200t\2101\210F\220\047\230\021\330\010\016\210i\220q\320\030A\300\021\300$\300a\300u\310A\330\004\010\210\007\210x\220q\230\014\240A\330\004\010\210\010\220\001\220\024\220Z\230t\320#7\260t\2701\330\021\030\230\001\230\024\230]\250\047\260\021\260$\260l\300\047\310\021\310$\310a\330\021\030\230\001\230\024\230_\250G\2601\260D\270\001\330\021\030\230\002\230$\230k\250\024\250^\2704\270q\330\032\036\320\0362\260$\260o\300T\310\021\330\032\036\320\036/\250t\260:\270T\300\021\330\032\036\230a\330\010\t\210\027\220\001\220\023\220A\220U\230)\2401\240C\240q\330\010\t\210\027\220\001\220\021\330\004\r\210Q\210g\220Q\330\004\023\2201\220F\320\032-\250Q\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2205\230\010\240\001\240\021\330\004\007\200|\2207\230!\330\010\047\240q\250\010\260\016\270a\330\004\013\2101\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2207\230(\240!\2401\330\004\007\200|\2207\230!\330\010)\250\021\250*\260N\300!\330\004\013\2101\200\001\340\013\014\330\004\013\210;\220a\220v\230R\230w\240f\250A\250Q\200\001\360\006\000\005\t\210\005\210U\220!\2203\220a\220q\330\010\021\220\021\220,\230a\230v\240U\250!\2501\200\001\360\010\000\005\010""\200t\2101\210H\220G\2301\330\010\021\220\025\220a\220q\330\004\034\230M\250\021\250!\330\004\027\220x\230q\240\010\250\007\250v\260Q\330\004\005\330\010\017\210{\230!\2301\330\004\013\210=\230\001\330\010\016\210h\220a\220x\230q\340\010\026\220a\220q\200\001\360\010\000\005\030\220y\240\004\240A\240\\\260\023\260B\260a\330\004\017\210t\2204\220q\230\010\240\003\2401\330\004\026\220a\220y\240\005\240Y\250d\260!\260;\270i\300t\3101\310A\330\027 \240\004\240A\240X\250Y\260d\270!\2701\330\027 \240\004\240A\240Q\330\027\036\230n\250I\260T\270\021\270!\330\027!\240\036\250y\270\004\270A\270Q\330\004\r\210T\220\021\220!\2201\220E\230\024\230T\240\021\240)\2504\250t\2601\260I\270T\300\024\300Q\300a\330\024\030\230\004\230A\230Y\240d\250$\250a\250{\270$\270d\300!\3001\330\024\027\220q\230\t\240\031\250(\260!\330\004\013\2108\2205\230\001\200\001\360\010\000\n\033\230!\330\010\021\220\024\220Z\230t\2401\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2309\240G\2505\260\003\2604\260y\300\007\300q\330\004\007\200q\330\010\017\320\017&\240d\250!\2507\260+\270W\300A\340\010\017\320\017&\240d\250!\2507\260+\270Q\200\001\360\010\000\n\033\230!\330\010\021\220\024\220\\\240\024\240Y\250d\260(\270$\270g\300T\310\030\320QU\320U[\320[_\320_k\320ko\320ox\320x|\360\000\000}\001D\002\360\000\000D\002H\002\360\000\000H\002L\002\360\000\000L\002P\002\360\000\000P\002V\002\360\000\000V\002Z\002\360\000\000Z\002[\002\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\2308\2407\250%\250s\260$\260g\270W\300E\310\023\310D\320PV\320V]\320]b\320be\320ei\320it\320t{\360\000\000|\001A\002\360\000\000A\002D\002\360\000\000D\002H\002\360\000\000H\002P\002\360\000\000P\002W\002\360\000\000W\002\\\002\360\000\000\\\002_\002\360\000\000_\002c\002\360\000\000c\002i\002\360\000\000i\002p\002\360\000\000p\002u\002\360\000\000u\002x\002\360""\000\000x\002|\002\360\000\000|\002C\003\360\000\000C\003J\003\360\000\000J\003K\003\330\004\007\200q\330\010\017\320\017(\250\004\250A\250W\260K\270w\300a\340\010\017\320\017(\250\004\250A\250W\260K\270q\200A\330\010\r\210R\210y\230\001\230\021\330\010\014\210H\220A\330\010\014\210J\220a\200A\330\010\017\210t\2203\220d\230)\2403\240g\250Q\250e\260>\300\026\300s\310$\310a\200A\330\010\017\210u\220C\220t\2301\200A\330\010\020\220\005\220Q\330\010\r\210[\230\003\2301\230D\240\001\330\010\r\210[\230\003\2301\230D\240\001\330\010\017\210q\200A\340\010\013\210:\220Q\220f\230A\330\014\020\220\010\230\004\230A\230Q\330\r\027\220q\230\006\230a\330\014\020\220\010\230\004\230A\230T\240\021\330\r\027\220q\230\006\230a\330\014\020\220\010\230\004\230A\230Q\340\014\022\220)\2301\320\034E\300Q\300d\310!\3105\320PQ\330\010\017\210q\227\243SPE\250\001\250q\260\001\317\320\000\021\320\021#\320#3\2601\340\004\007\200t\2101\210F\220\047\230\021\330\010\017\210u\220A\220Q\330\004\030\320\030(\250\001\250\021\330\004\"\320\"9\3209J\310!\3101\330\004\007\200r\210\022\2102\210S\220\t\230\021\230#\230S\240\003\240;\250a\250r\260\022\2603\260b\270\002\270!\330\010\016\320\016\036\230a\230r\240\021\240!\330\004\027\220x\230q\240\006\240c\250\033\260A\330\004\005\330\010\020\220\003\2207\230!\330\010\013\2103\210e\2203\220c\230\021\330\014\022\320\022\"\240!\2401\330\010\017\210q\330\004\013\210=\230\001\330\010\016\320\016\036\230a\230r\240\021\320\"4\260A\260X\270Q\270k\310\021\340\010\026\220a\220q\320\000\023\320\023#\2401\360\006\000\005\030\220x\230q\240\013\2501\360\006\000\005\006\330\010\013\2107\220!\2201\330\010\013\2103\210a\330\014\022\220.\240\001\240\021\330\010\016\320\016\047\240q\250\006\250b\260\002\260#\260T\270\021\330\010\014\320\014\035\230Q\230a\330\010\016\210a\210r\220\022\2203\220c\230\024\230W\240C\240t\2501\330\010\020\220\001\220\023\220K\230q\320 7\260s\270$\270g\300S\310\004\310A\330\010\017\210q\330\004\013\320\013\033\2301\330\010\016\210n\230A\230^\2501""\250A\250X\260Q\260a\3207G\300q\340\010\026\220a\220q\320\000\026\220a\340\013\014\330\004\013\2105\220\001\220\021\330\004\007\200s\210!\2106\220\022\2201\330\010\016\320\016\036\230a\230q\330\004\r\210T\220\022\2201\330\004\007\200y\220\007\220u\230D\240\007\240s\250!\330\010\016\320\016\036\230a\230q\330\004\005\330\010\017\210w\220f\230A\230T\240\021\240!\330\004\013\210=\230\001\330\010\016\320\016\036\230a\320\037@\300\001\300\032\3101\330\004\007\200t\2101\210F\220\047\230\032\2403\240k\260\021\260&\270\003\2701\330\010\016\320\016\036\230a\230q\330\004\013\2101\320\000\032\320\032*\250!\340\004\007\200t\2101\210F\220\047\230\021\330\010\017\210u\220A\220Q\330\004\027\220x\230q\240\006\240c\250\033\260A\330\004\005\330\010\020\220\003\2207\230!\330\010\013\2103\210e\2203\220c\230\021\330\014\022\320\022\"\240!\2401\330\010\017\210q\330\004\013\210=\230\001\330\010\016\210h\220a\220x\230q\340\010\026\220a\220q\320\000\033\320\033+\2501\340\004\027\220x\230q\240\013\2501\330\004\005\330\010\013\2107\220!\2201\330\010\013\2103\210a\330\014\022\220.\240\001\240\021\330\010\017\210s\220%\220q\330\004\013\320\013\033\2301\330\010\016\210n\230A\230^\2501\250A\250X\260Q\260a\3207G\300q\340\010\026\220a\220q\320\000\037\320\037/\320/A\300\021\360\014\000\005\030\220x\230q\240\013\2507\260!\330\004\030\230\001\230\021\360\010\000\005\006\330\010\026\220a\220u\230A\330\010\020\220\003\2201\340\010\014\210G\2201\330\010\027\220q\230\006\230c\240\021\240!\330\010\014\210E\220\025\220a\220s\230!\2301\330\014\023\2205\230\001\230\021\330\014\033\2301\230F\240!\330\014\026\220a\220v\230S\240\r\250Q\250a\330\014\026\220a\220v\230T\240\021\330\014\025\220[\240\001\240\021\330\014\031\230\021\230&\240\001\330\014\024\220A\220V\320\033,\250A\250Y\260a\330\010\020\220\001\220\026\220s\230$\230g\240S\250\004\250A\330\010\021\320\021*\250!\2506\260\034\270R\270t\3001\330\010\016\320\016\037\230q\240\001\330\010\016\210a\210u\320\024%\240Q\240o\260S\270\001\270\021\330\010\016\210a""\210t\2202\220]\240$\240g\250T\260\021\330\010\020\220\001\220\024\220R\220s\230!\230?\320*:\270!\330\014#\2405\250\003\2501\250O\270<\300r\310\024\310Q\330\010\017\210x\220q\330\004\013\320\013\033\2301\330\010\016\210n\230A\230^\2501\250A\250X\260Q\260a\3207G\300q\340\010\026\220a\220q\320\000&\320&6\3206H\310\001\360\n\000\005\010\200t\2101\210H\220G\2301\330\010\021\220\025\220a\220q\330\004\034\230M\250\021\250!\330\004\027\220x\230q\240\010\250\007\250{\270!\360\006\000\005\030\220z\240\021\240\047\250\021\330\004\007\200z\220\021\330\004\005\330\010\014\210C\210}\230A\330\010\014\210E\220\025\220a\220q\330\014\017\210s\220-\230s\240#\240Q\330\020\026\320\026&\240a\240q\330\014\025\220S\230\007\230q\330\014\027\220s\230\047\240\021\330\014\025\220S\230\007\230q\330\014\017\210t\2201\220H\230G\2401\330\020\026\320\026&\240a\240q\340\014\023\2201\220F\230&\240\004\240A\240[\260\014\270E\300\021\300(\310(\320RS\330\014\017\210u\220C\220u\230C\230t\2401\240F\250\047\260\032\2701\330\025\031\230\027\240\004\240K\250q\260\006\260c\270\021\330\020\026\320\026&\240a\320\0479\270\021\270(\300!\3001\340\014\017\210v\220W\230A\230Q\330\010\016\210a\210s\220!\330\010\014\210C\210}\230A\330\010\021\220\021\330\010\014\210E\220\025\220a\220q\330\014\022\220\047\230\021\230+\240Q\240a\330\010\013\2103\210e\2203\220c\230\021\330\014\022\320\022\"\240!\2401\330\010\017\210u\220A\220Q\330\004\013\210=\230\001\330\010\016\210h\220a\220x\230q\340\010\026\220a\220q";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 423; i++) {
+    for (int i = 0; i < 452; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
-      if (likely(string) && i >= 130) PyUnicode_InternInPlace(&string);
+      if (likely(string) && i >= 133) PyUnicode_InternInPlace(&string);
       if (unlikely(!string)) {
         Py_XDECREF(data);
         __PYX_ERR(0, 1, __pyx_L1_error)
@@ -45904,8 +48105,8 @@ static const char bytes[] = " ( (a value the expression around the call is still
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 423; i < 465; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-423].length;
+    for (int i = 452; i < 498; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-452].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -45915,15 +48116,15 @@ static const char bytes[] = " ( (a value the expression around the call is still
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 465; i++) {
+    for (Py_ssize_t i = 0; i < 498; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 423;
-      for (Py_ssize_t i=0; i<42; ++i) {
+      PyObject **table = stringtab + 452;
+      for (Py_ssize_t i=0; i<46; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -45996,7 +48197,7 @@ static const char bytes[] = " ( (a value the expression around the call is still
 namespace {
 #endif
 typedef struct {
-    unsigned int argcount : 2;
+    unsigned int argcount : 3;
     unsigned int num_posonly_args : 1;
     unsigned int num_kwonly_args : 2;
     unsigned int nlocals : 5;
@@ -46146,39 +48347,59 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_decode_value, __pyx_mstate->__pyx_kp_b_iso88591_t1F_uAQ_xq_c_A_7_3e3c_1_q_haxq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1497};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 2, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1497};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_value_2, __pyx_mstate->__pyx_n_u_externals, __pyx_mstate->__pyx_n_u_trust, __pyx_mstate->__pyx_n_u_enc, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_e};
+    __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_seal, __pyx_mstate->__pyx_kp_b_iso88591_1_xq_1_7_1_3a_q_b_T_Qa_ar_3c_WC, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1526};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_execution, __pyx_mstate->__pyx_n_u_meta, __pyx_mstate->__pyx_n_u_record, __pyx_mstate->__pyx_n_u_chunks, __pyx_mstate->__pyx_n_u_version, __pyx_mstate->__pyx_n_u_seq, __pyx_mstate->__pyx_n_u_implicit, __pyx_mstate->__pyx_n_u_state, __pyx_mstate->__pyx_n_u_sealed};
+    __pyx_mstate_global->__pyx_codeobj_tab[26] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_seal_savepoint, __pyx_mstate->__pyx_kp_b_iso88591_y_A_Ba_t4q_1_ay_Yd_it1A_AXYd_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[26])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1543};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_execution, __pyx_mstate->__pyx_n_u_state, __pyx_mstate->__pyx_n_u_i_2};
+    __pyx_mstate_global->__pyx_codeobj_tab[27] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_apply_state, __pyx_mstate->__pyx_kp_b_iso88591_U_3aq_avU_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[27])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 2, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1550};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_data, __pyx_mstate->__pyx_n_u_what, __pyx_mstate->__pyx_n_u_externals, __pyx_mstate->__pyx_n_u_trust, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_dec, __pyx_mstate->__pyx_n_u_value_2, __pyx_mstate->__pyx_n_u_e};
+    __pyx_mstate_global->__pyx_codeobj_tab[28] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_unseal, __pyx_mstate->__pyx_kp_b_iso88591_31_t1F_uAQ_99J_1_r_2S_S_ar_3b_a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[28])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1570};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_data};
-    __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_checksum, __pyx_mstate->__pyx_kp_b_iso88591_5_a_q_s_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_checksum, __pyx_mstate->__pyx_kp_b_iso88591_5_a_q_s_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1507};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1580};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_frame, __pyx_mstate->__pyx_n_u_code};
-    __pyx_mstate_global->__pyx_codeobj_tab[26] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_where, __pyx_mstate->__pyx_kp_b_iso88591_5_2Qd_nAU, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[26])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_where, __pyx_mstate->__pyx_kp_b_iso88591_5_2Qd_nAU, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 3, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1601};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 3, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1674};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_frames, __pyx_mstate->__pyx_n_u_externals, __pyx_mstate->__pyx_n_u_trust, __pyx_mstate->__pyx_n_u_chunks, __pyx_mstate->__pyx_n_u_enc, __pyx_mstate->__pyx_n_u_tail, __pyx_mstate->__pyx_n_u_record, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_i_2, __pyx_mstate->__pyx_n_u_codes, __pyx_mstate->__pyx_n_u_code, __pyx_mstate->__pyx_n_u_digest, __pyx_mstate->__pyx_n_u_e};
-    __pyx_mstate_global->__pyx_codeobj_tab[27] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_encode_snapshot, __pyx_mstate->__pyx_kp_b_iso88591_A_xq_7_auA_1_G1_q_c_E_as_1_5_1F, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[27])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_encode_snapshot, __pyx_mstate->__pyx_kp_b_iso88591_A_xq_7_auA_1_G1_q_c_E_as_1_5_1F, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1698};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1771};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_record, __pyx_mstate->__pyx_n_u_start, __pyx_mstate->__pyx_n_u_dec, __pyx_mstate->__pyx_n_u_e};
-    __pyx_mstate_global->__pyx_codeobj_tab[28] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_read_header, __pyx_mstate->__pyx_kp_b_iso88591_t1HG1_aq_M_xq_vQ_1_haxq_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[28])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_read_header, __pyx_mstate->__pyx_kp_b_iso88591_t1HG1_aq_M_xq_vQ_1_haxq_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 3, 16, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1729};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 3, 16, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1802};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_record, __pyx_mstate->__pyx_n_u_codes, __pyx_mstate->__pyx_n_u_externals, __pyx_mstate->__pyx_n_u_trust, __pyx_mstate->__pyx_n_u_chunks, __pyx_mstate->__pyx_n_u_start, __pyx_mstate->__pyx_n_u_dec, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_i_2, __pyx_mstate->__pyx_n_u_frames, __pyx_mstate->__pyx_n_u_lookup_2, __pyx_mstate->__pyx_n_u_module_2, __pyx_mstate->__pyx_n_u_qualname_2, __pyx_mstate->__pyx_n_u_digest, __pyx_mstate->__pyx_n_u_code, __pyx_mstate->__pyx_n_u_e};
-    __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_decode_snapshot, __pyx_mstate->__pyx_kp_b_iso88591_66H_t1HG1_aq_M_xq_z_z_C_A_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[33] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_ext__codec_pyx, __pyx_mstate->__pyx_n_u_decode_snapshot, __pyx_mstate->__pyx_kp_b_iso88591_66H_t1HG1_aq_M_xq_z_z_C_A_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[33])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_Trust, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_5_7_q_a_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[34] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_Trust, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_5_7_q_a_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[34])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_Decoder, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[35] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_Decoder, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_7_1_7_N_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[35])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;
@@ -51975,6 +54196,59 @@ __pyx_return_false:
     return 0;
 }
 
+/* PyObjectCompare */
+#ifndef __Pyx_DEFINED_PyObject_CompareStrStrEq
+#define __Pyx_DEFINED_PyObject_CompareStrStrEq
+static CYTHON_INLINE PyObject* __Pyx_PyObject_CompareStrStrEq(PyObject* s1, PyObject* s2) {
+    #if __PYX_LIMITED_VERSION_HEX >= 0x030e0000
+    int result = PyUnicode_Equal(s1, s2);
+    #if !CYTHON_COMPILING_IN_CPYTHON
+    if (unlikely(result == -1)) return NULL;
+    #endif
+    if (result == 0) goto __pyx_return_false; else goto __pyx_return_true;
+    #else
+    int result = PyUnicode_Compare(s1, s2);
+    if (unlikely((result == -1) && PyErr_Occurred())) return NULL;
+    if (result == 0) goto __pyx_return_true; else goto __pyx_return_false;
+    #endif
+__pyx_return_true:
+    Py_RETURN_TRUE;
+__pyx_return_false:
+    Py_RETURN_FALSE;
+}
+#endif
+static CYTHON_INLINE PyObject* __Pyx_PyObject_CompareEq_object_str(PyObject *op1, PyObject *op2, int pyop) {
+    CYTHON_UNUSED_VAR(pyop);
+    if (unlikely(op2 == Py_None)) {
+        if (op1 == Py_None) goto __pyx_return_true; else goto __pyx_richcmp;
+    }
+    if (PyFloat_CheckExact(op1)) {
+        goto __pyx_richcmp;
+    }
+    if (PyLong_CheckExact(op1)) {
+        if (op1 == op2) goto __pyx_return_true;
+        goto __pyx_richcmp;
+    }
+    
+    if (likely(PyUnicode_CheckExact(op1))) {
+        if (op1 == op2) goto __pyx_return_true;
+        if (likely(op2 != Py_None)) {
+            return __Pyx_PyObject_CompareStrStrEq(op1, op2);
+        }
+        goto __pyx_richcmp;
+    }
+    
+    if ((0)) goto __pyx_richcmp;
+    if ((0)) goto __pyx_return_true;
+    if ((0)) goto __pyx_return_false;
+__pyx_richcmp:
+    return PyObject_RichCompare(op1, op2, Py_EQ);
+__pyx_return_true:
+    Py_RETURN_TRUE;
+__pyx_return_false:
+    Py_RETURN_FALSE;
+}
+
 /* ExtTypeTest */
 static CYTHON_INLINE int __Pyx_TypeTest(PyObject *obj, PyTypeObject *type) {
     if (unlikely(!type)) {
@@ -55595,6 +57869,307 @@ static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *x) {
 }
 
 /* CIntFromPy */
+static int64_t __Pyx_LargePyLong___Pyx_PyLong_As_int64_t(PyObject *x);
+static int64_t __Pyx_raise_neg_overflow___Pyx_PyLong_As_int64_t(void) {
+    const char* type_name = "int64_t";
+    PyErr_Format(PyExc_OverflowError,
+        "can't convert negative value to %.200s", type_name);
+    return (int64_t) -1;
+}
+static int64_t __Pyx_raise_overflow___Pyx_PyLong_As_int64_t(void) {
+    const char* type_name = "int64_t";
+    PyErr_Format(PyExc_OverflowError,
+        "value too large to convert to %.200s", type_name);
+    return (int64_t) -1;
+}
+static CYTHON_INLINE int64_t __Pyx_PyULong___Pyx_PyLong_As_int64_t(PyObject *x) {
+    const int is_unsigned = 1;
+#if CYTHON_USE_PYLONG_INTERNALS
+    {
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        if (size == 2 && (8 * sizeof(int64_t) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 2 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int64_t, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int64_t) >= 2 * PyLong_SHIFT)) {
+                return (int64_t) (((((int64_t)digits[1]) << PyLong_SHIFT) | (int64_t)digits[0]));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(int64_t) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 3 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int64_t, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int64_t) >= 3 * PyLong_SHIFT)) {
+                return (int64_t) (((((((int64_t)digits[2]) << PyLong_SHIFT) | (int64_t)digits[1]) << PyLong_SHIFT) | (int64_t)digits[0]));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(int64_t) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 4 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int64_t, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int64_t) >= 4 * PyLong_SHIFT)) {
+                return (int64_t) (((((((((int64_t)digits[3]) << PyLong_SHIFT) | (int64_t)digits[2]) << PyLong_SHIFT) | (int64_t)digits[1]) << PyLong_SHIFT) | (int64_t)digits[0]));
+            }
+        } else
+        {}
+    }
+#elif CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX < 0x030C00A7
+    if (unlikely(Py_SIZE(x) < 0)) {
+        goto raise_neg_overflow;
+    }
+#else
+    {
+        int result = PyObject_RichCompareBool(x, Py_False, Py_LT);
+        if (unlikely(result < 0))
+            return (int64_t) -1;
+        if (unlikely(result == 1))
+            goto raise_neg_overflow;
+    }
+#endif
+    if ((sizeof(int64_t) <= sizeof(unsigned long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(int64_t, unsigned long, PyLong_AsUnsignedLong(x))
+    } else if ((sizeof(int64_t) <= sizeof(unsigned PY_LONG_LONG))) {
+        __PYX_VERIFY_RETURN_INT_EXC(int64_t, unsigned PY_LONG_LONG, PyLong_AsUnsignedLongLong(x))
+    }
+    return __Pyx_LargePyLong___Pyx_PyLong_As_int64_t(x);
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_int64_t();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_int64_t();
+}
+static CYTHON_INLINE int64_t __Pyx_PySLong___Pyx_PyLong_As_int64_t(PyObject *x) {
+    const int is_unsigned = 0;
+#if CYTHON_USE_PYLONG_INTERNALS
+    if (__Pyx_PyLong_IsNeg(x)) {
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        if (size == 2 && (8 * sizeof(int64_t) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
+                long ival = - (long) (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(int64_t, long, ival)
+            } else if ((8 * sizeof(int64_t) - 1 > 2 * PyLong_SHIFT)) {
+                return (int64_t) (((int64_t) -1) * (((((int64_t)digits[1]) << PyLong_SHIFT) | (int64_t)digits[0])));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(int64_t) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
+                long ival = - (long) (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(int64_t, long, ival)
+            } else if ((8 * sizeof(int64_t) - 1 > 3 * PyLong_SHIFT)) {
+                return (int64_t) (((int64_t) -1) * (((((((int64_t)digits[2]) << PyLong_SHIFT) | (int64_t)digits[1]) << PyLong_SHIFT) | (int64_t)digits[0])));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(int64_t) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
+                long ival = - (long) (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(int64_t, long, ival)
+            } else if ((8 * sizeof(int64_t) - 1 > 4 * PyLong_SHIFT)) {
+                return (int64_t) (((int64_t) -1) * (((((((((int64_t)digits[3]) << PyLong_SHIFT) | (int64_t)digits[2]) << PyLong_SHIFT) | (int64_t)digits[1]) << PyLong_SHIFT) | (int64_t)digits[0])));
+            }
+        } else
+        {}
+    } else {
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        if (size == 2 && (8 * sizeof(int64_t) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int64_t, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int64_t) - 1 > 2 * PyLong_SHIFT)) {
+                return (int64_t) (((((int64_t)digits[1]) << PyLong_SHIFT) | (int64_t)digits[0]));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(int64_t) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int64_t, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int64_t) - 1 > 3 * PyLong_SHIFT)) {
+                return (int64_t) (((((((int64_t)digits[2]) << PyLong_SHIFT) | (int64_t)digits[1]) << PyLong_SHIFT) | (int64_t)digits[0]));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(int64_t) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(int64_t, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(int64_t) - 1 > 4 * PyLong_SHIFT)) {
+                return (int64_t) (((((((((int64_t)digits[3]) << PyLong_SHIFT) | (int64_t)digits[2]) << PyLong_SHIFT) | (int64_t)digits[1]) << PyLong_SHIFT) | (int64_t)digits[0]));
+            }
+        } else
+        {}
+    }
+#endif
+    #if __PYX_LIMITED_VERSION_HEX >= 0x030d0000
+    if ((sizeof(int64_t) <= sizeof(int)) && (sizeof(int) < sizeof(long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(int64_t, int, PyLong_AsInt(x))
+    } else
+    #endif
+    if ((sizeof(int64_t) <= sizeof(long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(int64_t, long, PyLong_AsLong(x))
+    } else if ((sizeof(int64_t) <= sizeof(PY_LONG_LONG))) {
+        __PYX_VERIFY_RETURN_INT_EXC(int64_t, PY_LONG_LONG, PyLong_AsLongLong(x))
+    }
+    return __Pyx_LargePyLong___Pyx_PyLong_As_int64_t(x);
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_int64_t();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_int64_t();
+}
+static int64_t __Pyx_LargePyLong___Pyx_PyLong_As_int64_t(PyObject *x) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const int64_t neg_one = (int64_t) -1, const_zero = (int64_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    int64_t val;
+    int ret = -1;
+#if PY_VERSION_HEX >= 0x030d00A6 && !CYTHON_COMPILING_IN_LIMITED_API
+    Py_ssize_t bytes_copied = PyLong_AsNativeBytes(
+        x, &val, sizeof(val), Py_ASNATIVEBYTES_NATIVE_ENDIAN | (is_unsigned ? Py_ASNATIVEBYTES_UNSIGNED_BUFFER | Py_ASNATIVEBYTES_REJECT_NEGATIVE : 0));
+    if (unlikely(bytes_copied == -1)) {
+    } else if (unlikely(bytes_copied > (Py_ssize_t) sizeof(val))) {
+        goto raise_overflow;
+    } else {
+        ret = 0;
+    }
+#elif PY_VERSION_HEX < 0x030d0000 && !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_LIMITED_API) || defined(_PyLong_AsByteArray)
+    int one = 1; int is_little = (int)*(unsigned char *)&one;
+    unsigned char *bytes = (unsigned char *)&val;
+    ret = _PyLong_AsByteArray((PyLongObject *)x,
+                                bytes, sizeof(val),
+                                is_little, !is_unsigned);
+    if ((0)) goto raise_overflow;
+#else
+    PyObject *v;
+    PyObject *stepval = NULL, *mask = NULL, *shift = NULL;
+    int bits, remaining_bits, is_negative = 0;
+    int chunk_size = (sizeof(long) < 8) ? 30 : 62;
+    if (likely(PyLong_CheckExact(x))) {
+        v = __Pyx_NewRef(x);
+    } else {
+        v = PyNumber_Long(x);
+        if (unlikely(!v)) return (int64_t) -1;
+        assert(PyLong_CheckExact(v));
+    }
+    {
+        int result = PyObject_RichCompareBool(v, Py_False, Py_LT);
+        if (unlikely(result < 0)) {
+            Py_DECREF(v);
+            return (int64_t) -1;
+        }
+        is_negative = result == 1;
+    }
+    if (is_unsigned && unlikely(is_negative)) {
+        Py_DECREF(v);
+        PyErr_SetString(PyExc_OverflowError,
+            "can't convert negative value to int64_t");
+        return (int64_t) -1;
+    } else if (is_negative) {
+        stepval = PyNumber_Invert(v);
+        Py_DECREF(v);
+        if (unlikely(!stepval))
+            return (int64_t) -1;
+    } else {
+        stepval = v;
+    }
+    v = NULL;
+    val = (int64_t) 0;
+    mask = PyLong_FromLong((1L << chunk_size) - 1); if (unlikely(!mask)) goto done;
+    shift = PyLong_FromLong(chunk_size); if (unlikely(!shift)) goto done;
+    for (bits = 0; bits < (int) sizeof(int64_t) * 8 - chunk_size; bits += chunk_size) {
+        PyObject *tmp, *digit;
+        long idigit;
+        digit = PyNumber_And(stepval, mask);
+        if (unlikely(!digit)) goto done;
+        idigit = PyLong_AsLong(digit);
+        Py_DECREF(digit);
+        if (unlikely(idigit < 0)) goto done;
+        val |= ((int64_t) idigit) << bits;
+        tmp = PyNumber_Rshift(stepval, shift);
+        if (unlikely(!tmp)) goto done;
+        Py_DECREF(stepval); stepval = tmp;
+    }
+    Py_DECREF(shift); shift = NULL;
+    Py_DECREF(mask); mask = NULL;
+    {
+        long idigit = PyLong_AsLong(stepval);
+        if (unlikely(idigit < 0)) goto done;
+        remaining_bits = ((int) sizeof(int64_t) * 8) - bits - (is_unsigned ? 0 : 1);
+        if (unlikely(idigit >= (1L << remaining_bits)))
+            goto raise_overflow;
+        val |= ((int64_t) idigit) << bits;
+    }
+    if (!is_unsigned) {
+        if (unlikely(val & (((int64_t) 1) << (sizeof(int64_t) * 8 - 1))))
+            goto raise_overflow;
+        if (is_negative)
+            val = ~val;
+    }
+    ret = 0;
+done:
+    Py_XDECREF(shift);
+    Py_XDECREF(mask);
+    Py_XDECREF(stepval);
+#endif
+    if (unlikely(ret))
+        return (int64_t) -1;
+    return val;
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_int64_t();
+}
+static CYTHON_INLINE int64_t __Pyx_PyLong___Pyx_PyLong_As_int64_t(PyObject *x) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const int64_t neg_one = (int64_t) -1, const_zero = (int64_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (unlikely(__Pyx_PyLong_IsNeg(x))) {
+            goto raise_neg_overflow;
+        } else if (__Pyx_PyLong_IsCompact(x)) {
+            __PYX_VERIFY_RETURN_INT(int64_t, __Pyx_compact_upylong, __Pyx_PyLong_CompactValueUnsigned(x))
+        } else
+        #endif
+        {
+            return __Pyx_PyULong___Pyx_PyLong_As_int64_t(x);
+        }
+    } else {
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (__Pyx_PyLong_IsCompact(x)) {
+            __PYX_VERIFY_RETURN_INT(int64_t, __Pyx_compact_pylong, __Pyx_PyLong_CompactValue(x))
+        } else
+        #endif
+        {
+            return __Pyx_PySLong___Pyx_PyLong_As_int64_t(x);
+        }
+    }
+#if CYTHON_USE_PYLONG_INTERNALS
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_int64_t();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_int64_t();
+#endif
+}
+static int64_t __Pyx_NonPyLong___Pyx_PyLong_As_int64_t(PyObject *x) {
+    int64_t val;
+    PyObject *tmp = __Pyx_PyNumber_Long(x);
+    if (!tmp) return (int64_t) -1;
+    val = __Pyx_PyLong_As_int64_t(tmp);
+    Py_DECREF(tmp);
+    return val;
+}
+static CYTHON_INLINE int64_t __Pyx_PyLong_As_int64_t(PyObject *x) {
+    if (likely(PyLong_Check(x))) {
+        return __Pyx_PyLong___Pyx_PyLong_As_int64_t(x);
+    } else {
+        return __Pyx_NonPyLong___Pyx_PyLong_As_int64_t(x);
+    }
+}
+
+/* CIntFromPy */
 static long __Pyx_LargePyLong___Pyx_PyLong_As_long(PyObject *x);
 static long __Pyx_raise_neg_overflow___Pyx_PyLong_As_long(void) {
     const char* type_name = "long";
@@ -56177,6 +58752,85 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint64_t(uint64_t value) {
         PyObject *result = NULL, *kwds = NULL;
         PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
         py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(uint64_t));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int64_t(int64_t value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const int64_t neg_one = (int64_t) -1, const_zero = (int64_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(int64_t) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(int64_t) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(int64_t) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(int64_t) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(int64_t) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(int64_t),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(int64_t));
         if (!py_bytes) goto limited_bad;
         from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
         if (!from_bytes_str) goto limited_bad;

@@ -1494,6 +1494,79 @@ def decode_value(data, *, externals=None, Trust trust=None):
         _done_decoding(dec)
 
 
+def seal(value, *, externals=None, Trust trust=None):
+    """encode_value(value) behind its 8-byte big-endian checksum: how the store keeps
+    every record, so damage is found before decoding."""
+    cdef Encoder enc = _encoder(externals, trust)
+    cdef bytes out
+    cdef char *p
+    try:
+        enc.encode(value)
+        if enc.codes:
+            raise SavepointError("cannot save a nested function outside a savepoint")
+        out = PyBytes_FromStringAndSize(NULL, 8 + enc.buf.len)
+        p = PyBytes_AS_STRING(out)
+        memcpy(p + 8, enc.buf.data, enc.buf.len)
+        _put_u64(p, cd_checksum(<const unsigned char *>enc.buf.data, enc.buf.len))
+        return out
+    except _Unencodable as e:
+        raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
+    finally:
+        _done_encoding(enc)
+
+
+# A savepoint as the store keeps it: [meta, record, state], meta and state as lists in
+# these orders (names are stored once, here, not in every savepoint).
+META_FIELDS = ("seq", "kind", "name", "created_at", "line", "action", "command", "size",
+               "chunks")
+STATE_FIELDS = ("version", "last_seq", "status", "updated_at", "due", "restore_count",
+                "error", "last_implicit", "last_implicit_chunks")
+
+
+def seal_savepoint(dict execution, dict meta, bytes record, list chunks, int64_t version):
+    """Seal [meta, record, state] for the savepoint after the execution's last one.
+    Returns (sealed bytes, seq, state list in STATE_FIELDS order).  Written in Cython
+    because it runs at every Flow-API call (benchmarks/bench_store.py)."""
+    cdef int64_t seq = execution.get("last_seq", 0) + 1
+    implicit = meta.get("kind") == "implicit"
+    cdef list state = [version, seq, execution.get("status"), execution.get("updated_at"),
+                       execution.get("due"), execution.get("restore_count"),
+                       execution.get("error"),
+                       seq if implicit else execution.get("last_implicit"),
+                       chunks if implicit else execution.get("last_implicit_chunks")]
+    sealed = seal([[seq, meta.get("kind"), meta.get("name"), meta.get("created_at"),
+                    meta.get("line"), meta.get("action"), meta.get("command"),
+                    len(record), chunks], record, state])
+    return sealed, seq, state
+
+
+def apply_state(dict execution, list state):
+    """Write a savepoint's state (STATE_FIELDS order) into the execution dict."""
+    cdef Py_ssize_t i
+    for i in range(len(STATE_FIELDS)):
+        execution[STATE_FIELDS[i]] = state[i]
+
+
+def unseal(data, what="record", *, externals=None, Trust trust=None):
+    """The value of a sealed record; CorruptSavepoint naming ``what`` if it is damaged."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+    if n < 8 or cd_get_be(p, 8) != cd_checksum(p + 8, n - 8):
+        raise CorruptSavepoint(f"{what} is damaged (checksum mismatch)")
+    cdef Decoder dec = _decoder(data, 8, externals, trust)
+    try:
+        value = dec.decode()
+        if dec.pos != dec.end:
+            raise CorruptSavepoint("trailing bytes")
+        return value
+    except Exception as e:
+        raise CorruptSavepoint(f"{what} is damaged: {_damaged(e)}") from None
+    finally:
+        _done_decoding(dec)
+
+
 def checksum(data):
     """The record checksum (XXH64, seed 0) of ``data``."""
     data = bytes(data)

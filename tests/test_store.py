@@ -123,7 +123,7 @@ def test_delete_removes_everything_of_the_execution_and_collects_unused_code(sto
     assert _codec.decode_snapshot(record, store.codes_for(record),
                                   chunks=store.chunk)[0].locals[0] == big
     assert store.delete_execution("e2") and not store.delete_execution("e2")
-    fresh = Store(store.path)         # no in-process cache: what LMDB holds
+    fresh = Store(store.path, durability="async")   # no in-process cache: what LMDB holds
     assert fresh.code(digest) is None
     with fresh.env.begin() as txn:
         for name in ("chunks", "chunk_refs", "code", "code_users", "exec_codes", "names"):
@@ -333,3 +333,11 @@ def test_not_due_yet_is_not_claimed(store):
     store.put_execution({"id": "idle", "due": None})
     assert store.claim(Owner.current()) is None
     assert store.claim(Owner.current(), now=time.time() + 61) == "later"
+
+
+def test_one_process_cannot_mix_durabilities_on_one_store(store):
+    with pytest.raises(ValueError, match="already open in this process"):
+        Store(store.path, durability="sync")
+    with Store(store.path, durability="async") as again:      # shares the environment
+        again.put_execution({"id": "x", "due": None})
+    assert store.get_execution("x")["id"] == "x"
