@@ -65,6 +65,19 @@ _seal = _codec.seal          # checksum + msgpack
 _unseal = _codec.unseal
 
 
+def _with_prefix(txn, db, prefix):
+    """[(key, value)] of every entry whose key starts with ``prefix`` (copied, so the
+    caller may delete them as it goes)."""
+    cursor = txn.cursor(db=db)
+    found = []
+    if cursor.set_range(prefix):
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                break
+            found.append((bytes(key), value))
+    return found
+
+
 def _meta(fields):
     return dict(zip(META_FIELDS, fields))
 
@@ -439,16 +452,9 @@ class Store:
         prefix = _key(exec_id) + b"\0"
 
         def scan(txn):
-            out = []
-            cursor = txn.cursor(db=self.db["savepoints"])
-            if cursor.set_range(prefix):
-                for key, raw in cursor:
-                    if not key.startswith(prefix):
-                        break
-                    seq = _U64.unpack(key[len(prefix):])[0]
-                    out.append(_meta(_unseal(raw,
-                                             f"savepoint {seq} of execution {exec_id}")[0]))
-            return out
+            return [_meta(_unseal(raw, f"savepoint {_U64.unpack(key[len(prefix):])[0]} "
+                                       f"of execution {exec_id}")[0])
+                    for key, raw in _with_prefix(txn, self.db["savepoints"], prefix)]
         return self._read(scan)
 
     def savepoint(self, exec_id, seq):
@@ -503,23 +509,16 @@ class Store:
             if execution is None:
                 return False
             prefix = _key(exec_id) + b"\0"
-            for db_name in ("savepoints", "names"):
-                cursor = txn.cursor(db=self.db[db_name])
-                keys = []
-                if cursor.set_range(prefix):
-                    for key, raw in cursor:
-                        if not key.startswith(prefix):
-                            break
-                        keys.append(bytes(key))
-                        if db_name == "savepoints":
-                            try:
-                                meta = _meta(_unseal(raw, "savepoint")[0])
-                            except CorruptSavepoint:
-                                continue      # a damaged savepoint goes all the same
-                            for digest in meta.get("chunks") or ():
-                                self._unref_chunk(txn, digest)
-                for key in keys:
-                    txn.delete(key, db=self.db[db_name])
+            for key, raw in _with_prefix(txn, self.db["savepoints"], prefix):
+                try:
+                    meta = _meta(_unseal(raw, "savepoint")[0])
+                except CorruptSavepoint:
+                    meta = {}             # a damaged savepoint goes all the same
+                for digest in meta.get("chunks") or ():
+                    self._unref_chunk(txn, digest)
+                txn.delete(key, db=self.db["savepoints"])
+            for key, _ in _with_prefix(txn, self.db["names"], prefix):
+                txn.delete(key, db=self.db["names"])
             self._unpin(txn, exec_id)
             self._schedule(txn, exec_id, None)
             txn.delete(_key(exec_id), db=self.db["leases"])
@@ -531,15 +530,8 @@ class Store:
         """Forget this execution's use of code; delete code no execution uses."""
         users, by_exec = self.db["code_users"], self.db["exec_codes"]
         prefix = _key(exec_id) + b"\0"
-        cursor = txn.cursor(db=by_exec)
-        mine = []
-        if cursor.set_range(prefix):
-            for key, _ in cursor:
-                if not key.startswith(prefix):
-                    break
-                mine.append(bytes(key))
         self._pinned_ids.pop(exec_id, None)
-        for key in mine:
+        for key, _ in _with_prefix(txn, by_exec, prefix):
             digest = key[len(prefix):]
             txn.delete(key, db=by_exec)
             txn.delete(digest + _key(exec_id), db=users)

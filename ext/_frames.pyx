@@ -65,6 +65,9 @@ cdef class Frame:
     and the exception being handled at that point (or ``None``)."""
 
     def __init__(self, func, code, int offset, tuple locals, tuple stack, exc=None):
+        self.fill(func, code, offset, locals, stack, exc)
+
+    cdef fill(self, func, code, int offset, tuple locals, tuple stack, exc):
         self.func = func
         self.code = code
         self.offset = offset
@@ -88,12 +91,7 @@ cdef Frame new_frame(object func, object code, int offset, tuple locals, tuple s
                      object exc):
     """A Frame without going through __init__ (the capture walk and the codec)."""
     cdef Frame frame = Frame.__new__(Frame)
-    frame.func = func
-    frame.code = code
-    frame.offset = offset
-    frame.locals = locals
-    frame.stack = stack
-    frame.exc = exc
+    frame.fill(func, code, offset, locals, stack, exc)
     return frame
 
 

@@ -18,6 +18,7 @@ cdef class Frame:
     cdef readonly tuple locals
     cdef readonly tuple stack
     cdef readonly object exc
+    cdef fill(self, func, code, int offset, tuple locals, tuple stack, exc)
 
 
 cdef Frame new_frame(object func, object code, int offset, tuple locals, tuple stack,
