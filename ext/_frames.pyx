@@ -188,6 +188,19 @@ def resume(Root root, frames, value=None, *, bint throw=False):
         PyMem_Free(gens)
 
 
+cdef dict _handlerless = {}    # code object -> its copy without an exception table
+
+
+def strip_handlers(Root root):
+    """Prepare to leave the flow running under ``root`` by raising Unwind from here: every
+    flow frame between the caller and the root loses its exception handlers (finally,
+    except, with), so none of them runs on the way out.  Returns the original code
+    objects; keep them until the Unwind has left the flow."""
+    if not root.active or root.tstate != PyThreadState_Get():
+        raise RuntimeError("strip_handlers() must run inside the flow, on its thread")
+    return sp_strip_handlers(root.tstate, root.boundary, _handlerless)
+
+
 def run(Root root, func, *args, **kwargs):
     """Call ``func(*args, **kwargs)`` as a flow under ``root``: captures inside it walk out
     to this call."""

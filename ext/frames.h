@@ -1035,4 +1035,63 @@ sp_drive_chain(PyThreadState *tstate, PyGenObject **gens, Py_ssize_t n, PyObject
     return result;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * 4. Leaving a flow without running its handlers
+ *
+ * To unload an idle execution, or to jump back to a savepoint, the runtime raises Unwind
+ * through the flow's frames.  Those frames must not run `finally`, `except` or `with`
+ * cleanup on the way out: the execution is not ending, it will go on from a savepoint.
+ * Python/ceval.c (3.11) looks up handlers in frame->f_code->co_exceptiontable
+ * (get_exception_handler), so each frame between the current one and the boundary gets a
+ * copy of its code with an empty exception table: the exception then passes through,
+ * popping each frame's stack.  prev_instr moves to the same offset in the copy, for
+ * tracebacks.  The original code objects are returned: the eval loop of the innermost
+ * frame still reads its bytecode, so the caller keeps them until the unwinding is over.
+ */
+static PyObject *
+sp_strip_handlers(PyThreadState *tstate, _PyInterpreterFrame *boundary, PyObject *copies)
+{
+    PyObject *originals = PyList_New(0);
+    if (originals == NULL) {
+        return NULL;
+    }
+    for (_PyInterpreterFrame *f = sp_current_frame(tstate); f != NULL && f != boundary;
+         f = f->previous) {
+        PyCodeObject *co = f->f_code;
+        if (PyBytes_GET_SIZE(co->co_exceptiontable) == 0) {
+            continue;
+        }
+        PyObject *copy = PyDict_GetItemWithError(copies, (PyObject *)co);
+        if (copy == NULL) {
+            if (PyErr_Occurred()) {
+                goto error;
+            }
+            /* code.replace(co_exceptiontable=b"") */
+            PyObject *replace = PyObject_GetAttrString((PyObject *)co, "replace");
+            PyObject *args = PyTuple_New(0);
+            PyObject *kwargs = Py_BuildValue("{s:y}", "co_exceptiontable", "");
+            copy = (replace && args && kwargs) ? PyObject_Call(replace, args, kwargs) : NULL;
+            Py_XDECREF(replace);
+            Py_XDECREF(args);
+            Py_XDECREF(kwargs);
+            if (copy == NULL || PyDict_SetItem(copies, (PyObject *)co, copy) < 0) {
+                Py_XDECREF(copy);
+                goto error;
+            }
+            Py_DECREF(copy);      /* the dict holds it */
+        }
+        if (PyList_Append(originals, (PyObject *)co) < 0) {
+            goto error;
+        }
+        int lasti = sp_frame_lasti(f);
+        f->f_code = (PyCodeObject *)Py_NewRef(copy);
+        f->prev_instr = _PyCode_CODE((PyCodeObject *)copy) + lasti;
+        Py_DECREF(co);            /* the list keeps the original alive */
+    }
+    return originals;
+error:
+    Py_DECREF(originals);
+    return NULL;
+}
+
 #endif /* SAVEPOINT_FRAMES_H */

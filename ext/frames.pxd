@@ -52,3 +52,4 @@ cdef extern from "frames.h":
     PyObject *PyErr_GetHandledException()
     PyObject *sp_refuse_current(sp_tstate *, const char *) except NULL
     int PyCode_Addr2Line(PyCodeObject *, int)
+    object sp_strip_handlers(sp_tstate *, _PyInterpreterFrame *, object)

@@ -1,6 +1,7 @@
 """In-process behaviour of restored frames: the logical chain (f_back, tracebacks,
 tracers), exception state, values and exceptions sent into the innermost call, and
 abandoning pending frames."""
+import os
 import sys
 import traceback
 
@@ -279,3 +280,34 @@ def test_root_is_released_after_an_error_and_cannot_run_twice_at_once():
     with pytest.raises(RuntimeError, match="already running"):
         _frames.run(root, nested, saved)
     assert not root.active
+
+
+def stripped_inner(saved, log):
+    try:
+        keep = _frames.strip_handlers(root)
+        raise _frames.Unwind(keep)
+    finally:
+        log.append("inner finally")
+
+
+def stripped_outer(saved, log):
+    try:
+        with open(os.devnull) as fh:   # noqa: F841
+            stripped_inner(saved, log)
+    except BaseException:
+        log.append("caught")
+    finally:
+        log.append("outer finally")
+    return "returned"
+
+
+def test_strip_handlers_lets_unwind_leave_without_running_finally_except_or_with():
+    log = []
+    with pytest.raises(_frames.Unwind):
+        _frames.run(root, stripped_outer, [], log)
+    assert log == []
+    # the functions themselves keep their handlers
+    with pytest.raises(RuntimeError, match="inside the flow"):
+        _frames.strip_handlers(root)
+    assert stripped_outer([], log) == "returned"
+    assert log == ["inner finally", "caught", "outer finally"]
