@@ -17,6 +17,7 @@ extensions = [
         depends=["ext/codec.h"],
     ),
     Extension("engine._commit", ["ext/_commit.pyx"]),
+    Extension("engine._flowapi", ["ext/_flowapi.pyx"], include_dirs=["ext"]),
 ]
 
 setup(ext_modules=cythonize(extensions, include_path=["ext"], language_level=3))

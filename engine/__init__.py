@@ -8,6 +8,8 @@ if _sys.implementation.name != "cpython" or _sys.version_info[:2] != (3, 11):
     )
 
 from engine.errors import CorruptSavepoint, SavepointError  # noqa: E402
+from engine.runtime import Engine, Execution, FlowError, Savepoint, Status  # noqa: E402
 
-__all__ = ["SavepointError", "CorruptSavepoint"]
+__all__ = ["Engine", "Execution", "Savepoint", "Status", "FlowError", "SavepointError",
+           "CorruptSavepoint"]
 __version__ = "0.1.0"

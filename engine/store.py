@@ -582,6 +582,21 @@ class Store:
             return None
         return self._write(work)
 
+    def claim_one(self, exec_id, owner, *, lease_seconds=30.0, now=None):
+        """Lease this execution to ``owner`` unless a live owner holds it; True if taken."""
+        now = time.time() if now is None else now
+
+        def work(txn):
+            if txn.get(_key(exec_id), db=self.db["executions"]) is None:
+                return False
+            lease = self._lease(txn, exec_id)
+            if lease is not None and lease.owner != owner and lease.held(now):
+                return False
+            self._put_lease(txn, exec_id, owner, now + lease_seconds)
+            self._schedule(txn, exec_id, None)
+            return True
+        return self._write(work)
+
     def _recover(self, txn, now):
         """Leases of dead owners or past their expiry: put the execution back on the
         queue (due now) so it resumes from its last savepoint."""

@@ -1671,12 +1671,14 @@ cdef int _write_str(cd_buf *b, str s) except -1:
     return 0
 
 
-def encode_snapshot(frames, *, externals=None, Trust trust=None, dict chunks=None):
+def encode_snapshot(frames, *, externals=None, Trust trust=None, dict chunks=None,
+                    result=None):
     """Encode a frame snapshot (as engine._frames.capture returns it) into a savepoint
     record.  Returns ``(record, codes)``: the bytes, and the code objects the record
     refers to by fingerprint, for the store to pin.  With a ``chunks`` dict, values
     whose encoding reaches CHUNK_MIN bytes are cut out into it ({hash: bytes}) and the
-    record refers to them by hash."""
+    record refers to them by hash.  ``result`` is what the interrupted call returns when
+    the frames resume (decode_savepoint gives it back)."""
     cdef Encoder enc = _encoder(externals, trust, chunks)
     cdef cd_buf *tail = &_tail
     cdef bytes record
@@ -1684,6 +1686,11 @@ def encode_snapshot(frames, *, externals=None, Trust trust=None, dict chunks=Non
     cdef Py_ssize_t i
     try:
         _encode_frames(enc, frames)
+        try:
+            enc.encode(result)
+        except _Unencodable as e:
+            raise SavepointError(f"the result of the Flow-API call holds {e.what}; a "
+                                 f"savepoint cannot hold it -- {e.advice}") from None
         codes = enc.codes
         # the code table: [module, qualname, fingerprint] each, written without a memo
         tail.len = 0
@@ -1800,10 +1807,17 @@ cdef list _read_codes(Decoder dec):
 
 
 def decode_snapshot(record, codes, *, externals=None, Trust trust=None, chunks=None):
+    """The frames of a savepoint record (see decode_savepoint)."""
+    return decode_savepoint(record, codes, externals=externals, trust=trust,
+                            chunks=chunks)[0]
+
+
+def decode_savepoint(record, codes, *, externals=None, Trust trust=None, chunks=None):
     """Rebuild the frames of a savepoint record.  ``codes`` gives the pinned code objects
     the record uses: a mapping from fingerprint to code object, or a callable
     ``codes(fingerprint, module, qualname)`` returning it.  ``chunks`` gives the big
-    values cut out by encode_snapshot: a dict {hash: bytes} or a callable hash -> bytes."""
+    values cut out by encode_snapshot: a dict {hash: bytes} or a callable hash -> bytes.
+    Returns (frames, result)."""
     if type(record) is not bytes:
         record = bytes(record)
     cdef Py_ssize_t start = _check_header(record)
@@ -1834,9 +1848,10 @@ def decode_snapshot(record, codes, *, externals=None, Trust trust=None, chunks=N
         frames = []
         for i in range(n):
             frames.append(_read_frame(dec))
+        result = dec.decode()
         if dec.pos != dec.end:
             raise CorruptSavepoint("savepoint body has trailing bytes")
-        return tuple(frames)      # as engine._frames.capture gives them
+        return tuple(frames), result     # frames as engine._frames.capture gives them
     except Exception as e:
         raise _damaged(e) from None
     finally:

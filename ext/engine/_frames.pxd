@@ -23,3 +23,6 @@ cdef class Frame:
 
 cdef Frame new_frame(object func, object code, int offset, tuple locals, tuple stack,
                      object exc)
+
+
+cpdef tuple capture(Root root, object api=*)
