@@ -595,6 +595,10 @@ sp_calls_api(PyObject **slots, const sp_site *site, PyObject *api)
     if (callable != NULL && PyCFunction_Check(callable) && PyCFunction_GET_SELF(callable) == api) {
         return 1;
     }
+    /* this.wait_for(*children): CALL_FUNCTION_EX on a bound method object */
+    if (callable != NULL && PyMethod_Check(callable) && PyMethod_GET_SELF(callable) == api) {
+        return 1;
+    }
     return 0;
 }
 

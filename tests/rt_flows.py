@@ -1,0 +1,162 @@
+"""Flows for the runtime tests.  Every flow is a plain `handler(system, this, inputs)`;
+`effect` is a connector that records each call it serves, so a test can check that work
+before a savepoint is never done twice."""
+import json as jsonlib
+import os
+import signal
+import sqlite3
+import urllib.error
+import urllib.request
+
+
+def seed_example(system, this, inputs):
+    # the page's example: fetch, save a named savepoint, then upload
+    data = this.connect("database", fetch="SELECT * FROM data")["result"]
+    this.save_dump("with-fetched-data")
+    response = this.connect("remote-api", method="post", path="/upload", json=data)
+    return {"uploaded": len(data), "status": response}
+
+
+def straight_line(system, this, inputs):
+    a = this.connect("effect", tag="a")
+    b = this.connect("effect", tag="b")
+    return [a, b]
+
+
+def helper(this, depth, acc):
+    if depth == 0:
+        acc.append(this.connect("effect", tag=f"leaf{len(acc)}"))
+        return acc
+    return helper(this, depth - 1, acc)
+
+
+def constructs(system, this, inputs):
+    n = inputs.get("n", 3) if inputs else 3
+    out = []
+    for i in range(n):
+        try:
+            if i == 1:
+                raise ValueError(i)
+            out.append(this.connect("effect", tag=f"loop{i}"))
+        except ValueError:
+            out.append(this.connect("effect", tag=f"except{i}"))
+        finally:
+            this.log("finally", i)
+    squares = [this.connect("effect", tag=f"comp{x}") for x in range(2)]
+    total = 0
+
+    def add(x):
+        nonlocal total
+        total += x
+        return this.connect("effect", tag=f"closure{x}")
+    add(5)
+    helper(this, 3, out)
+    while total < 8:
+        total += 1
+        if total % 2:
+            continue
+        out.append(this.connect("effect", tag=f"while{total}"))
+    this.set_output("total", total)
+    return {"out": out, "squares": squares, "total": total}
+
+
+def looping_dump(system, this, inputs):
+    rounds = this.connect("effect", tag="start")
+    sid = this.save_dump("again")
+    if this.restore_count < inputs["loads"]:
+        this.load_dump("again")
+    return {"sid": sid, "restores": this.restore_count}
+
+
+def restore_loop(system, this, inputs):
+    this.save_dump("forever")
+    this.load_dump("forever")
+
+
+def sleeper(system, this, inputs):
+    before = this.connect("effect", tag="before")
+    this.sleep(inputs["seconds"])
+    after = this.connect("effect", tag="after")
+    return [before, after]
+
+
+def child_flow(system, this, inputs):
+    if inputs.get("fail"):
+        raise RuntimeError("child failed on purpose")
+    return inputs["x"] * 2
+
+
+def parent_flow(system, this, inputs):
+    doubled = this.flow(child_flow, x=21)
+    handles = [this.flow(child_flow, {"x": i}, wait=False) for i in range(3)]
+    results = this.wait_for(*handles)
+    try:
+        this.flow(child_flow, fail=True)
+    except Exception as e:
+        failure = str(e)
+    return {"doubled": doubled, "results": results, "failure": failure}
+
+
+def broken(system, this, inputs):
+    this.connect("effect", tag="one")
+    raise LookupError("no such thing")
+
+
+def unencodable(system, this, inputs):
+    first = this.connect("effect", tag="first")
+    fh = open(__file__)
+    try:
+        this.connect("effect", tag="with-file")
+    except Exception as e:
+        problem = f"{type(e).__name__}: {e}"
+    fh.close()
+    del fh
+    return {"problem": problem, "first": first}
+
+
+def in_sorted_key(system, this, inputs):
+    try:
+        sorted([2, 1], key=lambda v: this.connect("effect", tag=str(v)))
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return "no error"
+
+
+def db_reader(path, reads_log):
+    def database(fetch):
+        with open(reads_log, "a") as fh:
+            fh.write("read\n")
+        con = sqlite3.connect(path)
+        try:
+            return {"result": [list(row) for row in con.execute(fetch)]}
+        finally:
+            con.close()
+    return database
+
+
+def uploader(base_url):
+    def remote_api(method="get", path="/", json=None):
+        body = (jsonlib.dumps(json) if json is not None else "").encode()
+        request = urllib.request.Request(base_url + path, data=body, method=method.upper())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"upload failed with HTTP {e.code}") from None
+    return remote_api
+
+
+def effect_recorder(log_path, kill_at=None):
+    """The `effect` connector: records each call; with kill_at, this process SIGKILLs
+    itself on its kill_at-th call, before doing anything (the call then never happened)."""
+    calls = 0
+
+    def effect(tag):
+        nonlocal calls
+        calls += 1
+        if kill_at is not None and calls == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        with open(log_path, "a") as fh:
+            fh.write(tag + "\n")
+        return tag.upper()
+    return effect

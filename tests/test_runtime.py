@@ -1,0 +1,318 @@
+"""The product as SPEC.md describes it: Engine, the Flow-API, savepoints, restore, crashes.
+Real LMDB stores, real subprocesses killed with SIGKILL, a real SQLite database and a real
+HTTP server on 127.0.0.1."""
+import http.server
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import rt_flows
+from engine import Engine, SavepointError, Status
+
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rt_run.py")
+
+
+@pytest.fixture
+def eng(tmp_path):
+    with Engine(tmp_path / "store", durability="async", sleep_max_seconds=0.2) as engine:
+        engine.add_connector("effect", rt_flows.effect_recorder(tmp_path / "effects"))
+        yield engine
+
+
+def effects(tmp_path):
+    path = tmp_path / "effects"
+    return path.read_text().split() if path.exists() else []
+
+
+# --- the seed example, for real ------------------------------------------------------------
+
+class _Upload(http.server.BaseHTTPRequestHandler):
+    received = []
+    attempts = 0
+
+    def do_POST(self):
+        type(self).attempts += 1
+        body = self.rfile.read(int(self.headers["Content-Length"] or 0))
+        if type(self).attempts == 1:
+            self.send_response(500)            # the first upload fails
+            self.end_headers()
+            return
+        type(self).received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_seed_example_restored_from_outside_reads_once_and_uploads_once(tmp_path):
+    db = tmp_path / "data.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE data (id INTEGER, name TEXT)")
+    con.executemany("INSERT INTO data VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
+    con.commit()
+    con.close()
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Upload)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    reads = tmp_path / "reads"
+    try:
+        with Engine(tmp_path / "store", durability="sync") as eng:
+            eng.add_connector("database", rt_flows.db_reader(str(db), str(reads)))
+            eng.connector("remote-api")(
+                rt_flows.uploader(f"http://127.0.0.1:{server.server_port}"))
+            ex = eng.execute(rt_flows.seed_example)
+            assert ex.status == Status.ENDED_ERROR
+            assert "upload failed with HTTP 500" in ex.error
+            names = [(sp.kind, sp.name, sp.action) for sp in eng.savepoints(ex.id)]
+            assert ("explicit", "with-fetched-data", "save_dump") in names
+            eng.restore(ex.id, "with-fetched-data", by="name")
+            assert eng.get(ex.id).status == Status.QUEUED
+            eng.run()
+            done = eng.get(ex.id)
+            assert done.status == Status.ENDED_SUCCESS, done.error
+            assert done.output == {"uploaded": 3, "status": 200}
+            assert done.restore_count == 1
+    finally:
+        server.shutdown()
+    assert reads.read_text().split() == ["read"]
+    assert _Upload.received == [[[1, "a"], [2, "b"], [3, "c"]]]
+
+
+# --- savepoints --------------------------------------------------------------------------------
+
+def test_every_flow_api_call_takes_a_savepoint_with_line_action_and_command(eng, tmp_path):
+    ex = eng.execute(rt_flows.straight_line)
+    assert ex.status == Status.ENDED_SUCCESS and ex.output == ["A", "B"]
+    sps = eng.savepoints(ex.id)
+    assert [(sp.seq, sp.kind, sp.action) for sp in sps] == [(1, "implicit", "connect"),
+                                                            (2, "implicit", "connect")]
+    assert sps[0].command == 'this.connect("effect", tag="a")'
+    assert sps[0].line == rt_flows.straight_line.__code__.co_firstlineno + 1
+    assert sps[0].created_at.tzinfo is not None and sps[0].size > 0
+    assert sps[0].id.startswith(ex.id) and sps[0].execution_id == ex.id
+
+
+def test_load_dump_continues_after_the_matching_save_dump(eng):
+    ex = eng.execute(rt_flows.looping_dump, {"loads": 3})
+    assert ex.status == Status.ENDED_SUCCESS, ex.error
+    sid = ex.output["sid"]
+    assert ex.output == {"sid": sid, "restores": 3} and ex.restore_count == 3
+    assert sid.startswith(ex.id)
+
+
+def test_the_restore_loop_guard_fails_the_execution_clearly(eng):
+    ex = eng.execute(rt_flows.restore_loop)
+    assert ex.status == Status.ENDED_ERROR
+    assert "RestoreLoopError" in ex.error and "more than 100 times" in ex.error
+
+
+def test_retention_last_and_per_execution_override(tmp_path):
+    with Engine(tmp_path / "s", durability="async", savepoint_retention="last") as eng:
+        eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "e"))
+        kept = eng.execute(rt_flows.constructs)
+        assert [sp.kind for sp in eng.savepoints(kept.id)] == ["implicit"]
+        full = eng.execute(rt_flows.straight_line, savepoint_retention="all")
+        assert len(eng.savepoints(full.id)) == 2
+        with pytest.raises(ValueError):
+            eng.start(rt_flows.straight_line, savepoint_retention="most")
+
+
+def test_delete_removes_the_execution_and_its_savepoints(eng):
+    ex = eng.execute(rt_flows.straight_line)
+    eng.delete(ex.id)
+    with pytest.raises(KeyError):
+        eng.get(ex.id)
+    with pytest.raises(KeyError):
+        eng.savepoints(ex.id)
+    assert eng._store.savepoints(ex.id) == []
+
+
+def test_children_wait_no_wait_and_failure(eng):
+    ex = eng.execute(rt_flows.parent_flow)
+    assert ex.status == Status.ENDED_SUCCESS, ex.error
+    assert ex.output["doubled"] == 42 and ex.output["results"] == [0, 2, 4]
+    assert "child failed on purpose" in ex.output["failure"]
+    children = [e for e in eng.executions() if e.parent == ex.id]
+    assert len(children) == 5
+
+
+def test_an_uncaught_exception_ends_the_execution_with_its_type_and_message(eng):
+    ex = eng.execute(rt_flows.broken)
+    assert ex.status == Status.ENDED_ERROR and ex.error == "LookupError: no such thing"
+    assert len(eng.savepoints(ex.id)) == 1
+
+
+def test_an_unencodable_local_fails_that_call_and_keeps_the_previous_savepoint(eng, tmp_path):
+    ex = eng.execute(rt_flows.unencodable)
+    assert ex.status == Status.ENDED_SUCCESS, ex.error
+    assert ex.output["problem"].startswith("SavepointError: local 'fh' in unencodable")
+    assert "open file" in ex.output["problem"]
+    assert [sp.action for sp in eng.savepoints(ex.id)] == ["connect"]
+
+
+def test_a_flow_api_call_inside_a_sorted_key_callback_is_refused(eng):
+    ex = eng.execute(rt_flows.in_sorted_key)
+    assert ex.output.startswith("SavepointError: cannot take a savepoint in in_sorted_key")
+    assert "C code" in ex.output
+
+
+def test_bad_arguments_are_refused_clearly(tmp_path):
+    with pytest.raises(ValueError, match="savepoint_retention"):
+        Engine(tmp_path / "a", savepoint_retention="some")
+    with pytest.raises(ValueError, match="durability"):
+        Engine(tmp_path / "b", durability="maybe")
+    with Engine(tmp_path / "c", durability="async") as eng:
+        with pytest.raises(ValueError, match="module level"):
+            eng.start(lambda system, this, inputs: None)
+        with pytest.raises(KeyError):
+            eng.get("nope")
+        ex = eng.execute(rt_flows.straight_line)       # no "effect" connector here
+        assert ex.status == Status.ENDED_ERROR and "no connector named 'effect'" in ex.error
+
+
+# --- idle executions, crashes, other processes ---------------------------------------------------
+
+def runner(*args, check=True):
+    proc = subprocess.run([sys.executable, RUNNER, *map(str, args)], capture_output=True,
+                          text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_a_long_sleep_unloads_and_another_process_resumes_it(eng, tmp_path):
+    ex = eng.execute(rt_flows.sleeper, {"seconds": 0.6})
+    assert eng.get(ex.id).status == Status.WAITING
+    eng.run()                                    # not due yet: nothing to do
+    assert eng.get(ex.id).status == Status.WAITING
+    time.sleep(0.7)
+    runner(eng.path, tmp_path / "effects", "run")
+    done = eng.get(ex.id)
+    assert done.status == Status.ENDED_SUCCESS and done.output == ["BEFORE", "AFTER"]
+    assert effects(tmp_path) == ["before", "after"]
+
+
+def uninterrupted(tmp_path, flow, inputs):
+    with Engine(tmp_path / "reference", durability="async") as eng:
+        eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "reference-effects"))
+        ex = eng.execute(getattr(rt_flows, flow), inputs)
+        assert ex.status == Status.ENDED_SUCCESS, ex.error
+        calls = (tmp_path / "reference-effects").read_text().split()
+        return ex.output, calls
+
+
+def crash_at(tmp_path, flow, inputs, k):
+    """Start the flow in a process killed at its k-th effect call; resume in fresh ones."""
+    store, log = tmp_path / f"store-{k}", tmp_path / f"effects-{k}"
+    proc = runner(store, log, "start", flow, json.dumps(inputs), k, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    exec_id = proc.stdout.split()[0]
+    runner(store, log, "run")
+    with Engine(store, durability="async") as eng:
+        done = eng.get(exec_id)
+    assert done.status == Status.ENDED_SUCCESS, done.error
+    return done.output, log.read_text().split()
+
+
+@pytest.mark.parametrize("flow, inputs", [("straight_line", {}), ("constructs", {"n": 3})])
+def test_killed_at_every_flow_api_call_a_new_process_finishes_it_the_same(tmp_path, flow,
+                                                                         inputs):
+    want, calls = uninterrupted(tmp_path, flow, inputs)
+    for k in range(1, len(calls) + 1):
+        assert crash_at(tmp_path, flow, inputs, k) == (want, calls), k
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_killed_at_a_random_call_of_a_random_flow(tmp_path_factory, data):
+    tmp_path = tmp_path_factory.mktemp("random")
+    flow = data.draw(st.sampled_from(["constructs", "straight_line", "sleeper"]))
+    inputs = {"n": data.draw(st.integers(1, 4))} if flow == "constructs" else \
+        {"seconds": 0.05} if flow == "sleeper" else {}
+    want, calls = uninterrupted(tmp_path, flow, inputs)
+    k = data.draw(st.integers(1, len(calls)))
+    assert crash_at(tmp_path, flow, inputs, k) == (want, calls)
+
+
+def test_killed_before_any_savepoint_starts_over(tmp_path):
+    want, calls = uninterrupted(tmp_path, "straight_line", {})
+    assert crash_at(tmp_path, "straight_line", {}, 1) == (want, calls)
+
+
+PINNED_V1 = '''
+def handler(system, this, inputs):
+    x = 1
+    this.sleep(0.3)
+    return ("version 1 code", x)
+'''
+PINNED_V2 = '''
+def handler(system, this, inputs):
+    this.sleep(0.3)
+    return ("version 2 code",)
+'''
+
+
+def test_an_execution_resumes_on_its_pinned_code_after_the_file_changes(tmp_path):
+    module_dir = tmp_path / "mods"
+    module_dir.mkdir()
+    (module_dir / "pinned_flow.py").write_text(PINNED_V1)
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(module_dir)!r})
+from engine import Engine
+with Engine({str(tmp_path / "store")!r}, durability="async", sleep_max_seconds=0.1) as eng:
+    if sys.argv[1] == "start":
+        print(eng.execute("pinned_flow:handler").id)
+    else:
+        time.sleep(0.4)
+        eng.run()
+"""
+    first = subprocess.run([sys.executable, "-c", script, "start"], capture_output=True,
+                           text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    exec_id = first.stdout.split()[0]
+    (module_dir / "pinned_flow.py").write_text(PINNED_V2)      # edited meanwhile
+    second = subprocess.run([sys.executable, "-c", script, "run"], capture_output=True,
+                            text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    with Engine(tmp_path / "store", durability="async") as eng:
+        done = eng.get(exec_id)
+    assert done.status == Status.ENDED_SUCCESS, done.error
+    assert done.output == ("version 1 code", 1)
+
+
+def test_cancel_pause_resume_from_outside(eng):
+    ex = eng.start(rt_flows.straight_line)
+    eng.pause(ex.id)
+    eng.run()
+    assert eng.get(ex.id).status == Status.PAUSED
+    eng.resume(ex.id)
+    eng.run()
+    assert eng.get(ex.id).status == Status.ENDED_SUCCESS
+    other = eng.start(rt_flows.straight_line)
+    eng.cancel(other.id)
+    eng.run()
+    assert eng.get(other.id).status == Status.ENDED_CANCELLED
+
+
+def test_restore_and_fork_from_outside_an_ended_execution(eng, tmp_path):
+    ex = eng.execute(rt_flows.straight_line)
+    first = eng.savepoints(ex.id)[0]
+    forked = eng.fork(ex.id, first.id)
+    assert forked.status == Status.QUEUED and forked.id != ex.id
+    eng.restore(ex.id, first.id)
+    eng.run()
+    assert eng.get(ex.id).status == Status.ENDED_SUCCESS
+    assert eng.get(forked.id).status == Status.ENDED_SUCCESS
+    # the restored and the forked execution each redid only the second call
+    assert effects(tmp_path) == ["a", "b", "b", "b"]
+    with pytest.raises(KeyError):
+        eng.restore(ex.id, "no-such-name", by="name")
