@@ -219,7 +219,9 @@ class Store:
         self._writes = 0
         try:
             self.env.reader_check()     # clear reader slots of dead processes
-            self._write(self._check_format)
+            found = self._read(lambda txn: txn.get(b"format", db=self.db["meta"]))
+            if found is None or bytes(found) != _U64.pack(FORMAT):
+                self._write(self._check_format)
         except BaseException:
             self.close()
             raise

@@ -1,0 +1,134 @@
+"""The whole engine: one Flow-API call with its savepoint, and resuming in a fresh process.
+
+- A Flow-API call (a connector returning a constant) with the codec benchmark's standard
+  10-local state in the handler, at depth 1 and 5, async and sync durability; beside a
+  plain function call and a bare LMDB fsync'ed commit, measured in the same run.
+- Resuming an execution in a fresh process, from opening the engine to the next
+  instruction running, after K = 10, 1,000 and 100,000 savepoints of history (async).
+
+    python benchmarks/bench_engine.py            # table
+    python benchmarks/bench_engine.py --json     # {"call_async_us_depth1": ..., ...}
+
+Targets: async <= 10 us at depth 1 and <= 20 us at depth 5; sync <= 1.2x a bare fsync
+commit; resume <= 1 ms at every K, not growing with K.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from time import perf_counter_ns
+
+import lmdb
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import engine_flows  # noqa: E402
+from engine import Engine, Status  # noqa: E402
+
+RESUME = f"""
+import sys, time
+sys.path.insert(0, {HERE!r})
+import engine_flows
+from engine import Engine
+t0 = time.perf_counter()
+marks = []
+with Engine(sys.argv[1], durability="async") as eng:
+    eng.add_connector("const", lambda: 1)
+    eng.add_connector("mark", lambda: marks.append(time.perf_counter()))
+    eng.run()
+print((marks[0] - t0) * 1000)
+"""
+
+
+def call_cost(tmp, durability, depth, calls):
+    with Engine(os.path.join(tmp, f"calls-{durability}-{depth}"), durability=durability) as eng:
+        eng.add_connector("const", lambda: 1)
+        engine_flows.TIMINGS.clear()
+        ex = eng.execute(engine_flows.timed_calls, {"depth": depth, "calls": calls})
+        assert ex.status == Status.ENDED_SUCCESS, ex.error
+        samples = engine_flows.TIMINGS[calls // 10:]       # past the first pins and warm-up
+        return statistics.median(samples) / 1000
+
+
+def plain_call_us():
+    def plain(x):
+        return x
+    samples = []
+    for i in range(20000):
+        t0 = perf_counter_ns()
+        plain(i)
+        samples.append(perf_counter_ns() - t0)
+    return statistics.median(samples) / 1000
+
+
+def bare_sync_commit_us(tmp, runs=300):
+    env = lmdb.open(os.path.join(tmp, "bare"), map_size=1 << 28, sync=True, metasync=True)
+    value = os.urandom(600)
+    samples = []
+    for i in range(runs):
+        t0 = perf_counter_ns()
+        with env.begin(write=True) as txn:
+            txn.put(i.to_bytes(8, "big"), value)
+        samples.append(perf_counter_ns() - t0)
+    env.close()
+    return statistics.median(samples) / 1000
+
+
+def resume_ms(tmp, k, repeats=5):
+    path = os.path.join(tmp, f"history-{k}")
+    with Engine(path, durability="async", savepoint_retention="all") as eng:
+        eng.add_connector("const", lambda: 1)
+        ex = eng.execute(engine_flows.history, {"k": k})
+        assert eng.get(ex.id).status == Status.WAITING
+        sleep_sp = eng.savepoints(ex.id)[-1].id if k <= 1000 else \
+            f"{ex.id}.{eng._store.get_execution(ex.id)['last_seq']}"
+    times = []
+    for _ in range(repeats):
+        with Engine(path, durability="async") as eng:
+            eng.restore(ex.id, sleep_sp)                  # due now, from the sleep
+        out = subprocess.run([sys.executable, "-c", RESUME, path], capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        times.append(float(out.stdout.split()[-1]))
+    return statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--max-k", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        result = {
+            "call_async_us_depth1": round(call_cost(tmp, "async", 1, 20_000), 2),
+            "call_async_us_depth5": round(call_cost(tmp, "async", 5, 20_000), 2),
+            "call_sync_us_depth1": round(call_cost(tmp, "sync", 1, 300), 1),
+            "bare_sync_commit_us": round(bare_sync_commit_us(tmp), 1),
+            "plain_call_us": round(plain_call_us(), 3),
+            "resume_ms": {str(k): round(resume_ms(tmp, k), 3)
+                          for k in (10, 1000, 100_000) if k <= args.max_k},
+        }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"engine, CPython {sys.version.split()[0]} (medians)")
+    print(f"  Flow-API call, async, depth 1: {result['call_async_us_depth1']:8.2f} us"
+          f"   (target <= 10 us; a plain call: {result['plain_call_us']} us)")
+    print(f"  Flow-API call, async, depth 5: {result['call_async_us_depth5']:8.2f} us"
+          f"   (target <= 20 us)")
+    ratio = result["call_sync_us_depth1"] / result["bare_sync_commit_us"]
+    print(f"  Flow-API call, sync,  depth 1: {result['call_sync_us_depth1']:8.1f} us"
+          f"   = {ratio:.2f}x a bare fsync'ed LMDB commit "
+          f"({result['bare_sync_commit_us']} us; target <= 1.2x)")
+    for k, ms in result["resume_ms"].items():
+        print(f"  resume in a fresh process after {int(k):>7,} savepoints: {ms:6.3f} ms"
+              f"   (target <= 1 ms)")
+
+
+if __name__ == "__main__":
+    main()

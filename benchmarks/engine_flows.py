@@ -1,0 +1,36 @@
+"""Flows for benchmarks/bench_engine.py (a module of its own, so that fresh processes
+can import them)."""
+from time import perf_counter_ns
+
+TIMINGS = []     # outside the flows' locals, so the savepoints do not carry them
+
+
+def timed_calls(system, this, inputs):
+    # the codec benchmark's standard state: 10 locals
+    a, b, c = 7, 1 << 40, -12345
+    ratio = 0.6180339887
+    text = "savepoint " * 20
+    numbers = list(range(100))
+    table = {f"key{i}": i * 3 for i in range(10)}
+    blob = bytes(range(64))
+    rows = [{"id": i, "name": f"row-{i}", "ok": i % 2 == 0} for i in range(5)]
+    nothing = None
+    return deeper(this, inputs["depth"] - 1, inputs["calls"])
+
+
+def deeper(this, depth, calls):
+    if depth:
+        return deeper(this, depth - 1, calls)
+    for _ in range(calls):
+        t0 = perf_counter_ns()
+        this.connect("const")
+        TIMINGS.append(perf_counter_ns() - t0)
+    return len(TIMINGS)
+
+
+def history(system, this, inputs):
+    for i in range(inputs["k"]):
+        this.connect("const")
+    this.sleep(10 ** 9)                  # unloaded: waits for the benchmark to wake it
+    this.connect("mark")                 # the next instruction after the resume
+    return inputs["k"]
