@@ -114,17 +114,18 @@ def _load_flow(name):
     return target
 
 
-_commands = {}      # (code, offset) -> source text
+_commands = {}      # (id(code), offset) -> (code, source text); the code keeps the id
 
 
 def _command(frame):
     """The source text of the call the innermost frame waits on (co_positions)."""
-    key = (frame.code, frame.offset)
-    try:
-        return _commands[key]
-    except KeyError:
-        text = _commands[key] = _command_text(frame.code, frame.offset)
-        return text
+    code = frame.code
+    found = _commands.get((id(code), frame.offset))
+    if found is not None and found[0] is code:
+        return found[1]
+    text = _command_text(code, frame.offset)
+    _commands[(id(code), frame.offset)] = (code, text)
+    return text
 
 
 def _command_text(code, offset):

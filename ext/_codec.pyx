@@ -426,6 +426,7 @@ cdef class Encoder:
     cdef int depth
     cdef bint cell_contents     # a REF to an object being built is allowed here
     cdef dict chunks            # content hash -> bytes of big values cut out, or None
+    cdef object externals_source  # the externals dict self.externals was made from
 
     def __cinit__(self):
         self.buf.data = NULL
@@ -442,7 +443,12 @@ cdef class Encoder:
         cd_ptrmap_free(&self.code_map)
 
     cdef setup(self, externals, Trust trust, dict chunks=None):
-        self.externals = {id(v): k for k, v in externals.items()} if externals else None
+        if not externals:
+            self.externals = None
+            self.externals_source = None
+        elif externals is not self.externals_source:     # the runtime passes one dict
+            self.externals_source = externals
+            self.externals = {id(v): k for k, v in externals.items()}
         self.trust = trust if trust is not None else _NO_TRUST
         self.chunks = chunks
         self.reset()
@@ -1433,10 +1439,10 @@ cdef Encoder _encoder(externals, Trust trust, dict chunks=None):
 
 cdef _done_encoding(Encoder enc):
     global _idle_encoder
+    enc.chunks = None
     enc.keep = None
     enc.codes = None
     enc.code_modules = None
-    enc.externals = None
     _idle_encoder = enc
 
 
