@@ -203,6 +203,9 @@ cdef set _ITER_TYPES = {type(x) for x in (
 # them on the stack).
 cdef tuple _DESCRIPTOR_TYPES = (type(list.append), type(object.__init__),
                                 type(dict.__dict__["fromkeys"]))
+# ... and Cython functions (the Flow-API's methods, found as engine._flowapi.Setting.get),
+# once the module has one to take the type from (below).
+cdef object _CYFUNCTION = None
 # Values big enough (CHUNK_MIN encoded bytes) are stored as chunks of their own when the
 # caller collects chunks: containers and strings, whose bytes repeat unchanged between
 # savepoints of a loop.
@@ -705,7 +708,7 @@ cdef class Encoder:
                 return self.composite(o, M_BUILTIN_METHOD, (owner, o.__name__))
             raise _Unencodable(f"a method of {type(owner).__qualname__} objects",
                                "keep it out of the flow's locals")
-        if t is type or isinstance(o, type) or t in _DESCRIPTOR_TYPES:
+        if t is type or isinstance(o, type) or t in _DESCRIPTOR_TYPES or t is _CYFUNCTION:
             return self.encode_global(o)
         if t is _ModuleType:
             return self.composite(o, M_MODULE, (o.__name__,))
@@ -1907,3 +1910,6 @@ cdef object _read_frame(Decoder dec):
         func = _FunctionType(code, globals_, code.co_name, None, closure)
         _set_code_extra(code, _frame_func_slot, func)
     return new_frame(func, code, offset, locals_, stack, exc)
+
+
+_CYFUNCTION = type(checksum)      # a def function of this module: Cython's function type

@@ -160,3 +160,30 @@ def effect_recorder(log_path, kill_at=None):
             fh.write(tag + "\n")
         return tag.upper()
     return effect
+
+
+def api_tour(system, this, inputs):
+    counter = system.setting("counter")
+    counter.set((counter.get() or 0) + 1)
+    this.set_output("stage", "set")
+    this.sleep_until(__import__("time").time() + 0.01)
+    this.set_timeout(60)
+    this.clear_timeout()
+    if inputs.get("fail"):
+        this.error("failed on request")
+    return this.success({"id": this.id, "inputs": this.inputs, "count": counter.get()})
+
+
+def times_out(system, this, inputs):
+    this.set_timeout(0.05)
+    __import__("time").sleep(0.1)
+    this.connect("effect", tag="too-late")
+    return "finished"
+
+
+def long_runner(system, this, inputs):
+    this.save_dump("start")
+    for i in range(inputs["rounds"]):
+        this.connect("effect", tag=f"round{i}")
+        __import__("time").sleep(0.02)
+    return this.restore_count

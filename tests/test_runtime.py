@@ -316,3 +316,43 @@ def test_restore_and_fork_from_outside_an_ended_execution(eng, tmp_path):
     assert effects(tmp_path) == ["a", "b", "b", "b"]
     with pytest.raises(KeyError):
         eng.restore(ex.id, "no-such-name", by="name")
+
+
+def test_the_rest_of_the_flow_api(eng):
+    ex = eng.execute(rt_flows.api_tour, {"x": 1})
+    assert ex.status == Status.ENDED_SUCCESS, ex.error
+    assert ex.output == {"id": ex.id, "inputs": {"x": 1}, "count": 1}
+    assert ex.outputs == {"stage": "set"}
+    again = eng.execute(rt_flows.api_tour, {"x": 2})
+    assert again.output["count"] == 2                # settings are shared
+    failed = eng.execute(rt_flows.api_tour, {"fail": True})
+    assert failed.status == Status.ENDED_ERROR and "failed on request" in failed.error
+    actions = [sp.action for sp in eng.savepoints(ex.id)]
+    assert actions[:5] == ["setting", "setting.get", "setting.set", "set_output",
+                           "sleep_until"]
+    assert actions[-1] == "success"
+
+
+def test_a_timeout_fails_the_execution(eng, tmp_path):
+    ex = eng.execute(rt_flows.times_out)
+    assert ex.status == Status.ENDED_ERROR and "timeout" in ex.error
+    assert effects(tmp_path) == []
+
+
+def test_restore_from_outside_while_another_process_runs_it(eng, tmp_path):
+    ex = eng.start(rt_flows.long_runner, {"rounds": 15})
+    proc = subprocess.Popen([sys.executable, RUNNER, str(eng.path),
+                             str(tmp_path / "effects"), "run"])
+    try:
+        deadline = time.time() + 30
+        while "round2" not in effects(tmp_path) and time.time() < deadline:
+            time.sleep(0.01)
+        eng.restore(ex.id, "start", by="name")       # it is running in the other process
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    done = eng.get(ex.id)
+    assert done.status == Status.ENDED_SUCCESS, done.error
+    assert done.output == 1 and done.restore_count == 1
+    calls = effects(tmp_path)
+    assert calls.count("round0") == 2 and calls[-1] == "round14"
