@@ -46,13 +46,18 @@ print((marks[0] - t0) * 1000)
 
 
 def call_cost(tmp, durability, depth, calls):
+    """Median microseconds of one Flow-API call, and the bytes its savepoint value takes."""
     with Engine(os.path.join(tmp, f"calls-{durability}-{depth}"), durability=durability) as eng:
         eng.add_connector("const", lambda: 1)
         engine_flows.TIMINGS.clear()
         ex = eng.execute(engine_flows.timed_calls, {"depth": depth, "calls": calls})
         assert ex.status == Status.ENDED_SUCCESS, ex.error
         samples = engine_flows.TIMINGS[calls // 10:]       # past the first pins and warm-up
-        return statistics.median(samples) / 1000
+        with eng._store.env.begin() as txn:
+            cursor = txn.cursor(db=eng._store.db["savepoints"])
+            cursor.last()
+            size = len(cursor.value())
+        return statistics.median(samples) / 1000, size
 
 
 def plain_call_us():
@@ -66,14 +71,18 @@ def plain_call_us():
     return statistics.median(samples) / 1000
 
 
-def bare_sync_commit_us(tmp, runs=300):
-    env = lmdb.open(os.path.join(tmp, "bare"), map_size=1 << 28, sync=True, metasync=True)
-    value = os.urandom(600)
+def bare_sync_commit_us(tmp, size, runs=300):
+    """A bare fsync'ed LMDB put+commit of as many bytes as a savepoint value, into a
+    named database as the store's savepoints are."""
+    env = lmdb.open(os.path.join(tmp, "bare"), map_size=1 << 28, max_dbs=2, sync=True,
+                    metasync=True)
+    db = env.open_db(b"savepoints")
+    value = os.urandom(size)
     samples = []
     for i in range(runs):
         t0 = perf_counter_ns()
         with env.begin(write=True) as txn:
-            txn.put(i.to_bytes(8, "big"), value)
+            txn.put(i.to_bytes(8, "big"), value, db=db)
         samples.append(perf_counter_ns() - t0)
     env.close()
     return statistics.median(samples) / 1000
@@ -104,11 +113,13 @@ def main(argv=None):
     parser.add_argument("--max-k", type=int, default=100_000)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        sync_us, size = call_cost(tmp, "sync", 1, 300)
         result = {
-            "call_async_us_depth1": round(call_cost(tmp, "async", 1, 20_000), 2),
-            "call_async_us_depth5": round(call_cost(tmp, "async", 5, 20_000), 2),
-            "call_sync_us_depth1": round(call_cost(tmp, "sync", 1, 300), 1),
-            "bare_sync_commit_us": round(bare_sync_commit_us(tmp), 1),
+            "call_async_us_depth1": round(call_cost(tmp, "async", 1, 20_000)[0], 2),
+            "call_async_us_depth5": round(call_cost(tmp, "async", 5, 20_000)[0], 2),
+            "call_sync_us_depth1": round(sync_us, 1),
+            "bare_sync_commit_us": round(bare_sync_commit_us(tmp, size), 1),
+            "savepoint_value_bytes": size,
             "plain_call_us": round(plain_call_us(), 3),
             "resume_ms": {str(k): round(resume_ms(tmp, k), 3)
                           for k in (10, 1000, 100_000) if k <= args.max_k},

@@ -178,12 +178,14 @@ def _open_environment(path, map_size, durability):
     if entry is None:
         # "sync" is LMDB's own: data pages are flushed before the meta page that makes
         # them current, so a power cut leaves either transaction, never a torn one.
-        # writemap: commits write into the shared map instead of pwrite()ing each page
-        # (1.3 us instead of 7.5 us for an async commit here); every engine process opens
-        # with it, as LMDB asks (processes with and without it must not mix).
+        # "async" adds writemap: commits write into the shared map instead of pwrite()ing
+        # each page (1.3 us instead of 7.5 us here).  LMDB warns against mixing processes
+        # with and without writemap because msync and fsync may not see each other's
+        # pages; Linux has one page cache for both, so sync and async engines may share
+        # a store there.  (writemap's msync covers the whole map: slower for "sync".)
         sync = durability == "sync"
         env = lmdb.open(path, map_size=map_size, max_dbs=len(_DBS), sync=sync,
-                        metasync=sync, writemap=True, max_readers=1024)
+                        metasync=sync, writemap=not sync, max_readers=1024)
         entry = _ENVIRONMENTS[path] = [env, {n: env.open_db(n.encode()) for n in _DBS}, 0,
                                        durability]
     elif entry[3] != durability:
