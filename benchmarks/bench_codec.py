@@ -13,6 +13,7 @@ Targets: encode and decode each <= 0.7x pickle and <= 1.2x msgpack; size <= pick
 """
 import argparse
 import json
+import os
 import pickle
 import statistics
 import sys
@@ -22,20 +23,16 @@ import msgpack
 
 from engine import _codec, _frames
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_flows import standard_values  # noqa: E402
+
 ROUNDS = 40
 LOOPS = 1000
 root = _frames.Root()
 
 
 def standard_state():
-    a, b, c = 7, 1 << 40, -12345
-    ratio = 0.6180339887
-    text = "savepoint " * 20
-    numbers = list(range(100))
-    table = {f"key{i}": i * 3 for i in range(10)}
-    blob = bytes(range(64))
-    rows = [{"id": i, "name": f"row-{i}", "ok": i % 2 == 0} for i in range(5)]
-    nothing = None
+    a, b, c, ratio, text, numbers, table, blob, rows, nothing = standard_values()
     return _frames.capture(root)
 
 
