@@ -14,6 +14,7 @@ import importlib
 import linecache
 import os
 import sys
+import threading
 import time
 import uuid
 
@@ -455,11 +456,32 @@ class Engine:
         self._connectors = {}
         self._trust = _codec.Trust([sys.modules[__name__], _flowapi.Setting])
         self._owner = Owner.current("engine")
-        self._running = {}
+        self._running = set()            # ids this engine is running now (leases held)
+        self._heartbeat = None
 
     # -- lifecycle --
     def close(self):
+        if self._heartbeat is not None:
+            self._heartbeat.set()
         self._store.close()
+
+    def _keep_leases(self):
+        """A thread that renews the leases of the executions this engine runs, every
+        third of lease_seconds, so a flow computing for longer than a lease between two
+        Flow-API calls keeps it; a process that stops (SIGSTOP, a debugger) stops the
+        thread too, and its leases run out."""
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(self.lease_seconds / 3):
+                for exec_id in list(self._running):
+                    try:
+                        self._store.renew(exec_id, self._owner,
+                                          lease_seconds=self.lease_seconds)
+                    except Exception:          # closed meanwhile: the next beat stops
+                        pass
+        threading.Thread(target=beat, name="engine-leases", daemon=True).start()
+        return stop
 
     def __enter__(self):
         return self
@@ -525,6 +547,9 @@ class Engine:
             self._drive_claimed(exec_id)
 
     def _drive_claimed(self, exec_id):
+        if self._heartbeat is None:
+            self._heartbeat = self._keep_leases()
+        self._running.add(exec_id)
         record = self._store.get_execution(exec_id)
         try:
             if record is None or Status(record["status"]) in ENDED or \
@@ -532,6 +557,7 @@ class Engine:
                 return
             _Context(self, record).drive()
         finally:
+            self._running.discard(exec_id)
             self._store.release(exec_id, self._owner)
 
     def work(self, processes=1):

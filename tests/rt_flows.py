@@ -187,3 +187,12 @@ def long_runner(system, this, inputs):
         this.connect("effect", tag=f"round{i}")
         __import__("time").sleep(0.02)
     return this.restore_count
+
+
+def computes_long(system, this, inputs):
+    this.connect("effect", tag="begin")
+    deadline = __import__("time").time() + inputs["seconds"]
+    while __import__("time").time() < deadline:      # no Flow-API call for a while
+        pass
+    this.connect("effect", tag="end")
+    return "done"

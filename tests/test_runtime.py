@@ -356,3 +356,16 @@ def test_restore_from_outside_while_another_process_runs_it(eng, tmp_path):
     assert done.output == 1 and done.restore_count == 1
     calls = effects(tmp_path)
     assert calls.count("round0") == 2 and calls[-1] == "round14"
+
+
+def test_a_long_computation_keeps_its_lease_and_nobody_else_runs_it(tmp_path):
+    with Engine(tmp_path / "store", durability="async", lease_seconds=0.6) as eng:
+        eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "effects"))
+        ex = eng.start(rt_flows.computes_long, {"seconds": 2.0})
+        worker = threading.Thread(target=eng.run)
+        worker.start()
+        time.sleep(1.2)            # past the first lease: only renewals keep it
+        runner(eng.path, tmp_path / "effects", "run")          # another process tries
+        worker.join()
+        assert eng.get(ex.id).status == Status.ENDED_SUCCESS
+    assert effects(tmp_path) == ["begin", "end"]
