@@ -19,7 +19,7 @@ import time
 import uuid
 
 from engine import _codec, _flowapi, _frames
-from engine.errors import CorruptSavepoint, SavepointError
+from engine.errors import SavepointError
 from engine.store import RETENTIONS, Owner, Store, default_path
 
 RESTORE_LOOP_LIMIT = 100
@@ -159,10 +159,6 @@ class _Success:
 
 class FlowError(Exception):
     """this.error(message): the execution ends ENDED_ERROR with that message."""
-
-
-class _Ended(Exception):
-    pass
 
 
 class _Context:

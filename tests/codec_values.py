@@ -5,11 +5,9 @@ import dataclasses
 import datetime
 import decimal
 import enum
-import fractions
 import math
 import pathlib
 import types
-import uuid
 
 from hypothesis import strategies as st
 

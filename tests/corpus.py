@@ -30,7 +30,7 @@ def chain_{i}(acc):
     acc.append(sp(mark))
     return chain_{j}(acc) + mark
 '''
-for _i in range(1, 51):
+for _i in range(1, 51):   # defines chain_1 .. chain_50 (used below)
     exec(_CHAIN_TEMPLATE.format(i=_i, j=_i - 1))
 
 
@@ -41,17 +41,17 @@ def chain_0(acc):
 
 def flow_chain_1():
     acc = []
-    return chain_1(acc), acc
+    return chain_1(acc), acc  # noqa: F821 (made by exec above)
 
 
 def flow_chain_5():
     acc = []
-    return chain_5(acc), acc
+    return chain_5(acc), acc  # noqa: F821
 
 
 def flow_chain_50():
     acc = []
-    return chain_50(acc), acc
+    return chain_50(acc), acc  # noqa: F821
 
 
 # --- recursion ---------------------------------------------------------------------------

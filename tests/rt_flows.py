@@ -61,7 +61,7 @@ def constructs(system, this, inputs):
 
 
 def looping_dump(system, this, inputs):
-    rounds = this.connect("effect", tag="start")
+    this.connect("effect", tag="start")
     sid = this.save_dump("again")
     if this.restore_count < inputs["loads"]:
         this.load_dump("again")

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import rt_flows
-from engine import Engine, SavepointError, Status
+from engine import Engine, Status
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rt_run.py")
 
