@@ -205,13 +205,22 @@ class _Context:
         meta = {"kind": kind, "name": name, "created_at": time.time(), "line": inner.line,
                 "action": action, "command": _command(inner)}
         self.record["updated_at"] = meta["created_at"]
+        engine._calls += 1
         self.store.commit_savepoint(
             self.record, meta, record, codes, chunks,
             retention=self.record.get("retention") or engine.savepoint_retention)
 
     # -- checks at every call --
     def check(self):
+        engine = self.engine
+        if engine._stopping.is_set():                # the worker is shutting down
+            self._leave_now(("stop",))
         now = time.monotonic()
+        if now > engine._lease_checked.get(self.execution_id, now):
+            # no renewal for a while (this process was stopped?): make sure the lease is
+            # still ours before doing anything more for this execution
+            if not engine._renew(self.execution_id):
+                self._leave_now(("lost",))
         timeout_at = self.record.get("timeout_at")
         if timeout_at is not None and time.time() > timeout_at:
             self._leave_now(("timeout",))
@@ -262,10 +271,14 @@ class _Context:
         self.record["due"] = wake_at
         return unload
 
-    def finish_sleep(self, wake_at):
+    def finish_sleep(self, wake_at, inside_flow=True):
+        """Wait until wake_at; a worker shutting down stops waiting (the savepoint
+        already holds the wake time, so the execution goes on then, elsewhere)."""
         delay = wake_at - time.time()
-        if delay > 0:
-            time.sleep(delay)
+        if delay > 0 and self.engine._stopping.wait(delay):
+            if inside_flow:
+                self._leave_now(("stop",))
+            raise _frames.Unwind(("stop",), [])
         self.record["due"] = None
 
     def start_child(self, flow, inputs, more):
@@ -390,8 +403,7 @@ class _Context:
             except FlowError as e:
                 result, throw = e, True
         if self.record.get("due") is not None and meta["action"] in ("sleep", "sleep_until"):
-            self.finish_sleep(self.record["due"])
-            self.record["due"] = None
+            self.finish_sleep(self.record["due"], inside_flow=False)
         return _frames.resume(self.root, frames, result, throw=throw)
 
     def _finish(self, value):
@@ -411,6 +423,12 @@ class _Context:
             self._end(Status.ENDED_ERROR, error=reason[1])
         elif kind == "signal":
             self.engine._apply_signal(self.execution_id, reason[1], self.record)
+        elif kind == "lost":                         # another worker has it now
+            pass
+        elif kind == "stop":                         # back to the queue, for any worker
+            self.record.update(status=Status.QUEUED.value,
+                               due=self.record.get("due") or time.time())
+            self.store.put_execution(self.record)
 
     def _end(self, status, output=None, error=None):
         record = self.record
@@ -453,7 +471,12 @@ class Engine:
         self._trust = _codec.Trust([sys.modules[__name__], _flowapi.Setting])
         self._owner = Owner.current("engine")
         self._running = set()            # ids this engine is running now (leases held)
+        self._lease_checked = {}         # id -> monotonic time until which the lease is ours
         self._heartbeat = None
+        self._stopping = threading.Event()
+        self._calls = 0                  # Flow-API calls served (for stats)
+        self._executions_run = 0
+        self._busy = 0.0                 # seconds spent running executions
 
     # -- lifecycle --
     def close(self):
@@ -472,12 +495,19 @@ class Engine:
             while not stop.wait(self.lease_seconds / 3):
                 for exec_id in list(self._running):
                     try:
-                        self._store.renew(exec_id, self._owner,
-                                          lease_seconds=self.lease_seconds)
+                        self._renew(exec_id)
                     except Exception:          # closed meanwhile: the next beat stops
                         pass
         threading.Thread(target=beat, name="engine-leases", daemon=True).start()
         return stop
+
+    def _renew(self, exec_id):
+        """Renew our lease on a running execution; False if someone else holds it now.
+        Flow-API calls check again when no renewal happened for half a lease."""
+        ok = self._store.renew(exec_id, self._owner, lease_seconds=self.lease_seconds)
+        if ok:
+            self._lease_checked[exec_id] = time.monotonic() + self.lease_seconds / 2
+        return ok
 
     def __enter__(self):
         return self
@@ -526,7 +556,7 @@ class Engine:
         """Run every runnable execution in this process until none is runnable."""
         if until != "idle":
             raise ValueError("run(until=...) supports 'idle'")
-        while True:
+        while not self._stopping.is_set():
             exec_id = self._store.claim(self._owner, lease_seconds=self.lease_seconds)
             if exec_id is None:
                 return
@@ -546,24 +576,39 @@ class Engine:
         if self._heartbeat is None:
             self._heartbeat = self._keep_leases()
         self._running.add(exec_id)
+        started = time.monotonic()
+        self._lease_checked[exec_id] = started + self.lease_seconds / 2
         record = self._store.get_execution(exec_id)
         try:
             if record is None or Status(record["status"]) in ENDED or \
                     record["status"] == Status.PAUSED.value:
                 return
             _Context(self, record).drive()
+            self._executions_run += 1
         finally:
+            self._busy += time.monotonic() - started
             self._running.discard(exec_id)
+            self._lease_checked.pop(exec_id, None)
             self._store.release(exec_id, self._owner)
 
-    def work(self, processes=1):
-        """Run executions as they become due until interrupted (Ctrl-C stops cleanly)."""
-        try:
-            while True:
-                self.run()
-                time.sleep(0.05)
-        except KeyboardInterrupt:
-            return
+    def work(self, processes=2, *, connectors=None):
+        """Run a pool of worker processes until interrupted: SIGTERM or Ctrl-C stops it
+        cleanly (running executions go back to the queue).  ``connectors``: a module
+        (or its name) whose register(eng) adds connectors in each worker, besides the
+        ones this engine has."""
+        from engine import workers
+        return workers.Pool(self, processes, connectors=connectors).run()
+
+    def stop(self):
+        """Ask this engine's runs to stop: running flows leave at their next Flow-API
+        call, back to the queue."""
+        self._stopping.set()
+
+    def stats(self):
+        """What a scaler watches: per worker its busy fraction and executions and
+        Flow-API calls per second (over its last report), and the queue depth."""
+        from engine import workers
+        return workers.stats(self._store)
 
     def get(self, execution_id):
         record = self._store.get_execution(execution_id)

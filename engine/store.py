@@ -195,6 +195,15 @@ def _open_environment(path, map_size, durability):
     return entry[0], entry[1]
 
 
+def _forget_environments():
+    """In a forked child: the parent's environments are not usable here (LMDB forbids
+    it); forget them without closing, so the child opens its own."""
+    _ENVIRONMENTS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_environments)
+
+
 def _close_environment(path):
     entry = _ENVIRONMENTS.get(path)
     if entry is not None:
@@ -654,6 +663,31 @@ class Store:
     def set_setting(self, name, value):
         sealed = _seal(value)
         self._write(lambda txn: txn.put(name.encode(), sealed, db=self.db["settings"]))
+
+    def settings(self, prefix=""):
+        """{name: value} of the settings whose names start with ``prefix``."""
+        start = prefix.encode()
+
+        def scan(txn):
+            return {bytes(key).decode(): _unseal(raw, f"setting {bytes(key).decode()!r}")
+                    for key, raw in _with_prefix(txn, self.db["settings"], start)}
+        return self._read(scan)
+
+    def delete_setting(self, name):
+        self._write(lambda txn: txn.delete(name.encode(), db=self.db["settings"]))
+
+    def queue_depth(self, now=None):
+        """How many executions are due and waiting for a worker."""
+        limit = _U64.pack(int((time.time() if now is None else now) * 1_000_000))
+
+        def count(txn):
+            n = 0
+            for key in txn.cursor(db=self.db["queue"]).iternext(values=False):
+                if bytes(key[:8]) > limit:
+                    break
+                n += 1
+            return n
+        return self._read(count)
 
     def size(self):
         """Bytes in use by the environment's pages."""

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import urllib.error
 import urllib.request
+from time import time_ns
 
 
 def seed_example(system, this, inputs):
@@ -196,3 +197,30 @@ def computes_long(system, this, inputs):
         pass
     this.connect("effect", tag="end")
     return "done"
+
+
+def chaos_flow(system, this, inputs):
+    total = 0
+    for step in range(inputs["steps"]):
+        total += this.connect("slow", execution=this.id, step=step, value=inputs["seed"])
+    return total
+
+
+def slow_recorder(log_path, seconds=0.02):
+    """The `slow` connector: takes a while, and records (execution, step, pid, start,
+    end) when it is done."""
+    def slow(execution, step, value):
+        start = time_ns()
+        deadline = start + int(seconds * 1e9)
+        while time_ns() < deadline:
+            pass
+        end = time_ns()
+        with open(log_path, "a") as fh:
+            fh.write(f"{execution} {step} {os.getpid()} {start} {end}\n")
+        return value * 10 + step
+    return slow
+
+
+def register_chaos(eng):
+    eng.add_connector("slow", slow_recorder(os.environ["CHAOS_LOG"]))
+    eng.add_connector("effect", effect_recorder(os.environ["CHAOS_LOG"] + ".effects"))

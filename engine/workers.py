@@ -1,0 +1,162 @@
+"""Worker processes: a supervisor keeps N of them running; each claims runnable executions
+from the store, runs them, and saves them back.
+
+Workers are stateless: everything is in the store, so a worker may die (even by SIGKILL)
+at any moment -- the others see its dead pid at their next claim and resume its executions
+from their last savepoints, and the supervisor starts a new worker in its place.  An idle
+worker claims the next due execution, so the least busy one takes it.  SIGTERM or Ctrl-C
+stops the pool cleanly: each worker's running flow leaves at its next Flow-API call, back
+to the queue, and nothing stays claimed.
+"""
+import importlib
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import time
+
+log = logging.getLogger("engine.workers")
+
+REPORT_SECONDS = 1.0
+POLL_SECONDS = 0.02
+
+
+def _load_connectors(eng, connectors):
+    if connectors is None:
+        return
+    module = importlib.import_module(connectors) if isinstance(connectors, str) \
+        else connectors
+    register = getattr(module, "register", None)
+    if register is None:
+        raise ValueError(f"connector module {module.__name__} has no register(eng)")
+    register(eng)
+
+
+def _worker_main(config, connectors, connector_module, trusted, index):
+    """A worker process: its own Engine on the same store, until told to stop."""
+    from engine.runtime import Engine
+    sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
+    logging.basicConfig(level=config["log_level"],
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    eng = Engine(config["path"], durability=config["durability"],
+                 savepoint_retention=config["savepoint_retention"],
+                 sleep_max_seconds=config["sleep_max_seconds"],
+                 lease_seconds=config["lease_seconds"])
+    eng._connectors.update(connectors)
+    _load_connectors(eng, connector_module)
+    eng._trust = trusted
+    signal.signal(signal.SIGTERM, lambda *_: eng.stop())
+    signal.signal(signal.SIGINT, lambda *_: eng.stop())
+    me = f"worker:{os.getpid()}"
+    log.info("worker %d (pid %d) started", index, os.getpid())
+    last = {"t": time.monotonic(), "busy": 0.0, "calls": 0, "runs": 0}
+    try:
+        while not eng._stopping.is_set():
+            eng.run()
+            now = time.monotonic()
+            if now - last["t"] >= REPORT_SECONDS:
+                span = now - last["t"]
+                eng._store.set_setting(me, {
+                    "pid": os.getpid(), "start": eng._owner.start, "boot": eng._owner.boot,
+                    "index": index, "reported": time.time(),
+                    "busy_fraction": min(1.0, (eng._busy - last["busy"]) / span),
+                    "calls_per_s": (eng._calls - last["calls"]) / span,
+                    "executions_per_s": (eng._executions_run - last["runs"]) / span,
+                    "calls": eng._calls, "executions": eng._executions_run})
+                last = {"t": now, "busy": eng._busy, "calls": eng._calls,
+                        "runs": eng._executions_run}
+            eng._stopping.wait(POLL_SECONDS)
+    finally:
+        eng._store.delete_setting(me)
+        eng.close()
+        log.info("worker %d (pid %d) stopped", index, os.getpid())
+
+
+class Pool:
+    """A supervisor and its worker processes."""
+
+    def __init__(self, eng, processes, connectors=None):
+        if processes < 1:
+            raise ValueError("processes must be at least 1")
+        # Workers are fresh interpreters ("spawn"): LMDB environments must not cross a
+        # fork.  Connectors reach them by import path -- module-level functions, or a
+        # module with register(eng) -- never as closures.
+        self.connector_module = connectors if connectors is None or \
+            isinstance(connectors, str) else connectors.__name__
+        self.connectors = dict(eng._connectors)
+        for name, func in self.connectors.items():
+            try:
+                pickle.dumps(func)
+            except Exception:
+                raise ValueError(
+                    f"connector {name!r} ({func!r}) cannot be sent to worker processes; "
+                    f"define it at module level, or register it from a module's "
+                    f"register(eng) named with eng.work(connectors=...)") from None
+        self.processes = processes
+        self.config = {"path": os.path.abspath(eng.path), "durability": eng.durability,
+                       "savepoint_retention": eng.savepoint_retention,
+                       "sleep_max_seconds": eng.sleep_max_seconds,
+                       "lease_seconds": eng.lease_seconds, "sys_path": list(sys.path),
+                       "log_level": logging.getLogger().level or logging.WARNING}
+        self.trusted = eng._trust
+        self.context = multiprocessing.get_context("spawn")
+        self.children = {}
+        self.stopping = False
+
+    def _spawn(self, index):
+        proc = self.context.Process(target=_worker_main, name=f"engine-worker-{index}",
+                                    args=(self.config, self.connectors,
+                                          self.connector_module, self.trusted, index))
+        proc.start()
+        self.children[index] = proc
+        return proc
+
+    def pids(self):
+        return [p.pid for p in self.children.values() if p.is_alive()]
+
+    def run(self):
+        def stop(*_):
+            self.stopping = True
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for index in range(self.processes):
+                self._spawn(index)
+            while not self.stopping:
+                for index, proc in list(self.children.items()):
+                    if not proc.is_alive() and not self.stopping:
+                        log.warning("worker %d (pid %s) died (exit %s); starting another",
+                                    index, proc.pid, proc.exitcode)
+                        self._spawn(index)
+                time.sleep(0.05)
+        finally:
+            for proc in self.children.values():
+                if proc.is_alive():
+                    proc.terminate()                 # SIGTERM: leave at the next call
+            deadline = time.monotonic() + 30
+            for proc in self.children.values():
+                proc.join(max(0.0, deadline - time.monotonic()))
+                if proc.is_alive():                  # stuck outside any Flow-API call
+                    proc.kill()
+                    proc.join()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def stats(store):
+    """Per live worker: busy fraction, Flow-API calls and executions per second (over
+    its last report); and the queue depth."""
+    from engine.store import Owner
+    workers = []
+    for name, report in sorted(store.settings("worker:").items()):
+        if report is None:
+            continue
+        if not Owner(report["pid"], report["start"], report["boot"]).alive():
+            continue
+        workers.append({key: report[key] for key in (
+            "pid", "index", "busy_fraction", "calls_per_s", "executions_per_s", "calls",
+            "executions", "reported")})
+    return {"workers": workers, "queue_depth": store.queue_depth(),
+            "calls_per_s": sum(w["calls_per_s"] for w in workers),
+            "executions_per_s": sum(w["executions_per_s"] for w in workers)}

@@ -1,0 +1,189 @@
+"""Worker pools under load: real `engine worker` processes, SIGKILLed, SIGSTOPped and
+SIGTERMed, sharing one LMDB store."""
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import rt_flows
+from engine import Engine, Status
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def start_pool(path, log, processes, *, durability="async", lease_seconds=30.0):
+    env = dict(os.environ, CHAOS_LOG=str(log), PYTHONPATH=HERE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "worker", "-n", str(processes), "--path", str(path),
+         "--durability", durability, "--lease-seconds", str(lease_seconds),
+         "--flows", "rt_flows", "chaos_connectors"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def workers_of(supervisor):
+    """Live worker pids: children of the supervisor that run the engine."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == supervisor.pid and fields[0] not in ("Z", "X"):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if b"spawn_main" in fh.read():       # not the resource tracker
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def wait_for(predicate, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stop(pool):
+    pool.send_signal(signal.SIGTERM)
+    out, err = pool.communicate(timeout=60)
+    assert pool.returncode == 0, err
+    return err
+
+
+def no_overlaps(log, skip=lambda start, end, pid: False):
+    """No execution ever ran in two processes at once: its calls' intervals, from
+    different pids, never overlap."""
+    calls = collections.defaultdict(list)
+    for line in log.read_text().splitlines():
+        execution, step, pid, start, end = line.split()
+        if not skip(int(start), int(end), int(pid)):
+            calls[execution].append((int(start), int(end), int(pid)))
+    for execution, spans in calls.items():
+        spans.sort()
+        for (s1, e1, p1), (s2, e2, p2) in zip(spans, spans[1:]):
+            assert p1 == p2 or s2 >= e1, f"{execution} ran in {p1} and {p2} at once"
+    return calls
+
+
+def test_chaos_killing_workers_loses_nothing_and_never_runs_one_twice(tmp_path):
+    path, log = tmp_path / "store", tmp_path / "calls"
+    with Engine(path, durability="sync") as eng:
+        ids = [eng.start(rt_flows.chaos_flow, {"steps": 8, "seed": i}).id for i in range(200)]
+    pool = start_pool(path, log, 3, durability="sync", lease_seconds=5)
+    kills = 0
+    try:
+        assert wait_for(lambda: len(workers_of(pool)) == 3, 30)
+        end = time.time() + 30
+        rng = random.Random(7)
+        with Engine(path, durability="sync") as eng:
+            while time.time() < end:
+                time.sleep(rng.uniform(0.5, 1.0))
+                victims = workers_of(pool)
+                if victims:
+                    os.kill(rng.choice(victims), signal.SIGKILL)
+                    kills += 1
+                if all(eng.get(i).status == Status.ENDED_SUCCESS for i in ids[-20:]) and \
+                        all(eng.get(i).status == Status.ENDED_SUCCESS for i in ids):
+                    break
+            assert wait_for(lambda: all(eng.get(i).status == Status.ENDED_SUCCESS
+                                        for i in ids), 120)
+            for n, exec_id in enumerate(ids):
+                done = eng.get(exec_id)
+                assert done.output == sum(n * 10 + step for step in range(8))
+                # sync durability: no committed savepoint was lost -- the seqs run on
+                seqs = [sp.seq for sp in eng.savepoints(exec_id)]
+                assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 8
+    finally:
+        stop(pool)
+    assert kills >= 5
+    calls = no_overlaps(log)
+    assert len(calls) == 200
+
+
+def test_sigterm_stops_the_pool_cleanly_and_nothing_stays_claimed(tmp_path):
+    path, log = tmp_path / "store", tmp_path / "calls"
+    with Engine(path, durability="async") as eng:
+        ids = [eng.start(rt_flows.chaos_flow, {"steps": 30, "seed": i}).id for i in range(6)]
+    pool = start_pool(path, log, 2)
+    assert wait_for(lambda: log.exists() and len(log.read_text().splitlines()) > 10, 60)
+    stop(pool)
+    with Engine(path, durability="async") as eng:
+        statuses = {eng.get(i).status for i in ids}
+        assert Status.RUNNING not in statuses
+        assert all(eng._store.lease(i) is None for i in ids)
+        assert any(eng.get(i).status == Status.QUEUED for i in ids)
+        eng.add_connector("slow", rt_flows.slow_recorder(str(log), 0.0))
+        eng.run()
+        assert {eng.get(i).status for i in ids} == {Status.ENDED_SUCCESS}
+        assert [eng.get(i).output for i in ids] == [
+            sum(n * 10 + s for s in range(30)) for n in range(6)]
+    no_overlaps(log)
+
+
+def test_a_hung_worker_loses_its_execution_when_the_lease_expires(tmp_path):
+    path, log = tmp_path / "store", tmp_path / "calls"
+    with Engine(path, durability="async") as eng:
+        exec_id = eng.start(rt_flows.chaos_flow, {"steps": 60, "seed": 1}).id
+    pool = start_pool(path, log, 2, lease_seconds=1.0)
+    try:
+        assert wait_for(lambda: log.exists() and log.read_text(), 60)
+        with Engine(path, durability="async") as eng:
+            holder = eng._store.lease(exec_id).owner.pid
+            os.kill(holder, signal.SIGSTOP)                 # hung
+            stopped = time.time_ns()
+            assert wait_for(lambda: (eng._store.lease(exec_id) is not None and
+                                     eng._store.lease(exec_id).owner.pid != holder), 30)
+            woken = time.time_ns()
+            os.kill(holder, signal.SIGCONT)                 # it wakes up and must back off
+            assert wait_for(lambda: eng.get(exec_id).status == Status.ENDED_SUCCESS, 60)
+            assert eng.get(exec_id).output == sum(10 + s for s in range(60))
+    finally:
+        stop(pool)
+    spans = [line.split() for line in log.read_text().splitlines()]
+    # after waking up, the hung worker started nothing more for it
+    assert not [s for s in spans if int(s[2]) == holder and int(s[3]) > woken]
+    # the one call it was in the middle of when it hung straddles the hang; every
+    # other call of the execution ran in one process at a time
+    no_overlaps(log, skip=lambda start, end, pid: pid == holder and start < stopped < end)
+
+
+def test_a_running_pool_picks_up_a_restore_from_outside_and_reports_stats(tmp_path):
+    path, log = tmp_path / "store", tmp_path / "calls"
+    with Engine(path, durability="async") as eng:
+        exec_id = eng.start(rt_flows.chaos_flow, {"steps": 3, "seed": 2}).id
+    pool = start_pool(path, log, 2)
+    try:
+        with Engine(path, durability="async") as eng:
+            assert wait_for(lambda: eng.get(exec_id).status == Status.ENDED_SUCCESS, 60)
+            first = eng.savepoints(exec_id)[0]
+            eng.restore(exec_id, first.id)
+            assert wait_for(lambda: eng.get(exec_id).status == Status.ENDED_SUCCESS and
+                            eng.get(exec_id).restore_count == 1, 60)
+            assert eng.get(exec_id).output == sum(20 + s for s in range(3))
+            assert wait_for(lambda: len(eng.stats()["workers"]) == 2, 10)
+            stats = eng.stats()
+            assert stats["queue_depth"] == 0
+            assert {"pid", "busy_fraction", "calls_per_s", "executions_per_s"} <= \
+                set(stats["workers"][0])
+    finally:
+        stop(pool)
+
+
+def test_a_closure_connector_cannot_be_sent_to_workers(tmp_path):
+    with Engine(tmp_path / "s", durability="async") as eng:
+        eng.add_connector("inline", lambda: 1)
+        with pytest.raises(ValueError, match="cannot be sent to worker processes"):
+            eng.work(processes=1)
