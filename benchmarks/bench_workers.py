@@ -1,7 +1,7 @@
 """Worker pools: Flow-API calls per second with 1 and 2 worker processes on one workload
 (async durability), and the scaling between them.
 
-The workload: 300 executions of 40 Flow-API calls each, every call to a connector that
+The workload: 400 executions of 60 Flow-API calls each, every call to a connector that
 does 50 us of CPU work (BENCH_WORK_US) -- the engine's part of a call is ~9 us, and the
 LMDB write lock it takes is shared by all processes.  Rates are measured from the first
 to the last savepoint, so worker start-up is left out.
@@ -26,7 +26,7 @@ sys.path.insert(0, HERE)
 import worker_flows  # noqa: E402
 from engine import Engine, Status  # noqa: E402
 
-EXECUTIONS, CALLS = 300, 40
+EXECUTIONS, CALLS = 400, 60
 
 
 def measure(tmp, processes):
