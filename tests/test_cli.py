@@ -1,0 +1,102 @@
+"""The `engine` command, driven in subprocesses against a real store."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture
+def cli(tmp_path):
+    env = dict(os.environ, ENGINE_PATH=str(tmp_path / "store"), PYTHONPATH=HERE,
+               ENGINE_DURABILITY="async")
+
+    def run(*args, expect=0):
+        proc = subprocess.run([sys.executable, "-m", "engine", *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=120, cwd=HERE)
+        assert proc.returncode == expect, (proc.stdout, proc.stderr)
+        return proc
+    return run
+
+
+def test_run_list_show_savepoints_inspect(cli):
+    out = cli("run", "cli_flows:greet", "--input", "name=ann", "--input", "count=3").stdout
+    assert "ENDED_SUCCESS" in out and "hello ann 2" in out
+    failed = cli("run", "cli_flows.py:greet", "--inputs", '{"fail": true}', expect=1).stdout
+    assert "ENDED_ERROR" in failed and "asked to fail for world" in failed
+
+    rows = json.loads(cli("ls", "--json").stdout)
+    assert [r["status"] for r in rows] == ["ENDED_ERROR", "ENDED_SUCCESS"]   # newest first
+    assert len(json.loads(cli("ls", "--json", "--status", "ended_success").stdout)) == 1
+    table = cli("ls").stdout
+    assert all(len(line) <= 100 for line in table.splitlines())
+    ok = [r for r in rows if r["status"] == "ENDED_SUCCESS"][0]
+
+    shown = json.loads(cli("show", ok["id"][:6], "--json").stdout)
+    assert shown["inputs"] == {"name": "ann", "count": 3}
+    assert shown["output"] == "hello ann 0 / hello ann 1 / hello ann 2"
+    assert "restore_count" in cli("show", ok["id"]).stdout
+
+    savepoints = json.loads(cli("savepoints", ok["id"], "--json").stdout)
+    assert [s["action"] for s in savepoints] == ["log", "log", "log", "save_dump"]
+    assert savepoints[-1]["name"] == "after-loop" and savepoints[-1]["kind"] == "explicit"
+    assert savepoints[0]["command"] == 'this.log("step", i)'
+    assert "save_dump" in cli("savepoints", ok["id"]).stdout
+
+    frames = json.loads(cli("inspect", ok["id"], "after-loop", "--json").stdout)
+    assert [f["function"] for f in frames] == ["greet"]
+    held = {l["name"]: (l["type"], l["value"]) for l in frames[0]["locals"]}
+    assert held["words"] == ("list", "['hello ann 0', 'hello ann 1', 'hello ann 2']")
+    assert held["i"] == ("int", "2") and held["this"][1] == "<this>"
+    human = cli("inspect", ok["id"], "2").stdout
+    assert "frame 0: greet" in human
+    assert any(line.split() == ["i", "int", "1"] for line in human.splitlines())
+
+
+def test_restore_fork_delete(cli):
+    cli("run", "cli_flows:greet", "--inputs", '{"fail": true}', expect=1)
+    exec_id = json.loads(cli("ls", "--json").stdout)[0]["id"]
+    out = cli("restore", exec_id, "after-loop", "--by", "name", "--run").stdout
+    assert "ENDED_SUCCESS" in out
+    assert json.loads(cli("show", exec_id, "--json").stdout)["restore_count"] == 1
+    forked = cli("fork", exec_id, "1", "--run").stdout.split()[0]
+    assert forked != exec_id
+    assert len(json.loads(cli("ls", "--json").stdout)) == 2
+    fork = json.loads(cli("show", forked, "--json").stdout)
+    # a new execution (restore_count 0) that went on from savepoint 1 to the same failure
+    assert fork["status"] == "ENDED_ERROR" and "asked to fail" in fork["error"]
+    assert len(json.loads(cli("savepoints", forked, "--json").stdout)) >= 3
+    cli("delete", exec_id)
+    assert len(json.loads(cli("ls", "--json").stdout)) == 1
+    err = cli("savepoints", exec_id, expect=2).stderr
+    assert err.startswith("engine: no execution")
+
+
+def test_errors_are_one_line_and_a_nonzero_exit(cli, tmp_path):
+    cli("run", "cli_flows:greet")
+    cli("run", "cli_flows:greet")
+    err = cli("show", "nope", expect=2).stderr
+    assert err == "engine: no execution 'nope'\n"
+    ids = [r["id"] for r in json.loads(cli("ls", "--json").stdout)]
+    common = os.path.commonprefix(ids)
+    err = cli("show", common, expect=2).stderr
+    assert "ambiguous" in err and len(err.splitlines()) == 1
+    err = cli("restore", ids[0], "no-such-name", "--by", "name", expect=2).stderr
+    assert "has no savepoint named 'no-such-name'" in err and len(err.splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    err = cli("ls", "--path", tmp_path / "empty", expect=2).stderr
+    assert "is not an engine store" in err and len(err.splitlines()) == 1
+    err = cli("run", "cli_flows:nothing", expect=2).stderr
+    assert "has no function 'nothing'" in err
+
+
+def test_config_shows_values_and_their_sources(cli):
+    data = json.loads(cli("config", "--json", "--lease-seconds", "5").stdout)
+    assert data["lease_seconds"] == {"value": 5.0, "source": "--lease-seconds"}
+    assert data["durability"] == {"value": "async", "source": "$ENGINE_DURABILITY"}
+    assert data["sleep_max_seconds"] == {"value": 60.0, "source": "default"}
+    assert data["path"]["source"] == "$ENGINE_PATH"
+    assert "source" in cli("config").stdout
