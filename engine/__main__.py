@@ -200,7 +200,15 @@ def cmd_ls(args):
 def cmd_show(args):
     with open_engine(args) as eng:
         data = execution_dict(find_execution(eng, args.id))
-    emit(args, data, lambda d: "\n".join(f"{k + ':':<15}{_text(v)}" for k, v in d.items()))
+    def human(d):
+        lines = []
+        for key, value in d.items():
+            text = _text(value).replace("\n", " ")
+            if len(text) > WIDTH - 15:                # fit the terminal; --json has all
+                text = text[:WIDTH - 16] + "~"
+            lines.append(f"{key + ':':<15}{text}")
+        return "\n".join(lines)
+    emit(args, data, human)
     return 0
 
 

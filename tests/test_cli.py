@@ -100,3 +100,17 @@ def test_config_shows_values_and_their_sources(cli):
     assert data["sleep_max_seconds"] == {"value": 60.0, "source": "default"}
     assert data["path"]["source"] == "$ENGINE_PATH"
     assert "source" in cli("config").stdout
+
+
+def test_cancel_pause_resume_and_stats(cli):
+    cli("run", "cli_flows:greet")
+    exec_id = json.loads(cli("ls", "--json").stdout)[0]["id"]
+    long_output = cli("show", exec_id).stdout
+    assert all(len(line) <= 100 for line in long_output.splitlines())
+    forked = cli("fork", exec_id, "1").stdout.split()[0]          # QUEUED, not run
+    assert "PAUSED" in cli("pause", forked).stdout
+    assert "QUEUED" in cli("resume", forked).stdout
+    assert "ENDED_CANCELLED" in cli("cancel", forked).stdout
+    stats = json.loads(cli("stats", "--json").stdout)
+    assert stats["workers"] == [] and stats["queue_depth"] == 0
+    assert "queue depth: 0" in cli("stats").stdout
