@@ -186,8 +186,9 @@ def _open_environment(path, map_size, durability):
         sync = durability == "sync"
         env = lmdb.open(path, map_size=map_size, max_dbs=len(_DBS), sync=sync,
                         metasync=sync, writemap=not sync, max_readers=1024)
-        entry = _ENVIRONMENTS[path] = [env, {n: env.open_db(n.encode()) for n in _DBS}, 0,
-                                       durability]
+        with env.begin(write=True) as txn:    # one transaction for all of them
+            dbs = {n: env.open_db(n.encode(), txn=txn) for n in _DBS}
+        entry = _ENVIRONMENTS[path] = [env, dbs, 0, durability]
     elif entry[3] != durability:
         raise ValueError(f"{path} is already open in this process with durability "
                          f"{entry[3]!r}; close that first to use {durability!r}")
