@@ -245,12 +245,10 @@ def cmd_inspect(args):
         sp = find_savepoint(eng, ex, args.savepoint)
         store = eng._store
         meta, record = store.savepoint(ex.id, sp.seq)
-        trust = eng._trust.copy()
-        for module, _, _ in _codec.read_header(record):
-            trust.add(module)
         try:
             frames, result = _codec.decode_savepoint(
-                record, store.codes_for(record), trust=trust, chunks=store.chunk,
+                record, store.codes_for(record), trust=eng._trust_for_record(record),
+                chunks=store.chunk,
                 externals={"this": FlowAPI("this"), "system": FlowAPI("system")})
         except Exception as e:
             raise CommandError(f"cannot read savepoint {sp.id}: {e}") from None
