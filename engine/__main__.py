@@ -138,6 +138,17 @@ def find_execution(eng, prefix):
     return next((ex for ex in matches if ex.id == prefix), matches[0])
 
 
+def import_file_or_module(target):
+    """(module name, module) for a dotted module name or a path to a .py file."""
+    if target.endswith(".py") or os.sep in target:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+        target = os.path.splitext(os.path.basename(target))[0]
+    try:
+        return target, importlib.import_module(target)
+    except ImportError as e:
+        raise CommandError(f"cannot import {target}: {e}") from None
+
+
 def find_savepoint(eng, ex, spec, by=None):
     """A savepoint of ``ex`` by seq number, full id or name."""
     savepoints = eng.savepoints(ex.id)
@@ -156,13 +167,7 @@ def cmd_run(args):
         raise CommandError(f"flow {args.flow!r} must be FILE_OR_MODULE:FUNCTION")
     target, _, function = args.flow.rpartition(":")
     sys.path.insert(0, os.getcwd())             # a module here, as with python -m
-    if target.endswith(".py") or os.sep in target:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
-        target = os.path.splitext(os.path.basename(target))[0]
-    try:
-        module = importlib.import_module(target)
-    except ImportError as e:
-        raise CommandError(f"cannot import {target}: {e}") from None
+    target, module = import_file_or_module(target)
     if not callable(getattr(module, function, None)):
         raise CommandError(f"{target} has no function {function!r}")
     inputs = json.loads(args.inputs) if args.inputs else {}
@@ -305,15 +310,7 @@ def _steer(args, action):
 def cmd_worker(args):
     names = []
     for spec in args.flows:
-        if spec.endswith(".py") or os.sep in spec:
-            path = os.path.abspath(spec)
-            sys.path.insert(0, os.path.dirname(path))
-            spec = os.path.splitext(os.path.basename(path))[0]
-        try:
-            importlib.import_module(spec)        # fail here, clearly, not in the workers
-        except ImportError as e:
-            raise CommandError(f"cannot import {spec}: {e}") from None
-        names.append(spec)
+        names.append(import_file_or_module(spec)[0])   # fail here, clearly, not in workers
     registering = [n for n in names if hasattr(sys.modules[n], "register")]
     if len(registering) > 1:
         raise CommandError("more than one --flows module has register(eng)")
