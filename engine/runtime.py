@@ -215,23 +215,24 @@ class _Context:
     def check(self):
         engine = self.engine
         if engine._stopping.is_set():                # the worker is shutting down
-            self._leave_now(("stop",))
+            self.leave(("stop",))
         now = time.monotonic()
         if now > engine._lease_checked.get(self.execution_id, now):
             # no renewal for a while (this process was stopped?): make sure the lease is
             # still ours before doing anything more for this execution
             if not engine._renew(self.execution_id):
-                self._leave_now(("lost",))
+                self.leave(("lost",))
         timeout_at = self.record.get("timeout_at")
         if timeout_at is not None and time.time() > timeout_at:
-            self._leave_now(("timeout",))
+            self.leave(("timeout",))
         if now - self.last_signal_check > SIGNAL_CHECK_SECONDS:
             self.last_signal_check = now
             signal = self.store.get_setting(f"signal:{self.execution_id}")
             if signal is not None:
-                self._leave_now(("signal", signal))
+                self.leave(("signal", signal))
 
-    def _leave_now(self, reason):
+    def leave(self, reason):
+        """Leave the flow now, running none of its finally/except/with handlers."""
         keep = _frames.strip_handlers(self.root)
         raise _frames.Unwind(reason, keep)
 
@@ -278,7 +279,7 @@ class _Context:
         delay = wake_at - time.time()
         if delay > 0 and self.engine._stopping.wait(delay):
             if inside_flow:
-                self._leave_now(("stop",))
+                self.leave(("stop",))
             raise _frames.Unwind(("stop",), [])
         self.record["due"] = None
 

@@ -10,11 +10,6 @@ first strips the flow's handlers, so no `finally` runs on the way out.
 """
 from engine._frames cimport Root, capture
 
-from engine import _frames
-
-cdef object _strip_handlers = _frames.strip_handlers
-cdef object _Unwind = _frames.Unwind
-
 
 cdef class This:
     """The running execution, as its flow sees it."""
@@ -41,8 +36,7 @@ cdef class This:
         self._ctx.savepoint(capture(self._root, self), action, result, kind, name)
 
     cdef _leave(self, reason):
-        keep = _strip_handlers(self._root)
-        raise _Unwind(reason, keep)
+        self._ctx.leave(reason)
 
     def connect(self, name, **kwargs):
         self._ctx.check()
