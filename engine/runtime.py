@@ -21,7 +21,7 @@ import uuid
 
 from engine import _codec, _flowapi, _frames
 from engine.errors import SavepointError
-from engine.store import RETENTIONS, Owner, Store, default_path
+from engine.store import RETENTIONS, Owner, Store, default_path, retention_error
 
 RESTORE_LOOP_LIMIT = 100
 SIGNAL_CHECK_SECONDS = 0.05
@@ -457,8 +457,7 @@ class Engine:
     def __init__(self, path=None, *, durability="sync", savepoint_retention="all",
                  sleep_max_seconds=None, lease_seconds=30.0):
         if savepoint_retention not in RETENTIONS:
-            raise ValueError(f"savepoint_retention must be one of {RETENTIONS}, "
-                             f"not {savepoint_retention!r}")
+            raise retention_error(savepoint_retention)
         if sleep_max_seconds is None:
             sleep_max_seconds = float(os.environ.get("ENGINE_SLEEP_MAX_SECONDS", 60.0))
         if sleep_max_seconds < 0 or lease_seconds <= 0:
@@ -545,8 +544,7 @@ class Engine:
     def start(self, flow, inputs=None, *, name=None, savepoint_retention=None, parent=None):
         """A new QUEUED execution of ``flow``."""
         if savepoint_retention is not None and savepoint_retention not in RETENTIONS:
-            raise ValueError(f"savepoint_retention must be one of {RETENTIONS}, "
-                             f"not {savepoint_retention!r}")
+            raise retention_error(savepoint_retention)
         now = time.time()
         record = {"id": uuid.uuid4().hex, "flow": _flow_name(flow),
                   "status": Status.QUEUED.value, "inputs": inputs, "output": None,

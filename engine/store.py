@@ -55,6 +55,11 @@ _DBS = ("executions", "savepoints", "names", "code", "code_users", "exec_codes",
         "chunk_refs", "queue", "due", "leases", "settings", "meta")
 
 
+def retention_error(value):
+    """The ValueError for a savepoint_retention that is not one of RETENTIONS."""
+    return ValueError(f"savepoint_retention must be one of {RETENTIONS}, not {value!r}")
+
+
 def default_path():
     """$ENGINE_PATH, else ./.engine."""
     return os.environ.get("ENGINE_PATH") or DEFAULT_PATH
@@ -357,8 +362,7 @@ class Store:
         ({hash: bytes}) the big values cut out of it.  With retention "last", the
         execution's previous implicit savepoint goes.  Returns the savepoint's seq."""
         if retention not in RETENTIONS:
-            raise ValueError(f"savepoint_retention must be one of {RETENTIONS}, "
-                             f"not {retention!r}")
+            raise retention_error(retention)
         try:
             seq = _commit.try_commit(self.env, self._savepoints, self._pinned_ids,
                                      execution, meta, record, codes, chunks, retention)
