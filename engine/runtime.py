@@ -446,10 +446,6 @@ class _Context:
         if parent:
             self.engine._wake_parent(parent)
 
-    @staticmethod
-    def _describe(e):
-        return f"{type(e).__name__}: {e}"
-
 
 class Engine:
     """Durable executions of plain Python functions, kept in one LMDB store."""
