@@ -16,7 +16,7 @@ extensions = [
         include_dirs=["ext"],
         depends=["ext/codec.h"],
     ),
-    Extension("engine._commit", ["ext/_commit.pyx"]),
+    Extension("engine._commit", ["ext/_commit.pyx"], depends=["ext/engine/_codec.pxd"]),
     Extension("engine._flowapi", ["ext/_flowapi.pyx"], include_dirs=["ext"]),
 ]
 

@@ -1532,7 +1532,8 @@ STATE_FIELDS = ("version", "last_seq", "status", "updated_at", "due", "restore_c
                 "error", "last_implicit", "last_implicit_chunks")
 
 
-def seal_savepoint(dict execution, dict meta, bytes record, list chunks, int64_t version):
+cpdef tuple seal_savepoint(dict execution, dict meta, bytes record, list chunks,
+                           int64_t version):
     """Seal [meta, record, state] for the savepoint after the execution's last one.
     Returns (sealed bytes, seq, state list in STATE_FIELDS order).  Written in Cython
     because it runs at every Flow-API call (benchmarks/bench_store.py)."""
@@ -1549,7 +1550,7 @@ def seal_savepoint(dict execution, dict meta, bytes record, list chunks, int64_t
     return sealed, seq, state
 
 
-def apply_state(dict execution, list state):
+cpdef apply_state(dict execution, list state):
     """Write a savepoint's state (STATE_FIELDS order) into the execution dict."""
     cdef Py_ssize_t i
     for i in range(len(STATE_FIELDS)):

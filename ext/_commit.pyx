@@ -5,14 +5,14 @@ engine.store.Store.commit_savepoint runs at every Flow-API call.  In the common 
 its code already pinned, no chunks, no name, no older savepoint to drop, the due time
 unchanged -- a savepoint is one LMDB put, and the Python around that put cost more than
 the put itself (benchmarks/bench_store.py).  This is that path, compiled; everything
-else stays in engine/store.py.  The value it writes is the one _codec.seal_savepoint
-lays out: [meta, record, state] in _codec.META_FIELDS / STATE_FIELDS order.
+else stays in engine/store.py.  It seals the savepoint and updates the execution with
+the same _codec.seal_savepoint / apply_state as that slow path, called at C level.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
-from engine import _codec
+from engine._codec cimport apply_state, seal_savepoint
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -22,8 +22,6 @@ cdef extern from "<time.h>" nogil:
     int clock_gettime(int, timespec *)
     int CLOCK_REALTIME
 
-cdef object _seal = _codec.seal
-cdef tuple _STATE_FIELDS = _codec.STATE_FIELDS
 
 
 cdef int64_t _now_ns():
@@ -32,12 +30,16 @@ cdef int64_t _now_ns():
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-def version_after(dict execution):
-    """A version stamp for the execution's next state: nanoseconds since the epoch,
-    never below its last stamp + 1."""
+cdef int64_t _version_after(dict execution) except? -1:
     cdef int64_t last = execution.get("version", 0) or 0
     cdef int64_t now = _now_ns()
     return now if now > last else last + 1
+
+
+def version_after(dict execution):
+    """A version stamp for the execution's next state: nanoseconds since the epoch,
+    never below its last stamp + 1."""
+    return _version_after(execution)
 
 
 def try_commit(env, db, dict known, dict execution, dict meta, bytes record, codes, chunks,
@@ -47,9 +49,8 @@ def try_commit(env, db, dict known, dict execution, dict meta, bytes record, cod
     cdef str exec_id = execution["id"]
     if chunks or meta.get("name") is not None:
         return None
-    kind = meta.get("kind")
-    implicit = kind == "implicit"
-    if implicit and retention == "last" and execution.get("last_implicit"):
+    if meta.get("kind") == "implicit" and retention == "last" and \
+            execution.get("last_implicit"):
         return None
     due = execution.get("due")
     if "_due_written" not in execution or execution["_due_written"] != due:
@@ -60,19 +61,7 @@ def try_commit(env, db, dict known, dict execution, dict meta, bytes record, cod
     for code in codes:
         if id(code) not in ids:
             return None
-    cdef int64_t seq = execution.get("last_seq", 0) + 1
-    cdef int64_t last = execution.get("version", 0) or 0
-    cdef int64_t version = _now_ns()
-    if version <= last:
-        version = last + 1
-    cdef list chunk_list = []
-    cdef list state = [version, seq, execution.get("status"), execution.get("updated_at"),
-                       due, execution.get("restore_count"), execution.get("error"),
-                       seq if implicit else execution.get("last_implicit"),
-                       chunk_list if implicit else execution.get("last_implicit_chunks")]
-    sealed = _seal([[seq, kind, None, meta.get("created_at"), meta.get("line"),
-                     meta.get("action"), meta.get("command"), len(record), chunk_list],
-                    record, state])
+    sealed, seq, state = seal_savepoint(execution, meta, record, [], _version_after(execution))
     prefix = exec_id.encode()
     cdef Py_ssize_t n = len(prefix)
     key = PyBytes_FromStringAndSize(NULL, n + 9)
@@ -80,8 +69,9 @@ def try_commit(env, db, dict known, dict execution, dict meta, bytes record, cod
     memcpy(k, PyBytes_AS_STRING(prefix), n)
     k[n] = 0
     cdef int i
+    cdef uint64_t useq = seq
     for i in range(8):
-        k[n + 1 + i] = <char>(<unsigned char>((<uint64_t>seq >> (8 * (7 - i))) & 0xFF))
+        k[n + 1 + i] = <char>(<unsigned char>((useq >> (8 * (7 - i))) & 0xFF))
     txn = env.begin(write=True)
     try:
         txn.put(key, sealed, db=db)
@@ -89,6 +79,5 @@ def try_commit(env, db, dict known, dict execution, dict meta, bytes record, cod
         txn.abort()
         raise
     txn.commit()
-    for i in range(len(_STATE_FIELDS)):
-        execution[_STATE_FIELDS[i]] = state[i]
+    apply_state(execution, state)
     return seq
