@@ -609,10 +609,14 @@ class Engine:
         return workers.stats(self._store)
 
     def get(self, execution_id):
+        return Execution._from(self._record(execution_id))
+
+    def _record(self, execution_id):
+        """The execution's stored record; KeyError if there is none."""
         record = self._store.get_execution(execution_id)
         if record is None:
             raise KeyError(f"no execution {execution_id!r}")
-        return Execution._from(record)
+        return record
 
     def executions(self, status=None):
         wanted = None if status is None else Status(status)
@@ -620,7 +624,7 @@ class Engine:
                 if wanted is None or r["status"] == wanted.value]
 
     def savepoints(self, execution_id):
-        self.get(execution_id)
+        self._record(execution_id)                   # KeyError if there is none
         return [Savepoint(id=_savepoint_id(execution_id, m["seq"]),
                           execution_id=execution_id, seq=m["seq"], kind=m["kind"],
                           name=m["name"], created_at=_utc(m["created_at"]), line=m["line"],
@@ -689,9 +693,7 @@ class Engine:
             raise KeyError(f"no execution {execution_id!r}")
 
     def _request(self, execution_id, kind):
-        record = self._store.get_execution(execution_id)
-        if record is None:
-            raise KeyError(f"no execution {execution_id!r}")
+        record = self._record(execution_id)
         lease = self._store.lease(execution_id)
         if lease is not None and lease.held(time.time()):
             self._store.set_setting(f"signal:{execution_id}", [kind])
@@ -706,9 +708,7 @@ class Engine:
         return self._request(execution_id, "pause")
 
     def resume(self, execution_id):
-        record = self._store.get_execution(execution_id)
-        if record is None:
-            raise KeyError(f"no execution {execution_id!r}")
+        record = self._record(execution_id)
         if record["status"] == Status.PAUSED.value:
             record.update(status=Status.QUEUED.value, due=time.time())
             self._store.put_execution(record)
