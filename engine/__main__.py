@@ -314,8 +314,8 @@ def cmd_worker(args):
     registering = [n for n in names if hasattr(sys.modules[n], "register")]
     if len(registering) > 1:
         raise CommandError("more than one --flows module has register(eng)")
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from engine.workers import LOG_FORMAT
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     with open_engine(args, must_exist=False) as eng:
         eng.work(processes=args.processes,
                  connectors=registering[0] if registering else None)

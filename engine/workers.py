@@ -20,6 +20,7 @@ import time
 log = logging.getLogger("engine.workers")
 
 REPORT_SECONDS = 1.0
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"   # workers and their CLI
 POLL_SECONDS = 0.02
 
 
@@ -38,8 +39,7 @@ def _worker_main(config, connectors, connector_module, trusted, index):
     """A worker process: its own Engine on the same store, until told to stop."""
     from engine.runtime import Engine
     sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
-    logging.basicConfig(level=config["log_level"],
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=config["log_level"], format=LOG_FORMAT)
     eng = Engine(config["path"], durability=config["durability"],
                  savepoint_retention=config["savepoint_retention"],
                  sleep_max_seconds=config["sleep_max_seconds"],
