@@ -47,10 +47,8 @@ DEFAULT_PATH = ".engine"
 DURABILITIES = ("sync", "async")
 RETENTIONS = ("all", "last")
 _U64 = struct.Struct(">Q")
-# What a savepoint stores about itself, and about its execution's state (the codec
-# lays the savepoint value out).
+# What a savepoint stores about itself (the codec lays the savepoint value out).
 META_FIELDS = _codec.META_FIELDS
-STATE_FIELDS = _codec.STATE_FIELDS
 _DBS = ("executions", "savepoints", "names", "code", "code_users", "exec_codes", "chunks",
         "chunk_refs", "queue", "due", "leases", "settings", "meta")
 
@@ -97,10 +95,6 @@ def _sp_key(exec_id, seq):
 
 def _name_key(exec_id, name):
     return exec_id.encode() + b"\0" + name.encode()
-
-
-def _queue_key(due, exec_id):
-    return _U64.pack(max(0, int(due * 1_000_000))) + exec_id.encode()
 
 
 # --- process identity ---------------------------------------------------------------------
@@ -298,7 +292,7 @@ class Store:
             if head is None:
                 head = {"id": exec_id}
             if state[0] > head.get("version", 0):
-                head.update(zip(STATE_FIELDS, state))
+                _codec.apply_state(head, state)
         return head
 
     def _latest_savepoint(self, txn, exec_id):
