@@ -1,7 +1,16 @@
-"""The exceptions savepoint-engine raises to its users."""
+"""Every exception savepoint-engine raises to its users, under one base: EngineError.
+
+Where a Python built-in already names the kind of mistake, the engine's exception is also
+that built-in (ExecutionNotFound is a KeyError, InvalidTransition a ValueError), so
+``except KeyError`` and ``except engine.EngineError`` both work.
+"""
 
 
-class SavepointError(Exception):
+class EngineError(Exception):
+    """The base of every exception the engine raises."""
+
+
+class SavepointError(EngineError):
     """A savepoint cannot be taken (or restored) here.
 
     The message names the function, file and line, and says why: C code between flow
@@ -12,3 +21,39 @@ class SavepointError(Exception):
 
 class CorruptSavepoint(SavepointError):
     """A stored savepoint record is damaged, truncated or tampered with, and was refused."""
+
+
+class FlowError(EngineError):
+    """this.error(message), or a child execution that failed: the execution ends
+    ENDED_ERROR with that message."""
+
+
+class FlowNotFound(EngineError, ImportError):
+    """The flow's module cannot be imported in this process (or lacks the function).
+    Nothing is damaged: the execution stays QUEUED, with this error shown, until a
+    process that can import it runs it."""
+
+
+class ExecutionNotFound(EngineError, KeyError):
+    """No execution has this id (or unique id prefix), or the prefix is ambiguous."""
+
+    def __str__(self):              # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class SavepointNotFound(EngineError, KeyError):
+    """The execution has no savepoint by that id, seq or name."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidTransition(EngineError, ValueError):
+    """cancel/pause/resume of an execution in a state that operation does not apply to
+    (cancel of an ended execution, resume of one that is not PAUSED, ...); nothing was
+    changed."""
+
+
+class WorkerStartError(EngineError):
+    """A worker process could not start (its --flows module failed, ...), again and
+    again: the pool gave up."""

@@ -7,11 +7,16 @@ frames with the call's result, committed with the execution's new state.  The dr
 leaves the flow -- a return, an exception, an Unwind for load_dump or an idle wait --
 into the execution's next state.
 """
+import ast
+import ctypes
 import dataclasses
 import datetime
 import enum
 import importlib
+import importlib.util
+import inspect
 import linecache
+import logging
 import _thread
 import os
 import sys
@@ -19,12 +24,16 @@ import threading
 import time
 import uuid
 
-from engine import _codec, _flowapi, _frames
-from engine.errors import SavepointError
-from engine.store import RETENTIONS, Owner, Store, default_path, retention_error
+from engine import _codec, _flowapi, _frames, config
+from engine.errors import (EngineError, ExecutionNotFound, FlowError, FlowNotFound,
+                           InvalidTransition, SavepointError, SavepointNotFound)
+from engine.store import Owner, Store, retention_error
+
+log = logging.getLogger("engine")
 
 RESTORE_LOOP_LIMIT = 100
-SIGNAL_CHECK_SECONDS = 0.05
+WATCH_SECONDS = 0.05            # how often the watchdog looks for timeouts and requests
+FLOW_IMPORT_RETRY_SECONDS = 5.0  # a flow module that cannot be imported: try again then
 
 
 class Status(str, enum.Enum):
@@ -61,7 +70,7 @@ class Execution:
     name: str = None
     restore_count: int = 0
     parent: str = None
-    log: list = dataclasses.field(default_factory=list)
+    log: list = dataclasses.field(default_factory=list)   # [(aware UTC datetime, text)]
 
     @classmethod
     def _from(cls, record):
@@ -71,7 +80,14 @@ class Execution:
                    created_at=_utc(record.get("created_at")),
                    updated_at=_utc(record.get("updated_at")), name=record.get("name"),
                    restore_count=record.get("restore_count") or 0,
-                   parent=record.get("parent"), log=list(record.get("log") or []))
+                   parent=record.get("parent"), log=_log_entries(record.get("log")))
+
+
+def _log_entries(stored):
+    """The log as (aware UTC datetime, text) pairs; entries written before the log had
+    times (plain strings) get None."""
+    return [(_utc(entry[0]), entry[1]) if isinstance(entry, (list, tuple))
+            else (None, str(entry)) for entry in stored or ()]
 
 
 @dataclasses.dataclass
@@ -93,27 +109,97 @@ def _savepoint_id(exec_id, seq):
 
 
 def _flow_name(flow):
+    """The import path "module:qualname" by which any process finds the flow."""
     if isinstance(flow, str):
-        if ":" not in flow:
+        module_name, sep, qualname = flow.partition(":")
+        if not sep or not module_name or not qualname:
             raise ValueError(f"flow {flow!r} must be a function or 'package.module:function'")
         return flow
-    if not callable(flow) or not hasattr(flow, "__qualname__"):
-        raise TypeError(f"flow must be a module-level function, not {type(flow).__name__}")
+    if not inspect.isfunction(flow):
+        raise TypeError(f"flow must be a module-level Python function, not "
+                        f"{type(flow).__name__} {flow!r}")
     if "<locals>" in flow.__qualname__ or flow.__module__ is None:
         raise ValueError(f"flow {flow.__qualname__} must be defined at module level")
-    return f"{flow.__module__}:{flow.__qualname__}"
+    module_name = flow.__module__
+    if module_name == "__main__":
+        module_name = _main_module_name(flow)
+    return f"{module_name}:{flow.__qualname__}"
+
+
+_MAIN_SAFE = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
+              ast.ClassDef, ast.Assign, ast.AnnAssign, ast.Pass)
+
+
+def _main_guard(node):
+    """Whether ``node`` is ``if __name__ == "__main__": ...``."""
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and isinstance(test, ast.Compare) and \
+        isinstance(test.left, ast.Name) and test.left.id == "__name__" and \
+        len(test.comparators) == 1 and isinstance(test.comparators[0], ast.Constant) and \
+        test.comparators[0].value == "__main__"
+
+
+def _main_module_name(flow):
+    """A flow defined in the script being run (module __main__) is recorded under the
+    name another process can import that script by -- when it can, and importing it runs
+    nothing (its top-level code is under ``if __name__ == "__main__":``).  Otherwise it
+    is refused: a worker could never resume it."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return spec.name                          # python -m package.module
+    path = getattr(main, "__file__", None)
+    why = ("it is defined in the script being run (__main__), which other processes "
+           "cannot import")
+    if path and path.endswith(".py"):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        found = importlib.util.find_spec(stem) if stem.isidentifier() else None
+        if found is None or found.origin is None or \
+                os.path.realpath(found.origin) != os.path.realpath(path):
+            why = (f"it is defined in the script being run (__main__), and {stem!r} does "
+                   f"not import that script from sys.path")
+        else:
+            with open(path, "rb") as fh:
+                tree = ast.parse(fh.read(), path)
+            loose = [node for node in tree.body if not isinstance(node, _MAIN_SAFE)
+                     and not _main_guard(node)
+                     and not (isinstance(node, ast.Expr) and isinstance(node.value,
+                                                                        ast.Constant))]
+            if not loose:
+                return stem
+            why = (f"it is defined in the script being run (__main__), and importing "
+                   f"{stem!r} elsewhere would run that script's top-level code again "
+                   f"(line {loose[0].lineno})")
+    raise ValueError(f"flow {flow.__qualname__} cannot be resumed by another process: {why}."
+                     f" Move it to a module and import it, or put the script's top-level "
+                     f"code under `if __name__ == \"__main__\":`")
 
 
 def _load_flow(name):
+    """The flow function "module:qualname" names; FlowNotFound if this process cannot
+    import it."""
     module_name, _, qualname = name.partition(":")
-    if module_name == "__main__" or module_name not in sys.modules:
-        module = importlib.import_module(module_name)
-    else:
-        module = sys.modules[module_name]
+    module = _import_flow_module(module_name)
     target = module
-    for part in qualname.split("."):
-        target = getattr(target, part)
+    try:
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except AttributeError:
+        raise FlowNotFound(f"module {module_name} has no flow {qualname!r}") from None
     return target
+
+
+def _import_flow_module(module_name):
+    module = sys.modules.get(module_name)
+    if module is not None and module_name != "__main__":
+        return module
+    try:
+        return importlib.import_module(module_name)
+    except Exception as e:
+        raise FlowNotFound(
+            f"cannot import flow module {module_name!r} ({type(e).__name__}: {e}); it is "
+            f"searched on sys.path: run from the directory that holds it, or add that "
+            f"directory to PYTHONPATH") from None
 
 
 _commands = {}      # (id(code), offset) -> (code, source text); the code keeps the id
@@ -158,12 +244,78 @@ class _Success:
         return (_Success, (self.value,))
 
 
-class FlowError(Exception):
-    """this.error(message): the execution ends ENDED_ERROR with that message."""
+# --- the life of an execution ------------------------------------------------------------
+# Which operations from outside apply in which state: one table, used by the API, the CLI
+# and the worker that carries out a request for an execution it is running.
+_LIVE = frozenset({Status.QUEUED, Status.RUNNING, Status.WAITING, Status.PAUSED})
+ALLOWED = {
+    "cancel": _LIVE,
+    "pause": frozenset({Status.QUEUED, Status.RUNNING, Status.WAITING}),
+    "resume": frozenset({Status.PAUSED}),
+    "restore": frozenset(Status),
+}
+
+
+def check_transition(operation, record):
+    """InvalidTransition unless ``operation`` applies to the execution in its state."""
+    status = Status(record["status"])
+    if status not in ALLOWED[operation]:
+        why = "it has ended" if status in ENDED else f"it is {status.value}"
+        if operation == "resume":
+            why += "; only a PAUSED execution can be resumed"
+        elif operation == "pause" and status == Status.PAUSED:
+            why = "it is PAUSED already"
+        raise InvalidTransition(f"cannot {operation} execution {record['id']}: {why} "
+                                f"(status {status.value})")
+
+
+def apply_request(record, request):
+    """Change ``record`` as the request ([operation, *arguments]) asks; checked first."""
+    operation = request[0]
+    check_transition(operation, record)
+    now = time.time()
+    if operation == "cancel":
+        record.update(status=Status.ENDED_CANCELLED.value, due=None, timeout_at=None)
+        record.pop("paused", None)
+    elif operation == "pause":
+        # what resume puts back: the status and the due time (a sleeper wakes on time)
+        record["paused"] = [record["status"], record.get("due")]
+        record.update(status=Status.PAUSED.value, due=None)
+    elif operation == "resume":
+        status, due = record.pop("paused", None) or (Status.QUEUED.value, None)
+        waiting = status == Status.WAITING.value and due is not None and \
+            not record.get("waiting_for")
+        record.update(status=Status.WAITING.value if waiting else Status.QUEUED.value,
+                      due=due if due is not None else now)
+    elif operation == "restore":
+        record.pop("paused", None)
+        record.update(status=Status.QUEUED.value, due=now, resume_from=request[1],
+                      restore_count=(record.get("restore_count") or 0) + 1,
+                      timeout_at=None, error=None, output=None, waiting_for=None)
+    record["updated_at"] = now
+
+
+class _Interrupted(BaseException):
+    """Raised in a flow's thread (PyThreadState_SetAsyncExc) when its execution ended
+    elsewhere -- a timeout, a cancel, a delete -- while the flow computed: it stops the
+    computation.  Never seen by users: the driver catches it."""
+
+
+def _set_async_exc(thread_id, exc_type):
+    """CPython's PyThreadState_SetAsyncExc (public C API): ``exc_type`` is raised in that
+    thread at its next bytecode boundary -- never inside C code, such as a connector
+    blocked in a read; None (NULL) clears a pending one."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), None if exc_type is None else ctypes.py_object(exc_type))
 
 
 class _Context:
-    """One execution being run by one engine in this process."""
+    """One execution being run by one engine in this process.
+
+    Its flow runs on one thread; the engine's watchdog thread may end it meanwhile
+    (timeout, or a cancel/pause/restore/delete from outside).  Every store write for the
+    execution happens under ``lock`` after checking ``done``, so once the watchdog has
+    ended it, nothing the flow does afterwards is written: no savepoint, no state."""
 
     def __init__(self, engine, record):
         self.engine = engine
@@ -174,9 +326,13 @@ class _Context:
         self.this = _flowapi.This(self, self.root)
         self.system = _flowapi.System(self.this)
         self.externals = {"this": self.this, "system": self.system}
-        self.last_signal_check = 0.0
         self.trust = engine._trust.copy()
         self.trusted_modules = set()
+        self.lock = threading.Lock()
+        self.done = False                # ended (or deleted) by someone else: write nothing
+        self.wake = threading.Event()    # ends an in-process sleep early
+        self.thread = None               # the flow's thread, while it runs flow code
+        self.in_flow = False
 
     # -- facts --
     @property
@@ -186,6 +342,14 @@ class _Context:
     @property
     def restore_count(self):
         return self.record.get("restore_count") or 0
+
+    # -- writes, guarded --
+    def _guarded_put(self):
+        """Write the record, unless the execution was ended elsewhere: then leave."""
+        with self.lock:
+            if self.done:
+                self.leave(("gone",))
+            self.store.put_execution(self.record)
 
     # -- savepoints --
     def next_savepoint_id(self):
@@ -205,15 +369,20 @@ class _Context:
         inner = frames[-1]
         meta = {"kind": kind, "name": name, "created_at": time.time(), "line": inner.line,
                 "action": action, "command": _command(inner)}
-        self.record["updated_at"] = meta["created_at"]
+        with self.lock:
+            if self.done:
+                self.leave(("gone",))
+            self.record["updated_at"] = meta["created_at"]
+            self.store.commit_savepoint(
+                self.record, meta, record, codes, chunks,
+                retention=self.record.get("retention") or engine.savepoint_retention)
         engine._calls += 1
-        self.store.commit_savepoint(
-            self.record, meta, record, codes, chunks,
-            retention=self.record.get("retention") or engine.savepoint_retention)
 
     # -- checks at every call --
     def check(self):
         engine = self.engine
+        if self.done:
+            self.leave(("gone",))
         if engine._stopping.is_set():                # the worker is shutting down
             self.leave(("stop",))
         now = time.monotonic()
@@ -225,16 +394,62 @@ class _Context:
         timeout_at = self.record.get("timeout_at")
         if timeout_at is not None and time.time() > timeout_at:
             self.leave(("timeout",))
-        if now - self.last_signal_check > SIGNAL_CHECK_SECONDS:
-            self.last_signal_check = now
-            signal = self.store.get_setting(f"signal:{self.execution_id}")
-            if signal is not None:
-                self.leave(("signal", signal))
 
     def leave(self, reason):
-        """Leave the flow now, running none of its finally/except/with handlers."""
+        """Leave the flow now, running none of its finally/except/with handlers.
+        ``reason``: ("idle",), ("load", seq), ("fail", message), ("stop",), ("lost",),
+        ("timeout",) or ("gone",) -- what _left makes of it."""
         keep = _frames.strip_handlers(self.root)
         raise _frames.Unwind(reason, keep)
+
+    # -- ended from outside the flow's thread (the watchdog) --
+    def watch(self):
+        """Called by the watchdog: end the execution at its timeout, carry out a request
+        from outside."""
+        if self.done:
+            return
+        timeout_at = self.record.get("timeout_at")
+        if timeout_at is not None and time.time() >= timeout_at:
+            self.end_elsewhere(lambda: self._ended(Status.ENDED_ERROR, error=TIMEOUT_ERROR))
+            return
+        request = self.store.get_setting(_signal_key(self.execution_id))
+        if request is not None:
+            self.take_request(request)
+
+    def take_request(self, request):
+        """Carry out cancel/pause/restore/delete for this running execution."""
+        def apply():
+            self.store.delete_setting(_signal_key(self.execution_id))
+            if request[0] == "delete":
+                self.store.delete_execution(self.execution_id)
+                return
+            try:
+                apply_request(self.record, request)
+            except InvalidTransition as e:     # it changed state since the request
+                log.info("request %s dropped: %s", request[0], e)
+                return False
+            self.store.put_execution(self.record)
+        if self.end_elsewhere(apply) and request[0] == "cancel":
+            self.engine._cancel_children(self.execution_id)
+
+    def end_elsewhere(self, change):
+        """Under the lock: apply ``change`` (unless it returns False), mark the execution
+        done and stop its flow -- waking a sleep, interrupting a computation."""
+        with self.lock:
+            if self.done or change() is False:
+                return False
+            self.done = True
+            self.wake.set()
+            if self.in_flow and self.thread is not None:
+                _set_async_exc(self.thread, _Interrupted)     # stops a computation
+        return True
+
+    def _stop_interrupts(self):
+        """The flow's code is over: no interrupt may land in the engine's own code."""
+        with self.lock:
+            if self.in_flow and self.thread is not None:
+                _set_async_exc(self.thread, None)   # NULL: clear a pending one
+            self.in_flow = False
 
     # -- Flow-API work --
     def connect(self, name, kwargs):
@@ -270,17 +485,21 @@ class _Context:
         unload = wake_at - time.time() > self.engine.sleep_max_seconds
         if unload:
             self.record["status"] = Status.WAITING.value
+            wake_at = _until_timeout(self.record, wake_at)
         self.record["due"] = wake_at
         return unload
 
     def finish_sleep(self, wake_at, inside_flow=True):
-        """Wait until wake_at; a worker shutting down stops waiting (the savepoint
-        already holds the wake time, so the execution goes on then, elsewhere)."""
+        """Wait until wake_at; a worker shutting down, or the execution ended elsewhere,
+        stops the wait (the savepoint already holds the wake time)."""
         delay = wake_at - time.time()
-        if delay > 0 and self.engine._stopping.wait(delay):
+        if delay > 0:
+            self.wake.wait(delay)
+        if self.done or self.engine._stopping.is_set():
+            reason = "gone" if self.done else "stop"
             if inside_flow:
-                self.leave(("stop",))
-            raise _frames.Unwind(("stop",), [])
+                self.leave((reason,))
+            raise _frames.Unwind((reason,), [])
         self.record["due"] = None
 
     def start_child(self, flow, inputs, more):
@@ -297,20 +516,27 @@ class _Context:
 
     def run_children(self, ids):
         """Run the children here while they can run; None if one of them is waiting."""
-        for child_id in ids:
-            record = self.store.get_execution(child_id)
-            if record is None:
-                raise KeyError(f"no child execution {child_id}")
-            if Status(record["status"]) not in ENDED:
-                self.engine._run_one(child_id)
+        in_flow, self.in_flow = self.in_flow, False      # interrupts are the child's now
+        try:
+            for child_id in ids:
                 record = self.store.get_execution(child_id)
-            if Status(record["status"]) not in ENDED:
-                return None
-        return True
+                if record is None:
+                    raise KeyError(f"no child execution {child_id}")
+                if Status(record["status"]) not in ENDED:
+                    try:
+                        self.engine._run_one(child_id)
+                    except FlowNotFound:          # the child waits for its code; so do we
+                        return None
+                    record = self.store.get_execution(child_id)
+                if Status(record["status"]) not in ENDED:
+                    return None
+            return True
+        finally:
+            self.in_flow = in_flow
 
     def wait_for_children(self, ids):
         self.record["status"] = Status.WAITING.value
-        self.record["due"] = None
+        self.record["due"] = _until_timeout(self.record, None)
         self.record["waiting_for"] = ids
 
     def children_result(self, ids, single):
@@ -322,20 +548,24 @@ class _Context:
             if record["status"] == Status.ENDED_CANCELLED.value:
                 raise FlowError(f"child execution {child_id} was cancelled")
             outputs.append(record.get("output"))
+        self.record["waiting_for"] = None
         return outputs[0] if single else outputs
 
     def log(self, args):
-        entry = " ".join(str(a) for a in args)
+        entry = [time.time(), " ".join(str(a) for a in args)]
         self.record.setdefault("log", []).append(entry)
-        self.store.put_execution(self.record)
+        self._guarded_put()
 
     def set_output(self, key, value):
         self.record.setdefault("outputs", {})[key] = value
-        self.store.put_execution(self.record)
+        self._guarded_put()
 
     def set_timeout(self, seconds):
+        if seconds is not None and (isinstance(seconds, bool) or
+                                    not isinstance(seconds, (int, float)) or seconds < 0):
+            raise ValueError(f"set_timeout takes a number of seconds >= 0, not {seconds!r}")
         self.record["timeout_at"] = None if seconds is None else time.time() + seconds
-        self.store.put_execution(self.record)
+        self._guarded_put()
 
     def success(self, value):
         return _Success(value)
@@ -350,18 +580,34 @@ class _Context:
         self.store.set_setting(f"setting:{name}", value)
 
     # -- the driver --
-    def drive(self):
-        """Run the execution until it ends, waits or is unloaded."""
+    def drive(self, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
+        """Run the execution until it ends, waits or is unloaded.  FlowNotFound (and a
+        KeyboardInterrupt) leave it QUEUED, as it was, and are raised again."""
         record = self.record
-        record.update(status=Status.RUNNING.value, due=None, updated_at=time.time())
+        record.update(status=Status.RUNNING.value, due=None, updated_at=time.time(),
+                      error=None)
         start_from = record.pop("resume_from", None)
         self.store.put_execution(record)
+        self.thread = threading.get_ident()
         try:
-            self._finish(self._run(start_from))
+            try:
+                self.in_flow = True
+                value = self._run(start_from)
+            finally:
+                self._stop_interrupts()
+            self._finish(value)
+        except _Interrupted:
+            self._stop_interrupts()                 # ended elsewhere; nothing to write
         except _frames.Unwind as unwind:
-            self._left(unwind)
+            self._left(unwind.args[0])
+        except FlowNotFound as e:
+            self._requeue(time.time() + retry_delay, error=f"FlowNotFound: {e}")
+            raise
         except Exception as e:
             self._end(Status.ENDED_ERROR, error=f"{type(e).__name__}: {e}")
+        except BaseException:                        # Ctrl-C, SystemExit: back to the queue
+            self._requeue(time.time())
+            raise
 
     def _run(self, seq):
         """Start the flow, or resume it from savepoint ``seq`` (None: the newest), and
@@ -391,6 +637,10 @@ class _Context:
         if found is None:
             raise SavepointError(f"execution {self.execution_id} has no savepoint {seq}")
         meta, record = found
+        # a module that cannot be imported here is not damage: say so, before decoding
+        _import_flow_module(self.record["flow"].partition(":")[0])
+        for module, _, _ in _codec.read_header(record):
+            _import_flow_module(module)
         frames, result = _codec.decode_savepoint(
             record, store.codes_for(record), externals=self.externals,
             trust=self.engine._trust_for_record(record), chunks=store.chunk)
@@ -413,26 +663,36 @@ class _Context:
             value = value.value
         self._end(Status.ENDED_SUCCESS, output=value)
 
-    def _left(self, unwind):
-        reason = unwind.args[0]
+    def _left(self, reason):
         kind = reason[0]
         if kind == "idle":
-            self.store.put_execution(self.record)       # WAITING, with its due time
+            self._write_unless_done()                # WAITING, with its due time
         elif kind == "timeout":
-            self._end(Status.ENDED_ERROR, error="TimeoutError: the execution's timeout "
-                                                "expired")
+            self._end(Status.ENDED_ERROR, error=TIMEOUT_ERROR)
         elif kind == "fail":
             self._end(Status.ENDED_ERROR, error=reason[1])
-        elif kind == "signal":
-            self.engine._apply_signal(self.execution_id, reason[1], self.record)
-        elif kind == "lost":                         # another worker has it now
-            pass
         elif kind == "stop":                         # back to the queue, for any worker
-            self.record.update(status=Status.QUEUED.value,
-                               due=self.record.get("due") or time.time())
-            self.store.put_execution(self.record)
+            self._requeue(self.record.get("due") or time.time())
+        # "lost" (another worker has it now), "gone" (ended elsewhere): nothing to write
+
+    def _write_unless_done(self):
+        with self.lock:
+            if not self.done:
+                self.store.put_execution(self.record)
+
+    def _requeue(self, due, error=None):
+        self.record.update(status=Status.QUEUED.value, due=due, error=error)
+        self._write_unless_done()
 
     def _end(self, status, output=None, error=None):
+        with self.lock:
+            if self.done:
+                return
+            self._ended(status, output, error)
+            self.done = True
+
+    def _ended(self, status, output=None, error=None):
+        """Write the execution's end (the caller holds the lock)."""
         record = self.record
         record.update(status=status.value, output=output, error=error, due=None,
                       updated_at=time.time(), timeout_at=None)
@@ -442,34 +702,90 @@ class _Context:
             record.update(status=Status.ENDED_ERROR.value, output=None,
                           error=f"the output cannot be saved: {e}")
             self.store.put_execution(record)
+        self.store.delete_setting(_signal_key(self.execution_id))
         parent = record.get("parent")
         if parent:
             self.engine._wake_parent(parent)
 
 
-class Engine:
-    """Durable executions of plain Python functions, kept in one LMDB store."""
+TIMEOUT_ERROR = "TimeoutError: the execution's timeout expired"
 
-    def __init__(self, path=None, *, durability="sync", savepoint_retention="all",
-                 sleep_max_seconds=None, lease_seconds=30.0):
-        if savepoint_retention not in RETENTIONS:
-            raise retention_error(savepoint_retention)
-        if sleep_max_seconds is None:
-            sleep_max_seconds = float(os.environ.get("ENGINE_SLEEP_MAX_SECONDS", 60.0))
-        if sleep_max_seconds < 0 or lease_seconds <= 0:
-            raise ValueError("sleep_max_seconds must be >= 0 and lease_seconds > 0")
-        self.path = path or default_path()
-        self.durability = durability
-        self.savepoint_retention = savepoint_retention
-        self.sleep_max_seconds = float(sleep_max_seconds)
-        self.lease_seconds = float(lease_seconds)
-        self._store = Store(self.path, durability=durability)
+
+def _until_timeout(record, due):
+    """An unloaded execution must be back by its timeout, to end then."""
+    timeout_at = record.get("timeout_at")
+    if timeout_at is not None and (due is None or timeout_at < due):
+        return timeout_at
+    return due
+
+
+def _signal_key(exec_id):
+    return f"signal:{exec_id}"
+
+
+class _Watchdog:
+    """One thread per engine: renews the leases of the executions it runs (every third
+    of lease_seconds, so a flow computing longer than a lease keeps it; a stopped process
+    stops the thread too, and its leases run out), ends them at their timeouts and
+    carries out requests from outside (cancel, pause, restore, delete) while their flows
+    compute, sleep or wait in a connector."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.stopped = threading.Event()
+        self.poke = threading.Event()        # a new execution to watch
+        # _thread: unlike Thread.start(), does not wait for the thread to be scheduled --
+        # this runs before an execution resumes, where every 100 us shows
+        _thread.start_new_thread(self._loop, ())
+
+    def stop(self):
+        self.stopped.set()
+        self.poke.set()
+
+    def _loop(self):
+        engine = self.engine
+        renew_every = engine.lease_seconds / 3
+        next_renewal = time.monotonic() + renew_every
+        while True:
+            self.poke.wait(WATCH_SECONDS if engine._contexts else renew_every)
+            self.poke.clear()
+            if self.stopped.is_set():
+                return
+            try:
+                if time.monotonic() >= next_renewal:
+                    next_renewal = time.monotonic() + renew_every
+                    for exec_id in list(engine._running):
+                        engine._renew(exec_id)
+                for context in list(engine._contexts.values()):
+                    context.watch()
+            except Exception:                   # closed meanwhile: the next round stops
+                if self.stopped.is_set():
+                    return
+                log.exception("watchdog")
+
+
+class Engine:
+    """Durable executions of plain Python functions, kept in one LMDB store.
+
+    Every keyword also comes from the environment (ENGINE_PATH, ENGINE_DURABILITY,
+    ENGINE_SAVEPOINT_RETENTION, ENGINE_SLEEP_MAX_SECONDS, ENGINE_LEASE_SECONDS); an
+    explicit argument wins.  Invalid values raise ValueError naming the setting."""
+
+    def __init__(self, path=None, *, durability=None, savepoint_retention=None,
+                 sleep_max_seconds=None, lease_seconds=None):
+        self.path = config.value("path", path)
+        self.durability = config.value("durability", durability)
+        self.savepoint_retention = config.value("savepoint_retention", savepoint_retention)
+        self.sleep_max_seconds = config.value("sleep_max_seconds", sleep_max_seconds)
+        self.lease_seconds = config.value("lease_seconds", lease_seconds)
+        self._store = Store(self.path, durability=self.durability)
         self._connectors = {}
         self._trust = _codec.Trust([sys.modules[__name__], _flowapi.Setting])
         self._owner = Owner.current("engine")
         self._running = set()            # ids this engine is running now (leases held)
+        self._contexts = {}              # id -> _Context of the flows running now
         self._lease_checked = {}         # id -> monotonic time until which the lease is ours
-        self._heartbeat = None
+        self._watchdog = None
         self._stopping = threading.Event()
         self._calls = 0                  # Flow-API calls served (for stats)
         self._executions_run = 0
@@ -477,28 +793,9 @@ class Engine:
 
     # -- lifecycle --
     def close(self):
-        if self._heartbeat is not None:
-            self._heartbeat.set()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self._store.close()
-
-    def _keep_leases(self):
-        """A thread that renews the leases of the executions this engine runs, every
-        third of lease_seconds, so a flow computing for longer than a lease between two
-        Flow-API calls keeps it; a process that stops (SIGSTOP, a debugger) stops the
-        thread too, and its leases run out."""
-        stop = threading.Event()
-
-        def beat():
-            while not stop.wait(self.lease_seconds / 3):
-                for exec_id in list(self._running):
-                    try:
-                        self._renew(exec_id)
-                    except Exception:          # closed meanwhile: the next beat stops
-                        pass
-        # _thread: unlike Thread.start(), does not wait for the thread to be scheduled --
-        # this runs before an execution resumes, where every 100 us shows
-        _thread.start_new_thread(beat, ())
-        return stop
 
     def _renew(self, exec_id):
         """Renew our lease on a running execution; False if someone else holds it now.
@@ -538,8 +835,10 @@ class Engine:
 
     # -- executions --
     def start(self, flow, inputs=None, *, name=None, savepoint_retention=None, parent=None):
-        """A new QUEUED execution of ``flow``."""
-        if savepoint_retention is not None and savepoint_retention not in RETENTIONS:
+        """A new QUEUED execution of ``flow``: a module-level function, or
+        "package.module:function".  A function of the script being run (__main__) is
+        recorded by the module name other processes import it by, or refused."""
+        if savepoint_retention is not None and savepoint_retention not in config.RETENTIONS:
             raise retention_error(savepoint_retention)
         now = time.time()
         record = {"id": uuid.uuid4().hex, "flow": _flow_name(flow),
@@ -550,29 +849,38 @@ class Engine:
         self._store.put_execution(record)
         return Execution._from(record)
 
-    def run(self, until="idle"):
-        """Run every runnable execution in this process until none is runnable."""
+    def run(self, until="idle", *, execution_id=None):
+        """Run every runnable execution in this process until none is runnable.  An
+        execution whose flow module this process cannot import is logged and left
+        QUEUED (tried again later).  ``execution_id``: run only that one (and the
+        children it runs); then FlowNotFound is raised."""
         if until != "idle":
             raise ValueError("run(until=...) supports 'idle'")
+        if execution_id is not None:
+            self._run_one(self._resolve(execution_id), retry_delay=0.0)
+            return
         while not self._stopping.is_set():
             exec_id = self._store.claim(self._owner, lease_seconds=self.lease_seconds)
             if exec_id is None:
                 return
-            self._drive_claimed(exec_id)
+            try:
+                self._drive_claimed(exec_id)
+            except FlowNotFound as e:
+                log.warning("execution %s stays QUEUED: %s", exec_id, e)
 
     def execute(self, flow, inputs=None, **options):
         """Start ``flow`` and run that execution here until it ends or goes idle."""
         execution = self.start(flow, inputs, **options)
-        self._run_one(execution.id)
+        self._run_one(execution.id, retry_delay=0.0)
         return self.get(execution.id)
 
-    def _run_one(self, exec_id):
+    def _run_one(self, exec_id, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
         if self._store.claim_one(exec_id, self._owner, lease_seconds=self.lease_seconds):
-            self._drive_claimed(exec_id)
+            self._drive_claimed(exec_id, retry_delay)
 
-    def _drive_claimed(self, exec_id):
-        if self._heartbeat is None:
-            self._heartbeat = self._keep_leases()
+    def _drive_claimed(self, exec_id, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
+        if self._watchdog is None:
+            self._watchdog = _Watchdog(self)
         self._running.add(exec_id)
         started = time.monotonic()
         self._lease_checked[exec_id] = started + self.lease_seconds / 2
@@ -581,8 +889,27 @@ class Engine:
             if record is None or Status(record["status"]) in ENDED or \
                     record["status"] == Status.PAUSED.value:
                 return
-            _Context(self, record).drive()
+            context = _Context(self, record)
+            request = self._store.get_setting(_signal_key(exec_id))
+            if request is not None:              # asked while nobody ran it
+                context.take_request(request)
+                return
+            timeout_at = record.get("timeout_at")
+            if timeout_at is not None and time.time() >= timeout_at:
+                context._end(Status.ENDED_ERROR, error=TIMEOUT_ERROR)
+                log.info("execution %s (%s) ended: %s", exec_id, record["flow"],
+                         TIMEOUT_ERROR)
+                return
+            log.info("execution %s (%s) %s", exec_id, record["flow"],
+                     "resumed" if record.get("last_seq") else "started")
+            self._contexts[exec_id] = context
+            self._watchdog.poke.set()
+            try:
+                context.drive(retry_delay)
+            finally:
+                del self._contexts[exec_id]
             self._executions_run += 1
+            _log_outcome(context.record)
         finally:
             self._busy += time.monotonic() - started
             self._running.discard(exec_id)
@@ -599,8 +926,10 @@ class Engine:
 
     def stop(self):
         """Ask this engine's runs to stop: running flows leave at their next Flow-API
-        call, back to the queue."""
+        call (a sleeping one at once), back to the queue."""
         self._stopping.set()
+        for context in list(self._contexts.values()):
+            context.wake.set()
 
     def stats(self):
         """What a scaler watches: per worker its busy fraction and executions and
@@ -608,72 +937,86 @@ class Engine:
         from engine import workers
         return workers.stats(self._store)
 
+    def _resolve(self, execution_id):
+        """The full id of the execution ``execution_id`` names: its id, or a prefix of
+        exactly one id."""
+        if not isinstance(execution_id, str) or not execution_id:
+            raise ExecutionNotFound(f"no execution {execution_id!r}")
+        ids = self._store.ids_with_prefix(execution_id, limit=5)
+        if execution_id in ids:
+            return execution_id
+        if not ids:
+            raise ExecutionNotFound(f"no execution {execution_id!r}")
+        if len(ids) > 1:
+            raise ExecutionNotFound(
+                f"execution id {execution_id!r} is ambiguous: it starts "
+                f"{', '.join(i[:12] for i in ids[:4])}{', ...' if len(ids) > 4 else ''}")
+        return ids[0]
+
     def get(self, execution_id):
-        return Execution._from(self._record(execution_id))
+        """The execution, fresh from the store (a unique id prefix is accepted)."""
+        return Execution._from(self._record(self._resolve(execution_id)))
 
     def _record(self, execution_id):
-        """The execution's stored record; KeyError if there is none."""
+        """The execution's stored record; ExecutionNotFound if there is none."""
         record = self._store.get_execution(execution_id)
         if record is None:
-            raise KeyError(f"no execution {execution_id!r}")
+            raise ExecutionNotFound(f"no execution {execution_id!r}")
         return record
 
     def executions(self, status=None):
-        wanted = None if status is None else Status(status)
+        wanted = None if status is None else _status(status)
         return [Execution._from(r) for r in self._store.executions()
                 if wanted is None or r["status"] == wanted.value]
 
     def savepoints(self, execution_id):
-        self._record(execution_id)                   # KeyError if there is none
-        return [Savepoint(id=_savepoint_id(execution_id, m["seq"]),
-                          execution_id=execution_id, seq=m["seq"], kind=m["kind"],
-                          name=m["name"], created_at=_utc(m["created_at"]), line=m["line"],
-                          action=m["action"], command=m["command"], size=m["size"])
-                for m in self._store.savepoints(execution_id)]
+        execution_id = self._resolve(execution_id)
+        return [_savepoint(execution_id, m) for m in self._store.savepoints(execution_id)]
 
-    def _find_seq(self, execution_id, name_or_id, by):
+    def _find_seq(self, execution_id, savepoint, by="id"):
+        """The seq of the savepoint ``savepoint`` names: by="id" an id ("<execution>.<seq>")
+        or a seq (an int, or a string of digits); by="name" its name."""
         if by == "name":
-            seq = self._store.seq_of(execution_id, str(name_or_id))
+            seq = self._store.seq_of(execution_id, str(savepoint))
             if seq is None:
-                raise KeyError(f"execution {execution_id} has no savepoint named "
-                               f"{name_or_id!r}")
+                raise SavepointNotFound(f"execution {execution_id} has no savepoint named "
+                                        f"{savepoint!r}")
             return seq
         if by != "id":
-            raise ValueError("by must be 'id' or 'name'")
-        owner, _, seq = str(name_or_id).rpartition(".")
-        if owner != execution_id or not seq.isdigit() or \
-                self._store.savepoint(execution_id, int(seq)) is None:
-            raise KeyError(f"execution {execution_id} has no savepoint {name_or_id!r}")
-        return int(seq)
+            raise ValueError(f"by must be 'id' or 'name', not {by!r}")
+        seq = None
+        if isinstance(savepoint, int) and not isinstance(savepoint, bool):
+            seq = savepoint
+        elif isinstance(savepoint, str):
+            owner, dot, digits = savepoint.rpartition(".")
+            if not dot and savepoint.isdigit():
+                seq = int(savepoint)
+            elif owner == execution_id and digits.isdigit():
+                seq = int(digits)
+        if seq is None or seq < 0 or self._store.savepoint(execution_id, seq) is None:
+            hint = " (a name? pass by='name')" if isinstance(savepoint, str) and \
+                by == "id" and self._store.seq_of(execution_id, savepoint) is not None else ""
+            raise SavepointNotFound(f"execution {execution_id} has no savepoint "
+                                    f"{savepoint!r}{hint}")
+        return seq
 
-    def restore(self, execution_id, savepoint_id_or_name, by="id"):
+    def savepoint(self, execution_id, savepoint, by="id"):
+        """One savepoint, named by id or seq (or by name with by="name")."""
+        execution_id = self._resolve(execution_id)
+        seq = self._find_seq(execution_id, savepoint, by)
+        meta, _ = self._store.savepoint(execution_id, seq)
+        return _savepoint(execution_id, meta)
+
+    def restore(self, execution_id, savepoint, by="id"):
         """Revert the execution to that savepoint; it is QUEUED to go on from there."""
-        seq = self._find_seq(execution_id, savepoint_id_or_name, by)
-        lease = self._store.lease(execution_id)
-        if lease is not None and lease.held(time.time()) and lease.owner != self._owner:
-            self._store.set_setting(f"signal:{execution_id}", ["restore", seq])
-            return self.get(execution_id)
-        record = self._store.get_execution(execution_id)
-        self._apply_signal(execution_id, ["restore", seq], record)
-        return self.get(execution_id)
+        execution_id = self._resolve(execution_id)
+        seq = self._find_seq(execution_id, savepoint, by)
+        return self._request(execution_id, ["restore", seq])
 
-    def _apply_signal(self, execution_id, signal, record):
-        """Carry out a request from outside (restore, cancel, pause) on a record."""
-        self._store.set_setting(f"signal:{execution_id}", None)
-        kind = signal[0]
-        if kind == "restore":
-            record.update(status=Status.QUEUED.value, due=time.time(), resume_from=signal[1],
-                          restore_count=(record.get("restore_count") or 0) + 1,
-                          timeout_at=None, error=None, output=None)
-        elif kind == "cancel":
-            record.update(status=Status.ENDED_CANCELLED.value, due=None)
-        elif kind == "pause":
-            record.update(status=Status.PAUSED.value, due=None)
-        self._store.put_execution(record)
-
-    def fork(self, execution_id, savepoint_id_or_name, by="id"):
+    def fork(self, execution_id, savepoint, by="id"):
         """A new QUEUED execution that goes on from that savepoint."""
-        seq = self._find_seq(execution_id, savepoint_id_or_name, by)
+        execution_id = self._resolve(execution_id)
+        seq = self._find_seq(execution_id, savepoint, by)
         meta, record = self._store.savepoint(execution_id, seq)
         source = self._store.get_execution(execution_id)
         child = self.start(source["flow"], source.get("inputs"), name=source.get("name"),
@@ -688,31 +1031,65 @@ class Engine:
         self._store.put_execution(new)
         return self.get(child.id)
 
-    def delete(self, execution_id):
-        if not self._store.delete_execution(execution_id):
-            raise KeyError(f"no execution {execution_id!r}")
+    def delete(self, execution_id, *, wait=None):
+        """Delete the execution and all its savepoints.  A running one is stopped first
+        by the process running it; nothing brings it back.  ``wait``: how long to wait
+        for that process (default: two leases, so a hung one's lease runs out)."""
+        execution_id = self._resolve(execution_id)
+        deadline = time.monotonic() + (2 * self.lease_seconds + 5 if wait is None else wait)
+        asked = False
+        while True:
+            outcome = self._store.delete_unless_leased(execution_id)
+            if outcome != "leased":
+                return
+            if not asked:
+                self._store.set_setting(_signal_key(execution_id), ["delete"])
+                asked = True
+            if time.monotonic() > deadline:
+                raise EngineError(f"execution {execution_id} is running in a worker that "
+                                  f"did not stop it in time; it was asked to delete it")
+            time.sleep(0.02)
 
-    def _request(self, execution_id, kind):
-        record = self._record(execution_id)
-        lease = self._store.lease(execution_id)
-        if lease is not None and lease.held(time.time()):
-            self._store.set_setting(f"signal:{execution_id}", [kind])
-        else:
-            self._apply_signal(execution_id, [kind], record)
-        return self.get(execution_id)
+    def _request(self, execution_id, request, wait=True):
+        """Carry out cancel/pause/resume/restore: at once if no live process runs the
+        execution, else through that process (which checks again), waiting a moment
+        for it.  InvalidTransition, and nothing changed, if it does not apply."""
+        outcome, record = self._store.update_unless_leased(
+            execution_id, lambda record: apply_request(record, request))
+        if outcome == "missing":
+            raise ExecutionNotFound(f"no execution {execution_id!r}")
+        if outcome == "leased":
+            check_transition(request[0], record)
+            key = _signal_key(execution_id)
+            self._store.set_setting(key, request)
+            deadline = time.monotonic() + min(5.0, self.lease_seconds)
+            while wait and self._store.get_setting(key) is not None and \
+                    time.monotonic() < deadline:
+                time.sleep(0.01)
+        elif request[0] == "cancel":
+            self._cancel_children(execution_id)
+        return Execution._from(self._record(execution_id)) if wait else None
+
+    def _cancel_children(self, parent_id):
+        """Cancelling a parent cancels its unfinished children (and theirs)."""
+        for record in self._store.executions():
+            if record.get("parent") == parent_id and Status(record["status"]) not in ENDED:
+                try:
+                    self._request(record["id"], ["cancel"], wait=False)
+                except (InvalidTransition, ExecutionNotFound):
+                    pass                         # ended or gone meanwhile
 
     def cancel(self, execution_id):
-        return self._request(execution_id, "cancel")
+        """End the execution ENDED_CANCELLED, and its unfinished children."""
+        return self._request(self._resolve(execution_id), ["cancel"])
 
     def pause(self, execution_id):
-        return self._request(execution_id, "pause")
+        """PAUSED until resume(); a sleeper keeps its wake time."""
+        return self._request(self._resolve(execution_id), ["pause"])
 
     def resume(self, execution_id):
-        record = self._record(execution_id)
-        if record["status"] == Status.PAUSED.value:
-            record.update(status=Status.QUEUED.value, due=time.time())
-            self._store.put_execution(record)
-        return self.get(execution_id)
+        """A PAUSED execution goes on (a sleeper at its wake time)."""
+        return self._request(self._resolve(execution_id), ["resume"])
 
     def _wake_parent(self, parent_id):
         record = self._store.get_execution(parent_id)
@@ -720,3 +1097,30 @@ class Engine:
                 record.get("waiting_for"):
             record.update(due=time.time())
             self._store.put_execution(record)
+
+
+def _status(value):
+    """A Status from a Status or its name, any case; ValueError naming the choices."""
+    try:
+        return Status(str(value).upper())
+    except ValueError:
+        raise ValueError(f"status must be one of {', '.join(s.value for s in Status)}, "
+                         f"not {value!r}") from None
+
+
+def _savepoint(execution_id, meta):
+    return Savepoint(id=_savepoint_id(execution_id, meta["seq"]), execution_id=execution_id,
+                     seq=meta["seq"], kind=meta["kind"], name=meta["name"],
+                     created_at=_utc(meta["created_at"]), line=meta["line"],
+                     action=meta["action"], command=meta["command"], size=meta["size"])
+
+
+def _log_outcome(record):
+    status = record["status"]
+    if status == Status.ENDED_ERROR.value:
+        log.info("execution %s (%s) failed: %s", record["id"], record["flow"],
+                 record.get("error"))
+    elif status in (Status.ENDED_SUCCESS.value, Status.ENDED_CANCELLED.value):
+        log.info("execution %s (%s) ended %s", record["id"], record["flow"], status)
+    else:
+        log.info("execution %s (%s) left: %s", record["id"], record["flow"], status)

@@ -40,12 +40,10 @@ import time
 import lmdb
 
 from engine import _codec, _commit
+from engine.config import DURABILITIES, RETENTIONS, default_path
 from engine.errors import CorruptSavepoint, SavepointError
 
 FORMAT = 1
-DEFAULT_PATH = ".engine"
-DURABILITIES = ("sync", "async")
-RETENTIONS = ("all", "last")
 _U64 = struct.Struct(">Q")
 # What a savepoint stores about itself (the codec lays the savepoint value out).
 META_FIELDS = _codec.META_FIELDS
@@ -56,11 +54,6 @@ _DBS = ("executions", "savepoints", "names", "code", "code_users", "exec_codes",
 def retention_error(value):
     """The ValueError for a savepoint_retention that is not one of RETENTIONS."""
     return ValueError(f"savepoint_retention must be one of {RETENTIONS}, not {value!r}")
-
-
-def default_path():
-    """$ENGINE_PATH, else ./.engine."""
-    return os.environ.get("ENGINE_PATH") or DEFAULT_PATH
 
 
 _UNCHANGED = object()        # commit_savepoint: the due time stays as it is
@@ -338,6 +331,57 @@ class Store:
     def get_execution(self, exec_id):
         return self._read(lambda txn: self._get_execution(txn, exec_id))
 
+    def ids_with_prefix(self, prefix, limit=2):
+        """Up to ``limit`` execution ids that start with ``prefix`` (the exact id, if
+        there is one, comes first)."""
+        start = prefix.encode()
+
+        def scan(txn):
+            if txn.get(start, db=self.db["executions"]) is not None:
+                found = [prefix]
+            else:
+                found = []
+            cursor = txn.cursor(db=self.db["executions"])
+            if cursor.set_range(start):
+                for key in cursor.iternext(values=False):
+                    if not key.startswith(start) or len(found) >= limit:
+                        break
+                    if bytes(key) != start:
+                        found.append(bytes(key).decode())
+            return found
+        return self._read(scan)
+
+    def update_unless_leased(self, exec_id, change, now=None):
+        """In one write transaction: unless a live owner leases the execution, apply
+        ``change(head)`` (which may raise: then nothing is written) and store the head.
+        Returns ("missing", None), ("leased", head) or ("done", head)."""
+        now = time.time() if now is None else now
+
+        def work(txn):
+            head = self._get_execution(txn, exec_id)
+            if head is None:
+                return "missing", None
+            lease = self._lease(txn, exec_id)
+            if lease is not None and lease.held(now):
+                return "leased", head
+            change(head)
+            self._put_execution(txn, head)
+            txn.delete(b"signal:" + _key(exec_id), db=self.db["settings"])
+            return "done", head
+        return self._write(work)
+
+    def delete_unless_leased(self, exec_id, now=None):
+        """delete_execution, unless a live owner leases it: "missing", "leased" or
+        "done"."""
+        now = time.time() if now is None else now
+
+        def work(txn):
+            lease = self._lease(txn, exec_id)
+            if lease is not None and lease.held(now):
+                return "leased"
+            return "done" if self._delete_execution(txn, exec_id) else "missing"
+        return self._write(work)
+
     def executions(self):
         """Every execution's head, in id order."""
         def scan(txn):
@@ -519,27 +563,29 @@ class Store:
     def delete_execution(self, exec_id):
         """Delete the execution, all its savepoints and names, its queue entry and lease,
         in one transaction; collect code and chunks nothing uses any more."""
-        def work(txn):
-            execution = self._get_execution(txn, exec_id)
-            if execution is None:
-                return False
-            prefix = _key(exec_id) + b"\0"
-            for key, raw in _with_prefix(txn, self.db["savepoints"], prefix):
-                try:
-                    meta = _meta(_unseal(raw, "savepoint")[0])
-                except CorruptSavepoint:
-                    meta = {}             # a damaged savepoint goes all the same
-                for digest in meta.get("chunks") or ():
-                    self._unref_chunk(txn, digest)
-                txn.delete(key, db=self.db["savepoints"])
-            for key, _ in _with_prefix(txn, self.db["names"], prefix):
-                txn.delete(key, db=self.db["names"])
-            self._unpin(txn, exec_id)
-            self._schedule(txn, exec_id, None)
-            txn.delete(_key(exec_id), db=self.db["leases"])
-            txn.delete(_key(exec_id), db=self.db["executions"])
-            return True
-        return self._write(work)
+        return self._write(lambda txn: self._delete_execution(txn, exec_id))
+
+    def _delete_execution(self, txn, exec_id):
+        if txn.get(_key(exec_id), db=self.db["executions"]) is None and \
+                self._latest_savepoint(txn, exec_id) is None:
+            return False
+        prefix = _key(exec_id) + b"\0"
+        for key, raw in _with_prefix(txn, self.db["savepoints"], prefix):
+            try:
+                meta = _meta(_unseal(raw, "savepoint")[0])
+            except CorruptSavepoint:
+                meta = {}             # a damaged savepoint goes all the same
+            for digest in meta.get("chunks") or ():
+                self._unref_chunk(txn, digest)
+            txn.delete(key, db=self.db["savepoints"])
+        for key, _ in _with_prefix(txn, self.db["names"], prefix):
+            txn.delete(key, db=self.db["names"])
+        self._unpin(txn, exec_id)
+        self._schedule(txn, exec_id, None)
+        txn.delete(_key(exec_id), db=self.db["leases"])
+        txn.delete(_key(exec_id), db=self.db["executions"])
+        txn.delete(b"signal:" + _key(exec_id), db=self.db["settings"])
+        return True
 
     def _unpin(self, txn, exec_id):
         """Forget this execution's use of code; delete code no execution uses."""

@@ -17,11 +17,16 @@ import signal
 import sys
 import time
 
+from engine.errors import WorkerStartError
+
 log = logging.getLogger("engine.workers")
 
 REPORT_SECONDS = 1.0
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"   # workers and their CLI
 POLL_SECONDS = 0.02
+QUICK_DEATH_SECONDS = 5.0    # a worker that dies sooner failed to start (or crash-loops)
+START_ATTEMPTS = 5           # ... that many times in a row: the pool gives up
+RESPAWN_BACKOFF = (0.5, 30.0)   # first and longest wait before starting it again
 
 
 def _load_connectors(eng, connectors):
@@ -35,17 +40,24 @@ def _load_connectors(eng, connectors):
     register(eng)
 
 
-def _worker_main(config, connectors, connector_module, trusted, index):
-    """A worker process: its own Engine on the same store, until told to stop."""
+def _worker_main(config, connectors, connector_module, trusted, index, started):
+    """A worker process: its own Engine on the same store, until told to stop.
+    ``started`` (a queue) hears (index, None) once it is ready, or (index, why) if it
+    cannot start."""
     from engine.runtime import Engine
     sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
     logging.basicConfig(level=config["log_level"], format=LOG_FORMAT)
-    eng = Engine(config["path"], durability=config["durability"],
-                 savepoint_retention=config["savepoint_retention"],
-                 sleep_max_seconds=config["sleep_max_seconds"],
-                 lease_seconds=config["lease_seconds"])
-    eng._connectors.update(connectors)
-    _load_connectors(eng, connector_module)
+    try:
+        eng = Engine(config["path"], durability=config["durability"],
+                     savepoint_retention=config["savepoint_retention"],
+                     sleep_max_seconds=config["sleep_max_seconds"],
+                     lease_seconds=config["lease_seconds"])
+        eng._connectors.update(connectors)
+        _load_connectors(eng, connector_module)
+    except Exception as e:
+        started.put((index, f"{type(e).__name__}: {e}"))
+        raise
+    started.put((index, None))
     eng._trust = trusted
     signal.signal(signal.SIGTERM, lambda *_: eng.stop())
     signal.signal(signal.SIGINT, lambda *_: eng.stop())
@@ -101,17 +113,62 @@ class Pool:
                        "lease_seconds": eng.lease_seconds, "sys_path": list(sys.path),
                        "log_level": logging.getLogger().level or logging.WARNING}
         self.trusted = eng._trust
+        if self.connector_module is not None:     # fail here, once, not in every worker
+            saved = dict(eng._connectors)
+            try:
+                _load_connectors(eng, connectors)
+            except Exception as e:
+                raise WorkerStartError(f"the workers cannot start: {self.connector_module}"
+                                       f".register(eng) failed: {type(e).__name__}: {e}") \
+                    from None
+            finally:
+                eng._connectors = saved
         self.context = multiprocessing.get_context("spawn")
+        self.started = self.context.Queue()
         self.children = {}
+        self.born = {}              # index -> monotonic time it was started
+        self.failures = {}          # index -> quick deaths in a row
+        self.why = {}               # index -> what its last start said, if it failed
         self.stopping = False
 
     def _spawn(self, index):
         proc = self.context.Process(target=_worker_main, name=f"engine-worker-{index}",
                                     args=(self.config, self.connectors,
-                                          self.connector_module, self.trusted, index))
+                                          self.connector_module, self.trusted, index,
+                                          self.started))
         proc.start()
         self.children[index] = proc
+        self.born[index] = time.monotonic()
         return proc
+
+    def _heard(self):
+        """Drain the start reports of the workers."""
+        while True:
+            try:
+                index, why = self.started.get_nowait()
+            except Exception:                     # queue.Empty
+                return
+            if why is None:
+                self.why.pop(index, None)
+            else:
+                self.why[index] = why
+
+    def _died(self, index, proc, respawn_at):
+        """A worker died: start another, after a growing wait if it died young; give up
+        after START_ATTEMPTS quick deaths in a row."""
+        self._heard()
+        quick = time.monotonic() - self.born[index] < QUICK_DEATH_SECONDS
+        self.failures[index] = self.failures.get(index, 0) + 1 if quick else 0
+        why = self.why.get(index) or f"exit status {proc.exitcode}"
+        if self.failures[index] >= START_ATTEMPTS:
+            raise WorkerStartError(f"worker {index} died {self.failures[index]} times in a "
+                                   f"row within {QUICK_DEATH_SECONDS:g} s of starting; "
+                                   f"giving up. Last: {why}")
+        first, longest = RESPAWN_BACKOFF
+        delay = min(longest, first * 2 ** (self.failures[index] - 1)) if quick else 0.0
+        log.warning("worker %d (pid %s) died (%s); starting another%s", index, proc.pid,
+                    why, f" in {delay:g} s" if delay else "")
+        respawn_at[index] = time.monotonic() + delay
 
     def pids(self):
         return [p.pid for p in self.children.values() if p.is_alive()]
@@ -120,14 +177,18 @@ class Pool:
         def stop(*_):
             self.stopping = True
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        respawn_at = {}             # index -> when to start a dead worker again
         try:
             for index in range(self.processes):
                 self._spawn(index)
             while not self.stopping:
                 for index, proc in list(self.children.items()):
-                    if not proc.is_alive() and not self.stopping:
-                        log.warning("worker %d (pid %s) died (exit %s); starting another",
-                                    index, proc.pid, proc.exitcode)
+                    if index not in respawn_at and not proc.is_alive() and \
+                            not self.stopping:
+                        self._died(index, proc, respawn_at)
+                for index, at in list(respawn_at.items()):
+                    if time.monotonic() >= at and not self.stopping:
+                        del respawn_at[index]
                         self._spawn(index)
                 time.sleep(0.05)
         finally:

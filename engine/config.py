@@ -1,0 +1,79 @@
+"""The engine's settings, in one place: each Engine keyword, its ENGINE_* environment
+variable, its default and its validation.  Engine, the `engine` command and the worker
+processes all resolve settings here: an explicit value wins, then the environment, then
+the default; an invalid value raises ValueError naming the setting and where it came from.
+"""
+import math
+import os
+
+DURABILITIES = ("sync", "async")
+RETENTIONS = ("all", "last")
+
+
+def _choice(options):
+    def parse(value):
+        text = str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+    return parse
+
+
+def _seconds(minimum, inclusive):
+    def parse(value):
+        if isinstance(value, bool):
+            raise ValueError("must be a number of seconds")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be a number of seconds") from None
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number of seconds")
+        if number < minimum or (number == minimum and not inclusive):
+            raise ValueError(f"must be {'>=' if inclusive else '>'} {minimum:g}")
+        return number
+    return parse
+
+
+def _path(value):
+    text = os.fspath(value)
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+# name -> (environment variable, default, parser)
+SETTINGS = {
+    "path": ("ENGINE_PATH", ".engine", _path),
+    "durability": ("ENGINE_DURABILITY", "sync", _choice(DURABILITIES)),
+    "savepoint_retention": ("ENGINE_SAVEPOINT_RETENTION", "all", _choice(RETENTIONS)),
+    "sleep_max_seconds": ("ENGINE_SLEEP_MAX_SECONDS", 60.0, _seconds(0, True)),
+    "lease_seconds": ("ENGINE_LEASE_SECONDS", 30.0, _seconds(0, False)),
+}
+
+
+def resolve(name, explicit=None, source=None):
+    """(value, source) of one setting: ``explicit`` if not None (described by ``source``,
+    default "argument"), else its environment variable if set and not empty, else the
+    default."""
+    variable, default, parse = SETTINGS[name]
+    if explicit is not None:
+        where, raw = source or "argument", explicit
+    elif os.environ.get(variable):
+        where, raw = f"${variable}", os.environ[variable]
+    else:
+        return default, "default"
+    try:
+        return parse(raw), where
+    except ValueError as e:
+        raise ValueError(f"{name} {e}, not {raw!r} (from {where})") from None
+
+
+def value(name, explicit=None):
+    """The value of one setting (see resolve)."""
+    return resolve(name, explicit)[0]
+
+
+def default_path():
+    """$ENGINE_PATH, else ./.engine."""
+    return value("path")
