@@ -224,8 +224,17 @@ def _inputs(args):
     return inputs
 
 
-def _run_here(eng, exec_id, args):
-    """Run one execution in this process; report it; exit 1 if it ended in error."""
+def _run_here(eng, exec_id, args, flows=()):
+    """Run one execution in this process; report it; exit 1 if it ended in error.  The
+    flow's own module registers its connectors (register(eng)), as with `engine run`."""
+    module = eng.get(exec_id).flow.partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except Exception:
+        pass                                 # the run says it cannot import it
+    else:
+        flows = [module] + [f for f in flows if f != module]
+    register_flows(eng, flows)
     try:
         eng.run(execution_id=exec_id)
     except KeyboardInterrupt:
@@ -248,9 +257,8 @@ def cmd_run(args):
         raise CommandError(f"{target} has no function {function!r}")
     inputs = _inputs(args)
     with open_engine(args, must_exist=False) as eng:
-        register_flows(eng, [target] + list(args.flows or ()))
         ex = eng.start(f"{target}:{function}", inputs)
-        return _run_here(eng, ex.id, args)
+        return _run_here(eng, ex.id, args, args.flows or ())
 
 
 def cmd_ls(args):
@@ -262,6 +270,10 @@ def cmd_ls(args):
         found.sort(key=lambda ex: ex.created_at, reverse=True)
         shown = found[:args.limit]
         rows = [execution_dict(ex) for ex in shown]
+    if args.quiet:
+        for ex in shown:
+            print(ex.id)
+        return 0
     emit(args, rows, lambda rows: table(
         [dict(r, id=ex.id[:12], created_at=when(ex.created_at, args))
          for r, ex in zip(rows, shown)],
@@ -403,8 +415,7 @@ def _steer(args, action):
         else:
             ex = getattr(eng, action)(ex.id)
         if getattr(args, "run", False):
-            register_flows(eng, args.flows)
-            return _run_here(eng, ex.id, args)
+            return _run_here(eng, ex.id, args, args.flows or ())
         print(f"{ex.id}  {ex.status}")
         return 0
 
@@ -506,6 +517,7 @@ def parser():
     p.add_argument("--status", type=_status_name, help="only executions in this status")
     p.add_argument("--flow", help="only executions of this flow (module:function or part)")
     p.add_argument("--limit", type=_positive_int, default=50, help="at most N (default 50)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the ids, one a line")
     p = command("show", "one execution: status, inputs, output or error, log, times",
                 cmd_show, (common, listing))
     p.add_argument("id", help="execution id or a unique prefix")

@@ -1,0 +1,36 @@
+"""README.md's terminal tour works when pasted into a shell: each command of its
+"From a terminal" block, run by bash in a copy of examples/ (not on PYTHONPATH)."""
+import os
+import re
+import shutil
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def terminal_block():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index("## From a terminal"):]
+    return re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
+
+
+def test_the_readme_terminal_tour_runs(tmp_path):
+    shutil.copytree(os.path.join(ROOT, "examples"), tmp_path / "examples")
+    script = ["set -u"]
+    commands = [line.split("  #")[0].strip() for line in terminal_block() if line.strip()]
+    for n, command in enumerate(commands):
+        if command.startswith("engine worker"):
+            command = "timeout -s TERM 5 " + command      # it runs until stopped
+        script.append(f"{command}\necho \"::{n} exit $?\"")
+    env = dict(os.environ, ENGINE_PATH=str(tmp_path / "store"))
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out, out
+    codes = dict(re.findall(r"^::(\d+) exit (\d+)$", proc.stdout, re.M))
+    assert len(codes) == len(commands), out
+    for n, command in enumerate(commands):
+        expected = "1" if "fail=true" in command else "124" if "worker" in command else "0"
+        assert codes[str(n)] == expected, (command, out)
+    assert "ENDED_SUCCESS" in proc.stdout and "with-fetched-data" in proc.stdout
