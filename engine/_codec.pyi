@@ -1,17 +1,25 @@
 """Type stubs for the savepoint codec (ext/_codec.pyx)."""
 from types import CodeType, ModuleType
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+
+from typing_extensions import disjoint_base
 
 from engine._frames import Frame
+
+_Trusted = TypeVar("_Trusted", bound=type | ModuleType | str)
 
 FORMAT_VERSION: int
 PYTHON_VERSION: str
 MAGIC: bytes
 MAX_DEPTH: int
+CHUNK_MIN: int
+META_FIELDS: tuple[str, ...]
+STATE_FIELDS: tuple[str, ...]
 
+@disjoint_base
 class Trust:
     def __init__(self, items: Iterable[type | ModuleType | str] = ...) -> None: ...
-    def add(self, item: type | ModuleType | str) -> Any: ...
+    def add(self, item: _Trusted) -> _Trusted: ...
     def allows_class(self, cls: type) -> bool: ...
     def allows_module(self, name: str) -> bool: ...
     def copy(self) -> Trust: ...
@@ -45,3 +53,12 @@ def seal(value: Any, *, externals: Mapping[str, Any] | None = ...,
 def unseal(data: bytes, what: str = ..., *, externals: Mapping[str, Any] | None = ...,
            trust: Trust | None = ...) -> Any: ...
 def chunk_hash(data: bytes) -> bytes: ...
+def seal_savepoint(execution: dict[str, Any], meta: dict[str, Any], record: bytes,
+                   chunks: list[bytes], version: int) -> tuple[bytes, int, list[Any]]: ...
+def apply_state(execution: dict[str, Any], state: list[Any]) -> None: ...
+
+@disjoint_base
+class Encoder: ...
+
+@disjoint_base
+class Decoder: ...

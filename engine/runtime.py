@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import Any, Callable, TypeVar
 
 from engine import _codec, _flowapi, _frames, config
 from engine.errors import (EngineError, ExecutionNotFound, FlowError, FlowNotFound,
@@ -30,6 +31,7 @@ from engine.errors import (EngineError, ExecutionNotFound, FlowError, FlowNotFou
 from engine.store import Owner, Store, retention_error
 
 log = logging.getLogger("engine")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 RESTORE_LOOP_LIMIT = 100
 WATCH_SECONDS = 0.05            # how often the watchdog looks for timeouts and requests
@@ -61,16 +63,17 @@ class Execution:
     id: str
     flow: str
     status: Status
-    inputs: object = None
-    output: object = None
-    outputs: dict = dataclasses.field(default_factory=dict)
-    error: str = None
-    created_at: datetime.datetime = None
-    updated_at: datetime.datetime = None
-    name: str = None
+    inputs: Any = None
+    output: Any = None
+    outputs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    created_at: datetime.datetime | None = None
+    updated_at: datetime.datetime | None = None
+    name: str | None = None
     restore_count: int = 0
-    parent: str = None
-    log: list = dataclasses.field(default_factory=list)   # [(aware UTC datetime, text)]
+    parent: str | None = None
+    # [(aware UTC datetime, text)]; None for entries stored before the log had times
+    log: list[tuple[datetime.datetime | None, str]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def _from(cls, record):
@@ -96,11 +99,11 @@ class Savepoint:
     execution_id: str
     seq: int
     kind: str
-    name: str
+    name: str | None
     created_at: datetime.datetime
     line: int
     action: str
-    command: str
+    command: str | None
     size: int
 
 
@@ -202,7 +205,8 @@ def _import_flow_module(module_name):
             f"directory to PYTHONPATH") from None
 
 
-_commands = {}      # (id(code), offset) -> (code, source text); the code keeps the id
+# (id(code), offset) -> (code, source text); the code keeps the id
+_commands: dict[tuple[int, int], tuple[Any, str | None]] = {}
 
 
 def _command(frame):
@@ -738,7 +742,7 @@ class _Watchdog:
         # this runs before an execution resumes, where every 100 us shows
         _thread.start_new_thread(self._loop, ())
 
-    def stop(self):
+    def stop(self) -> None:
         self.stopped.set()
         self.poke.set()
 
@@ -771,28 +775,30 @@ class Engine:
     ENGINE_SAVEPOINT_RETENTION, ENGINE_SLEEP_MAX_SECONDS, ENGINE_LEASE_SECONDS); an
     explicit argument wins.  Invalid values raise ValueError naming the setting."""
 
-    def __init__(self, path=None, *, durability=None, savepoint_retention=None,
-                 sleep_max_seconds=None, lease_seconds=None):
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 durability: str | None = None, savepoint_retention: str | None = None,
+                 sleep_max_seconds: float | None = None,
+                 lease_seconds: float | None = None) -> None:
         self.path = config.value("path", path)
         self.durability = config.value("durability", durability)
         self.savepoint_retention = config.value("savepoint_retention", savepoint_retention)
         self.sleep_max_seconds = config.value("sleep_max_seconds", sleep_max_seconds)
         self.lease_seconds = config.value("lease_seconds", lease_seconds)
         self._store = Store(self.path, durability=self.durability)
-        self._connectors = {}
+        self._connectors: dict[str, Callable[..., Any]] = {}
         self._trust = _codec.Trust([sys.modules[__name__], _flowapi.Setting])
         self._owner = Owner.current("engine")
-        self._running = set()            # ids this engine is running now (leases held)
-        self._contexts = {}              # id -> _Context of the flows running now
-        self._lease_checked = {}         # id -> monotonic time until which the lease is ours
-        self._watchdog = None
+        self._running: set[str] = set()  # ids this engine is running now (leases held)
+        self._contexts: dict[str, _Context] = {}   # id -> _Context of the flows running now
+        self._lease_checked: dict[str, float] = {}  # id -> monotonic time until which the lease is ours
+        self._watchdog: _Watchdog | None = None
         self._stopping = threading.Event()
         self._calls = 0                  # Flow-API calls served (for stats)
         self._executions_run = 0
         self._busy = 0.0                 # seconds spent running executions
 
     # -- lifecycle --
-    def close(self):
+    def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.stop()
         self._store.close()
@@ -805,25 +811,25 @@ class Engine:
             self._lease_checked[exec_id] = time.monotonic() + self.lease_seconds / 2
         return ok
 
-    def __enter__(self):
+    def __enter__(self) -> "Engine":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- registration --
-    def add_connector(self, name, func):
+    def add_connector(self, name: str, func: _F) -> _F:
         if not callable(func):
             raise TypeError(f"connector {name!r} must be callable")
         self._connectors[name] = func
         return func
 
-    def connector(self, name):
-        def register(func):
+    def connector(self, name: str) -> Callable[[_F], _F]:
+        def register(func: _F) -> _F:
             return self.add_connector(name, func)
         return register
 
-    def trust(self, cls_or_module):
+    def trust(self, cls_or_module: Any) -> Any:
         """Allow instances of these user classes inside savepoints."""
         return self._trust.add(cls_or_module)
 
@@ -834,7 +840,9 @@ class Engine:
         return trust
 
     # -- executions --
-    def start(self, flow, inputs=None, *, name=None, savepoint_retention=None, parent=None):
+    def start(self, flow: Callable[..., Any] | str, inputs: Any = None, *,
+              name: str | None = None, savepoint_retention: str | None = None,
+              parent: str | None = None) -> Execution:
         """A new QUEUED execution of ``flow``: a module-level function, or
         "package.module:function".  A function of the script being run (__main__) is
         recorded by the module name other processes import it by, or refused."""
@@ -849,7 +857,7 @@ class Engine:
         self._store.put_execution(record)
         return Execution._from(record)
 
-    def run(self, until="idle", *, execution_id=None):
+    def run(self, until: str = "idle", *, execution_id: str | None = None) -> None:
         """Run every runnable execution in this process until none is runnable.  An
         execution whose flow module this process cannot import is logged and left
         QUEUED (tried again later).  ``execution_id``: run only that one (and the
@@ -868,7 +876,8 @@ class Engine:
             except FlowNotFound as e:
                 log.warning("execution %s stays QUEUED: %s", exec_id, e)
 
-    def execute(self, flow, inputs=None, **options):
+    def execute(self, flow: Callable[..., Any] | str, inputs: Any = None,
+                **options: Any) -> Execution:
         """Start ``flow`` and run that execution here until it ends or goes idle."""
         execution = self.start(flow, inputs, **options)
         self._run_one(execution.id, retry_delay=0.0)
@@ -916,7 +925,7 @@ class Engine:
             self._lease_checked.pop(exec_id, None)
             self._store.release(exec_id, self._owner)
 
-    def work(self, processes=2, *, connectors=None):
+    def work(self, processes: int = 2, *, connectors: Any = None) -> None:
         """Run a pool of worker processes until interrupted: SIGTERM or Ctrl-C stops it
         cleanly (running executions go back to the queue).  ``connectors``: a module
         (or its name) whose register(eng) adds connectors in each worker, besides the
@@ -924,14 +933,14 @@ class Engine:
         from engine import workers
         return workers.Pool(self, processes, connectors=connectors).run()
 
-    def stop(self):
+    def stop(self) -> None:
         """Ask this engine's runs to stop: running flows leave at their next Flow-API
         call (a sleeping one at once), back to the queue."""
         self._stopping.set()
         for context in list(self._contexts.values()):
             context.wake.set()
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         """What a scaler watches: per worker its busy fraction and executions and
         Flow-API calls per second (over its last report), and the queue depth."""
         from engine import workers
@@ -953,7 +962,7 @@ class Engine:
                 f"{', '.join(i[:12] for i in ids[:4])}{', ...' if len(ids) > 4 else ''}")
         return ids[0]
 
-    def get(self, execution_id):
+    def get(self, execution_id: str) -> Execution:
         """The execution, fresh from the store (a unique id prefix is accepted)."""
         return Execution._from(self._record(self._resolve(execution_id)))
 
@@ -964,12 +973,12 @@ class Engine:
             raise ExecutionNotFound(f"no execution {execution_id!r}")
         return record
 
-    def executions(self, status=None):
+    def executions(self, status: Status | str | None = None) -> list[Execution]:
         wanted = None if status is None else _status(status)
         return [Execution._from(r) for r in self._store.executions()
                 if wanted is None or r["status"] == wanted.value]
 
-    def savepoints(self, execution_id):
+    def savepoints(self, execution_id: str) -> list[Savepoint]:
         execution_id = self._resolve(execution_id)
         return [_savepoint(execution_id, m) for m in self._store.savepoints(execution_id)]
 
@@ -1000,20 +1009,22 @@ class Engine:
                                     f"{savepoint!r}{hint}")
         return seq
 
-    def savepoint(self, execution_id, savepoint, by="id"):
+    def savepoint(self, execution_id: str, savepoint: int | str,
+                  by: str = "id") -> Savepoint:
         """One savepoint, named by id or seq (or by name with by="name")."""
         execution_id = self._resolve(execution_id)
         seq = self._find_seq(execution_id, savepoint, by)
         meta, _ = self._store.savepoint(execution_id, seq)
         return _savepoint(execution_id, meta)
 
-    def restore(self, execution_id, savepoint, by="id"):
+    def restore(self, execution_id: str, savepoint: int | str,
+                by: str = "id") -> Execution:
         """Revert the execution to that savepoint; it is QUEUED to go on from there."""
         execution_id = self._resolve(execution_id)
         seq = self._find_seq(execution_id, savepoint, by)
         return self._request(execution_id, ["restore", seq])
 
-    def fork(self, execution_id, savepoint, by="id"):
+    def fork(self, execution_id: str, savepoint: int | str, by: str = "id") -> Execution:
         """A new QUEUED execution that goes on from that savepoint."""
         execution_id = self._resolve(execution_id)
         seq = self._find_seq(execution_id, savepoint, by)
@@ -1031,7 +1042,7 @@ class Engine:
         self._store.put_execution(new)
         return self.get(child.id)
 
-    def delete(self, execution_id, *, wait=None):
+    def delete(self, execution_id: str, *, wait: float | None = None) -> None:
         """Delete the execution and all its savepoints.  A running one is stopped first
         by the process running it; nothing brings it back.  ``wait``: how long to wait
         for that process (default: two leases, so a hung one's lease runs out)."""
@@ -1079,15 +1090,15 @@ class Engine:
                 except (InvalidTransition, ExecutionNotFound):
                     pass                         # ended or gone meanwhile
 
-    def cancel(self, execution_id):
+    def cancel(self, execution_id: str) -> Execution:
         """End the execution ENDED_CANCELLED, and its unfinished children."""
         return self._request(self._resolve(execution_id), ["cancel"])
 
-    def pause(self, execution_id):
+    def pause(self, execution_id: str) -> Execution:
         """PAUSED until resume(); a sleeper keeps its wake time."""
         return self._request(self._resolve(execution_id), ["pause"])
 
-    def resume(self, execution_id):
+    def resume(self, execution_id: str) -> Execution:
         """A PAUSED execution goes on (a sleeper at its wake time)."""
         return self._request(self._resolve(execution_id), ["resume"])
 

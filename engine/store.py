@@ -162,7 +162,8 @@ class Lease:
 # --- the store ------------------------------------------------------------------------------
 
 # py-lmdb allows one Environment per path and process: Stores on the same path share it.
-_ENVIRONMENTS = {}      # real path -> [Environment, {name: db}, users, durability]
+# real path -> [Environment, {name: db}, users, durability]
+_ENVIRONMENTS: dict[str, list] = {}
 
 
 def _open_environment(path, map_size, durability):

@@ -24,8 +24,8 @@ log = logging.getLogger("engine.workers")
 REPORT_SECONDS = 1.0
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"   # workers and their CLI
 POLL_SECONDS = 0.02
-QUICK_DEATH_SECONDS = 5.0    # a worker that dies sooner failed to start (or crash-loops)
-START_ATTEMPTS = 5           # ... that many times in a row: the pool gives up
+START_ATTEMPTS = 5           # a worker that fails to start that many times in a row:
+                             # the pool gives up
 RESPAWN_BACKOFF = (0.5, 30.0)   # first and longest wait before starting it again
 
 
@@ -42,7 +42,7 @@ def _load_connectors(eng, connectors):
 
 def _worker_main(config, connectors, connector_module, trusted, index, started):
     """A worker process: its own Engine on the same store, until told to stop.
-    ``started`` (a queue) hears (index, None) once it is ready, or (index, why) if it
+    ``started`` (a queue) hears (pid, None) once it is ready, or (pid, why) if it
     cannot start."""
     from engine.runtime import Engine
     sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
@@ -55,9 +55,9 @@ def _worker_main(config, connectors, connector_module, trusted, index, started):
         eng._connectors.update(connectors)
         _load_connectors(eng, connector_module)
     except Exception as e:
-        started.put((index, f"{type(e).__name__}: {e}"))
+        started.put((os.getpid(), f"{type(e).__name__}: {e}"))
         raise
-    started.put((index, None))
+    started.put((os.getpid(), None))
     eng._trust = trusted
     signal.signal(signal.SIGTERM, lambda *_: eng.stop())
     signal.signal(signal.SIGINT, lambda *_: eng.stop())
@@ -126,9 +126,9 @@ class Pool:
         self.context = multiprocessing.get_context("spawn")
         self.started = self.context.Queue()
         self.children = {}
-        self.born = {}              # index -> monotonic time it was started
-        self.failures = {}          # index -> quick deaths in a row
-        self.why = {}               # index -> what its last start said, if it failed
+        self.ready = set()          # pids of workers that started
+        self.why = {}               # pid -> why that worker could not start
+        self.failures = {}          # index -> failed starts in a row
         self.stopping = False
 
     def _spawn(self, index):
@@ -138,34 +138,34 @@ class Pool:
                                           self.started))
         proc.start()
         self.children[index] = proc
-        self.born[index] = time.monotonic()
         return proc
 
     def _heard(self):
         """Drain the start reports of the workers."""
         while True:
             try:
-                index, why = self.started.get_nowait()
+                pid, why = self.started.get_nowait()
             except Exception:                     # queue.Empty
                 return
             if why is None:
-                self.why.pop(index, None)
+                self.ready.add(pid)
             else:
-                self.why[index] = why
+                self.why[pid] = why
 
     def _died(self, index, proc, respawn_at):
-        """A worker died: start another, after a growing wait if it died young; give up
-        after START_ATTEMPTS quick deaths in a row."""
+        """A worker died: start another -- at once if it had started (killed, crashed),
+        after a growing wait if it could not even start; give up after START_ATTEMPTS
+        failed starts in a row."""
         self._heard()
-        quick = time.monotonic() - self.born[index] < QUICK_DEATH_SECONDS
-        self.failures[index] = self.failures.get(index, 0) + 1 if quick else 0
-        why = self.why.get(index) or f"exit status {proc.exitcode}"
+        started = proc.pid in self.ready
+        self.ready.discard(proc.pid)
+        self.failures[index] = 0 if started else self.failures.get(index, 0) + 1
+        why = self.why.pop(proc.pid, None) or f"exit status {proc.exitcode}"
         if self.failures[index] >= START_ATTEMPTS:
-            raise WorkerStartError(f"worker {index} died {self.failures[index]} times in a "
-                                   f"row within {QUICK_DEATH_SECONDS:g} s of starting; "
-                                   f"giving up. Last: {why}")
+            raise WorkerStartError(f"worker {index} failed to start {self.failures[index]} "
+                                   f"times in a row; giving up. Last: {why}")
         first, longest = RESPAWN_BACKOFF
-        delay = min(longest, first * 2 ** (self.failures[index] - 1)) if quick else 0.0
+        delay = 0.0 if started else min(longest, first * 2 ** (self.failures[index] - 1))
         log.warning("worker %d (pid %s) died (%s); starting another%s", index, proc.pid,
                     why, f" in {delay:g} s" if delay else "")
         respawn_at[index] = time.monotonic() + delay

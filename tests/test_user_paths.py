@@ -236,4 +236,4 @@ def test_a_flows_module_whose_register_fails_stops_the_pool_with_a_clear_message
         "        raise RuntimeError('no database in the worker')\n")
     err = user("worker", "-n", "1", "--flows", "childonly", expect=2).stderr
     assert err.count("starting another") == 4
-    assert "died 5 times in a row" in err and "no database in the worker" in err
+    assert "failed to start 5 times in a row" in err and "no database in the worker" in err
