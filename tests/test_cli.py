@@ -19,7 +19,7 @@ def cli(tmp_path):
     assert ENGINE, "the engine command is not installed (pip install -e .)"
     work = tmp_path / "work"
     work.mkdir()
-    shutil.copy(os.path.join(HERE, "cli_flows.py"), work / "cli_flows.py")
+    shutil.copy(os.path.join(HERE, "user_flows.py"), work / "cli_flows.py")
     env = dict(os.environ, ENGINE_PATH=str(tmp_path / "store"), ENGINE_DURABILITY="async",
                COLUMNS="100")
     env.pop("PYTHONPATH", None)

@@ -6,7 +6,6 @@ import datetime
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -15,15 +14,7 @@ import pytest
 import engine
 import lifecycle_flows as flows
 from engine import Engine, Status
-
-
-def wait_for(condition, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
+from waiting import wait_for
 
 
 @pytest.fixture

@@ -6,25 +6,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-import engine
 from engine import Engine, Status
+from waiting import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENGINE = shutil.which("engine")
-
-
-def wait_for(condition, seconds=30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 class User:

@@ -12,6 +12,7 @@ import pytest
 
 import rt_flows
 from engine import Engine, Status
+from waiting import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,15 +46,6 @@ def workers_of(supervisor):
             except OSError:
                 pass
     return pids
-
-
-def wait_for(predicate, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def stop(pool):
