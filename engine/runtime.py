@@ -35,6 +35,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 RESTORE_LOOP_LIMIT = 100
 WATCH_SECONDS = 0.05            # how often the watchdog looks for timeouts and requests
+IDLE_WATCH_SECONDS = 1.0        # ... when it watches nothing (a new timeout pokes it)
 FLOW_IMPORT_RETRY_SECONDS = 5.0  # a flow module that cannot be imported: try again then
 
 
@@ -570,6 +571,8 @@ class _Context:
             raise ValueError(f"set_timeout takes a number of seconds >= 0, not {seconds!r}")
         self.record["timeout_at"] = None if seconds is None else time.time() + seconds
         self._guarded_put()
+        if seconds is not None:
+            self.engine._watchdog.poke.set()          # watch it from now on
 
     def success(self, value):
         return _Success(value)
@@ -751,7 +754,8 @@ class _Watchdog:
         renew_every = engine.lease_seconds / 3
         next_renewal = time.monotonic() + renew_every
         while True:
-            self.poke.wait(WATCH_SECONDS if engine._contexts else renew_every)
+            self.poke.wait(WATCH_SECONDS if engine._contexts else
+                           min(renew_every, IDLE_WATCH_SECONDS))
             self.poke.clear()
             if self.stopped.is_set():
                 return
@@ -912,7 +916,8 @@ class Engine:
             log.info("execution %s (%s) %s", exec_id, record["flow"],
                      "resumed" if record.get("last_seq") else "started")
             self._contexts[exec_id] = context
-            self._watchdog.poke.set()
+            if record.get("timeout_at") is not None:
+                self._watchdog.poke.set()      # else it looks within IDLE_WATCH_SECONDS
             try:
                 context.drive(retry_delay)
             finally:
