@@ -32,12 +32,14 @@ def _check_compiled_core():
 _check_compiled_core()
 del _check_compiled_core
 
-from engine.errors import (CorruptSavepoint, EngineError, ExecutionNotFound,  # noqa: E402
-                           FlowError, FlowNotFound, InvalidTransition, SavepointError,
-                           SavepointNotFound, WorkerStartError)
-from engine.runtime import Engine, Execution, Savepoint, Status  # noqa: E402
+from engine.errors import (CorruptSavepoint, CorruptStore, EngineError,  # noqa: E402
+                           ExecutionNotFound, FlowError, FlowNotFound, InvalidTransition,
+                           SavepointError, SavepointNotFound, StoreFull, WorkerStartError)
+from engine.runtime import Engine, Execution, FrameView, Savepoint, Status  # noqa: E402
 from engine._flowapi import System, This  # noqa: E402  (to annotate a flow's parameters)
 
-__all__ = ["Engine", "Execution", "Savepoint", "Status", "System", "This", "EngineError",
-           "SavepointError", "CorruptSavepoint", "FlowError", "FlowNotFound",
-           "ExecutionNotFound", "SavepointNotFound", "InvalidTransition", "WorkerStartError"]
+__all__ = ["Engine", "Execution", "Savepoint", "FrameView", "Status", "System", "This",
+           "EngineError",
+           "SavepointError", "CorruptSavepoint", "CorruptStore", "StoreFull", "FlowError",
+           "FlowNotFound", "ExecutionNotFound", "SavepointNotFound", "InvalidTransition",
+           "WorkerStartError"]

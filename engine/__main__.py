@@ -14,6 +14,7 @@ their savepoints from a terminal, through the public API only.
     engine worker -n N --flows MODULE_OR_FILE ...
     engine stats
     engine config
+    engine doctor [--repair]
 
 Every command takes --path, --durability, --sleep-max-seconds, --lease-seconds and
 --savepoint-retention; they come from the flag, else the environment (ENGINE_PATH,
@@ -143,13 +144,13 @@ def execution_dict(ex):
             "output": ex.output, "outputs": ex.outputs, "error": ex.error,
             "created_at": _iso(ex.created_at), "updated_at": _iso(ex.updated_at),
             "restore_count": ex.restore_count, "name": ex.name, "parent": ex.parent,
-            "log": [[_iso(at), text] for at, text in ex.log]}
+            "log": [[_iso(at), text] for at, text in ex.log], "damaged": ex.damaged}
 
 
 def savepoint_dict(sp):
     return {"id": sp.id, "seq": sp.seq, "created_at": _iso(sp.created_at),
             "line": sp.line, "action": sp.action, "command": sp.command, "kind": sp.kind,
-            "name": sp.name, "size": sp.size}
+            "name": sp.name, "size": sp.size, "damaged": sp.damaged}
 
 
 def _parse_time(text):
@@ -267,7 +268,9 @@ def cmd_ls(args):
         if args.flow:
             found = [ex for ex in found if ex.flow == args.flow or
                      ex.flow.endswith(":" + args.flow) or ex.flow.startswith(args.flow)]
-        found.sort(key=lambda ex: ex.created_at, reverse=True)
+        # newest first; one whose record is lost (no created_at) last
+        found.sort(key=lambda ex: (ex.created_at is not None, ex.created_at or 0),
+                   reverse=True)
         shown = found[:args.limit]
         rows = [execution_dict(ex) for ex in shown]
     if args.quiet:
@@ -277,7 +280,8 @@ def cmd_ls(args):
     emit(args, rows, lambda rows: table(
         [dict(r, id=ex.id[:12], created_at=when(ex.created_at, args))
          for r, ex in zip(rows, shown)],
-        ["id", "status", "flow", "created_at", "restore_count", "error"]))
+        ["id", "status", "flow", "created_at", "restore_count", "error"] +
+        (["damaged"] if any(ex.damaged for ex in shown) else [])))
     return 0
 
 
@@ -294,7 +298,7 @@ def cmd_show(args):
         lines = []
         width = terminal_width()
         for key, value in d.items():
-            if key == "log":
+            if key == "log" or (key == "damaged" and value is None):
                 continue
             if key in ("created_at", "updated_at"):
                 value = when(getattr(ex, key), args, precise=True)
@@ -335,7 +339,8 @@ def cmd_savepoints(args):
     emit(args, rows, lambda rows: table(
         [dict(r, created_at=when(sp.created_at, args, precise=True))
          for r, sp in zip(rows, found)],
-        ["seq", "created_at", "line", "action", "command", "kind", "name", "size"]))
+        ["seq", "created_at", "line", "action", "command", "kind", "name", "size"] +
+        (["damaged"] if any(sp.damaged for sp in found) else [])))
     return 0
 
 
@@ -343,50 +348,25 @@ _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 60
 
 
-class FlowAPI:
-    """Stands for `this` and `system` in an inspected savepoint (nothing runs there)."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return f"<{self.name}>"
+def _type_shown(value):
+    from engine._codec import Unbuilt
+    if isinstance(value, Unbuilt):
+        return value.name if value.kind == "instance" else value.kind
+    return type(value).__qualname__
 
 
 def cmd_inspect(args):
-    import types
-    from engine import _codec, _frames
     with open_engine(args) as eng:
         ex = eng.get(args.id)
         sp = find_savepoint(eng, ex.id, args.savepoint)
-        store = eng._store
-        meta, record = store.savepoint(ex.id, sp.seq)
-        try:
-            frames, result = _codec.decode_savepoint(
-                record, store.codes_for(record), trust=eng._trust_for_record(record),
-                chunks=store.chunk,
-                externals={"this": FlowAPI("this"), "system": FlowAPI("system")})
-        except Exception as e:
-            raise CommandError(f"cannot read savepoint {sp.id}: {e}") from None
+        frames = eng.inspect(ex.id, sp.seq)
     out = []
     for frame in frames:
-        code = frame.code
-        local_rows = []
-        for i, value in enumerate(frame.locals):
-            name = code._varname_from_oparg(i)
-            if value is _frames.EMPTY:
-                local_rows.append({"name": name, "type": "-", "value": "<unbound>"})
-                continue
-            if isinstance(value, types.CellType):
-                try:
-                    value = value.cell_contents
-                except ValueError:
-                    local_rows.append({"name": name, "type": "cell", "value": "<empty>"})
-                    continue
-            local_rows.append({"name": name, "type": type(value).__qualname__,
-                               "value": _short.repr(value)})
-        out.append({"function": code.co_qualname, "file": code.co_filename,
-                    "line": frame.line, "locals": local_rows})
+        rows = [{"name": name, "type": _type_shown(value), "value": _short.repr(value)}
+                for name, value in frame.locals.items()]
+        rows += [{"name": name, "type": "-", "value": "<unbound>"} for name in frame.unbound]
+        out.append({"function": frame.function, "file": frame.file, "line": frame.line,
+                    "locals": rows})
 
     def human(frames_):
         parts = [f"savepoint {sp.id} ({sp.kind}{' ' + repr(sp.name) if sp.name else ''}, "
@@ -450,6 +430,38 @@ def cmd_config(args):
     emit(args, data, lambda d: table([{"setting": k, **v} for k, v in d.items()],
                                      ["setting", "value", "source"]))
     return 0
+
+
+def cmd_doctor(args):
+    with open_engine(args) as eng:
+        report = eng.check(repair=args.repair)
+
+    def human(d):
+        lines = []
+        for p in d["problems"]:
+            line = f"{p['db']} {p['key']}: {p['problem']}"
+            if p["repaired"]:
+                line += f" -- repaired: {p['repair']}"
+            elif p["repair"]:
+                line += f" (--repair would {p['repair']})"
+            lines.append(line)
+        checked = d["checked"]
+        summary = (f"checked {checked['executions']} executions, {checked['savepoints']} "
+                   f"savepoints, {sum(checked.values())} records in all: ")
+        problems = d["problems"]
+        if not problems:
+            summary += "no problems"
+        else:
+            repaired = sum(p["repaired"] for p in problems)
+            summary += f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+            if args.repair:
+                summary += f", {repaired} repaired"
+            elif any(p["repair"] for p in problems):
+                summary += f", {sum(bool(p['repair']) for p in problems)} of them " \
+                           f"repairable with --repair"
+        return "\n".join(lines + [summary])
+    emit(args, report, human)
+    return EXIT_FAILED if report["problems"] else 0
 
 
 def _positive_int(text):
@@ -565,6 +577,13 @@ def parser():
             (common, listing))
     command("config", "effective settings and where each came from (flag, $ENGINE_*, "
             "default)", cmd_config, (common, listing))
+    p = command("doctor", "verify every record of the store and report each problem, one "
+                "a line; exit 0 if there is none, 1 if there are (with --repair too)",
+                cmd_doctor, (common, listing))
+    p.add_argument("--repair", action="store_true",
+                   help="also fix what can be fixed without losing anything: run-queue "
+                   "entries out of step, dangling names, unused code and chunks, stale "
+                   "leases (damaged executions and savepoints are only reported)")
     return top
 
 

@@ -2,7 +2,10 @@
 from types import CodeType
 from typing import Any, Iterable, Mapping
 
+from engine._codec import Signer
+
 def version_after(execution: dict[str, Any]) -> int: ...
 def try_commit(env: Any, db: Any, known: dict[str, set[int]], execution: dict[str, Any],
                meta: dict[str, Any], record: bytes, codes: Iterable[CodeType],
-               chunks: Mapping[bytes, bytes] | None, retention: str) -> int | None: ...
+               chunks: Mapping[bytes, bytes] | None, retention: str,
+               signer: Signer) -> int | None: ...

@@ -23,6 +23,20 @@ class CorruptSavepoint(SavepointError):
     """A stored savepoint record is damaged, truncated or tampered with, and was refused."""
 
 
+class CorruptStore(EngineError):
+    """The store's LMDB file is truncated, empty or damaged where a store was expected,
+    and was refused before anything read it (reading past the end of a mapped file would
+    kill the process with SIGBUS).  The message names the file and what is wrong; nothing
+    was changed.  (A store directory without data.mdb is a new store, not this.)"""
+
+
+class StoreFull(EngineError, OSError):
+    """No space is left on the device holding the store: the write was not made, and
+    what was stored before is intact.  The Flow-API call that needed the write fails
+    with this; the execution goes back to the queue (QUEUED, to go on from its last
+    savepoint) if that can still be written, else to lease recovery."""
+
+
 class FlowError(EngineError):
     """this.error(message), or a child execution that failed: the execution ends
     ENDED_ERROR with that message."""

@@ -22,12 +22,13 @@ import os
 import sys
 import threading
 import time
+import types
 import uuid
 from typing import Any, Callable, TypeVar
 
 from engine import _codec, _flowapi, _frames, config
 from engine.errors import (EngineError, ExecutionNotFound, FlowError, FlowNotFound,
-                           InvalidTransition, SavepointError, SavepointNotFound)
+                           InvalidTransition, SavepointError, SavepointNotFound, StoreFull)
 from engine.store import Owner, Store, retention_error
 
 log = logging.getLogger("engine")
@@ -75,16 +76,22 @@ class Execution:
     parent: str | None = None
     # [(aware UTC datetime, text)]; None for entries stored before the log had times
     log: list[tuple[datetime.datetime | None, str]] = dataclasses.field(default_factory=list)
+    # what of it is damaged in the store (its record, its newest savepoint), or None.
+    # Its record damaged: ENDED_ERROR, flow "" (lost); it can only be deleted.  Its
+    # newest savepoint damaged: as its record says; restore to an intact savepoint.
+    damaged: str | None = None
 
     @classmethod
     def _from(cls, record):
-        return cls(id=record["id"], flow=record["flow"], status=Status(record["status"]),
+        return cls(id=record["id"], flow=record.get("flow") or "",
+                   status=Status(record["status"]),
                    inputs=record.get("inputs"), output=record.get("output"),
                    outputs=dict(record.get("outputs") or {}), error=record.get("error"),
                    created_at=_utc(record.get("created_at")),
                    updated_at=_utc(record.get("updated_at")), name=record.get("name"),
                    restore_count=record.get("restore_count") or 0,
-                   parent=record.get("parent"), log=_log_entries(record.get("log")))
+                   parent=record.get("parent"), log=_log_entries(record.get("log")),
+                   damaged=record.get("damaged"))
 
 
 def _log_entries(stored):
@@ -106,6 +113,20 @@ class Savepoint:
     action: str
     command: str | None
     size: int
+    damaged: str | None = None      # what is damaged (kind "damaged"; the rest is None)
+
+
+@dataclasses.dataclass
+class FrameView:
+    """One frame of a savepoint as inspection shows it (Engine.inspect): nothing of the
+    flow ran to make it, no module was imported; instances, iterators and names of
+    modules not imported are engine._codec.Unbuilt stand-ins showing class and state."""
+    function: str
+    module: str
+    file: str
+    line: int | None
+    locals: dict[str, Any]
+    unbound: list[str] = dataclasses.field(default_factory=list)   # no value yet
 
 
 def _savepoint_id(exec_id, seq):
@@ -206,8 +227,10 @@ def _import_flow_module(module_name):
             f"directory to PYTHONPATH") from None
 
 
-# (id(code), offset) -> (code, source text); the code keeps the id
+# (id(code), offset) -> (code, source text); the code keeps the id.  Bounded: a
+# long-lived worker meets ever new code objects (each restored savepoint pins its own)
 _commands: dict[tuple[int, int], tuple[Any, str | None]] = {}
+COMMAND_CACHE_SIZE = 4096
 
 
 def _command(frame):
@@ -217,6 +240,8 @@ def _command(frame):
     if found is not None and found[0] is code:
         return found[1]
     text = _command_text(code, frame.offset)
+    if len(_commands) >= COMMAND_CACHE_SIZE:
+        _commands.clear()                 # cheap to rebuild: one co_positions() each
     _commands[(id(code), frame.offset)] = (code, text)
     return text
 
@@ -263,6 +288,9 @@ ALLOWED = {
 
 def check_transition(operation, record):
     """InvalidTransition unless ``operation`` applies to the execution in its state."""
+    if record.get("damaged") and not record.get("flow"):
+        raise InvalidTransition(f"cannot {operation} execution {record['id']}: "
+                                f"{record['damaged']}; it can only be deleted")
     status = Status(record["status"])
     if status not in ALLOWED[operation]:
         why = "it has ended" if status in ENDED else f"it is {status.value}"
@@ -331,10 +359,10 @@ class _Context:
         self.this = _flowapi.This(self, self.root)
         self.system = _flowapi.System(self.this)
         self.externals = {"this": self.this, "system": self.system}
-        self.trust = engine._trust.copy()
-        self.trusted_modules = set()
+        self.trust = engine._trust_for(record)
         self.lock = threading.Lock()
         self.done = False                # ended (or deleted) by someone else: write nothing
+        self.keep_lease = False          # a full disk: see _store_full
         self.wake = threading.Event()    # ends an in-process sleep early
         self.thread = None               # the flow's thread, while it runs flow code
         self.in_flow = False
@@ -362,11 +390,6 @@ class _Context:
 
     def savepoint(self, frames, action, result, kind="implicit", name=None):
         engine = self.engine
-        for frame in frames:
-            module = frame.func.__module__
-            if module not in self.trusted_modules:        # flows' modules are trusted
-                self.trusted_modules.add(module)
-                self.trust.add(module)
         chunks = {}
         record, codes = _codec.encode_snapshot(frames, externals=self.externals,
                                                trust=self.trust, chunks=chunks,
@@ -417,7 +440,7 @@ class _Context:
         if timeout_at is not None and time.time() >= timeout_at:
             self.end_elsewhere(lambda: self._ended(Status.ENDED_ERROR, error=TIMEOUT_ERROR))
             return
-        request = self.store.get_setting(_signal_key(self.execution_id))
+        request = _pending_request(self.store, self.execution_id)
         if request is not None:
             self.take_request(request)
 
@@ -589,7 +612,34 @@ class _Context:
     # -- the driver --
     def drive(self, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
         """Run the execution until it ends, waits or is unloaded.  FlowNotFound (and a
-        KeyboardInterrupt) leave it QUEUED, as it was, and are raised again."""
+        KeyboardInterrupt) leave it QUEUED, as it was, and are raised again; so does a
+        full disk (StoreFull), from the write that failed: see _store_full."""
+        resume_from, last_seq = self.record.get("resume_from"), self.record.get("last_seq")
+        try:
+            self._drive(retry_delay)
+        except StoreFull as e:
+            self._store_full(e, retry_delay, resume_from, last_seq)
+            raise
+
+    def _store_full(self, error, retry_delay, resume_from, last_seq):
+        """A write failed for lack of space.  Unless the execution ended (or was ended
+        elsewhere), put it back on the queue, QUEUED to go on from its last savepoint
+        (or the one it was restored to); if even that cannot be written, keep its lease:
+        lease recovery puts it back once this process lets the lease lapse."""
+        with self.lock:
+            stored = None if self.done else self.store.get_execution(self.execution_id)
+            if stored is None or Status(stored["status"]) in ENDED:
+                return
+            if resume_from is not None and self.record.get("last_seq") == last_seq:
+                self.record["resume_from"] = resume_from     # no savepoint since
+            self.record.update(status=Status.QUEUED.value, due=time.time() + retry_delay,
+                               error=f"StoreFull: {error}", output=None)
+            try:
+                self.store.put_execution(self.record)
+            except StoreFull:
+                self.keep_lease = True
+
+    def _drive(self, retry_delay):
         record = self.record
         record.update(status=Status.RUNNING.value, due=None, updated_at=time.time(),
                       error=None)
@@ -610,6 +660,8 @@ class _Context:
         except FlowNotFound as e:
             self._requeue(time.time() + retry_delay, error=f"FlowNotFound: {e}")
             raise
+        except StoreFull:
+            raise                                    # drive puts it back on the queue
         except Exception as e:
             self._end(Status.ENDED_ERROR, error=f"{type(e).__name__}: {e}")
         except BaseException:                        # Ctrl-C, SystemExit: back to the queue
@@ -644,13 +696,12 @@ class _Context:
         if found is None:
             raise SavepointError(f"execution {self.execution_id} has no savepoint {seq}")
         meta, record = found
-        # a module that cannot be imported here is not damage: say so, before decoding
+        # a module that cannot be imported here is not damage: say so, before decoding.
+        # Only the flow's own module, as recorded at start: never one a record names.
         _import_flow_module(self.record["flow"].partition(":")[0])
-        for module, _, _ in _codec.read_header(record):
-            _import_flow_module(module)
         frames, result = _codec.decode_savepoint(
-            record, store.codes_for(record), externals=self.externals,
-            trust=self.engine._trust_for_record(record), chunks=store.chunk)
+            record, store.codes_for(record), externals=self.externals, trust=self.trust,
+            chunks=store.chunk)
         throw = False
         if meta["action"] in ("flow", "wait_for") and isinstance(result, dict) \
                 and "await" in result:
@@ -730,6 +781,18 @@ def _signal_key(exec_id):
     return f"signal:{exec_id}"
 
 
+def _pending_request(store, exec_id):
+    """The request from outside waiting for this execution, or None.  A damaged one
+    (CorruptSavepoint) cannot be carried out: it is dropped and logged, so that it
+    stops nothing -- neither this run nor anyone else's."""
+    try:
+        return store.get_setting(_signal_key(exec_id))
+    except SavepointError as e:
+        log.warning("execution %s: dropped a damaged request: %s", exec_id, e)
+        store.delete_setting(_signal_key(exec_id))
+        return None
+
+
 class _Watchdog:
     """One thread per engine: renews the leases of the executions it runs (every third
     of lease_seconds, so a flow computing longer than a lease keeps it; a stopped process
@@ -790,7 +853,9 @@ class Engine:
         self.lease_seconds = config.value("lease_seconds", lease_seconds)
         self._store = Store(self.path, durability=self.durability)
         self._connectors: dict[str, Callable[..., Any]] = {}
-        self._trust = _codec.Trust([sys.modules[__name__], _flowapi.Setting])
+        # the engine's own objects a savepoint may hold: not the runtime module (a
+        # record must never make the engine build an Engine, or anything else of ours)
+        self._trust = _codec.Trust([_Success, Execution, Savepoint, _flowapi.Setting])
         self._owner = Owner.current("engine")
         self._running: set[str] = set()  # ids this engine is running now (leases held)
         self._contexts: dict[str, _Context] = {}   # id -> _Context of the flows running now
@@ -837,10 +902,11 @@ class Engine:
         """Allow instances of these user classes inside savepoints."""
         return self._trust.add(cls_or_module)
 
-    def _trust_for_record(self, record):
+    def _trust_for(self, execution):
+        """What a savepoint of this execution may rebuild: eng.trust() and the flow's
+        module as recorded at start -- never what a record itself names."""
         trust = self._trust.copy()
-        for module, _, _ in _codec.read_header(record):
-            trust.add(module)
+        trust.add(execution["flow"].partition(":")[0])
         return trust
 
     # -- executions --
@@ -898,12 +964,13 @@ class Engine:
         started = time.monotonic()
         self._lease_checked[exec_id] = started + self.lease_seconds / 2
         record = self._store.get_execution(exec_id)
+        context = None
         try:
             if record is None or Status(record["status"]) in ENDED or \
                     record["status"] == Status.PAUSED.value:
                 return
             context = _Context(self, record)
-            request = self._store.get_setting(_signal_key(exec_id))
+            request = _pending_request(self._store, exec_id)
             if request is not None:              # asked while nobody ran it
                 context.take_request(request)
                 return
@@ -928,7 +995,8 @@ class Engine:
             self._busy += time.monotonic() - started
             self._running.discard(exec_id)
             self._lease_checked.pop(exec_id, None)
-            self._store.release(exec_id, self._owner)
+            if context is None or not context.keep_lease:
+                self._store.release(exec_id, self._owner)
 
     def work(self, processes: int = 2, *, connectors: Any = None) -> None:
         """Run a pool of worker processes until interrupted: SIGTERM or Ctrl-C stops it
@@ -950,6 +1018,15 @@ class Engine:
         Flow-API calls per second (over its last report), and the queue depth."""
         from engine import workers
         return workers.stats(self._store)
+
+    def check(self, repair: bool = False) -> dict[str, Any]:
+        """Verify every record of the store (`engine doctor`): {"checked": {database:
+        entries}, "problems": [{"db", "key", "execution", "problem", "repair",
+        "repaired"}, ...]}.  ``repair``: also fix what can be fixed without losing
+        anything (run-queue entries out of step, dangling names, unused code and chunks,
+        ...; engine.storecheck lists them); damaged executions, savepoints and settings
+        are only reported -- delete them, or restore to an intact savepoint."""
+        return self._store.check(repair=repair)
 
     def _resolve(self, execution_id):
         """The full id of the execution ``execution_id`` names: its id, or a prefix of
@@ -1022,6 +1099,38 @@ class Engine:
         meta, _ = self._store.savepoint(execution_id, seq)
         return _savepoint(execution_id, meta)
 
+    def inspect(self, execution_id: str, savepoint: int | str,
+                by: str = "id") -> list[FrameView]:
+        """Every frame of a savepoint, outermost first, with its locals -- decoded
+        without running any flow code, building any instance or importing any module."""
+        execution_id = self._resolve(execution_id)
+        seq = self._find_seq(execution_id, savepoint, by)
+        _, record = self._store.savepoint(execution_id, seq)
+        stand_ins = {name: _codec.Unbuilt("global", name) for name in ("this", "system")}
+        frames, _ = _codec.decode_savepoint(
+            record, self._store.codes_for(record), externals=stand_ins,
+            trust=self._trust_for(self._record(execution_id)), chunks=self._store.chunk,
+            inspect=True)
+        views = []
+        for frame in frames:
+            code = frame.code
+            shown, unbound = {}, []
+            for i, value in enumerate(frame.locals):
+                name = code._varname_from_oparg(i)  # type: ignore[attr-defined]
+                if type(value) is types.CellType:
+                    try:
+                        value = value.cell_contents
+                    except ValueError:
+                        value = _frames.EMPTY
+                if value is _frames.EMPTY:
+                    unbound.append(name)
+                else:
+                    shown[name] = value
+            views.append(FrameView(function=code.co_qualname, module=frame.func.__module__,
+                                   file=code.co_filename, line=frame.line, locals=shown,
+                                   unbound=unbound))
+        return views
+
     def restore(self, execution_id: str, savepoint: int | str,
                 by: str = "id") -> Execution:
         """Revert the execution to that savepoint; it is QUEUED to go on from there."""
@@ -1035,6 +1144,9 @@ class Engine:
         seq = self._find_seq(execution_id, savepoint, by)
         meta, record = self._store.savepoint(execution_id, seq)
         source = self._store.get_execution(execution_id)
+        if source.get("damaged") and not source.get("flow"):    # its record is lost
+            raise InvalidTransition(f"cannot fork execution {execution_id}: "
+                                    f"{source['damaged']}")
         child = self.start(source["flow"], source.get("inputs"), name=source.get("name"),
                            savepoint_retention=source.get("retention"))
         new = self._store.get_execution(child.id)
@@ -1079,7 +1191,7 @@ class Engine:
             key = _signal_key(execution_id)
             self._store.set_setting(key, request)
             deadline = time.monotonic() + min(5.0, self.lease_seconds)
-            while wait and self._store.get_setting(key) is not None and \
+            while wait and _pending_request(self._store, execution_id) is not None and \
                     time.monotonic() < deadline:
                 time.sleep(0.01)
         elif request[0] == "cancel":
@@ -1128,7 +1240,8 @@ def _savepoint(execution_id, meta):
     return Savepoint(id=_savepoint_id(execution_id, meta["seq"]), execution_id=execution_id,
                      seq=meta["seq"], kind=meta["kind"], name=meta["name"],
                      created_at=_utc(meta["created_at"]), line=meta["line"],
-                     action=meta["action"], command=meta["command"], size=meta["size"])
+                     action=meta["action"], command=meta["command"], size=meta["size"],
+                     damaged=meta.get("damaged"))
 
 
 def _log_outcome(record):

@@ -41,6 +41,8 @@ import hashlib
 import importlib
 import importlib.util
 import io
+import math
+import operator
 import pathlib
 import sys
 import types
@@ -77,6 +79,7 @@ cdef extern from "codec.h":
     uint64_t cd_get_be(const unsigned char *, int)
     uint64_t cd_checksum(const unsigned char *, Py_ssize_t)
     uint64_t cd_xxh64(const unsigned char *, Py_ssize_t, uint64_t)
+    void cd_siphash128(const unsigned char *, Py_ssize_t, uint64_t, uint64_t, uint64_t *)
     int cd_encode_simple(cd_buf *, cd_ptrmap *, int32_t *, PyObject *) except -1
     object cd_make_str(const char *, Py_ssize_t)
     object cd_cached_str(const char *, Py_ssize_t)
@@ -236,6 +239,64 @@ cdef tuple _BUILTIN_SELF_TYPES = (list, dict, set, frozenset, tuple, str, bytes,
                                   int, float, complex, collections.deque,
                                   collections.OrderedDict, collections.defaultdict,
                                   collections.Counter)
+
+
+# Callables that a decoded map()/filter() iterator or defaultdict may call later: pure
+# builtins, math and operator functions, the builtin types, methods of those types, and
+# functions and classes of trusted modules -- never a callable only because a record names
+# it (map(os.system, [...]) in a for-loop slot would run a command at resume).
+cdef frozenset _SAFE_TYPES = frozenset(_BUILTIN_SELF_TYPES + (bool, range, slice, object))
+cdef frozenset _SAFE_FUNCTIONS = frozenset(
+    [abs, all, any, ascii, bin, callable, chr, divmod, format, hash, hex, id, isinstance,
+     issubclass, len, max, min, oct, ord, pow, repr, round, sorted, sum, zip, enumerate,
+     reversed] +
+    [f for module in (math, operator) for name, f in vars(module).items()
+     if not name.startswith("_") and type(f) is types.BuiltinFunctionType])
+
+
+cdef bint _trusted_callable(f, Trust trust, list codes):
+    if f is None:
+        return True
+    if type(f) is types.FunctionType:        # ours: pinned code, or a trusted module's
+        return any(c is f.__code__ for c in codes) or trust.allows_module(f.__module__)
+    if type(f) is types.MethodType:
+        return _trusted_callable(f.__func__, trust, codes)
+    if isinstance(f, type):
+        return f in _SAFE_TYPES or trust.allows_class(f)
+    if type(f) in _DESCRIPTOR_TYPES:
+        return getattr(f, "__objclass__", None) in _SAFE_TYPES
+    if type(f) is types.BuiltinFunctionType:
+        owner = f.__self__
+        if owner is None or type(owner) is types.ModuleType:
+            return f in _SAFE_FUNCTIONS
+        return type(owner) in _SAFE_TYPES
+    return False
+
+
+class Unbuilt:
+    """What an inspected savepoint shows in place of an object inspection does not build:
+    an instance (shown as its class and state), an iterator, an exception of a user
+    class, or a name in a module that is not imported."""
+    __slots__ = ("kind", "name", "state")
+
+    def __init__(self, kind, name, state=None):
+        self.kind, self.name, self.state = kind, name, state
+
+    def __repr__(self):
+        if self.kind == "global":
+            return f"<{self.name}>"
+        if self.state is None:
+            return f"<{self.name} {self.kind}>"
+        return f"<{self.name} {self.kind} {self.state!r}>"
+
+    def __call__(self, *args, **kwargs):
+        raise SavepointError(f"{self!r} was not built: the savepoint was only inspected")
+
+
+cdef str _type_name(cls):
+    if type(cls) is Unbuilt:
+        return (<object>cls).name
+    return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', '?')}"
 
 
 cdef void _release_extra(void *value) noexcept with gil:
@@ -872,6 +933,7 @@ cdef class Decoder:
     cdef bint cell_slot         # the value being decoded is a cell's contents
     cdef object data            # keeps the buffer alive
     cdef object chunks          # content hash -> chunk bytes (mapping or callable), or None
+    cdef bint inspecting        # build no instance, import no module (inspection)
 
     cdef setup(self, bytes data, Py_ssize_t start, externals, Trust trust):
         self.data = data
@@ -887,6 +949,7 @@ cdef class Decoder:
         self.depth = 0
         self.cell_slot = False
         self.chunks = None
+        self.inspecting = False
 
     cdef release(self):
         """Drop every reference the last decode made (the lists stay for reuse)."""
@@ -1212,6 +1275,10 @@ cdef class Decoder:
                 factory = self.decode()
                 if factory is not None and not callable(factory):
                     raise CorruptSavepoint("defaultdict factory is not callable")
+                if not self.inspecting and \
+                        not _trusted_callable(factory, self.trust, self.codes):
+                    raise SavepointError(f"savepoint holds a defaultdict whose factory "
+                                         f"{factory!r} is not trusted")
                 o = _defaultdict(factory)
                 n -= 1
             else:
@@ -1245,6 +1312,8 @@ cdef class Decoder:
         cls = self.decode()
         mode = self.decode()
         args = self.decode()
+        if self.inspecting:
+            return self.instance_view(index, cls, args)
         if not isinstance(cls, type) or type(args) is not tuple or mode not in (0, 1):
             raise CorruptSavepoint("malformed instance")
         if not self.trust.allows_class(cls):
@@ -1277,13 +1346,36 @@ cdef class Decoder:
                 o[key] = value
         return self.finish(index, o)
 
+    cdef object instance_view(self, Py_ssize_t index, cls, args):
+        """An instance as inspection shows it: its class and state, nothing built."""
+        view = Unbuilt("instance", _type_name(cls))
+        self.memo[index] = view
+        state = self.decode()
+        listitems = self.decode()
+        dictitems = self.decode()
+        shown = {}
+        if args:
+            shown["args"] = args
+        if state is not None:
+            shown["state"] = state
+        if listitems:
+            shown["items"] = list(listitems)
+        if dictitems:
+            shown["entries"] = dict(dictitems)
+        view.state = shown or None
+        return self.finish(index, view)
+
     cdef object global_ref(self, module_name, qualname):
         if type(module_name) is not str or type(qualname) is not str:
             raise CorruptSavepoint("malformed import path")
+        if self.inspecting and module_name not in _sys_modules:
+            return Unbuilt("global", f"{module_name}.{qualname}")
         module = self.module(module_name)
         try:
             return _lookup(module, qualname)
         except AttributeError:
+            if self.inspecting:
+                return Unbuilt("global", f"{module_name}.{qualname}")
             raise SavepointError(f"savepoint refers to {module_name}.{qualname}, which no "
                                  f"longer exists") from None
 
@@ -1293,6 +1385,8 @@ cdef class Decoder:
         module = _sys_modules.get(name)
         if module is not None:
             return module
+        if self.inspecting:                  # imports nothing: an empty stand-in
+            return _ModuleType(name)
         root = name.partition(".")[0]
         if (root in sys.stdlib_module_names and root not in _NO_IMPORT) or \
                 self.trust.allows_module(name):
@@ -1337,6 +1431,8 @@ cdef class Decoder:
                 raise SavepointError(f"savepoint refers to {parts[0]!r}, which this "
                                      f"process does not provide") from None
         if tag == M_METHOD and n == 2:
+            if self.inspecting and type(parts[0]) is Unbuilt:
+                return Unbuilt("method", (<object>parts[0]).name)
             if not callable(parts[0]):
                 raise CorruptSavepoint("malformed method")
             return _MethodType(parts[0], parts[1])
@@ -1348,6 +1444,9 @@ cdef class Decoder:
             return self.function(parts)
         if tag == M_ITER and n == 3:
             return self.iterator(parts)
+        if self.inspecting and tag in (M_ENUM, M_NAMEDTUPLE) and type(parts[0]) is Unbuilt:
+            return Unbuilt("enum member" if tag == M_ENUM else "tuple",
+                           (<object>parts[0]).name, parts[1:])
         if tag == M_ENUM and n == 3:
             cls = parts[0]
             if not (isinstance(cls, type) and issubclass(cls, _Enum)):
@@ -1397,6 +1496,12 @@ cdef class Decoder:
             raise CorruptSavepoint("malformed iterator")
         if builder is iter and (len(args) != 1 or type(args[0]) not in _ITER_SOURCES):
             raise CorruptSavepoint("malformed iterator")
+        if self.inspecting:
+            return Unbuilt("iterator", name, args)
+        if builder in (map, filter) and (
+                not args or not _trusted_callable(args[0], self.trust, self.codes)):
+            raise SavepointError(f"savepoint holds a {name}() iterator over "
+                                 f"{args[0] if args else None!r}, which is not trusted")
         it = builder(*args)
         if state is not None:
             it.__setstate__(state)
@@ -1404,6 +1509,9 @@ cdef class Decoder:
 
     cdef object exception(self, list parts):
         cls, args, attrs, cause, context, suppress = parts
+        if self.inspecting and (type(cls) is Unbuilt or not (
+                isinstance(cls, type) and cls.__module__ == "builtins")):
+            return Unbuilt("exception", _type_name(cls), args)
         if not (isinstance(cls, type) and issubclass(cls, BaseException)) or \
                 type(args) is not tuple:
             raise CorruptSavepoint("malformed exception")
@@ -1503,9 +1611,69 @@ def decode_value(data, *, externals=None, Trust trust=None):
         _done_decoding(dec)
 
 
-def seal(value, *, externals=None, Trust trust=None):
-    """encode_value(value) behind its 8-byte big-endian checksum: how the store keeps
-    every record, so damage is found before decoding."""
+# --- signing: what the store keeps is signed with its secret key ------------------------
+
+DEF TAG = 16                     # bytes of a signature
+TAG_SIZE = TAG
+
+
+cdef class Signer:
+    """A store's secret key: every value the store writes carries a 16-byte tag
+    (SipHash-2-4, 128-bit output) over its bytes, and a value whose tag does not match
+    is CorruptSavepoint -- never decoded.  Someone who can write the store but does not
+    know the key cannot make the engine accept a record."""
+
+    def __init__(self, bytes key not None):
+        if len(key) != 16:
+            raise ValueError(f"a signing key is 16 bytes, not {len(key)}")
+        cdef const unsigned char *k = <const unsigned char *>PyBytes_AS_STRING(key)
+        self.k0 = _get_le(k)
+        self.k1 = _get_le(k + 8)
+
+    cdef void _tag(self, const unsigned char *p, Py_ssize_t n, char *out):
+        cdef uint64_t h[2]
+        cd_siphash128(p, n, self.k0, self.k1, h)
+        _put_le(out, h[0])
+        _put_le(out + 8, h[1])
+
+    def tag(self, data):
+        """The 16-byte tag of ``data``."""
+        data = bytes(data)
+        out = PyBytes_FromStringAndSize(NULL, TAG)
+        self._tag(<const unsigned char *>PyBytes_AS_STRING(data), len(data),
+                  PyBytes_AS_STRING(out))
+        return out
+
+    cdef bint _verify(self, const unsigned char *p, Py_ssize_t n):
+        """Whether p[0:n] is a 16-byte tag followed by the bytes it signs."""
+        cdef char expected[16]
+        cdef unsigned char diff = 0
+        cdef int i
+        if n < TAG:
+            return False
+        self._tag(p + TAG, n - TAG, expected)
+        for i in range(TAG):           # in constant time
+            diff |= p[i] ^ <unsigned char>expected[i]
+        return diff == 0
+
+
+cdef inline uint64_t _get_le(const unsigned char *p):
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(8):
+        v |= (<uint64_t>p[i]) << (8 * i)
+    return v
+
+
+cdef inline void _put_le(char *out, uint64_t v):
+    cdef int i
+    for i in range(8):
+        out[i] = <char>(<unsigned char>((v >> (8 * i)) & 0xFF))
+
+
+def seal(value, Signer signer not None, *, externals=None, Trust trust=None):
+    """encode_value(value) behind its 16-byte tag (``signer``): how the store keeps
+    every value, so damage and forgery are found before decoding."""
     cdef Encoder enc = _encoder(externals, trust)
     cdef bytes out
     cdef char *p
@@ -1513,10 +1681,10 @@ def seal(value, *, externals=None, Trust trust=None):
         enc.encode(value)
         if enc.codes:
             raise SavepointError("cannot save a nested function outside a savepoint")
-        out = PyBytes_FromStringAndSize(NULL, 8 + enc.buf.len)
+        out = PyBytes_FromStringAndSize(NULL, TAG + enc.buf.len)
         p = PyBytes_AS_STRING(out)
-        memcpy(p + 8, enc.buf.data, enc.buf.len)
-        _put_u64(p, cd_checksum(<const unsigned char *>enc.buf.data, enc.buf.len))
+        memcpy(p + TAG, enc.buf.data, enc.buf.len)
+        signer._tag(<const unsigned char *>enc.buf.data, enc.buf.len, p)
         return out
     except _Unencodable as e:
         raise SavepointError(f"cannot save {e.what}; {e.advice}") from None
@@ -1533,7 +1701,7 @@ STATE_FIELDS = ("version", "last_seq", "status", "updated_at", "due", "restore_c
 
 
 cpdef tuple seal_savepoint(dict execution, dict meta, bytes record, list chunks,
-                           int64_t version):
+                           int64_t version, Signer signer):
     """Seal [meta, record, state] for the savepoint after the execution's last one.
     Returns (sealed bytes, seq, state list in STATE_FIELDS order).  Written in Cython
     because it runs at every Flow-API call (benchmarks/bench_store.py)."""
@@ -1546,7 +1714,7 @@ cpdef tuple seal_savepoint(dict execution, dict meta, bytes record, list chunks,
                        chunks if implicit else execution.get("last_implicit_chunks")]
     sealed = seal([[seq, meta.get("kind"), meta.get("name"), meta.get("created_at"),
                     meta.get("line"), meta.get("action"), meta.get("command"),
-                    len(record), chunks], record, state])
+                    len(record), chunks], record, state], signer)
     return sealed, seq, state
 
 
@@ -1557,15 +1725,17 @@ cpdef apply_state(dict execution, list state):
         execution[STATE_FIELDS[i]] = state[i]
 
 
-def unseal(data, what="record", *, externals=None, Trust trust=None):
-    """The value of a sealed record; CorruptSavepoint naming ``what`` if it is damaged."""
+def unseal(data, what, Signer signer not None, *, externals=None, Trust trust=None):
+    """The value of a sealed record; CorruptSavepoint naming ``what`` if it is damaged
+    or was not signed with ``signer``'s key."""
     if type(data) is not bytes:
         data = bytes(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
-    if n < 8 or cd_get_be(p, 8) != cd_checksum(p + 8, n - 8):
-        raise CorruptSavepoint(f"{what} is damaged (checksum mismatch)")
-    cdef Decoder dec = _decoder(data, 8, externals, trust)
+    if not signer._verify(p, n):
+        raise CorruptSavepoint(f"{what} is damaged or forged (its signature does not "
+                               f"match the store's key)")
+    cdef Decoder dec = _decoder(data, TAG, externals, trust)
     try:
         value = dec.decode()
         if dec.pos != dec.end:
@@ -1810,7 +1980,7 @@ cdef list _read_codes(Decoder dec):
             raise CorruptSavepoint("savepoint record is damaged")
         entry = dec.tuple_of(3)
         if type(entry[0]) is not str or type(entry[1]) is not str or \
-                type(entry[2]) is not bytes:
+                type(entry[2]) is not bytes or len(entry[2]) != 16:
             raise CorruptSavepoint("savepoint record is damaged")
         out.append(entry)
     return out
@@ -1822,11 +1992,15 @@ def decode_snapshot(record, codes, *, externals=None, Trust trust=None, chunks=N
                             chunks=chunks)[0]
 
 
-def decode_savepoint(record, codes, *, externals=None, Trust trust=None, chunks=None):
+def decode_savepoint(record, codes, *, externals=None, Trust trust=None, chunks=None,
+                     bint inspect=False):
     """Rebuild the frames of a savepoint record.  ``codes`` gives the pinned code objects
     the record uses: a mapping from fingerprint to code object, or a callable
     ``codes(fingerprint, module, qualname)`` returning it.  ``chunks`` gives the big
     values cut out by encode_snapshot: a dict {hash: bytes} or a callable hash -> bytes.
+    With ``inspect``, nothing is built or imported that could run code: instances,
+    iterators, exceptions of user classes and names in modules not imported come back
+    as Unbuilt stand-ins (their class and state), for showing, never for resuming.
     Returns (frames, result)."""
     if type(record) is not bytes:
         record = bytes(record)
@@ -1836,6 +2010,7 @@ def decode_savepoint(record, codes, *, externals=None, Trust trust=None, chunks=
     cdef list frames
     cdef bint lookup = isinstance(codes, dict)
     dec.chunks = chunks
+    dec.inspecting = inspect
     try:
         n = dec.array_header()
         for i in range(n):
@@ -1844,7 +2019,7 @@ def decode_savepoint(record, codes, *, externals=None, Trust trust=None, chunks=
             module = dec.decode()
             qualname = dec.decode()
             digest = dec.decode()
-            if type(digest) is not bytes:
+            if type(digest) is not bytes or len(digest) != 16:
                 raise CorruptSavepoint("savepoint record is damaged")
             # a mapping is the store's cache of verified code; a callable's answer is checked
             code = (<dict>codes).get(digest) if lookup else codes(digest, module, qualname)
@@ -1898,7 +2073,10 @@ cdef object _read_frame(Decoder dec):
             type(offset) is not int:
         raise CorruptSavepoint("malformed frame")
     code = dec.codes[code_index]
-    globals_ = <object>PyModule_GetDict(dec.module(module_name))
+    # keep the module referenced while its dict is borrowed: an inspected savepoint's
+    # stand-in module (nothing else holds it) would free the dict with it
+    module = dec.module(module_name)
+    globals_ = <object>PyModule_GetDict(module)
     cdef void *cached = NULL
     if _PyCode_GetExtra(code, _frame_func_slot, &cached) == 0 and cached != NULL and \
             <object>PyFunction_GET_GLOBALS(<object>cached) is globals_:

@@ -12,7 +12,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
-from engine._codec cimport apply_state, seal_savepoint
+from engine._codec cimport Signer, apply_state, seal_savepoint
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -43,7 +43,7 @@ def version_after(dict execution):
 
 
 def try_commit(env, db, dict known, dict execution, dict meta, bytes record, codes, chunks,
-               str retention):
+               str retention, Signer signer):
     """Commit the savepoint as one put and return its seq; or return None, having done
     nothing, when the slow path (engine.store) is needed."""
     cdef str exec_id = execution["id"]
@@ -61,7 +61,8 @@ def try_commit(env, db, dict known, dict execution, dict meta, bytes record, cod
     for code in codes:
         if id(code) not in ids:
             return None
-    sealed, seq, state = seal_savepoint(execution, meta, record, [], _version_after(execution))
+    sealed, seq, state = seal_savepoint(execution, meta, record, [], _version_after(execution),
+                                        signer)
     prefix = exec_id.encode()
     cdef Py_ssize_t n = len(prefix)
     key = PyBytes_FromStringAndSize(NULL, n + 9)
