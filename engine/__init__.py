@@ -37,9 +37,10 @@ from engine.errors import (CorruptSavepoint, CorruptStore, EngineError,  # noqa:
                            SavepointError, SavepointNotFound, StoreFull, WorkerStartError)
 from engine.runtime import Engine, Execution, FrameView, Savepoint, Status  # noqa: E402
 from engine._flowapi import System, This  # noqa: E402  (to annotate a flow's parameters)
+from engine._codec import Unbuilt  # noqa: E402  (what inspection shows for what it did not build)
 
 __all__ = ["Engine", "Execution", "Savepoint", "FrameView", "Status", "System", "This",
-           "EngineError",
+           "Unbuilt", "EngineError",
            "SavepointError", "CorruptSavepoint", "CorruptStore", "StoreFull", "FlowError",
            "FlowNotFound", "ExecutionNotFound", "SavepointNotFound", "InvalidTransition",
            "WorkerStartError"]

@@ -1,0 +1,175 @@
+"""The `engine` command (also `python -m engine`): run, inspect and steer executions and
+their savepoints from a terminal, through the public API only.
+
+    engine run FILE_OR_MODULE:FUNCTION [--input KEY=VALUE ...] [--inputs JSON]
+    engine ls [--status S] [--flow NAME] [--limit N]
+    engine show ID
+    engine logs ID [--follow]
+    engine savepoints ID
+    engine inspect ID SAVEPOINT
+    engine restore ID SAVEPOINT [--by name|id] [--run [--flows MODULE ...]]
+    engine fork ID SAVEPOINT [--by name|id] [--run [--flows MODULE ...]]
+    engine resume ID [--run [--flows MODULE ...]]
+    engine delete|cancel|pause ID
+    engine worker -n N --flows MODULE_OR_FILE ...
+    engine stats
+    engine config
+    engine doctor [--repair]
+
+Every command takes --path, --durability, --sleep-max-seconds, --lease-seconds and
+--savepoint-retention; they come from the flag, else the environment (ENGINE_PATH,
+ENGINE_DURABILITY, ENGINE_SLEEP_MAX_SECONDS, ENGINE_LEASE_SECONDS,
+ENGINE_SAVEPOINT_RETENTION), else the default; `engine config` shows which.  Listings take
+--json; times are local (--utc for UTC).  Execution ids may be shortened to a unique
+prefix.  Modules are found as `python -m` finds them: the current directory first, then
+sys.path.  Errors are one line on stderr and a non-zero exit status.
+"""
+import argparse
+import os
+import sys
+
+from engine import Status, __version__
+from engine.errors import EngineError
+from engine.cli.commands import (EXIT_USAGE, CommandError, Interrupted, cmd_config,
+                                 cmd_doctor, cmd_inspect, cmd_logs, cmd_ls, cmd_run,
+                                 cmd_savepoints, cmd_show, cmd_stats, cmd_worker, steer)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _status_name(text):
+    names = [s.value for s in Status]
+    if text.upper() not in names:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)} (any case), "
+                                         f"not {text!r}")
+    return text.upper()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, as every other error of the command."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"engine: {message} (see: {self.prog} --help)\n")
+
+
+def parser():
+    common = _Parser(add_help=False)
+    common.add_argument("--path", help="the store (default: $ENGINE_PATH or ./.engine)")
+    common.add_argument("--durability", help="sync (default) or async")
+    common.add_argument("--sleep-max-seconds", dest="sleep_max_seconds", metavar="SECONDS",
+                        help="waits longer than this unload the execution (default 60)")
+    common.add_argument("--lease-seconds", dest="lease_seconds", metavar="SECONDS",
+                        help="how long a hung worker keeps its executions (default 30)")
+    common.add_argument("--savepoint-retention", dest="savepoint_retention",
+                        help="all (default) or last")
+    listing = _Parser(add_help=False)
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--utc", action="store_true", help="times in UTC, not local time")
+    running = _Parser(add_help=False)
+    running.add_argument("--flows", nargs="+", metavar="MODULE_OR_FILE",
+                         help="modules to import first; register(eng) adds connectors")
+
+    top = _Parser(prog="engine", description="savepoint-engine: durable executions of "
+                  "plain Python functions, saved at every Flow-API call")
+    top.add_argument("--version", action="version", version=f"engine {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                             parser_class=_Parser)
+
+    def command(name, text, func, parents=(common,)):
+        p = sub.add_parser(name, parents=list(parents), help=text, description=text)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("run", "start a flow and run it here until it ends or waits; exit 1 if it "
+                "ended in error", cmd_run, (common, listing, running))
+    p.add_argument("flow", metavar="FILE_OR_MODULE:FUNCTION")
+    p.add_argument("--input", action="append", metavar="KEY=VALUE",
+                   help="one input (VALUE is JSON, else a string); repeatable")
+    p.add_argument("--inputs", metavar="JSON", help="all inputs as a JSON object")
+    p = command("ls", "list executions, newest first", cmd_ls, (common, listing))
+    p.add_argument("--status", type=_status_name, help="only executions in this status")
+    p.add_argument("--flow", help="only executions of this flow (module:function or part)")
+    p.add_argument("--limit", type=_positive_int, default=50, help="at most N (default 50)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the ids, one a line")
+    p = command("show", "one execution: status, inputs, output or error, log, times",
+                cmd_show, (common, listing))
+    p.add_argument("id", help="execution id or a unique prefix")
+    p = command("logs", "an execution's log lines, with their times", cmd_logs,
+                (common, listing))
+    p.add_argument("id", help="execution id or a unique prefix")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing new lines until the execution ends")
+    p = command("savepoints", "an execution's savepoints: created at, line, action, "
+                "command, kind, name, size", cmd_savepoints, (common, listing))
+    p.add_argument("id", help="execution id or a unique prefix")
+    p = command("inspect", "every frame and local a savepoint holds (runs nothing)",
+                cmd_inspect, (common, listing))
+    p.add_argument("id", help="execution id or a unique prefix")
+    p.add_argument("savepoint", help="seq number, id or name")
+    for name, text in (("restore", "revert an execution to a savepoint (QUEUED to go on "
+                                   "from there)"),
+                       ("fork", "a new QUEUED execution that goes on from a savepoint")):
+        p = command(name, text, lambda a, n=name: steer(a, n), (common, listing, running))
+        p.add_argument("id", help="execution id or a unique prefix")
+        p.add_argument("savepoint", help="seq number or id (or name, see --by)")
+        p.add_argument("--by", choices=("name", "id"),
+                       help="how SAVEPOINT names it (default: seq or id, else name)")
+        p.add_argument("--run", action="store_true",
+                       help="then run that execution here until it ends or waits")
+    p = command("resume", "a PAUSED execution goes on (a sleeper at its wake time)",
+                lambda a: steer(a, "resume"), (common, listing, running))
+    p.add_argument("id", help="execution id or a unique prefix")
+    p.add_argument("--run", action="store_true",
+                   help="then run it here until it ends or waits")
+    for name, text in (("delete", "delete an execution and all its savepoints (a running "
+                                  "one is stopped first)"),
+                       ("cancel", "end an execution (and its unfinished children) "
+                                  "ENDED_CANCELLED"),
+                       ("pause", "pause an execution until `engine resume`")):
+        p = command(name, text, lambda a, n=name: steer(a, n))
+        p.add_argument("id", help="execution id or a unique prefix")
+    p = command("worker", "run a pool of worker processes on the store (Ctrl-C or SIGTERM "
+                "stops it cleanly)", cmd_worker)
+    p.add_argument("-n", "--processes", type=_positive_int, default=2,
+                   help="worker processes (default 2)")
+    p.add_argument("--flows", nargs="+", default=[], metavar="MODULE_OR_FILE",
+                   help="modules the flows need; one may have register(eng)")
+    command("stats", "live workers (busy fraction, calls/s) and the queue depth", cmd_stats,
+            (common, listing))
+    command("config", "effective settings and where each came from (flag, $ENGINE_*, "
+            "default)", cmd_config, (common, listing))
+    p = command("doctor", "verify every record of the store and report each problem, one "
+                "a line; exit 0 if there is none, 1 if there are (with --repair too)",
+                cmd_doctor, (common, listing))
+    p.add_argument("--repair", action="store_true",
+                   help="also fix what can be fixed without losing anything: run-queue "
+                   "entries out of step, dangling names, unused code and chunks, stale "
+                   "leases (damaged executions and savepoints are only reported)")
+    return top
+
+
+def main(argv=None):
+    # modules are found as with `python -m`: the current directory first
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CommandError, EngineError, KeyError, ValueError) as e:
+        text = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"engine: {text}", file=sys.stderr)
+        return getattr(e, "status", EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("engine: interrupted", file=sys.stderr)
+        return Interrupted.status
+
+
