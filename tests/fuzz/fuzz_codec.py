@@ -12,7 +12,7 @@ import random
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support"))
 
 import codec_values  # noqa: E402
 from engine import SavepointError, _codec, _frames  # noqa: E402

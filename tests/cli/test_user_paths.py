@@ -12,8 +12,8 @@ import pytest
 
 from engine import Engine, Status
 from waiting import wait_for
+from locations import SUPPORT
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 ENGINE = shutil.which("engine")
 
 
@@ -25,7 +25,7 @@ class User:
         self.store = tmp_path / "store"
         self.work = tmp_path / "work"
         self.work.mkdir()
-        shutil.copy(os.path.join(HERE, "user_flows.py"), self.work / "flows.py")
+        shutil.copy(os.path.join(SUPPORT, "user_flows.py"), self.work / "flows.py")
         self.ticks = tmp_path / "ticks"
         self.env = dict(os.environ, ENGINE_PATH=str(self.store), ENGINE_DURABILITY="async",
                         TICKS=str(self.ticks), COLUMNS="100")

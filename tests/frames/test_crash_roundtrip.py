@@ -13,8 +13,9 @@ import pytest
 
 import corpus
 from engine import _frames
+from locations import SUPPORT
 
-RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crashrun.py")
+RUNNER = os.path.join(SUPPORT, "crashrun.py")
 
 
 def uninterrupted(flow):

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import rt_flows
 from engine import Engine, Status
+from locations import SUPPORT
 
-RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rt_run.py")
+RUNNER = os.path.join(SUPPORT, "rt_run.py")
 
 
 @pytest.fixture

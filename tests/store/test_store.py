@@ -9,35 +9,13 @@ import time
 import lmdb
 import pytest
 
-from engine import CorruptSavepoint, SavepointError, _codec, _frames
+from engine import CorruptSavepoint, SavepointError, _codec
 from engine.store import Owner, Store
-
-root = _frames.Root()
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def holder(value, counter):
-    return _frames.capture(root)
-
-
-def snapshot(value, counter=0):
-    """(record, codes, chunks) of a frame holding ``value``."""
-    chunks = {}
-    record, codes = _codec.encode_snapshot(_frames.run(root, holder, value, counter),
-                                           chunks=chunks)
-    return record, codes, chunks
-
-
-def commit(store, execution, kind="implicit", name=None, value="state", counter=0,
-           retention="all"):
-    record, codes, chunks = snapshot(value, counter)
-    meta = {"kind": kind, "name": name, "line": 1, "action": "connect"}
-    return store.commit_savepoint(execution, meta, record, codes, chunks,
-                                  retention=retention)
-
+from locations import SUPPORT
+from store_records import commit, holder
 
 def run_python(code, *args, wait=True):
-    script = "import sys; sys.path.insert(0, %r)\n" % HERE + textwrap.dedent(code)
+    script = "import sys; sys.path.insert(0, %r)\n" % SUPPORT + textwrap.dedent(code)
     proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
@@ -78,7 +56,7 @@ def test_a_second_process_reads_what_the_first_wrote(tmp_path):
     out = run_python("""
         from engine.store import Store
         from engine import _codec
-        import test_store
+        import store_records
         with Store(sys.argv[1]) as store:
             seq = store.seq_of("e1", "with-fetched-data")
             meta, record = store.savepoint("e1", seq)
@@ -194,14 +172,14 @@ def test_an_unchanged_big_list_across_a_thousand_savepoints_is_stored_once(tmp_p
 
 WRITER = """
     from engine.store import Store
-    import test_store
+    import store_records
     store = Store(sys.argv[1], durability=sys.argv[2])
     execution = {"id": "w", "due": None}
     big = bytes(range(256)) * 4000
     i = 0
     while True:
         i += 1
-        test_store.commit(store, execution, value=big + i.to_bytes(4, "big"), counter=i)
+        store_records.commit(store, execution, value=big + i.to_bytes(4, "big"), counter=i)
         if i == 3:
             print("ready", flush=True)
 """

@@ -5,7 +5,8 @@ import re
 import shutil
 import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from locations import ROOT
+
 
 
 def terminal_block():

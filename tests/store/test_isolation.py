@@ -20,8 +20,8 @@ import pytest
 
 import isolation_flows
 from engine import CorruptSavepoint, Engine, InvalidTransition, Status, store as store_module
+from locations import SUPPORT
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 ENGINE = shutil.which("engine")
 
 
@@ -177,7 +177,7 @@ eng.run()
 def crashed(world):
     """An execution whose process died after savepoint 2: its record says RUNNING, as
     written when the run began; only savepoint 2 knows more."""
-    proc = subprocess.run([sys.executable, "-c", CRASH, str(world.path), HERE],
+    proc = subprocess.run([sys.executable, "-c", CRASH, str(world.path), SUPPORT],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, proc.stderr
     return proc.stdout.split()[0]
@@ -429,7 +429,7 @@ def test_the_pinned_caches_forget_released_executions(world):
 
 
 def test_the_pinned_caches_are_bounded_for_direct_store_users(tmp_path, monkeypatch):
-    from test_store import commit
+    from store_records import commit
     monkeypatch.setattr(store_module, "PINNED_EXECUTIONS", 4)
     with store_module.Store(tmp_path / "s", durability="async") as store:
         executions = [{"id": f"e{i}", "status": "RUNNING", "due": None} for i in range(10)]

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 import engine
+from locations import SUPPORT
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 ENGINE = shutil.which("engine")
 
 
@@ -19,7 +19,7 @@ def cli(tmp_path):
     assert ENGINE, "the engine command is not installed (pip install -e .)"
     work = tmp_path / "work"
     work.mkdir()
-    shutil.copy(os.path.join(HERE, "user_flows.py"), work / "cli_flows.py")
+    shutil.copy(os.path.join(SUPPORT, "user_flows.py"), work / "cli_flows.py")
     env = dict(os.environ, ENGINE_PATH=str(tmp_path / "store"), ENGINE_DURABILITY="async",
                COLUMNS="100")
     env.pop("PYTHONPATH", None)

@@ -12,11 +12,11 @@ import pytest
 
 import signing_extra
 import signing_flows as flows
-from test_codec import _forge_checksum
+from forging import forge_checksum
 from engine import CorruptSavepoint, Engine, SavepointError, Status, _codec
 from engine.runtime import Engine as RuntimeEngine
+from locations import SUPPORT
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 # SipHash-2-4 with a 128-bit tag, key 00..0f, message 00..(n-1): the reference vectors
 # (Aumasson & Bernstein's vectors.h, vectors_sip128)
@@ -55,7 +55,7 @@ def raw_items(path, db_name):
 def run_elsewhere(path, code, env_extra=None):
     """Python code in a fresh process (tests dir importable), its stdout."""
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, timeout=120, cwd=HERE,
+                          text=True, timeout=120, cwd=SUPPORT,
                           env=dict(os.environ, **(env_extra or {})))
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -235,7 +235,7 @@ def test_mutated_savepoint_values_signed_with_the_right_key_never_crash(env):
         body = bytearray(record[len(head) + 8:])
         for at, byte in changes:
             body[at % len(body)] = byte
-        forged = head + _forge_checksum(head, bytes(body)) + bytes(body)  # reach the decoder
+        forged = head + forge_checksum(head, bytes(body)) + bytes(body)  # reach the decoder
         raw_put(env / "store", b"savepoints", key, _codec.seal([meta, forged, state], signer))
         with store_of(env / "store") as eng:
             for attempt in (lambda: eng.inspect(ex.id, 2),

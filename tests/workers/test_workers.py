@@ -13,12 +13,12 @@ import pytest
 import rt_flows
 from engine import Engine, Status
 from waiting import wait_for
+from locations import SUPPORT
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def start_pool(path, log, processes, *, durability="async", lease_seconds=30.0):
-    env = dict(os.environ, CHAOS_LOG=str(log), PYTHONPATH=HERE)
+    env = dict(os.environ, CHAOS_LOG=str(log), PYTHONPATH=SUPPORT)
     return subprocess.Popen(
         [sys.executable, "-m", "engine", "worker", "-n", str(processes), "--path", str(path),
          "--durability", durability, "--lease-seconds", str(lease_seconds),

@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 import codec_values
 from codec_values import same, values
 from engine import CorruptSavepoint, SavepointError, _codec, _frames
+from locations import SUPPORT
+from forging import forge_checksum
 
 root = _frames.Root()
 TRUST = _codec.Trust([codec_values, __name__])
@@ -292,7 +294,7 @@ def test_mutated_bodies_with_a_fixed_up_checksum_never_crash():
         body = bytearray(RECORD[len(head) + 8:])
         for _ in range(rng.randint(1, 3)):
             body[rng.randrange(len(body))] = rng.randrange(256)
-        forged = head + _forge_checksum(head, bytes(body)) + bytes(body)
+        forged = head + forge_checksum(head, bytes(body)) + bytes(body)
         try:
             frames = _codec.decode_snapshot(forged, PINNED, trust=TRUST)
         except SavepointError:
@@ -301,12 +303,6 @@ def test_mutated_bodies_with_a_fixed_up_checksum_never_crash():
             _frames.resume(root, frames, None)
         except Exception:
             pass
-
-
-def _forge_checksum(head, body):
-    mask = (1 << 64) - 1
-    value = _codec.checksum(head) ^ ((_codec.checksum(body) * 0x9E3779B185EBCA87) & mask)
-    return value.to_bytes(8, "big")
 
 
 def test_checksum_is_xxh64():
@@ -320,7 +316,7 @@ def test_a_record_of_another_python_version_is_refused_not_called_corrupt():
     head_end = RECORD.index(b"\xcf")
     head = RECORD[:head_end + 1].replace(b"\xa43.11", b"\xa43.12")
     body = RECORD[head_end + 9:]
-    forged = head + _forge_checksum(head, body) + body
+    forged = head + forge_checksum(head, body) + body
     with pytest.raises(SavepointError, match="taken on Python 3.12") as info:
         _codec.decode_snapshot(forged, PINNED)
     assert not isinstance(info.value, CorruptSavepoint)
@@ -347,7 +343,7 @@ def test_fingerprints_ignore_hash_seeds_and_tell_codes_apart():
     import sys
     script = ("import sys; sys.path.insert(0, %r); import codec_values; "
               "from engine import _codec; print(_codec.fingerprint("
-              "codec_values.make_closure.__code__).hex())" % os.path.dirname(__file__))
+              "codec_values.make_closure.__code__).hex())" % SUPPORT)
     outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                            env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout
             for seed in (1, 2, 3)}

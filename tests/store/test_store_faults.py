@@ -14,8 +14,8 @@ import pytest
 
 import engine
 from engine import store as store_module
+from locations import SUPPORT
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 120
 
 
@@ -23,7 +23,7 @@ def run_python(code, *args, timeout=TIMEOUT):
     """Run ``code`` in a fresh interpreter (this directory importable); the completed
     process, after asserting that no signal ended it."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [TESTS] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        [SUPPORT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode >= 0, (f"killed by signal {-proc.returncode}\n"
@@ -278,7 +278,7 @@ STORE_FILL = """
     import json, os, sys
     from engine.errors import StoreFull
     from engine.store import Store
-    from test_store import commit
+    from store_records import commit
     import fault_flows
 
     path = sys.argv[1]
@@ -314,7 +314,7 @@ ADOPT = """
     import json, os, subprocess, sys
     from engine.errors import StoreFull
     from engine.store import Store
-    from test_store import commit
+    from store_records import commit
     import fault_flows
 
     path = sys.argv[1]
@@ -325,7 +325,7 @@ ADOPT = """
     subprocess.run([sys.executable, "-c", '''if 1:
         import os, sys
         from engine.store import Store
-        from test_store import commit
+        from store_records import commit
         other = Store(sys.argv[1], durability="sync", map_size=1 << 20)
         execution = {"id": "e2", "due": None}
         for i in range(30):
