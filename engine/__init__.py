@@ -35,7 +35,8 @@ del _check_compiled_core
 from engine.errors import (CorruptSavepoint, CorruptStore, EngineError,  # noqa: E402
                            ExecutionNotFound, FlowError, FlowNotFound, InvalidTransition,
                            SavepointError, SavepointNotFound, StoreFull, WorkerStartError)
-from engine.runtime import Engine, Execution, FrameView, Savepoint, Status  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from engine.types import Execution, FrameView, Savepoint, Status  # noqa: E402
 from engine._flowapi import System, This  # noqa: E402  (to annotate a flow's parameters)
 from engine._codec import Unbuilt  # noqa: E402  (what inspection shows for what it did not build)
 

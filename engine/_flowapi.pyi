@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal, NoReturn, overload
 from typing_extensions import Self, disjoint_base
 
 from engine._frames import Root
-from engine.runtime import Execution
+from engine.types import Execution
 
 _Flow = Callable[..., Any] | str        # a module-level function or "package.module:function"
 

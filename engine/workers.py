@@ -8,7 +8,6 @@ worker claims the next due execution, so the least busy one takes it.  SIGTERM o
 stops the pool cleanly: each worker's running flow leaves at its next Flow-API call, back
 to the queue, and nothing stays claimed.
 """
-import importlib
 import logging
 import multiprocessing
 import os
@@ -18,6 +17,7 @@ import sys
 import time
 
 from engine.errors import WorkerStartError
+from engine.store import Owner
 
 log = logging.getLogger("engine.workers")
 
@@ -29,59 +29,42 @@ START_ATTEMPTS = 5           # a worker that fails to start that many times in a
 RESPAWN_BACKOFF = (0.5, 30.0)   # first and longest wait before starting it again
 
 
-def _load_connectors(eng, connectors):
-    if connectors is None:
-        return
-    module = importlib.import_module(connectors) if isinstance(connectors, str) \
-        else connectors
-    register = getattr(module, "register", None)
-    if register is None:
-        raise ValueError(f"connector module {module.__name__} has no register(eng)")
-    register(eng)
-
-
-def _worker_main(config, connectors, connector_module, trusted, index, started):
+def _worker_main(recipe, sys_path, log_level, index, started):
     """A worker process: its own Engine on the same store, until told to stop.
     ``started`` (a queue) hears (pid, None) once it is ready, or (pid, why) if it
     cannot start."""
-    from engine.runtime import Engine
-    sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
-    logging.basicConfig(level=config["log_level"], format=LOG_FORMAT)
+    sys.path[:0] = [p for p in sys_path if p not in sys.path]
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
     try:
-        eng = Engine(config["path"], durability=config["durability"],
-                     savepoint_retention=config["savepoint_retention"],
-                     sleep_max_seconds=config["sleep_max_seconds"],
-                     lease_seconds=config["lease_seconds"])
-        eng._connectors.update(connectors)
-        _load_connectors(eng, connector_module)
+        eng = recipe.build()
     except Exception as e:
         started.put((os.getpid(), f"{type(e).__name__}: {e}"))
         raise
     started.put((os.getpid(), None))
-    eng._trust = trusted
     signal.signal(signal.SIGTERM, lambda *_: eng.stop())
     signal.signal(signal.SIGINT, lambda *_: eng.stop())
     me = f"worker:{os.getpid()}"
+    owner = Owner.current("worker")
     log.info("worker %d (pid %d) started", index, os.getpid())
-    last = {"t": time.monotonic(), "busy": 0.0, "calls": 0, "runs": 0}
+    last_at, last = time.monotonic(), eng.counters()
     try:
-        while not eng._stopping.is_set():
+        while not eng.stopping:
             eng.run()
             now = time.monotonic()
-            if now - last["t"] >= REPORT_SECONDS:
-                span = now - last["t"]
-                eng._store.set_setting(me, {
-                    "pid": os.getpid(), "start": eng._owner.start, "boot": eng._owner.boot,
+            if now - last_at >= REPORT_SECONDS:
+                span, done = now - last_at, eng.counters()
+                busy = done.busy_seconds - last.busy_seconds
+                eng.store.set_setting(me, {
+                    "pid": owner.pid, "start": owner.start, "boot": owner.boot,
                     "index": index, "reported": time.time(),
-                    "busy_fraction": min(1.0, (eng._busy - last["busy"]) / span),
-                    "calls_per_s": (eng._calls - last["calls"]) / span,
-                    "executions_per_s": (eng._executions_run - last["runs"]) / span,
-                    "calls": eng._calls, "executions": eng._executions_run})
-                last = {"t": now, "busy": eng._busy, "calls": eng._calls,
-                        "runs": eng._executions_run}
-            eng._stopping.wait(POLL_SECONDS)
+                    "busy_fraction": min(1.0, busy / span),
+                    "calls_per_s": (done.calls - last.calls) / span,
+                    "executions_per_s": (done.executions - last.executions) / span,
+                    "calls": done.calls, "executions": done.executions})
+                last_at, last = now, done
+            eng.wait_for_stop(POLL_SECONDS)
     finally:
-        eng._store.delete_setting(me)
+        eng.store.delete_setting(me)
         eng.close()
         log.info("worker %d (pid %d) stopped", index, os.getpid())
 
@@ -95,10 +78,7 @@ class Pool:
         # Workers are fresh interpreters ("spawn"): LMDB environments must not cross a
         # fork.  Connectors reach them by import path -- module-level functions, or a
         # module with register(eng) -- never as closures.
-        self.connector_module = connectors if connectors is None or \
-            isinstance(connectors, str) else connectors.__name__
-        self.connectors = dict(eng._connectors)
-        for name, func in self.connectors.items():
+        for name, func in eng.connectors.items():
             try:
                 pickle.dumps(func)
             except Exception:
@@ -107,22 +87,14 @@ class Pool:
                     f"define it at module level, or register it from a module's "
                     f"register(eng) named with eng.work(connectors=...)") from None
         self.processes = processes
-        self.config = {"path": os.path.abspath(eng.path), "durability": eng.durability,
-                       "savepoint_retention": eng.savepoint_retention,
-                       "sleep_max_seconds": eng.sleep_max_seconds,
-                       "lease_seconds": eng.lease_seconds, "sys_path": list(sys.path),
-                       "log_level": logging.getLogger().level or logging.WARNING}
-        self.trusted = eng._trust
-        if self.connector_module is not None:     # fail here, once, not in every worker
-            saved = dict(eng._connectors)
-            try:
-                _load_connectors(eng, connectors)
-            except Exception as e:
-                raise WorkerStartError(f"the workers cannot start: {self.connector_module}"
-                                       f".register(eng) failed: {type(e).__name__}: {e}") \
-                    from None
-            finally:
-                eng._connectors = saved
+        try:                                # fails here, once, not in every worker
+            self.recipe = eng.recipe(connectors)
+        except Exception as e:
+            module = connectors if isinstance(connectors, str) else connectors.__name__
+            raise WorkerStartError(f"the workers cannot start: {module}.register(eng) "
+                                   f"failed: {type(e).__name__}: {e}") from None
+        self.sys_path = list(sys.path)
+        self.log_level = logging.getLogger().level or logging.WARNING
         self.context = multiprocessing.get_context("spawn")
         self.started = self.context.Queue()
         self.children = {}
@@ -133,9 +105,8 @@ class Pool:
 
     def _spawn(self, index):
         proc = self.context.Process(target=_worker_main, name=f"engine-worker-{index}",
-                                    args=(self.config, self.connectors,
-                                          self.connector_module, self.trusted, index,
-                                          self.started))
+                                    args=(self.recipe, self.sys_path, self.log_level,
+                                          index, self.started))
         proc.start()
         self.children[index] = proc
         return proc
@@ -208,7 +179,6 @@ class Pool:
 def stats(store):
     """Per live worker: busy fraction, Flow-API calls and executions per second (over
     its last report); and the queue depth."""
-    from engine.store import Owner
     workers = []
     for name, report in sorted(store.settings("worker:").items()):
         if report is None:

@@ -3,12 +3,14 @@
 
 Their methods are C-level so that, at each call, the innermost Python frame is the flow's
 own frame making the call: the frame core captures the flow from there (engine._frames).
-Every method does the call's work through the runtime's execution context (Python, in
-engine.runtime), then takes the savepoint with the call's result, then returns it.  A
-method that leaves the flow (load_dump, an idle sleep, a wait for an unfinished child)
-first strips the flow's handlers, so no `finally` runs on the way out.
+Every method does the call's work through ``_ctx`` (engine.flowapi.FlowAPI, Python),
+then takes the savepoint with the call's result, then returns it.  A method that leaves
+the flow (load_dump, an idle sleep, a wait for an unfinished child) first strips the
+flow's handlers, so no `finally` runs on the way out, and carries an engine.leaving event
+(Idle, Load, ...) out to the driver.
 """
 from engine._frames cimport Root, capture
+from engine.leaving import Idle
 
 
 cdef class This:
@@ -35,8 +37,8 @@ cdef class This:
     cdef _save(self, action, result, kind="implicit", name=None):
         self._ctx.savepoint(capture(self._root, self), action, result, kind, name)
 
-    cdef _leave(self, reason):
-        self._ctx.leave(reason)
+    cdef _leave(self, event):
+        self._ctx.leave(event)
 
     def connect(self, name, **kwargs):
         self._ctx.check()
@@ -70,7 +72,7 @@ cdef class This:
         unload = self._ctx.begin_sleep(wake_at)
         self._save(action, None)
         if unload:
-            self._leave(("idle",))
+            self._leave(Idle())
         self._ctx.finish_sleep(wake_at)
 
     def sleep(self, seconds):
@@ -97,7 +99,7 @@ cdef class This:
         outcome = self._ctx.run_children(ids)
         if outcome is None:                    # a child is still going: wait unloaded
             self._ctx.wait_for_children(ids)
-            self._leave(("idle",))
+            self._leave(Idle())
         return self._ctx.children_result(ids, single)
 
     def log(self, *args):

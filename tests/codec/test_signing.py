@@ -14,7 +14,7 @@ import signing_extra
 import signing_flows as flows
 from forging import forge_checksum
 from engine import CorruptSavepoint, Engine, SavepointError, Status, _codec
-from engine.runtime import Engine as RuntimeEngine
+from engine.engine import Engine as RuntimeEngine
 from locations import SUPPORT
 
 
@@ -181,7 +181,7 @@ with Engine(sys.argv[1], durability="async") as eng:
     assert not marker.exists()
     probe = RuntimeEngine(env / "probe", durability="async")
     try:
-        trust = probe._trust_for({"flow": "signing_flows:holds_things"})
+        trust = probe._runner.trust_for({"flow": "signing_flows:holds_things"})
         assert trust.allows_class(flows.Marker)
         assert not trust.allows_class(RuntimeEngine) and not trust.allows_class(
             signing_extra.Gadget)

@@ -1,0 +1,302 @@
+"""Engine: the public facade (../shared/SPEC.md).  It opens the store and hands the work
+to the others: engine.lifecycle (new executions, requests from outside), engine.runner
+(running them here), engine.lookup (naming), engine.inspect, engine.workers."""
+import dataclasses
+import importlib
+import os
+import time
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, TypeVar
+
+from engine import config
+from engine.errors import EngineError, InvalidTransition
+from engine.inspect import frame_views
+from engine.lifecycle import ask_runner, carry_out, new_execution
+from engine.lookup import execution_record, find_seq, resolve_execution
+from engine.runner import Counters, Runner
+from engine.store import Store
+from engine.types import Execution, FrameView, Savepoint, Status, parse_status
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineRecipe:
+    """What builds an engine again in another process (a worker): its settings, its
+    connectors and trusted classes, and the module whose register(eng) adds more
+    connectors there.  Picklable: connectors travel by import path."""
+    settings: dict[str, Any]
+    connectors: dict[str, Callable[..., Any]]
+    trust: Any                                      # an engine._codec.Trust
+    connector_module: str | None = None
+
+    def build(self) -> "Engine":
+        eng = Engine(**self.settings)
+        eng._runner.connectors.update(self.connectors)
+        _register(eng, self.connector_module)
+        # the recipe's trust holds what register(eng) added where the recipe was made
+        eng._runner.trust = self.trust.copy()
+        return eng
+
+
+def _register(eng, module):
+    """Call ``module``.register(eng): a module, its name, or None (nothing to do)."""
+    if module is None:
+        return
+    if isinstance(module, str):
+        module = importlib.import_module(module)
+    register = getattr(module, "register", None)
+    if register is None:
+        raise ValueError(f"connector module {module.__name__} has no register(eng)")
+    register(eng)
+
+
+class Engine:
+    """Durable executions of plain Python functions, kept in one LMDB store.
+
+    Every keyword also comes from the environment (ENGINE_PATH, ENGINE_DURABILITY,
+    ENGINE_SAVEPOINT_RETENTION, ENGINE_SLEEP_MAX_SECONDS, ENGINE_LEASE_SECONDS); an
+    explicit argument wins.  Invalid values raise ValueError naming the setting."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 durability: str | None = None, savepoint_retention: str | None = None,
+                 sleep_max_seconds: float | None = None,
+                 lease_seconds: float | None = None) -> None:
+        self.path = config.value("path", path)
+        self.durability = config.value("durability", durability)
+        self.savepoint_retention = config.value("savepoint_retention", savepoint_retention)
+        self.sleep_max_seconds = config.value("sleep_max_seconds", sleep_max_seconds)
+        self.lease_seconds = config.value("lease_seconds", lease_seconds)
+        self._store = Store(self.path, durability=self.durability)
+        self._runner = Runner(self._store, lease_seconds=self.lease_seconds,
+                              sleep_max_seconds=self.sleep_max_seconds,
+                              savepoint_retention=self.savepoint_retention)
+
+    # -- lifecycle --
+    def close(self) -> None:
+        self._runner.close()
+        self._store.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def store(self) -> Store:
+        """The store this engine opened (a process opens a store once): for what is
+        kept beside the executions, such as the workers' reports."""
+        return self._store
+
+    # -- registration --
+    def add_connector(self, name: str, func: _F) -> _F:
+        if not callable(func):
+            raise TypeError(f"connector {name!r} must be callable")
+        self._runner.connectors[name] = func
+        return func
+
+    def connector(self, name: str) -> Callable[[_F], _F]:
+        def register(func: _F) -> _F:
+            return self.add_connector(name, func)
+        return register
+
+    @property
+    def connectors(self) -> Mapping[str, Callable[..., Any]]:
+        """The connectors added so far, by name (read-only)."""
+        return MappingProxyType(self._runner.connectors)
+
+    def trust(self, cls_or_module: Any) -> Any:
+        """Allow instances of these user classes inside savepoints."""
+        return self._runner.trust.add(cls_or_module)
+
+    def recipe(self, connectors: Any = None) -> EngineRecipe:
+        """What builds this engine again in a worker process.  ``connectors``: a module
+        (or its name) whose register(eng) each rebuilt engine calls; it is called here
+        first, so that a failing one fails once, here (the connectors it adds are not
+        kept here, what it trusts is)."""
+        own = dict(self._runner.connectors)
+        if connectors is not None:
+            try:
+                _register(self, connectors)
+            finally:
+                self._runner.connectors.clear()
+                self._runner.connectors.update(own)
+        settings = {"path": os.path.abspath(self.path), "durability": self.durability,
+                    "savepoint_retention": self.savepoint_retention,
+                    "sleep_max_seconds": self.sleep_max_seconds,
+                    "lease_seconds": self.lease_seconds}
+        module = connectors if connectors is None or isinstance(connectors, str) \
+            else connectors.__name__
+        return EngineRecipe(settings, own, self._runner.trust.copy(), module)
+
+    # -- executions --
+    def start(self, flow: Callable[..., Any] | str, inputs: Any = None, *,
+              name: str | None = None, savepoint_retention: str | None = None,
+              parent: str | None = None) -> Execution:
+        """A new QUEUED execution of ``flow``: a module-level function, or
+        "package.module:function".  A function of the script being run (__main__) is
+        recorded by the module name other processes import it by, or refused."""
+        return Execution.from_record(new_execution(
+            self._store, flow, inputs, name=name, savepoint_retention=savepoint_retention,
+            parent=parent))
+
+    def run(self, until: str = "idle", *, execution_id: str | None = None) -> None:
+        """Run every runnable execution in this process until none is runnable.  An
+        execution whose flow module this process cannot import is logged and left
+        QUEUED (tried again later).  ``execution_id``: run only that one (and the
+        children it runs); then FlowNotFound is raised."""
+        if until != "idle":
+            raise ValueError("run(until=...) supports 'idle'")
+        if execution_id is not None:
+            self._runner.run_one(self._resolve(execution_id), retry_delay=0.0)
+            return
+        self._runner.run_until_idle()
+
+    def execute(self, flow: Callable[..., Any] | str, inputs: Any = None,
+                **options: Any) -> Execution:
+        """Start ``flow`` and run that execution here until it ends or goes idle."""
+        execution = self.start(flow, inputs, **options)
+        self._runner.run_one(execution.id, retry_delay=0.0)
+        return self.get(execution.id)
+
+    def work(self, processes: int = 2, *, connectors: Any = None) -> None:
+        """Run a pool of worker processes until interrupted: SIGTERM or Ctrl-C stops it
+        cleanly (running executions go back to the queue).  ``connectors``: a module
+        (or its name) whose register(eng) adds connectors in each worker, besides the
+        ones this engine has."""
+        from engine import workers     # here: multiprocessing costs every import ~10 ms
+        return workers.Pool(self, processes, connectors=connectors).run()
+
+    def stop(self) -> None:
+        """Ask this engine's runs to stop: running flows leave at their next Flow-API
+        call (a sleeping one at once), back to the queue."""
+        self._runner.stop()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop() was called."""
+        return self._runner.stopping.is_set()
+
+    def wait_for_stop(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for stop(); whether it was called."""
+        return self._runner.stopping.wait(timeout)
+
+    def counters(self) -> Counters:
+        """What this engine ran so far: Flow-API calls, executions, busy seconds."""
+        return self._runner.counters()
+
+    def stats(self) -> dict[str, Any]:
+        """What a scaler watches: per worker its busy fraction and executions and
+        Flow-API calls per second (over its last report), and the queue depth."""
+        from engine import workers     # here: multiprocessing costs every import ~10 ms
+        return workers.stats(self._store)
+
+    def check(self, repair: bool = False) -> dict[str, Any]:
+        """Verify every record of the store (`engine doctor`): {"checked": {database:
+        entries}, "problems": [{"db", "key", "execution", "problem", "repair",
+        "repaired"}, ...]}.  ``repair``: also fix what can be fixed without losing
+        anything (run-queue entries out of step, dangling names, unused code and chunks,
+        ...; engine.storecheck lists them); damaged executions, savepoints and settings
+        are only reported -- delete them, or restore to an intact savepoint."""
+        return self._store.check(repair=repair)
+
+    def _resolve(self, execution_id):
+        return resolve_execution(self._store, execution_id)
+
+    def get(self, execution_id: str) -> Execution:
+        """The execution, fresh from the store (a unique id prefix is accepted)."""
+        return Execution.from_record(execution_record(self._store,
+                                                      self._resolve(execution_id)))
+
+    def executions(self, status: Status | str | None = None) -> list[Execution]:
+        wanted = None if status is None else parse_status(status)
+        return [Execution.from_record(r) for r in self._store.executions()
+                if wanted is None or r["status"] == wanted.value]
+
+    def savepoints(self, execution_id: str) -> list[Savepoint]:
+        execution_id = self._resolve(execution_id)
+        return [Savepoint.from_meta(execution_id, m)
+                for m in self._store.savepoints(execution_id)]
+
+    def _locate(self, execution_id, savepoint, by):
+        """(execution id, seq) of the savepoint named."""
+        execution_id = self._resolve(execution_id)
+        return execution_id, find_seq(self._store, execution_id, savepoint, by)
+
+    def savepoint(self, execution_id: str, savepoint: int | str,
+                  by: str = "id") -> Savepoint:
+        """One savepoint, named by id or seq (or by name with by="name")."""
+        execution_id, seq = self._locate(execution_id, savepoint, by)
+        meta, _ = self._store.savepoint(execution_id, seq)
+        return Savepoint.from_meta(execution_id, meta)
+
+    def inspect(self, execution_id: str, savepoint: int | str,
+                by: str = "id") -> list[FrameView]:
+        """Every frame of a savepoint, outermost first, with its locals -- decoded
+        without running any flow code, building any instance or importing any module."""
+        execution_id, seq = self._locate(execution_id, savepoint, by)
+        _, record = self._store.savepoint(execution_id, seq)
+        trust = self._runner.trust_for(execution_record(self._store, execution_id))
+        return frame_views(self._store, record, trust)
+
+    def restore(self, execution_id: str, savepoint: int | str,
+                by: str = "id") -> Execution:
+        """Revert the execution to that savepoint; it is QUEUED to go on from there."""
+        execution_id, seq = self._locate(execution_id, savepoint, by)
+        return self._request(execution_id, ["restore", seq])
+
+    def fork(self, execution_id: str, savepoint: int | str, by: str = "id") -> Execution:
+        """A new QUEUED execution that goes on from that savepoint."""
+        execution_id, seq = self._locate(execution_id, savepoint, by)
+        meta, record = self._store.savepoint(execution_id, seq)
+        source = self._store.get_execution(execution_id)
+        if source.get("damaged") and not source.get("flow"):    # its record is lost
+            raise InvalidTransition(f"cannot fork execution {execution_id}: "
+                                    f"{source['damaged']}")
+        child = self.start(source["flow"], source.get("inputs"), name=source.get("name"),
+                           savepoint_retention=source.get("retention"))
+        new = self._store.get_execution(child.id)
+        codes = list(self._store.codes_for(record).values())
+        chunks = {d: self._store.chunk(d) for d in meta.get("chunks") or ()}
+        self._store.commit_savepoint(new, {k: meta[k] for k in
+                                           ("kind", "name", "created_at", "line", "action",
+                                            "command")}, record, codes, chunks)
+        new.update(status=Status.QUEUED.value, due=time.time(), resume_from=new["last_seq"])
+        self._store.put_execution(new)
+        return self.get(child.id)
+
+    def delete(self, execution_id: str, *, wait: float | None = None) -> None:
+        """Delete the execution and all its savepoints.  A running one is stopped first
+        by the process running it; nothing brings it back.  ``wait``: how long to wait
+        for that process (default: two leases, so a hung one's lease runs out)."""
+        execution_id = self._resolve(execution_id)
+        deadline = time.monotonic() + (2 * self.lease_seconds + 5 if wait is None else wait)
+        asked = False
+        while True:
+            outcome = self._store.delete_unless_leased(execution_id)
+            if outcome != "leased":
+                return
+            if not asked:
+                ask_runner(self._store, execution_id, ["delete"])
+                asked = True
+            if time.monotonic() > deadline:
+                raise EngineError(f"execution {execution_id} is running in a worker that "
+                                  f"did not stop it in time; it was asked to delete it")
+            time.sleep(0.02)
+
+    def _request(self, execution_id, request):
+        carry_out(self._store, execution_id, request, self.lease_seconds)
+        return Execution.from_record(execution_record(self._store, execution_id))
+
+    def cancel(self, execution_id: str) -> Execution:
+        """End the execution ENDED_CANCELLED, and its unfinished children."""
+        return self._request(self._resolve(execution_id), ["cancel"])
+
+    def pause(self, execution_id: str) -> Execution:
+        """PAUSED until resume(); a sleeper keeps its wake time."""
+        return self._request(self._resolve(execution_id), ["pause"])
+
+    def resume(self, execution_id: str) -> Execution:
+        """A PAUSED execution goes on (a sleeper at its wake time)."""
+        return self._request(self._resolve(execution_id), ["resume"])

@@ -1,0 +1,265 @@
+"""The work behind each Flow-API call: what the C-level ``this``/``system`` methods
+(ext/_flowapi.pyx) call, through the FlowAPI object they hold as ``_ctx``.
+
+A call checks first (check: ended elsewhere, engine stopping, lease lost, timeout), does
+its work here, then the savepoint (savepoint: the flow's frames with the call's result,
+committed with the execution's new state).  A call that leaves the flow raises a typed
+event (engine.leaving) through leave(); the driver (engine.runner) turns it into the
+execution's next state.
+"""
+import datetime
+import time
+
+from engine import _codec, _frames
+from engine.command import command
+from engine.errors import FlowError, FlowNotFound
+from engine.leaving import Fail, Gone, Idle, Load, Lost, Stop, Timeout
+from engine.lifecycle import new_execution
+from engine.lookup import find_seq
+from engine.types import ENDED, Execution, Status, savepoint_id
+
+RESTORE_LOOP_LIMIT = 100
+
+
+class Success:
+    """What this.success(value) returns: the flow returns it, its value is the output."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __reduce__(self):
+        return (Success, (self.value,))
+
+
+def until_timeout(record, due):
+    """An unloaded execution must be back by its timeout, to end then."""
+    timeout_at = record.get("timeout_at")
+    if timeout_at is not None and (due is None or timeout_at < due):
+        return timeout_at
+    return due
+
+
+class FlowAPI:
+    """The Flow-API's side of one run (engine.runner.Run): its own object, so that its
+    methods are exactly what ext/_flowapi.pyx calls.  Everything it writes goes through
+    the run's lock after checking the run's ``done``: once the execution was ended
+    elsewhere, nothing the flow does is written."""
+
+    def __init__(self, run):
+        self.run = run
+        self.runner = run.runner
+        self.store = run.store
+        self.record = run.record             # the execution's state, changed in place
+        self.execution_id = run.execution_id
+
+    # -- facts --
+    @property
+    def inputs(self):
+        return self.record.get("inputs")
+
+    @property
+    def restore_count(self):
+        return self.record.get("restore_count") or 0
+
+    # -- leaving --
+    def leave(self, event):
+        """Leave the flow now, running none of its finally/except/with handlers;
+        ``event`` (engine.leaving) says why."""
+        keep = _frames.strip_handlers(self.run.root)
+        raise _frames.Unwind(event, keep)
+
+    # -- checks at every call --
+    def check(self):
+        runner = self.runner
+        if self.run.done:
+            self.leave(Gone())
+        if runner.stopping.is_set():                 # the worker is shutting down
+            self.leave(Stop())
+        now = time.monotonic()
+        if now > runner.lease_checked.get(self.execution_id, now):
+            # no renewal for a while (this process was stopped?): make sure the lease is
+            # still ours before doing anything more for this execution
+            if not runner.renew(self.execution_id):
+                self.leave(Lost())
+        timeout_at = self.record.get("timeout_at")
+        if timeout_at is not None and time.time() > timeout_at:
+            self.leave(Timeout())
+
+    # -- savepoints --
+    def next_savepoint_id(self):
+        return savepoint_id(self.execution_id, (self.record.get("last_seq") or 0) + 1)
+
+    def savepoint(self, frames, action, result, kind="implicit", name=None):
+        run = self.run
+        chunks = {}
+        record, codes = _codec.encode_snapshot(frames, externals=run.externals,
+                                               trust=run.trust, chunks=chunks,
+                                               result=result)
+        inner = frames[-1]
+        meta = {"kind": kind, "name": name, "created_at": time.time(), "line": inner.line,
+                "action": action, "command": command(inner)}
+        state = self.record
+        with run.lock:
+            if run.done:
+                self.leave(Gone())
+            state["updated_at"] = meta["created_at"]
+            self.store.commit_savepoint(
+                state, meta, record, codes, chunks,
+                retention=state.get("retention") or self.runner.savepoint_retention)
+        self.runner.calls += 1
+
+    def _guarded_put(self):
+        """Write the record, unless the execution was ended elsewhere: then leave."""
+        run = self.run
+        with run.lock:
+            if run.done:
+                self.leave(Gone())
+            self.store.put_execution(self.record)
+
+    # -- the calls' work --
+    def connect(self, name, kwargs):
+        try:
+            func = self.runner.connectors[name]
+        except KeyError:
+            raise KeyError(f"no connector named {name!r}; register it with "
+                           f"eng.add_connector({name!r}, func)") from None
+        return func(**kwargs)
+
+    def load_dump(self, name_or_id, by):
+        """Where this.load_dump goes: Load(seq), or Fail past RESTORE_LOOP_LIMIT loads."""
+        seq = find_seq(self.store, self.execution_id, name_or_id, by)
+        counts = dict(self.record.get("restores") or {})
+        counts[str(seq)] = counts.get(str(seq), 0) + 1
+        if counts[str(seq)] > RESTORE_LOOP_LIMIT:
+            return Fail(f"RestoreLoopError: savepoint {name_or_id!r} was loaded more "
+                        f"than {RESTORE_LOOP_LIMIT} times; stopping a restore loop")
+        self.record["restores"] = counts
+        return Load(seq)
+
+    def wake_time(self, seconds=None, until=None):
+        if until is not None:
+            if isinstance(until, datetime.datetime):
+                return until.timestamp()
+            return float(until)
+        if seconds < 0:
+            raise ValueError("sleep seconds must not be negative")
+        return time.time() + seconds
+
+    def begin_sleep(self, wake_at):
+        """The savepoint taken next records the wait: its due time puts the execution
+        back on the queue at ``wake_at`` should this process die meanwhile."""
+        unload = wake_at - time.time() > self.runner.sleep_max_seconds
+        if unload:
+            self.record["status"] = Status.WAITING.value
+            wake_at = until_timeout(self.record, wake_at)
+        self.record["due"] = wake_at
+        return unload
+
+    def finish_sleep(self, wake_at, inside_flow=True):
+        """Wait until wake_at; a worker shutting down, or the execution ended elsewhere,
+        stops the wait (the savepoint already holds the wake time)."""
+        delay = wake_at - time.time()
+        if delay > 0:
+            self.run.wake.wait(delay)
+        if self.run.done or self.runner.stopping.is_set():
+            event = Gone() if self.run.done else Stop()
+            if inside_flow:
+                self.leave(event)
+            raise _frames.Unwind(event, [])
+        self.record["due"] = None
+
+    def start_child(self, flow, inputs, more):
+        inputs = dict(inputs or {}, **more) if (inputs is None or isinstance(inputs, dict)) \
+            else inputs
+        return Execution.from_record(new_execution(self.store, flow, inputs,
+                                                   parent=self.execution_id))
+
+    def child_id(self, child):
+        return child.id if isinstance(child, Execution) else str(child)
+
+    def awaiting(self, ids, single):
+        return {"await": ids, "single": single}
+
+    def run_children(self, ids):
+        """Run the children here while they can run; None if one of them is waiting."""
+        run = self.run
+        in_flow, run.in_flow = run.in_flow, False        # interrupts are the child's now
+        try:
+            for child_id in ids:
+                record = self.store.get_execution(child_id)
+                if record is None:
+                    raise KeyError(f"no child execution {child_id}")
+                if Status(record["status"]) not in ENDED:
+                    try:
+                        self.runner.run_one(child_id)
+                    except FlowNotFound:          # the child waits for its code; so do we
+                        return None
+                    record = self.store.get_execution(child_id)
+                if Status(record["status"]) not in ENDED:
+                    return None
+            return True
+        finally:
+            run.in_flow = in_flow
+
+    def wait_for_children(self, ids):
+        self.record["status"] = Status.WAITING.value
+        self.record["due"] = until_timeout(self.record, None)
+        self.record["waiting_for"] = ids
+
+    def children_result(self, ids, single):
+        outputs = []
+        for child_id in ids:
+            record = self.store.get_execution(child_id)
+            if record["status"] == Status.ENDED_ERROR.value:
+                raise FlowError(f"child execution {child_id} failed: {record.get('error')}")
+            if record["status"] == Status.ENDED_CANCELLED.value:
+                raise FlowError(f"child execution {child_id} was cancelled")
+            outputs.append(record.get("output"))
+        self.record["waiting_for"] = None
+        return outputs[0] if single else outputs
+
+    def finish_call(self, action, result):
+        """Resuming from the savepoint of a call that waited (for children, or asleep):
+        finish that wait, as the call would have; (its result, whether to raise it)."""
+        throw = False
+        if action in ("flow", "wait_for") and isinstance(result, dict) and "await" in result:
+            if self.run_children(result["await"]) is None:
+                self.wait_for_children(result["await"])
+                raise _frames.Unwind(Idle(), [])
+            try:
+                result = self.children_result(result["await"], result["single"])
+            except FlowError as e:
+                result, throw = e, True
+        if self.record.get("due") is not None and action in ("sleep", "sleep_until"):
+            self.finish_sleep(self.record["due"], inside_flow=False)
+        return result, throw
+
+    def log(self, args):
+        entry = [time.time(), " ".join(str(a) for a in args)]
+        self.record.setdefault("log", []).append(entry)
+        self._guarded_put()
+
+    def set_output(self, key, value):
+        self.record.setdefault("outputs", {})[key] = value
+        self._guarded_put()
+
+    def set_timeout(self, seconds):
+        if seconds is not None and (isinstance(seconds, bool) or
+                                    not isinstance(seconds, (int, float)) or seconds < 0):
+            raise ValueError(f"set_timeout takes a number of seconds >= 0, not {seconds!r}")
+        self.record["timeout_at"] = None if seconds is None else time.time() + seconds
+        self._guarded_put()
+        if seconds is not None:
+            self.runner.watchdog.poke.set()           # watch it from now on
+
+    def success(self, value):
+        return Success(value)
+
+    def fail(self, message):
+        raise FlowError(message)
+
+    def get_setting(self, name):
+        return self.store.get_setting(f"setting:{name}")
+
+    def set_setting(self, name, value):
+        self.store.set_setting(f"setting:{name}", value)

@@ -1,0 +1,380 @@
+"""The driver: runs executions in this process.
+
+A Runner claims executions from the store and drives each on the calling thread as a
+Run: its flow starts fresh under a frame-core Root, or resumes from a savepoint, and
+again from wherever it loads a dump.  Whatever leaves the flow -- a return, an exception,
+or an Unwind carrying an engine.leaving event -- becomes the execution's next state.
+Every Flow-API call comes back through the run's FlowAPI (engine.flowapi); the runner's
+Watchdog (engine.watchdog) keeps the leases and may end a run from outside meanwhile.
+"""
+import ctypes
+import logging
+import threading
+import time
+from typing import Any, NamedTuple
+
+from engine import _codec, _flowapi, _frames
+from engine.errors import FlowNotFound, InvalidTransition, SavepointError, StoreFull
+from engine.flowapi import FlowAPI, Success
+from engine.flows import import_flow_module, load_flow
+from engine.leaving import Fail, Gone, Idle, Load, Lost, Stop, Timeout
+from engine.lifecycle import (TIMEOUT_ERROR, apply_request, cancel_children, drop_request,
+                              pending_request, wake_parent)
+from engine.store import Owner
+from engine.types import ENDED, Execution, Savepoint, Status
+from engine.watchdog import Watchdog
+
+log = logging.getLogger("engine")
+
+FLOW_IMPORT_RETRY_SECONDS = 5.0  # a flow module that cannot be imported: try again then
+
+
+class Counters(NamedTuple):
+    """What a runner has done so far (for stats)."""
+    calls: int                   # Flow-API calls served
+    executions: int              # runs that ended, waited or were unloaded
+    busy_seconds: float          # time spent running executions
+
+
+class Runner:
+    """One engine's runs in this process: which executions it holds (leases), which it
+    runs now, the connectors and trusted classes their flows use, and its counters."""
+
+    def __init__(self, store, *, lease_seconds, sleep_max_seconds, savepoint_retention):
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self.sleep_max_seconds = sleep_max_seconds
+        self.savepoint_retention = savepoint_retention
+        self.connectors: dict[str, Any] = {}
+        # the engine's own objects a savepoint may hold: not the runtime modules (a
+        # record must never make the engine build an Engine, or anything else of ours)
+        self.trust = _codec.Trust([Success, Execution, Savepoint, _flowapi.Setting])
+        self.owner = Owner.current("engine")
+        self.running: set[str] = set()   # ids run now (leases held)
+        self.runs: dict[str, Run] = {}   # id -> Run of the flows running now
+        # id -> monotonic time until which its lease is surely ours (see FlowAPI.check)
+        self.lease_checked: dict[str, float] = {}
+        self.watchdog: Watchdog | None = None
+        self.stopping = threading.Event()
+        self.calls = 0
+        self.executions_run = 0
+        self.busy = 0.0
+
+    def trust_for(self, record):
+        """What a savepoint of this execution may rebuild: eng.trust() and the flow's
+        module as recorded at start -- never what a record itself names."""
+        trust = self.trust.copy()
+        trust.add(record["flow"].partition(":")[0])
+        return trust
+
+    def counters(self):
+        return Counters(self.calls, self.executions_run, self.busy)
+
+    def renew(self, exec_id):
+        """Renew our lease on a running execution; False if someone else holds it now.
+        Flow-API calls check again when no renewal happened for half a lease."""
+        ok = self.store.renew(exec_id, self.owner, lease_seconds=self.lease_seconds)
+        if ok:
+            self.lease_checked[exec_id] = time.monotonic() + self.lease_seconds / 2
+        return ok
+
+    def stop(self):
+        """Running flows leave at their next Flow-API call (a sleeping one at once)."""
+        self.stopping.set()
+        for run in list(self.runs.values()):
+            run.wake.set()
+
+    def close(self):
+        if self.watchdog is not None:
+            self.watchdog.stop()
+
+    def run_until_idle(self):
+        """Claim and run every runnable execution until none is left (or stop())."""
+        while not self.stopping.is_set():
+            exec_id = self.store.claim(self.owner, lease_seconds=self.lease_seconds)
+            if exec_id is None:
+                return
+            try:
+                self._drive_claimed(exec_id)
+            except FlowNotFound as e:
+                log.warning("execution %s stays QUEUED: %s", exec_id, e)
+
+    def run_one(self, exec_id, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
+        """Run that execution here, if no one else holds it."""
+        if self.store.claim_one(exec_id, self.owner, lease_seconds=self.lease_seconds):
+            self._drive_claimed(exec_id, retry_delay)
+
+    def _drive_claimed(self, exec_id, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
+        if self.watchdog is None:
+            self.watchdog = Watchdog(self)
+        self.running.add(exec_id)
+        started = time.monotonic()
+        self.lease_checked[exec_id] = started + self.lease_seconds / 2
+        record = self.store.get_execution(exec_id)
+        run = None
+        try:
+            if record is None or Status(record["status"]) in ENDED or \
+                    record["status"] == Status.PAUSED.value:
+                return
+            run = Run(self, record)
+            request = pending_request(self.store, exec_id)
+            if request is not None:              # asked while nobody ran it
+                run.take_request(request)
+                return
+            timeout_at = record.get("timeout_at")
+            if timeout_at is not None and time.time() >= timeout_at:
+                run.end(Status.ENDED_ERROR, error=TIMEOUT_ERROR)
+                log.info("execution %s (%s) ended: %s", exec_id, record["flow"],
+                         TIMEOUT_ERROR)
+                return
+            log.info("execution %s (%s) %s", exec_id, record["flow"],
+                     "resumed" if record.get("last_seq") else "started")
+            self.runs[exec_id] = run
+            if record.get("timeout_at") is not None:
+                self.watchdog.poke.set()       # else it looks within IDLE_WATCH_SECONDS
+            try:
+                run.drive(retry_delay)
+            finally:
+                del self.runs[exec_id]
+            self.executions_run += 1
+            _log_outcome(run.record)
+        finally:
+            self.busy += time.monotonic() - started
+            self.running.discard(exec_id)
+            self.lease_checked.pop(exec_id, None)
+            if run is None or not run.keep_lease:
+                self.store.release(exec_id, self.owner)
+
+
+class Interrupted(BaseException):
+    """Raised in a flow's thread (PyThreadState_SetAsyncExc) when its execution ended
+    elsewhere -- a timeout, a cancel, a delete -- while the flow computed: it stops the
+    computation.  Never seen by users: the driver catches it."""
+
+
+def _set_async_exc(thread_id, exc_type):
+    """CPython's PyThreadState_SetAsyncExc (public C API): ``exc_type`` is raised in that
+    thread at its next bytecode boundary -- never inside C code, such as a connector
+    blocked in a read; None (NULL) clears a pending one."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), None if exc_type is None else ctypes.py_object(exc_type))
+
+
+class Run:
+    """One execution being run by a Runner in this process.
+
+    Its flow runs on one thread; the watchdog thread may end it meanwhile (timeout, or a
+    cancel/pause/restore/delete from outside).  Every store write for the execution
+    happens under ``lock`` after checking ``done``, so once it was ended elsewhere,
+    nothing the flow does afterwards is written: no savepoint, no state."""
+
+    def __init__(self, runner, record):
+        self.runner = runner
+        self.store = runner.store
+        self.record = record
+        self.execution_id = record["id"]
+        self.root = _frames.Root()
+        self.api = FlowAPI(self)
+        self.this = _flowapi.This(self.api, self.root)
+        self.system = _flowapi.System(self.this)
+        self.externals = {"this": self.this, "system": self.system}
+        self.trust = runner.trust_for(record)
+        self.lock = threading.Lock()
+        self.done = False                # ended (or deleted) by someone else: write nothing
+        self.keep_lease = False          # a full disk: see _store_full
+        self.wake = threading.Event()    # ends an in-process sleep early
+        self.thread = None               # the flow's thread, while it runs flow code
+        self.in_flow = False
+
+    # -- ended from outside the flow's thread (the watchdog) --
+    def take_request(self, request):
+        """Carry out cancel/pause/restore/delete for this running execution."""
+        def apply():
+            drop_request(self.store, self.execution_id)
+            if request[0] == "delete":
+                self.store.delete_execution(self.execution_id)
+                return
+            try:
+                apply_request(self.record, request)
+            except InvalidTransition as e:     # it changed state since the request
+                log.info("request %s dropped: %s", request[0], e)
+                return False
+            self.store.put_execution(self.record)
+        if self.end_elsewhere(apply) and request[0] == "cancel":
+            cancel_children(self.store, self.execution_id, self.runner.lease_seconds)
+
+    def end_elsewhere(self, change):
+        """Under the lock: apply ``change`` (unless it returns False), mark the execution
+        done and stop its flow -- waking a sleep, interrupting a computation."""
+        with self.lock:
+            if self.done or change() is False:
+                return False
+            self.done = True
+            self.wake.set()
+            if self.in_flow and self.thread is not None:
+                _set_async_exc(self.thread, Interrupted)      # stops a computation
+        return True
+
+    def _stop_interrupts(self):
+        """The flow's code is over: no interrupt may land in the engine's own code."""
+        with self.lock:
+            if self.in_flow and self.thread is not None:
+                _set_async_exc(self.thread, None)   # NULL: clear a pending one
+            self.in_flow = False
+
+    # -- the driver --
+    def drive(self, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
+        """Run the execution until it ends, waits or is unloaded.  FlowNotFound (and a
+        KeyboardInterrupt) leave it QUEUED, as it was, and are raised again; so does a
+        full disk (StoreFull), from the write that failed: see _store_full."""
+        resume_from, last_seq = self.record.get("resume_from"), self.record.get("last_seq")
+        try:
+            self._drive(retry_delay)
+        except StoreFull as e:
+            self._store_full(e, retry_delay, resume_from, last_seq)
+            raise
+
+    def _store_full(self, error, retry_delay, resume_from, last_seq):
+        """A write failed for lack of space.  Unless the execution ended (or was ended
+        elsewhere), put it back on the queue, QUEUED to go on from its last savepoint
+        (or the one it was restored to); if even that cannot be written, keep its lease:
+        lease recovery puts it back once this process lets the lease lapse."""
+        with self.lock:
+            stored = None if self.done else self.store.get_execution(self.execution_id)
+            if stored is None or Status(stored["status"]) in ENDED:
+                return
+            if resume_from is not None and self.record.get("last_seq") == last_seq:
+                self.record["resume_from"] = resume_from     # no savepoint since
+            self.record.update(status=Status.QUEUED.value, due=time.time() + retry_delay,
+                               error=f"StoreFull: {error}", output=None)
+            try:
+                self.store.put_execution(self.record)
+            except StoreFull:
+                self.keep_lease = True
+
+    def _drive(self, retry_delay):
+        record = self.record
+        record.update(status=Status.RUNNING.value, due=None, updated_at=time.time(),
+                      error=None)
+        start_from = record.pop("resume_from", None)
+        self.store.put_execution(record)
+        self.thread = threading.get_ident()
+        try:
+            try:
+                self.in_flow = True
+                value = self._run(start_from)
+            finally:
+                self._stop_interrupts()
+            self._finish(value)
+        except Interrupted:
+            self._stop_interrupts()                 # ended elsewhere; nothing to write
+        except _frames.Unwind as unwind:
+            self._left(unwind.args[0])
+        except FlowNotFound as e:
+            self._requeue(time.time() + retry_delay, error=f"FlowNotFound: {e}")
+            raise
+        except StoreFull:
+            raise                                    # drive puts it back on the queue
+        except Exception as e:
+            self.end(Status.ENDED_ERROR, error=f"{type(e).__name__}: {e}")
+        except BaseException:                        # Ctrl-C, SystemExit: back to the queue
+            self._requeue(time.time())
+            raise
+
+    def _run(self, seq):
+        """Start the flow, or resume it from savepoint ``seq`` (None: the newest), and
+        again from wherever the flow loads a dump; return what the flow returns."""
+        fresh = seq is None and not self.record.get("last_seq")
+        while True:
+            try:
+                if fresh:
+                    handler = load_flow(self.record["flow"])
+                    return _frames.run(self.root, handler, self.system, self.this,
+                                       self.record.get("inputs"))
+                return self._resume(seq)
+            except _frames.Unwind as unwind:
+                event = unwind.args[0]
+                if type(event) is not Load:
+                    raise
+                del unwind
+                fresh, seq = False, event.seq
+                self.record.update(restore_count=self.api.restore_count + 1,
+                                   timeout_at=None, status=Status.RUNNING.value)
+
+    def _resume(self, seq):
+        store = self.store
+        if seq is None:
+            seq = self.record.get("last_seq")
+        found = store.savepoint(self.execution_id, seq)
+        if found is None:
+            raise SavepointError(f"execution {self.execution_id} has no savepoint {seq}")
+        meta, record = found
+        # a module that cannot be imported here is not damage: say so, before decoding.
+        # Only the flow's own module, as recorded at start: never one a record names.
+        import_flow_module(self.record["flow"].partition(":")[0])
+        frames, result = _codec.decode_savepoint(
+            record, store.codes_for(record), externals=self.externals, trust=self.trust,
+            chunks=store.chunk)
+        result, throw = self.api.finish_call(meta["action"], result)
+        return _frames.resume(self.root, frames, result, throw=throw)
+
+    def _finish(self, value):
+        if isinstance(value, Success):
+            value = value.value
+        self.end(Status.ENDED_SUCCESS, output=value)
+
+    def _left(self, event):
+        match event:
+            case Idle():
+                self._write_unless_done()            # WAITING, with its due time
+            case Timeout():
+                self.end(Status.ENDED_ERROR, error=TIMEOUT_ERROR)
+            case Fail(message):
+                self.end(Status.ENDED_ERROR, error=message)
+            case Stop():                             # back to the queue, for any worker
+                self._requeue(self.record.get("due") or time.time())
+            case Lost() | Gone():     # another worker has it now / ended elsewhere
+                pass                                 # nothing to write
+
+    def _write_unless_done(self):
+        with self.lock:
+            if not self.done:
+                self.store.put_execution(self.record)
+
+    def _requeue(self, due, error=None):
+        self.record.update(status=Status.QUEUED.value, due=due, error=error)
+        self._write_unless_done()
+
+    def end(self, status, output=None, error=None):
+        with self.lock:
+            if self.done:
+                return
+            self.write_end(status, output, error)
+            self.done = True
+
+    def write_end(self, status, output=None, error=None):
+        """Write the execution's end (the caller holds the lock)."""
+        record = self.record
+        record.update(status=status.value, output=output, error=error, due=None,
+                      updated_at=time.time(), timeout_at=None)
+        try:
+            self.store.put_execution(record)
+        except SavepointError as e:
+            record.update(status=Status.ENDED_ERROR.value, output=None,
+                          error=f"the output cannot be saved: {e}")
+            self.store.put_execution(record)
+        drop_request(self.store, self.execution_id)
+        parent = record.get("parent")
+        if parent:
+            wake_parent(self.store, parent)
+
+
+def _log_outcome(record):
+    status = record["status"]
+    if status == Status.ENDED_ERROR.value:
+        log.info("execution %s (%s) failed: %s", record["id"], record["flow"],
+                 record.get("error"))
+    elif status in (Status.ENDED_SUCCESS.value, Status.ENDED_CANCELLED.value):
+        log.info("execution %s (%s) ended %s", record["id"], record["flow"], status)
+    else:
+        log.info("execution %s (%s) left: %s", record["id"], record["flow"], status)

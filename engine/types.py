@@ -1,0 +1,119 @@
+"""The public types: an execution's status, and what the API returns about executions,
+savepoints and the frames of a savepoint."""
+import dataclasses
+import datetime
+import enum
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    PAUSED = "PAUSED"
+    ENDED_SUCCESS = "ENDED_SUCCESS"
+    ENDED_ERROR = "ENDED_ERROR"
+    ENDED_CANCELLED = "ENDED_CANCELLED"
+
+    def __str__(self):
+        return self.value
+
+
+ENDED = (Status.ENDED_SUCCESS, Status.ENDED_ERROR, Status.ENDED_CANCELLED)
+
+
+def parse_status(value):
+    """A Status from a Status or its name, any case; ValueError naming the choices."""
+    try:
+        return Status(str(value).upper())
+    except ValueError:
+        raise ValueError(f"status must be one of {', '.join(s.value for s in Status)}, "
+                         f"not {value!r}") from None
+
+
+def _utc(ts):
+    return None if ts is None else datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+
+
+@dataclasses.dataclass
+class Execution:
+    id: str
+    flow: str
+    status: Status
+    inputs: Any = None
+    output: Any = None
+    outputs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    created_at: datetime.datetime | None = None
+    updated_at: datetime.datetime | None = None
+    name: str | None = None
+    restore_count: int = 0
+    parent: str | None = None
+    # [(aware UTC datetime, text)]; None for entries stored before the log had times
+    log: list[tuple[datetime.datetime | None, str]] = dataclasses.field(default_factory=list)
+    # what of it is damaged in the store (its record, its newest savepoint), or None.
+    # Its record damaged: ENDED_ERROR, flow "" (lost); it can only be deleted.  Its
+    # newest savepoint damaged: as its record says; restore to an intact savepoint.
+    damaged: str | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Execution":
+        """The execution a stored record describes."""
+        return cls(id=record["id"], flow=record.get("flow") or "",
+                   status=Status(record["status"]),
+                   inputs=record.get("inputs"), output=record.get("output"),
+                   outputs=dict(record.get("outputs") or {}), error=record.get("error"),
+                   created_at=_utc(record.get("created_at")),
+                   updated_at=_utc(record.get("updated_at")), name=record.get("name"),
+                   restore_count=record.get("restore_count") or 0,
+                   parent=record.get("parent"), log=_log_entries(record.get("log")),
+                   damaged=record.get("damaged"))
+
+
+def _log_entries(stored):
+    """The log as (aware UTC datetime, text) pairs; entries written before the log had
+    times (plain strings) get None."""
+    return [(_utc(entry[0]), entry[1]) if isinstance(entry, (list, tuple))
+            else (None, str(entry)) for entry in stored or ()]
+
+
+def savepoint_id(execution_id: str, seq: int) -> str:
+    """A savepoint's id: "<execution id>.<seq>"."""
+    return f"{execution_id}.{seq}"
+
+
+@dataclasses.dataclass
+class Savepoint:
+    id: str
+    execution_id: str
+    seq: int
+    kind: str
+    name: str | None
+    created_at: datetime.datetime
+    line: int
+    action: str
+    command: str | None
+    size: int
+    damaged: str | None = None      # what is damaged (kind "damaged"; the rest is None)
+
+    @classmethod
+    def from_meta(cls, execution_id: str, meta: dict[str, Any]) -> "Savepoint":
+        """The savepoint its stored metadata describes."""
+        return cls(id=savepoint_id(execution_id, meta["seq"]), execution_id=execution_id,
+                   seq=meta["seq"], kind=meta["kind"], name=meta["name"],
+                   created_at=_utc(meta["created_at"]), line=meta["line"],
+                   action=meta["action"], command=meta["command"], size=meta["size"],
+                   damaged=meta.get("damaged"))
+
+
+@dataclasses.dataclass
+class FrameView:
+    """One frame of a savepoint as inspection shows it (Engine.inspect): nothing of the
+    flow ran to make it, no module was imported; instances, iterators and names of
+    modules not imported are engine._codec.Unbuilt stand-ins showing class and state."""
+    function: str
+    module: str
+    file: str
+    line: int | None
+    locals: dict[str, Any]
+    unbound: list[str] = dataclasses.field(default_factory=list)   # no value yet
