@@ -20,7 +20,7 @@ from engine.flows import import_flow_module, load_flow
 from engine.leaving import Fail, Gone, Idle, Load, Lost, Stop, Timeout
 from engine.lifecycle import (TIMEOUT_ERROR, apply_request, cancel_children, drop_request,
                               pending_request, wake_parent)
-from engine.store import Owner
+from engine.store import Owner, Store
 from engine.types import ENDED, Execution, Savepoint, Status
 from engine.watchdog import Watchdog
 
@@ -40,7 +40,8 @@ class Runner:
     """One engine's runs in this process: which executions it holds (leases), which it
     runs now, the connectors and trusted classes their flows use, and its counters."""
 
-    def __init__(self, store, *, lease_seconds, sleep_max_seconds, savepoint_retention):
+    def __init__(self, store: Store, *, lease_seconds: float, sleep_max_seconds: float,
+                 savepoint_retention: str) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
         self.sleep_max_seconds = sleep_max_seconds
