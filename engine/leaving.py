@@ -5,9 +5,7 @@ flow by engine._frames.Unwind (its first argument) and matched on by the driver
 They live apart from the driver because the Flow-API objects (ext/_flowapi.pyx) raise
 them too, and the driver imports those objects.
 """
-import dataclasses
-
-_event = dataclasses.dataclass(frozen=True, slots=True)
+from dataclasses import dataclass
 
 
 class Leave:
@@ -15,38 +13,38 @@ class Leave:
     __slots__ = ()
 
 
-@_event
+@dataclass(frozen=True, slots=True)
 class Idle(Leave):
     """It waits (a long sleep, an unfinished child): unloaded, WAITING until its due time."""
 
 
-@_event
+@dataclass(frozen=True, slots=True)
 class Stop(Leave):
     """This engine is stopping: back to the queue, for any worker."""
 
 
-@_event
+@dataclass(frozen=True, slots=True)
 class Lost(Leave):
     """Its lease is someone else's now: nothing more is written."""
 
 
-@_event
+@dataclass(frozen=True, slots=True)
 class Gone(Leave):
     """It was ended (or deleted) elsewhere meanwhile: nothing more is written."""
 
 
-@_event
+@dataclass(frozen=True, slots=True)
 class Timeout(Leave):
     """Its timeout expired: it ends ENDED_ERROR."""
 
 
-@_event
+@dataclass(frozen=True, slots=True)
 class Load(Leave):
     """this.load_dump: go on from savepoint ``seq`` instead."""
     seq: int
 
 
-@_event
+@dataclass(frozen=True, slots=True)
 class Fail(Leave):
     """It ends ENDED_ERROR with ``message`` (a restore loop, found by load_dump)."""
     message: str
