@@ -8,32 +8,27 @@ them too, and the driver imports those objects.
 from dataclasses import dataclass
 
 
-class Leave:
-    """Why the flow left."""
-    __slots__ = ()
-
-
 @dataclass(frozen=True, slots=True)
+class Leave:
+    """Why the flow left (the events without fields are its plain subclasses)."""
+
+
 class Idle(Leave):
     """It waits (a long sleep, an unfinished child): unloaded, WAITING until its due time."""
 
 
-@dataclass(frozen=True, slots=True)
 class Stop(Leave):
     """This engine is stopping: back to the queue, for any worker."""
 
 
-@dataclass(frozen=True, slots=True)
 class Lost(Leave):
     """Its lease is someone else's now: nothing more is written."""
 
 
-@dataclass(frozen=True, slots=True)
 class Gone(Leave):
     """It was ended (or deleted) elsewhere meanwhile: nothing more is written."""
 
 
-@dataclass(frozen=True, slots=True)
 class Timeout(Leave):
     """Its timeout expired: it ends ENDED_ERROR."""
 
