@@ -3,6 +3,7 @@ from the innermost frame's code positions."""
 import linecache
 from typing import Any
 
+
 # (id(code), offset) -> (code, source text); the code keeps the id.  Bounded: a
 # long-lived worker meets ever new code objects (each restored savepoint pins its own)
 _commands: dict[tuple[int, int], tuple[Any, str | None]] = {}
