@@ -1,5 +1,7 @@
 # Extensions: the frame core, the savepoint codec, and the store's per-call commit
 # path; the rest of the package is plain Python.
+from glob import glob
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -20,7 +22,7 @@ extensions = [
         "engine._codec",
         ["ext/_codec.pyx"],
         include_dirs=["ext"],
-        depends=["ext/codec.h"],
+        depends=["ext/codec.h", *sorted(glob("ext/codec/*.pxi"))],   # its included parts
         **NO_DEBUG,
     ),
     Extension("engine._commit", ["ext/_commit.pyx"], depends=["ext/engine/_codec.pxd"],
