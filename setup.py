@@ -1,5 +1,7 @@
 # Extensions: the frame core, the savepoint codec, and the store's per-call commit
 # path; the rest of the package is plain Python.
+from glob import glob
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -7,6 +9,11 @@ from setuptools import Extension, setup
 # made them 5.3 MB, mostly DWARF; -g0 (it comes last on the command line, so it wins over
 # -g, also one from $CFLAGS) leaves under 1 MB.  To debug the C code, drop it here.
 NO_DEBUG = {"extra_compile_args": ["-g0"]}
+# The codec's functions and loops at fixed alignment: otherwise an edit anywhere in it
+# shifts its hot loops and encode_snapshot's time moves by ~7% with the same
+# instructions (measured when it was split into ext/codec/*.pxi).
+CODEC_FLAGS = {"extra_compile_args": [*NO_DEBUG["extra_compile_args"],
+                                      "-falign-functions=64", "-falign-loops=32"]}
 
 extensions = [
     Extension(
@@ -20,8 +27,8 @@ extensions = [
         "engine._codec",
         ["ext/_codec.pyx"],
         include_dirs=["ext"],
-        depends=["ext/codec.h"],
-        **NO_DEBUG,
+        depends=["ext/codec.h", *sorted(glob("ext/codec/*.pxi"))],   # its included parts
+        **CODEC_FLAGS,
     ),
     Extension("engine._commit", ["ext/_commit.pyx"], depends=["ext/engine/_codec.pxd"],
               **NO_DEBUG),
