@@ -1,5 +1,7 @@
 # Extensions: the frame core, the savepoint codec, and the store's per-call commit
 # path; the rest of the package is plain Python.
+from glob import glob
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -8,24 +10,32 @@ from setuptools import Extension, setup
 # -g, also one from $CFLAGS) leaves under 1 MB.  To debug the C code, drop it here.
 NO_DEBUG = {"extra_compile_args": ["-g0"]}
 
+# C headers, for rebuilding what includes them: the frame core's parts, the codec's, and
+# the one header of CPython internals both use.
+CPYTHON_H = sorted(glob("ext/cpython/*.h"))
+FRAMES_H = sorted(glob("ext/frames/*.h")) + CPYTHON_H
+CODEC_H = sorted(glob("ext/codec/*.h")) + CPYTHON_H
+
 extensions = [
     Extension(
         "engine._frames",
-        ["ext/_frames.pyx"],
+        ["ext/frames/_frames.pyx"],
         include_dirs=["ext"],
-        depends=["ext/frames.h", "ext/frames.pxd", "ext/cpython311.h"],
+        depends=["ext/frames/frames.pxd", *FRAMES_H],
         **NO_DEBUG,
     ),
     Extension(
         "engine._codec",
         ["ext/_codec.pyx"],
         include_dirs=["ext"],
-        depends=["ext/codec.h"],
+        depends=[*CODEC_H, *FRAMES_H],
         **NO_DEBUG,
     ),
     Extension("engine._commit", ["ext/_commit.pyx"], depends=["ext/engine/_codec.pxd"],
               **NO_DEBUG),
-    Extension("engine._flowapi", ["ext/_flowapi.pyx"], include_dirs=["ext"], **NO_DEBUG),
+    Extension("engine._flowapi", ["ext/_flowapi.pyx"], include_dirs=["ext"], depends=FRAMES_H,
+              **NO_DEBUG),
 ]
 
-setup(ext_modules=cythonize(extensions, include_path=["ext"], language_level=3))
+# ext/frames holds frames.pxd, which ext/engine/_frames.pxd cimports as `frames`.
+setup(ext_modules=cythonize(extensions, include_path=["ext", "ext/frames"], language_level=3))

@@ -53,7 +53,7 @@ from engine cimport _frames
 from engine._frames cimport Frame, new_frame
 from engine.errors import CorruptSavepoint, SavepointError
 
-cdef extern from "codec.h":
+cdef extern from "codec/codec.h":
     ctypedef struct cd_buf:
         char *data
         Py_ssize_t len
