@@ -249,47 +249,40 @@ typedef struct {
     int from_top;
 } sp_mark;
 
+static inline int
+sp_mark_one(sp_mark out[2], int kind, int from_top)
+{
+    out[0] = (sp_mark){kind, from_top};
+    return 1;
+}
+
 /* The items of a checked kind an instruction pushes; returns how many (at most 2). */
 static inline int
 sp_op_marks(int op, int arg, int jump, sp_mark out[2])
 {
     switch (op) {
     case PUSH_NULL:
-        out[0] = (sp_mark){SP_K_NULLABLE, 1};
-        return 1;
+        return sp_mark_one(out, SP_K_NULLABLE, 1);
     case LOAD_METHOD:
-        out[0] = (sp_mark){SP_K_NULLABLE, 2};
-        return 1;
+        return sp_mark_one(out, SP_K_NULLABLE, 2);
     case LOAD_GLOBAL:
-        if (arg & 1) {
-            out[0] = (sp_mark){SP_K_NULLABLE, 2};
-            return 1;
-        }
-        return 0;
+        return (arg & 1) ? sp_mark_one(out, SP_K_NULLABLE, 2) : 0;
     case PUSH_EXC_INFO:
         out[0] = (sp_mark){SP_K_EXC_OR_NONE, 2};
         out[1] = (sp_mark){SP_K_EXC, 1};
         return 2;
     case GET_ITER:
-        out[0] = (sp_mark){SP_K_ITER, 1};
-        return 1;
+        return sp_mark_one(out, SP_K_ITER, 1);
     case FOR_ITER:
         /* The iterator may come from LOAD_FAST (a comprehension's `.0` argument), not
          * GET_ITER: mark it where the loop body starts, so every call inside sees it. */
-        if (!jump) {
-            out[0] = (sp_mark){SP_K_ITER, 2};
-            return 1;
-        }
-        return 0;
+        return jump ? 0 : sp_mark_one(out, SP_K_ITER, 2);
     case BUILD_LIST:
-        out[0] = (sp_mark){SP_K_LIST, 1};
-        return 1;
+        return sp_mark_one(out, SP_K_LIST, 1);
     case BUILD_MAP: case BUILD_CONST_KEY_MAP:
-        out[0] = (sp_mark){SP_K_DICT, 1};
-        return 1;
+        return sp_mark_one(out, SP_K_DICT, 1);
     case BUILD_SET:
-        out[0] = (sp_mark){SP_K_SET, 1};
-        return 1;
+        return sp_mark_one(out, SP_K_SET, 1);
     default:
         return 0;
     }
