@@ -4,8 +4,8 @@
  * drives generator frames; the codec reads small ints, lists and strs without the API
  * calls.  All of that is private to CPython and changes between minor versions.  Every
  * such fact is one named inline, macro or table here, with the CPython 3.11 source it
- * relies on; ext/frames/ and ext/codec/ use only these names (and the public C API).
- * A port to another version is a copy of this header, edited -- nothing else.
+ * relies on; the C of ext/frames/ and ext/codec/ uses only these names and the public
+ * C API.  A port to another version should be a copy of this header, edited.
  *
  * Sections: code objects; bytecode; interpreter frames; thread state; generators;
  * int, list and str objects.
