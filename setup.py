@@ -15,24 +15,32 @@ NO_DEBUG = {"extra_compile_args": ["-g0"]}
 CODEC_FLAGS = {"extra_compile_args": [*NO_DEBUG["extra_compile_args"],
                                       "-falign-functions=64", "-falign-loops=32"]}
 
+# C headers, for rebuilding what includes them: the frame core's parts, the codec's, and
+# the one header of CPython internals both use.
+CPYTHON_H = sorted(glob("ext/cpython/*.h"))
+FRAMES_H = sorted(glob("ext/frames/*.h")) + CPYTHON_H
+CODEC_H = sorted(glob("ext/codec/*.h")) + CPYTHON_H
+
 extensions = [
     Extension(
         "engine._frames",
-        ["ext/_frames.pyx"],
+        ["ext/frames/_frames.pyx"],
         include_dirs=["ext"],
-        depends=["ext/frames.h", "ext/frames.pxd", "ext/cpython311.h"],
+        depends=["ext/frames/frames.pxd", *FRAMES_H],
         **NO_DEBUG,
     ),
     Extension(
         "engine._codec",
         ["ext/_codec.pyx"],
         include_dirs=["ext"],
-        depends=["ext/codec.h", *sorted(glob("ext/codec/*.pxi"))],   # its included parts
+        depends=[*CODEC_H, *FRAMES_H, *sorted(glob("ext/codec/*.pxi"))],  # + its parts
         **CODEC_FLAGS,
     ),
     Extension("engine._commit", ["ext/_commit.pyx"], depends=["ext/engine/_codec.pxd"],
               **NO_DEBUG),
-    Extension("engine._flowapi", ["ext/_flowapi.pyx"], include_dirs=["ext"], **NO_DEBUG),
+    Extension("engine._flowapi", ["ext/_flowapi.pyx"], include_dirs=["ext"], depends=FRAMES_H,
+              **NO_DEBUG),
 ]
 
-setup(ext_modules=cythonize(extensions, include_path=["ext"], language_level=3))
+# ext/frames holds frames.pxd, which ext/engine/_frames.pxd cimports as `frames`.
+setup(ext_modules=cythonize(extensions, include_path=["ext", "ext/frames"], language_level=3))

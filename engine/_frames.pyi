@@ -1,4 +1,4 @@
-"""Type stubs for the frame core (ext/_frames.pyx)."""
+"""Type stubs for the frame core (ext/frames/_frames.pyx)."""
 from types import CodeType, FunctionType
 from typing import Any, Callable, Sequence
 

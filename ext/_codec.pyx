@@ -54,7 +54,7 @@ from engine._frames cimport Frame, new_frame
 from engine.errors import CorruptSavepoint, SavepointError
 from engine._frames import EMPTY as _EMPTY
 
-cdef extern from "codec.h":
+cdef extern from "codec/codec.h":
     ctypedef struct cd_buf:
         char *data
         Py_ssize_t len

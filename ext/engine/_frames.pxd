@@ -5,7 +5,7 @@ cimport frames
 
 cdef class Root:
     cdef frames.sp_tstate *tstate
-    cdef frames._PyInterpreterFrame *boundary
+    cdef frames.sp_iframe *boundary
     cdef readonly bint active
     cdef int enter(self) except -1
     cdef void leave(self)

@@ -5,8 +5,8 @@ A flow runs under a :class:`Root`.  Inside it, a call to a C-level Flow-API meth
 :func:`capture`, which returns the frames between the root and the call site as a tuple of
 :class:`Frame` (outermost first).  :func:`resume` rebuilds such a tuple -- in this process
 or another -- and continues it at the instruction after that call, with a value (or an
-exception) as the call's result.  The C side lives in ``frames.h``; every CPython 3.11
-internal it touches is named in ``cpython311.h``.
+exception) as the call's result.  The C side lives in ``frames/*.h``; every CPython 3.11
+internal it touches is named in ``cpython/py311.h``.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
@@ -117,7 +117,7 @@ cpdef tuple capture(Root root, object api=None):
                                   b"flow's; call it from the thread that runs the flow")
     cdef sp_walk_item *items = NULL
     cdef Py_ssize_t cap = 0, n, i
-    cdef _PyInterpreterFrame *f
+    cdef sp_iframe *f
     cdef PyCodeObject *co
     cdef Frame fr
     cdef PyObject *exc
@@ -133,9 +133,9 @@ cpdef tuple capture(Root root, object api=None):
             f = items[i].frame
             co = sp_frame_code(f)
             fr = new_frame(<object>sp_frame_func(f), <object><PyObject *>co,
-                           items[i].site.resume * 2,
-                           sp_slots_tuple(_PyFrame_GetLocalsArray(f), co.co_nlocalsplus),
-                           sp_slots_tuple(_PyFrame_Stackbase(f), items[i].site.below),
+                           items[i].site.resume * SP_CODEUNIT_BYTES,
+                           sp_slots_tuple(sp_frame_locals(f), sp_code_nlocalsplus(co)),
+                           sp_slots_tuple(sp_frame_stack(f), items[i].site.below),
                            handled)
             frames[n - 1 - i] = fr
             handled = <object>sp_exc_outside(f, items[i].site, <PyObject *>handled)
@@ -160,9 +160,9 @@ def resume(Root root, frames, value=None, *, bint throw=False):
         if not isinstance(frames[i], Frame):
             raise TypeError(f"frames[{i}] is a {type(frames[i]).__name__}, not a Frame")
         fr = <Frame>frames[i]
-        if fr.offset % 2:
+        if fr.offset % SP_CODEUNIT_BYTES:
             raise ValueError(f"frames[{i}]: offset {fr.offset} is not an instruction offset")
-        sp_check_frame(<PyObject *>fr.func, <PyObject *>fr.code, fr.offset // 2,
+        sp_check_frame(<PyObject *>fr.func, <PyObject *>fr.code, fr.offset // SP_CODEUNIT_BYTES,
                        <PyObject *>fr.locals, <PyObject *>fr.stack, <PyObject *>fr.exc)
     cdef PyGenObject **gens = <PyGenObject **>PyMem_Malloc(n * sizeof(PyGenObject *))
     if gens == NULL:
@@ -171,7 +171,8 @@ def resume(Root root, frames, value=None, *, bint throw=False):
     try:
         for i in range(n):
             fr = <Frame>frames[i]
-            gens[i] = sp_build_gen(<PyObject *>fr.func, <PyObject *>fr.code, fr.offset // 2,
+            gens[i] = sp_build_gen(<PyObject *>fr.func, <PyObject *>fr.code,
+                                   fr.offset // SP_CODEUNIT_BYTES,
                                    <PyObject *>fr.locals, <PyObject *>fr.stack,
                                    <PyObject *>fr.exc)
             built += 1
@@ -220,12 +221,12 @@ def stack_table(code):
     cdef sp_table *t = sp_table_get(<PyCodeObject *><PyObject *>code)
     if t.error != NULL:
         raise ValueError(f"cannot analyse {code.co_qualname}: {t.error.decode()}")
-    return {t.sites[i].resume * 2: t.sites[i].below for i in range(t.nsites)}
+    return {t.sites[i].resume * SP_CODEUNIT_BYTES: t.sites[i].below for i in range(t.nsites)}
 
 
 _SELF_API = capture
 sp_SavepointError = <PyObject *>SavepointError
 sp_EMPTY = <PyObject *>EMPTY
-sp_extra_index = _PyEval_RequestCodeExtraIndex(sp_table_free)
+sp_extra_index = sp_request_code_extra_index(sp_table_free)
 if sp_extra_index < 0:
     raise ImportError("engine._frames: no code-object extra slot is available")
