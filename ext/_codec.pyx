@@ -99,14 +99,18 @@ cdef extern from "Python.h":
     object PyCell_New(PyObject *)
     int PyCell_Set(object, PyObject *) except -1
     PyObject *PyCell_GET(object)
-    dict _PyDict_NewPresized(Py_ssize_t)
     int PyList_SetSlice(object, Py_ssize_t, Py_ssize_t, PyObject *) except -1
     PyObject *PyModule_GetDict(object)
     PyObject *PyFunction_GET_MODULE(object)
-    Py_ssize_t _PyEval_RequestCodeExtraIndex(void (*)(void *))
-    int _PyCode_GetExtra(object, Py_ssize_t, void **)
-    int _PyCode_SetExtra(object, Py_ssize_t, void *)
     PyObject *PyFunction_GET_GLOBALS(object)
+
+# CPython 3.11 internals, by name (ext/cpython/py311.h cites each one's source)
+cdef extern from "cpython/py311.h":
+    ctypedef struct PyCodeObject
+    dict sp_dict_new_presized(Py_ssize_t)
+    Py_ssize_t sp_request_code_extra_index(void (*)(void *))
+    int sp_code_get_extra(PyCodeObject *, Py_ssize_t, void **)
+    int sp_code_set_extra(PyCodeObject *, Py_ssize_t, void *)
 
 # One concern per file, in dependency order: each uses only names of those before it
 # (compile-time DEFs must come first; module-level statements run in this order).

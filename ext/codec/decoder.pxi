@@ -274,7 +274,7 @@ cdef class Decoder:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise CorruptSavepoint("savepoint data is nested too deeply")
-        cdef dict out = _PyDict_NewPresized(n)
+        cdef dict out = sp_dict_new_presized(n)
         cdef unsigned char b
         self.memo.append(out)
         for _ in range(n):

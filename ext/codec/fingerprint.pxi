@@ -7,7 +7,7 @@ cdef void _release_extra(void *value) noexcept with gil:
 
 # Each code object carries its fingerprint in a code-extra slot (like the frame core's
 # stack table): freed with the code, no lookup by id.
-cdef Py_ssize_t _fingerprint_slot = _PyEval_RequestCodeExtraIndex(_release_extra)
+cdef Py_ssize_t _fingerprint_slot = sp_request_code_extra_index(_release_extra)
 if _fingerprint_slot < 0:
     raise ImportError("engine._codec: no code-object extra slot is available")
 
@@ -36,7 +36,7 @@ cpdef bytes fingerprint(code):
     """A 16-byte digest of everything that makes ``code`` behave as it does."""
     cdef void *cached = NULL
     if type(code) is _CodeType and \
-            _PyCode_GetExtra(code, _fingerprint_slot, &cached) == 0 and cached != NULL:
+            sp_code_get_extra(<PyCodeObject *>code, _fingerprint_slot, &cached) == 0 and cached != NULL:
         return <bytes>cached
     if type(code) is not _CodeType:
         raise TypeError(f"fingerprint() needs a code object, not {type(code).__name__}")
@@ -81,9 +81,9 @@ def decode_code(data, expected=None):
 
 cdef int _set_code_extra(code, Py_ssize_t slot, object value) except -1:
     cdef void *old = NULL
-    _PyCode_GetExtra(code, slot, &old)
+    sp_code_get_extra(<PyCodeObject *>code, slot, &old)
     Py_INCREF(value)
-    if _PyCode_SetExtra(code, slot, <PyObject *>value) < 0:
+    if sp_code_set_extra(<PyCodeObject *>code, slot, <PyObject *>value) < 0:
         Py_DECREF(value)
         raise MemoryError()
     Py_XDECREF(<PyObject *>old)

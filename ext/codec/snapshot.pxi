@@ -304,7 +304,7 @@ def decode_savepoint(record, codes, *, externals=None, Trust trust=None, chunks=
 
 # A code object keeps the stand-in function its restored frames use (a code object lives
 # as long as the pinned code that needs it).
-cdef Py_ssize_t _frame_func_slot = _PyEval_RequestCodeExtraIndex(_release_extra)
+cdef Py_ssize_t _frame_func_slot = sp_request_code_extra_index(_release_extra)
 
 
 cdef object _read_frame(Decoder dec):
@@ -326,7 +326,7 @@ cdef object _read_frame(Decoder dec):
     module = dec.module(module_name)
     globals_ = <object>PyModule_GetDict(module)
     cdef void *cached = NULL
-    if _PyCode_GetExtra(code, _frame_func_slot, &cached) == 0 and cached != NULL and \
+    if sp_code_get_extra(<PyCodeObject *>code, _frame_func_slot, &cached) == 0 and cached != NULL and \
             <object>PyFunction_GET_GLOBALS(<object>cached) is globals_:
         func = <object>cached
     else:

@@ -103,6 +103,14 @@ sp_code_set_extra(PyCodeObject *co, Py_ssize_t index, void *extra)
     return _PyCode_SetExtra((PyObject *)co, index, extra);
 }
 
+/* Include/cpython/dictobject.h _PyDict_NewPresized (3.11, private): a dict sized for n
+ * entries up front -- the codec's decoder knows every map's length before its items. */
+static inline PyObject *
+sp_dict_new_presized(Py_ssize_t n)
+{
+    return _PyDict_NewPresized(n);
+}
+
 /* =======================================================================================
  * Bytecode
  *
