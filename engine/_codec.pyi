@@ -13,8 +13,6 @@ PYTHON_VERSION: str
 MAGIC: bytes
 MAX_DEPTH: int
 CHUNK_MIN: int
-META_FIELDS: tuple[str, ...]
-STATE_FIELDS: tuple[str, ...]
 TAG_SIZE: int
 
 @disjoint_base
@@ -66,10 +64,6 @@ def seal(value: Any, signer: Signer, *, externals: Mapping[str, Any] | None = ..
 def unseal(data: bytes, what: str, signer: Signer, *,
            externals: Mapping[str, Any] | None = ..., trust: Trust | None = ...) -> Any: ...
 def chunk_hash(data: bytes) -> bytes: ...
-def seal_savepoint(execution: dict[str, Any], meta: dict[str, Any], record: bytes,
-                   chunks: list[bytes], version: int,
-                   signer: Signer) -> tuple[bytes, int, list[Any]]: ...
-def apply_state(execution: dict[str, Any], state: list[Any]) -> None: ...
 
 @disjoint_base
 class Encoder: ...

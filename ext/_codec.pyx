@@ -122,7 +122,6 @@ include "codec/chunks.pxi"
 include "codec/encoder.pxi"
 include "codec/decoder.pxi"
 include "codec/signing.pxi"
-include "codec/layout.pxi"
 include "codec/snapshot.pxi"
 
 _CYFUNCTION = type(checksum)      # a def function of this module: Cython's function type

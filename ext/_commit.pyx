@@ -1,18 +1,23 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The store's commit of a savepoint, for the common case, in Cython.
+"""The LMDB store's savepoint commit, in Cython: the savepoint layout and the common case.
 
-engine.store.Store.commit_savepoint runs at every Flow-API call.  In the common case --
-its code already pinned, no chunks, no name, no older savepoint to drop, the due time
-unchanged -- a savepoint is one LMDB put, and the Python around that put cost more than
-the put itself (benchmarks/bench_store.py).  This is that path, compiled; everything
-else stays in engine/store.py.  It seals the savepoint and updates the execution with
-the same _codec.seal_savepoint / apply_state as that slow path, called at C level.
+engine.store.lmdb.LmdbStore.commit_savepoint runs at every Flow-API call.  In the common
+case -- its code already pinned, no chunks, no name, no older savepoint to drop, the due
+time unchanged -- a savepoint is one LMDB put, and the Python around that put cost more
+than the put itself (benchmarks/bench_store.py).  try_commit is that path, compiled;
+everything else stays in engine/store/lmdb.py.  Both seal the savepoint and update the
+execution with one SavepointLayout, built from engine/store/records.py's field orders.
 """
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
-from engine._codec cimport Signer, apply_state, seal_savepoint
+from engine._codec cimport Signer
+
+from engine._codec import seal
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -42,10 +47,76 @@ def version_after(dict execution):
     return _version_after(execution)
 
 
-def try_commit(env, db, dict known, dict execution, dict meta, bytes record, codes, chunks,
-               str retention, Signer signer):
+cdef list _gather(dict source, tuple names):
+    """[source.get(name) for name in names], None for a name that is None -- without
+    growing the list as it goes (this runs twice at every Flow-API call)."""
+    cdef Py_ssize_t i, n = len(names)
+    cdef list out = PyList_New(n)
+    for i in range(n):
+        name = names[i]
+        value = None if name is None else source.get(name)
+        Py_INCREF(value)
+        PyList_SET_ITEM(out, i, value)
+    return out
+
+
+cdef tuple _copied(tuple fields, tuple own):
+    """``fields`` with the names in ``own`` (the commit's own fields) as None."""
+    return tuple(None if name in own else name for name in fields)
+
+
+@cython.final
+cdef class SavepointLayout:
+    """A savepoint as the store keeps it: [meta, record, state], meta and state as lists
+    in the orders given (engine.store.records.META_FIELDS / STATE_FIELDS).  The fields the
+    commit sets itself are found by name; every other one is copied from the meta dict or
+    the execution."""
+    cdef readonly tuple meta_fields, state_fields
+    cdef tuple meta_copied, state_copied
+    cdef Py_ssize_t m_seq, m_size, m_chunks
+    cdef Py_ssize_t s_version, s_last_seq, s_last_implicit, s_last_implicit_chunks
+
+    def __init__(self, tuple meta_fields not None, tuple state_fields not None):
+        self.meta_fields, self.state_fields = meta_fields, state_fields
+        self.m_seq = meta_fields.index("seq")
+        self.m_size = meta_fields.index("size")
+        self.m_chunks = meta_fields.index("chunks")
+        self.s_version = state_fields.index("version")
+        self.s_last_seq = state_fields.index("last_seq")
+        self.s_last_implicit = state_fields.index("last_implicit")
+        self.s_last_implicit_chunks = state_fields.index("last_implicit_chunks")
+        self.meta_copied = _copied(meta_fields, ("seq", "size", "chunks"))
+        # last_implicit and its chunks: the commit's own for an implicit savepoint only
+        self.state_copied = _copied(state_fields, ("version", "last_seq"))
+
+    cpdef tuple seal(self, dict execution, dict meta, bytes record, list chunks,
+                     int64_t version, Signer signer):
+        """Seal [meta, record, state] for the savepoint after the execution's last one.
+        Returns (sealed bytes, seq, state list)."""
+        cdef int64_t seq = execution.get("last_seq", 0) + 1
+        cdef list state = _gather(execution, self.state_copied)
+        cdef list fields = _gather(meta, self.meta_copied)
+        state[self.s_version] = version
+        state[self.s_last_seq] = seq
+        if meta.get("kind") == "implicit":
+            state[self.s_last_implicit] = seq
+            state[self.s_last_implicit_chunks] = chunks
+        fields[self.m_seq] = seq
+        fields[self.m_size] = len(record)
+        fields[self.m_chunks] = chunks
+        return seal([fields, record, state], signer), seq, state
+
+    cpdef apply(self, dict execution, list state):
+        """Write a savepoint's state into the execution dict."""
+        cdef Py_ssize_t i
+        for i in range(len(self.state_fields)):
+            execution[self.state_fields[i]] = state[i]
+
+
+def try_commit(SavepointLayout layout not None, env, db, dict known, dict execution,
+               dict meta, bytes record, codes, chunks, str retention, Signer signer):
     """Commit the savepoint as one put and return its seq; or return None, having done
-    nothing, when the slow path (engine.store) is needed."""
+    nothing, when the slow path (engine.store.lmdb) is needed."""
     cdef str exec_id = execution["id"]
     if chunks or meta.get("name") is not None:
         return None
@@ -61,8 +132,8 @@ def try_commit(env, db, dict known, dict execution, dict meta, bytes record, cod
     for code in codes:
         if id(code) not in ids:
             return None
-    sealed, seq, state = seal_savepoint(execution, meta, record, [], _version_after(execution),
-                                        signer)
+    sealed, seq, state = layout.seal(execution, meta, record, [], _version_after(execution),
+                                     signer)
     prefix = exec_id.encode()
     cdef Py_ssize_t n = len(prefix)
     key = PyBytes_FromStringAndSize(NULL, n + 9)
@@ -80,5 +151,5 @@ def try_commit(env, db, dict known, dict execution, dict meta, bytes record, cod
         txn.abort()
         raise
     txn.commit()
-    apply_state(execution, state)
+    layout.apply(execution, state)
     return seq

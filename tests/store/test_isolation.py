@@ -252,7 +252,7 @@ def test_a_damaged_older_savepoint_leaves_the_head_alone(world):
 
 def test_a_damaged_lease_blocks_nothing(world):
     eng, w = world.eng, world.w
-    world.store._write(lambda txn: world.store._put_lease(
+    world.store._write(lambda txn: world.store.tables.put_lease(
         txn, w, store_module.Owner.current("test"), time.time() + 3600))
     world.flip("leases", w.encode())
     assert world.store.lease(w) is None                # taken as no lease
@@ -374,7 +374,7 @@ def test_engine_doctor_repairs_indexes_and_collects_what_nothing_uses(world):
     world.raw("exec_codes", mine[0], delete=True)                    # one side missing
     unused = World.open.__code__                                    # code nothing uses
     world.raw("code", _codec.fingerprint(unused),
-              store._seal(_codec.encode_code(unused)))
+              store.tables.seal(_codec.encode_code(unused)))
     world.raw("leases", b"0" * 32, b"x" * 40)                         # damaged, of no one
     world.raw("names", a.encode() + b"\0after-steps", delete=True)   # a name lost
     found = store.check()["problems"]
@@ -430,7 +430,7 @@ def test_the_pinned_caches_forget_released_executions(world):
 
 def test_the_pinned_caches_are_bounded_for_direct_store_users(tmp_path, monkeypatch):
     from store_records import commit
-    monkeypatch.setattr(store_module, "PINNED_EXECUTIONS", 4)
+    monkeypatch.setattr("engine.store.lmdb.PINNED_EXECUTIONS", 4)
     with store_module.Store(tmp_path / "s", durability="async") as store:
         executions = [{"id": f"e{i}", "status": "RUNNING", "due": None} for i in range(10)]
         for execution in executions:

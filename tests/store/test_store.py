@@ -321,3 +321,83 @@ def test_one_process_cannot_mix_durabilities_on_one_store(store):
     with Store(store.path, durability="async") as again:      # shares the environment
         again.put_execution({"id": "x", "due": None})
     assert store.get_execution("x")["id"] == "x"
+
+
+# --- the seam: the protocol and the record layout -------------------------------------------
+
+def test_the_lmdb_store_implements_every_method_of_the_protocol():
+    """Each StoreProtocol method is LmdbStore's own (not the protocol's empty body), with
+    the same parameters: names, kinds and defaults."""
+    import inspect
+
+    from engine.store import LmdbStore, StoreProtocol
+    promised = [name for name, member in vars(StoreProtocol).items()
+                if inspect.isfunction(member) and
+                (not name.startswith("_") or name in ("__enter__", "__exit__"))]
+    assert {"claim", "commit_savepoint", "update_unless_leased", "check"} <= set(promised)
+    for name in promised:
+        assert name in vars(LmdbStore), f"LmdbStore.{name} is missing"
+        ours, theirs = (inspect.signature(getattr(cls, name)).parameters.values()
+                        for cls in (LmdbStore, StoreProtocol))
+        assert [(p.name, p.kind, p.default) for p in ours] == \
+            [(p.name, p.kind, p.default) for p in theirs], name
+
+
+def test_savepoints_are_stored_as_records_lays_them_out(store):
+    """Meta and state in records.META_FIELDS/STATE_FIELDS order, on the one-put path and
+    the slow one alike, and the head carries the newest savepoint's state."""
+    from engine.store import lmdb as backend, records
+    from engine.store.lmdbtables import savepoint_key
+    assert backend.LAYOUT.meta_fields == records.META_FIELDS
+    assert backend.LAYOUT.state_fields == records.STATE_FIELDS
+    execution = {"id": "e1", "status": "RUNNING", "due": None, "error": None,
+                 "restore_count": 2, "updated_at": 5.0}
+    store.put_execution(execution)
+    commit(store, execution)                                  # pins code: the slow path
+    commit(store, execution, kind="explicit", name="n")       # a name: the slow path
+    assert "e1" in store._pinned_ids and "_due_written" in execution
+    commit(store, execution, counter=1)                       # the one-put path
+    with store.env.begin() as txn:
+        stored = [store.tables.savepoint_value(
+            txn.get(savepoint_key("e1", seq), db=store.db["savepoints"]), seq, "e1")
+            for seq in (1, 2, 3)]
+    listed = store.savepoints("e1")
+    for seq, (meta, record, state) in enumerate(stored, 1):
+        assert records.meta_dict(meta) == listed[seq - 1]
+        assert listed[seq - 1]["seq"] == seq and listed[seq - 1]["size"] == len(record)
+        state = dict(zip(records.STATE_FIELDS, state))
+        assert (state["last_seq"], state["status"], state["restore_count"]) == \
+            (seq, "RUNNING", 2)
+        assert state["last_implicit"] == (1 if seq < 3 else 3)
+    assert listed[1]["kind"] == "explicit" and listed[1]["name"] == "n"
+    head = store.get_execution("e1")
+    assert {name: head[name] for name in records.STATE_FIELDS} == state
+    assert {name: execution[name] for name in records.STATE_FIELDS} == state
+
+
+def test_the_runtime_writes_the_execution_fields_and_no_other(tmp_path):
+    """The stored execution records hold exactly the fields records.EXECUTION_FIELDS
+    names, after starts, children, sleeps, timeouts, logs, outputs, load_dump, pause,
+    resume, restore, fork and cancel."""
+    import lifecycle_flows
+    import rt_flows
+    from engine import Engine
+    from engine.store import records
+    path = tmp_path / "store"
+    with Engine(path, durability="async", sleep_max_seconds=0.2) as eng:
+        lifecycle_flows.register(eng)
+        eng.execute(rt_flows.api_tour, {"x": 1})
+        eng.execute(rt_flows.parent_flow)
+        eng.execute(lifecycle_flows.loads_by_seq)
+        sleeper = eng.execute(lifecycle_flows.sleeps, {"seconds": 3600, "timeout": 7200}).id
+        eng.pause(sleeper)
+        eng.resume(sleeper)
+        eng.fork(sleeper, 1)
+        eng.restore(sleeper, 1)
+        eng.cancel(sleeper)
+        eng.pause(eng.start(lifecycle_flows.sleeps, {"seconds": 1}).id)
+        with Store(path, durability="async") as store, store.env.begin() as txn:
+            fields = set()
+            for key, raw in txn.cursor(db=store.db["executions"]):
+                fields |= set(store.tables.execution_record(raw, bytes(key).decode()))
+    assert fields == set(records.EXECUTION_FIELDS), fields ^ set(records.EXECUTION_FIELDS)

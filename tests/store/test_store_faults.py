@@ -14,6 +14,7 @@ import pytest
 
 import engine
 from engine import store as store_module
+from engine.store import lmdbfile
 from locations import SUPPORT
 
 TIMEOUT = 120
@@ -161,7 +162,7 @@ def test_a_file_that_ends_before_free_pages_only_is_not_truncated(tmp_path):
         used = (env.info()["last_pgno"] + 1) * 4096
         if os.path.getsize(os.path.join(path, "data.mdb")) < used:
             short += 1
-            assert store_module._check_data_file(path) is not None
+            assert lmdbfile.check_data_file(path) is not None
     env.close()
     assert short, "the seed no longer makes a file that ends before its free pages"
 

@@ -1,4 +1,4 @@
-"""Store.check (`engine doctor`): verify every record of an LMDB store and, when asked,
+"""engine doctor (LmdbStore.check): verify every record of an LMDB store and, when asked,
 repair what can be repaired without losing anything anyone could still use.
 
 Checked: every execution record, savepoint, savepoint name, pinned code and who uses it
@@ -6,7 +6,7 @@ Checked: every execution record, savepoint, savepoint name, pinned code and who 
 index, every lease and setting -- that each one reads (its signature holds, its shape is
 right, its key is an id), and that the indexes agree with what they index.
 
-Repaired (with repair=True, in one write transaction, after the whole check): only
+Repaired (with repair=True, in the same write transaction, after the whole check): only
 derived records, whose truth lives elsewhere -- queue and due entries out of step (an
 execution with a due time goes back on the queue), names pointing at the wrong savepoint
 or at none, code_users/exec_codes entries of executions that are gone or missing one side,
@@ -18,39 +18,25 @@ or a setting: what is damaged there is reported, for a person to delete or resto
 """
 import collections
 import datetime
-import struct
 
 from engine import _codec
 from engine.errors import CorruptSavepoint, SavepointError
+from engine.store import records
+from engine.store.lmdbtables import (DATABASES, U64, code_user_key, exec_code_key, id_of,
+                                     name_key, shown)
 
-_U64 = struct.Struct(">Q")
-STATUSES = ("QUEUED", "RUNNING", "WAITING", "PAUSED", "ENDED_SUCCESS", "ENDED_ERROR",
-            "ENDED_CANCELLED")
 _DIGEST = 16                     # bytes of a code fingerprint and of a chunk hash
 
 
-def check(store, repair=False):
-    """{"checked": {database: entries}, "problems": [problem, ...]}; a problem is
-    {"db", "key", "execution", "problem", "repair" (what --repair does, or None),
-    "repaired" (bool)}."""
-    from engine.store import _DBS
-
-    def work(txn):
-        checked = {name: txn.stat(store.db[name])["entries"] for name in _DBS}
-        found = _Check(store, txn, repair)
-        found.run()
-        return {"checked": checked, "problems": found.problems}
-    return store._write(work) if repair else store._read(work)
-
-
-def _id(raw):
-    from engine.store import _id_of
-    return _id_of(raw)
-
-
-def _shown(raw):
-    from engine.store import _shown as shown
-    return shown(raw)
+def check(tables, txn, repair=False):
+    """Check the store whose lmdbtables.Tables is ``tables`` inside ``txn`` (a write
+    transaction when ``repair``).  {"checked": {database: entries}, "problems": [problem,
+    ...]}; a problem is {"db", "key", "execution", "problem", "repair" (what --repair
+    does, or None), "repaired" (bool)}."""
+    checked = {name: txn.stat(tables.db[name])["entries"] for name in DATABASES}
+    found = _Check(tables, txn, repair)
+    found.run()
+    return {"checked": checked, "problems": found.problems}
 
 
 def _when(due):
@@ -59,8 +45,8 @@ def _when(due):
 
 
 class _Check:
-    def __init__(self, store, txn, repair):
-        self.store, self.txn, self.repair, self.db = store, txn, repair, store.db
+    def __init__(self, tables, txn, repair):
+        self.tables, self.txn, self.repair, self.db = tables, txn, repair, tables.db
         self.problems = []
         self.fixes = []
         self.executions = set()          # ids with an execution record (damaged or not)
@@ -97,14 +83,14 @@ class _Check:
     # -- executions and savepoints --
     def check_executions(self):
         for key, raw in self.entries("executions"):
-            exec_id = _id(key)
+            exec_id = id_of(key)
             if exec_id is None:
-                self.problem("executions", _shown(key), "the key is not an execution id "
+                self.problem("executions", shown(key), "the key is not an execution id "
                              "(not UTF-8 text): no command can reach this record")
                 continue
             self.executions.add(exec_id)
             try:
-                record = self.store._unseal_execution(raw, exec_id)
+                record = self.tables.execution_record(raw, exec_id)
             except CorruptSavepoint as e:
                 self.problem("executions", exec_id, f"{e} (listed as damaged; it can "
                              f"only be deleted)", exec_id)
@@ -112,7 +98,7 @@ class _Check:
             if record.get("id") != exec_id:
                 self.problem("executions", exec_id, f"the record names another id "
                              f"({record.get('id')!r})", exec_id)
-            if record.get("status") not in STATUSES:
+            if record.get("status") not in records.STATUSES:
                 self.problem("executions", exec_id, f"unknown status "
                              f"{record.get('status')!r}", exec_id)
 
@@ -120,25 +106,25 @@ class _Check:
         orphans = collections.Counter()
         for key, raw in self.entries("savepoints"):
             cut = key.find(b"\0")
-            exec_id = _id(key[:cut]) if cut > 0 else None
+            exec_id = id_of(key[:cut]) if cut > 0 else None
             if exec_id is None or len(key) != cut + 9:
-                self.problem("savepoints", _shown(key), "the key is not a savepoint key "
+                self.problem("savepoints", shown(key), "the key is not a savepoint key "
                              "(execution id, NUL, seq)")
                 continue
-            seq = _U64.unpack(key[cut + 1:])[0]
+            seq = U64.unpack(key[cut + 1:])[0]
             where = f"{exec_id}.{seq}"
             self.newest[exec_id] = max(seq, self.newest.get(exec_id, 0))
             if exec_id not in self.executions:
                 orphans[exec_id] += 1
             try:
-                meta_list, record, _ = self.store._unseal_savepoint(raw, seq, exec_id)
+                meta_list, record, _ = self.tables.savepoint_value(raw, seq, exec_id)
             except CorruptSavepoint as e:
                 self.savepoints[(exec_id, seq)] = None
                 self.damaged_savepoints = True
                 self.problem("savepoints", where, f"{e} (restore to an intact savepoint, "
                              f"or delete the execution)", exec_id)
                 continue
-            meta = dict(zip(_codec.META_FIELDS, meta_list))
+            meta = records.meta_dict(meta_list)
             self.savepoints[(exec_id, seq)] = meta
             if meta.get("seq") != seq:
                 self.problem("savepoints", where, f"it says it is savepoint "
@@ -157,7 +143,7 @@ class _Check:
 
     def check_heads(self):
         for exec_id in sorted(self.executions):
-            head = self.store._get_execution(self.txn, exec_id)
+            head = self.tables.head(self.txn, exec_id)
             if head.get("damaged"):
                 continue                             # said above, record by record
             last = head.get("last_seq") or 0
@@ -176,17 +162,17 @@ class _Check:
         names = self.db["names"]
         for key, value in self.entries("names"):
             cut = key.find(b"\0")
-            exec_id = _id(key[:cut]) if cut > 0 else None
+            exec_id = id_of(key[:cut]) if cut > 0 else None
             try:
                 name = key[cut + 1:].decode() if exec_id is not None else None
             except UnicodeDecodeError:
                 name = None
             if name is None or len(value) != 8:
-                self.problem("names", _shown(key), "not a savepoint name entry",
+                self.problem("names", shown(key), "not a savepoint name entry",
                              exec_id, lambda k=key: self.txn.delete(k, db=names),
                              "delete it")
                 continue
-            seq = _U64.unpack(value)[0]
+            seq = U64.unpack(value)[0]
             seen.add((exec_id, name))
             where = f"{exec_id} {name!r}"
             want = expected.get((exec_id, name))
@@ -198,7 +184,7 @@ class _Check:
             if want is not None:
                 self.problem("names", where, f"points to savepoint {seq}, not to the "
                              f"newest one of that name ({want})", exec_id,
-                             lambda k=key, w=want: self.txn.put(k, _U64.pack(w), db=names),
+                             lambda k=key, w=want: self.txn.put(k, U64.pack(w), db=names),
                              f"point it to savepoint {want}")
             else:
                 why = "which does not exist" if pointed is False else \
@@ -208,10 +194,10 @@ class _Check:
                              "delete it")
         for (exec_id, name), seq in sorted(expected.items()):
             if (exec_id, name) not in seen:
-                key = exec_id.encode() + b"\0" + name.encode()
+                key = name_key(exec_id, name)
                 self.problem("names", f"{exec_id} {name!r}", f"savepoint {seq} is called "
                              f"{name!r}, but that name finds nothing", exec_id,
-                             lambda k=key, s=seq: self.txn.put(k, _U64.pack(s), db=names),
+                             lambda k=key, s=seq: self.txn.put(k, U64.pack(s), db=names),
                              f"point it to savepoint {seq}")
 
     # -- pinned code --
@@ -222,35 +208,35 @@ class _Check:
         for key, raw in self.entries("code"):
             codes[key] = raw
             try:
-                _codec.decode_code(self.store._unseal(raw, f"pinned code {key.hex()}"), key)
+                _codec.decode_code(self.tables.unseal(raw, f"pinned code {key.hex()}"), key)
             except CorruptSavepoint as e:
                 self.problem("code", key.hex(), str(e))
         users = collections.defaultdict(set)
         for key, _ in self.entries("code_users"):
-            digest, exec_id = key[:_DIGEST], _id(key[_DIGEST:])
+            digest, exec_id = key[:_DIGEST], id_of(key[_DIGEST:])
             if exec_id is None:
-                self.problem("code_users", _shown(key), "not a code-user entry", None,
+                self.problem("code_users", shown(key), "not a code-user entry", None,
                              lambda k=key: txn.delete(k, db=db["code_users"]), "delete it")
                 continue
             users[digest].add(exec_id)
         by_exec = collections.defaultdict(set)
         for key, _ in self.entries("exec_codes"):
             cut = len(key) - _DIGEST - 1
-            exec_id = _id(key[:cut]) if cut > 0 and key[cut:cut + 1] == b"\0" else None
+            exec_id = id_of(key[:cut]) if cut > 0 and key[cut:cut + 1] == b"\0" else None
             if exec_id is None:
-                self.problem("exec_codes", _shown(key), "not an execution-code entry", None,
+                self.problem("exec_codes", shown(key), "not an execution-code entry", None,
                              lambda k=key: txn.delete(k, db=db["exec_codes"]), "delete it")
                 continue
             by_exec[key[cut + 1:]].add(exec_id)
         live = self.executions | {i for i, _ in self.savepoints}
 
         def add_use(digest, exec_id):
-            txn.put(digest + exec_id.encode(), b"", db=db["code_users"])
-            txn.put(exec_id.encode() + b"\0" + digest, b"", db=db["exec_codes"])
+            txn.put(code_user_key(digest, exec_id), b"", db=db["code_users"])
+            txn.put(exec_code_key(exec_id, digest), b"", db=db["exec_codes"])
 
         def drop_use(digest, exec_id):
-            txn.delete(digest + exec_id.encode(), db=db["code_users"])
-            txn.delete(exec_id.encode() + b"\0" + digest, db=db["exec_codes"])
+            txn.delete(code_user_key(digest, exec_id), db=db["code_users"])
+            txn.delete(exec_code_key(exec_id, digest), db=db["exec_codes"])
 
         for digest in sorted(set(users) | set(by_exec) | set(self.needs_code) | set(codes)):
             recorded, indexed = users.get(digest, set()), by_exec.get(digest, set())
@@ -288,7 +274,7 @@ class _Check:
         for key, raw in self.entries("chunks"):
             held[key] = True
             try:
-                data = self.store._unseal(raw, f"chunk {key.hex()}")
+                data = self.tables.unseal(raw, f"chunk {key.hex()}")
                 if type(data) is not bytes or _codec.chunk_hash(data) != key:
                     raise CorruptSavepoint(f"chunk {key.hex()} is damaged (its hash "
                                            f"does not match)")
@@ -296,13 +282,13 @@ class _Check:
                 self.problem("chunks", key.hex(), str(e))
         counts = {}
         for key, value in self.entries("chunk_refs"):
-            counts[key] = _U64.unpack(value)[0] if len(value) == 8 else None
+            counts[key] = U64.unpack(value)[0] if len(value) == 8 else None
         safe = not self.damaged_savepoints
         why = "" if safe else " (not repaired while a savepoint is damaged: it may use it)"
 
         def set_count(digest, n):
             if n:
-                txn.put(digest, _U64.pack(n), db=db["chunk_refs"])
+                txn.put(digest, U64.pack(n), db=db["chunk_refs"])
             else:
                 txn.delete(digest, db=db["chunk_refs"])
                 txn.delete(digest, db=db["chunks"])
@@ -326,23 +312,23 @@ class _Check:
 
     # -- run queue, leases, settings --
     def check_queue(self):
-        db, txn, store = self.db, self.txn, self.store
+        db, txn, tables = self.db, self.txn, self.tables
         queued = set()
         for key, _ in self.entries("queue"):
             queued.add(key)
-            problem = store._queue_problem(txn, key)
+            problem = tables.queue_problem(txn, key)
             if problem is not None:
                 why, how = problem
-                exec_id = _id(key[8:]) if len(key) > 8 else None
-                when = f" (due {_when(_U64.unpack(key[:8])[0])})" if len(key) > 8 else ""
-                self.problem("queue", _shown(key[8:]), f"a run-queue entry out of step"
+                exec_id = id_of(key[8:]) if len(key) > 8 else None
+                when = f" (due {_when(U64.unpack(key[:8])[0])})" if len(key) > 8 else ""
+                self.problem("queue", shown(key[8:]), f"a run-queue entry out of step"
                              f"{when}: {why}", exec_id,
-                             lambda k=key, h=how: store._repair_queue_entry(txn, k, h),
+                             lambda k=key, h=how: tables.repair_queue_entry(txn, k, h),
                              "delete it" if how == "delete" else "add the due-index entry")
         for key, value in self.entries("due"):
-            exec_id = _id(key)
+            exec_id = id_of(key)
             if exec_id is None:
-                self.problem("due", _shown(key), "the key is not an execution id", None,
+                self.problem("due", shown(key), "the key is not an execution id", None,
                              lambda k=key: txn.delete(k, db=db["due"]), "delete it")
             elif exec_id not in self.executions:
                 self.problem("due", exec_id, f"execution {exec_id} does not exist", exec_id,
@@ -352,11 +338,11 @@ class _Check:
             elif len(value) != 8:
                 self.problem("due", exec_id, "not a due time", exec_id,
                              lambda k=key, i=exec_id: (txn.delete(k, db=db["due"]),
-                                                       store._schedule(txn, i, 0)),
+                                                       tables.schedule(txn, i, 0)),
                              "put the execution on the queue, due now")
             elif value + key not in queued:
                 self.problem("due", exec_id, f"execution {exec_id} is due "
-                             f"{_when(_U64.unpack(value)[0])} but not on the run queue "
+                             f"{_when(U64.unpack(value)[0])} but not on the run queue "
                              f"(no worker would ever run it)", exec_id,
                              lambda k=key, v=value: txn.put(v + k, b"", db=db["queue"]),
                              "put it on the queue")
@@ -364,14 +350,14 @@ class _Check:
     def check_leases(self):
         db, txn = self.db, self.txn
         for key, raw in self.entries("leases"):
-            exec_id = _id(key)
+            exec_id = id_of(key)
             drop = (lambda k=key: txn.delete(k, db=db["leases"]))
             if exec_id is None:
-                self.problem("leases", _shown(key), "the key is not an execution id",
+                self.problem("leases", shown(key), "the key is not an execution id",
                              None, drop, "delete it")
                 continue
             try:
-                self.store._lease_of(raw, f"lease of execution {exec_id}")
+                self.tables.lease_of(raw, f"lease of execution {exec_id}")
             except CorruptSavepoint as e:
                 self.problem("leases", exec_id, f"{e} (the next claim takes it as no "
                              f"lease)", exec_id, drop, "delete it")
@@ -386,15 +372,16 @@ class _Check:
             try:
                 name = key.decode()
             except UnicodeDecodeError:
-                self.problem("settings", _shown(key), "the name is not UTF-8 text: no "
+                self.problem("settings", shown(key), "the name is not UTF-8 text: no "
                              "command can reach this setting")
                 continue
             try:
-                self.store._unseal(raw, f"setting {name!r}")
+                self.tables.unseal(raw, f"setting {name!r}")
             except CorruptSavepoint as e:
                 self.problem("settings", name, f"{e} (set it again, or delete it)")
                 continue
-            if name.startswith("signal:") and name[7:] not in self.executions:
-                self.problem("settings", name, f"a request for execution {name[7:]}, which "
-                             f"does not exist", name[7:],
+            target = name[len(records.SIGNAL_PREFIX):]
+            if name.startswith(records.SIGNAL_PREFIX) and target not in self.executions:
+                self.problem("settings", name, f"a request for execution {target}, which "
+                             f"does not exist", target,
                              lambda k=key: txn.delete(k, db=db["settings"]), "delete it")

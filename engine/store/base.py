@@ -1,0 +1,207 @@
+"""The seam between the runtime and the store: the protocol every store backend implements
+(engine.store.lmdb.LmdbStore today; a PostgreSQL backend later), written down.  Engine,
+its executions, the workers and the `engine` command speak only these methods.
+
+Records are plain dicts laid out as engine/store/records.py says: an execution record
+(EXECUTION_FIELDS) and a savepoint's meta (META_FIELDS).  A savepoint's record is the
+codec's bytes (engine._codec.encode_snapshot).  Every value a backend keeps is signed
+(engine.signing): a damaged or forged one raises CorruptSavepoint naming what it belonged
+to, and affects only its own execution.  A write that finds no room raises StoreFull and
+writes nothing.
+"""
+from types import CodeType
+from typing import Any, Callable, Protocol, Self, TypedDict
+
+from engine.config import RETENTIONS
+from engine.store.leases import Lease, Owner
+
+ExecutionRecord = dict[str, Any]
+SavepointMeta = dict[str, Any]
+
+
+def retention_error(value: object) -> ValueError:
+    """The ValueError for a savepoint_retention that is not one of RETENTIONS."""
+    return ValueError(f"savepoint_retention must be one of {RETENTIONS}, not {value!r}")
+
+
+class Problem(TypedDict):
+    db: str                    # where it is (a backend's own name for the table)
+    key: str                   # which entry, as people read it
+    execution: str | None      # the execution it belongs to, if any
+    problem: str               # what is wrong, one line
+    repair: str | None         # what check(repair=True) does about it, or None
+    repaired: bool
+
+
+class CheckReport(TypedDict):
+    checked: dict[str, int]    # entries looked at, by table
+    problems: list[Problem]
+
+
+class StoreProtocol(Protocol):
+    """What the runtime asks of a store.  Methods are safe to call from several threads
+    and processes at once; each write is one transaction (all of it or nothing)."""
+
+    path: str          # where the store is (what Engine(path=...) names)
+    durability: str    # "sync": a commit survives power loss; "async": a killed process
+
+    def close(self) -> None:
+        """Let go of the store; further calls are not allowed.  Idempotent."""
+        ...
+
+    def __enter__(self) -> Self:
+        ...
+
+    def __exit__(self, *exc: object) -> None:
+        """close()"""
+        ...
+
+    # -- executions --
+    def put_execution(self, execution: ExecutionRecord) -> None:
+        """Create or replace an execution (a dict with at least "id").  Sets its
+        "version" (a stamp newer than any the execution had); its "due" (a UNIX time, or
+        None) puts it on the run queue or takes it off, in the same transaction.  Fields
+        in records.NOT_STORED are dropped from the dict."""
+        ...
+
+    def get_execution(self, exec_id: str) -> ExecutionRecord | None:
+        """The execution's head -- its record with the state of its newest savepoint
+        applied when that is newer -- or None if there is no such execution.  Never
+        fails for damage: a damaged execution comes back with "damaged" saying what
+        (its record lost: status ENDED_ERROR, flow "")."""
+        ...
+
+    def executions(self) -> list[ExecutionRecord]:
+        """Every execution's head (as get_execution), in id order."""
+        ...
+
+    def ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Up to ``limit`` execution ids that start with ``prefix``, the exact id first
+        if there is one."""
+        ...
+
+    def update_unless_leased(self, exec_id: str,
+                             change: Callable[[ExecutionRecord], None],
+                             now: float | None = None
+                             ) -> tuple[str, ExecutionRecord | None]:
+        """In one transaction: unless a live owner leases the execution, apply
+        ``change(head)`` (which may raise: then nothing is written), store the head and
+        delete the execution's pending request (setting "signal:<id>").  Returns
+        ("missing", None), ("leased", head) or ("done", head)."""
+        ...
+
+    def delete_unless_leased(self, exec_id: str, now: float | None = None) -> str:
+        """delete_execution, unless a live owner leases the execution: "missing",
+        "leased" or "done"."""
+        ...
+
+    def delete_execution(self, exec_id: str) -> bool:
+        """Delete the execution with all its savepoints and their names, its queue
+        entry, lease and pending request, in one transaction; code and chunks nothing
+        uses any more go too.  False if there was no such execution."""
+        ...
+
+    # -- savepoints --
+    def commit_savepoint(self, execution: ExecutionRecord, meta: SavepointMeta,
+                         record: bytes, codes: Any = (),
+                         chunks: dict[bytes, bytes] | None = None, *,
+                         retention: str = "all") -> int:
+        """Store the savepoint after the execution's last one together with the
+        execution's new state (records.STATE_FIELDS, in the same transaction: never a
+        savepoint without its execution's state, never a state pointing at a missing
+        savepoint), update ``execution`` to that state and return the savepoint's seq.
+        ``meta``: kind ("implicit"/"explicit"), name, created_at, line, action, command
+        -- a named one becomes what seq_of(name) finds.  ``codes``: the code objects the
+        record refers to, pinned (once per fingerprint, for as long as an execution uses
+        them).  ``chunks``: {hash: bytes} of big values cut out of the record, shared by
+        content.  ``retention`` "last": the execution's previous implicit savepoint goes
+        (another value: retention_error).  This runs at every Flow-API call: a backend
+        must make the common case (code pinned already, nothing else) one write."""
+        ...
+
+    def savepoints(self, exec_id: str) -> list[SavepointMeta]:
+        """The execution's savepoints' meta dicts, oldest first.  A damaged one is
+        records.damaged_meta: kind "damaged" and what is damaged."""
+        ...
+
+    def savepoint(self, exec_id: str, seq: int) -> tuple[SavepointMeta, bytes] | None:
+        """(meta, record) of one savepoint, or None; CorruptSavepoint if damaged."""
+        ...
+
+    def seq_of(self, exec_id: str, name: str) -> int | None:
+        """The seq of the execution's newest savepoint called ``name``, or None."""
+        ...
+
+    def code(self, digest: bytes) -> CodeType | None:
+        """The pinned code object with this fingerprint (verified), or None."""
+        ...
+
+    def codes_for(self, record: bytes) -> dict[bytes, CodeType]:
+        """{fingerprint: code} of every code a savepoint record needs; CorruptSavepoint
+        naming the first one the store does not hold."""
+        ...
+
+    def chunk(self, digest: bytes) -> bytes | None:
+        """A chunk's bytes, or None (decode_snapshot checks them against the hash)."""
+        ...
+
+    # -- the run queue and leases --
+    def claim(self, owner: Owner, *, lease_seconds: float = 30.0,
+              now: float | None = None) -> str | None:
+        """Atomically take the earliest runnable execution that is due and not leased to
+        another live owner: lease it to ``owner``, take it off the queue and return its
+        id; None if there is none.  Two owners never claim the same execution.  First,
+        executions whose owner died or whose lease ran out go back on the queue, due
+        now, to resume from their last savepoint."""
+        ...
+
+    def claim_one(self, exec_id: str, owner: Owner, *, lease_seconds: float = 30.0,
+                  now: float | None = None) -> bool:
+        """Lease this execution to ``owner`` and take it off the queue, unless another
+        live owner holds it (or it does not exist); True if taken."""
+        ...
+
+    def lease(self, exec_id: str) -> Lease | None:
+        """The execution's lease, or None (a damaged one counts as none)."""
+        ...
+
+    def renew(self, exec_id: str, owner: Owner, *, lease_seconds: float = 30.0,
+              now: float | None = None) -> bool:
+        """Extend ``owner``'s lease to ``now + lease_seconds``; False if it no longer
+        holds it."""
+        ...
+
+    def release(self, exec_id: str, owner: Owner,
+                execution: ExecutionRecord | None = None) -> None:
+        """Give up ``owner``'s lease (if it still holds it), writing ``execution`` (as
+        put_execution) in the same transaction if given."""
+        ...
+
+    def queue_depth(self, now: float | None = None) -> int:
+        """How many executions are due and waiting for a worker."""
+        ...
+
+    # -- settings: user settings, requests to running executions, worker reports --
+    def get_setting(self, name: str, default: Any = None) -> Any:
+        """The setting's value, or ``default``; CorruptSavepoint if damaged."""
+        ...
+
+    def set_setting(self, name: str, value: Any) -> None:
+        ...
+
+    def delete_setting(self, name: str) -> None:
+        """Delete the setting (nothing if there is none)."""
+        ...
+
+    def settings(self, prefix: str = "") -> dict[str, Any]:
+        """{name: value} of the settings whose names start with ``prefix``; a damaged one
+        is left out (and logged)."""
+        ...
+
+    # -- engine doctor --
+    def check(self, repair: bool = False) -> CheckReport:
+        """Verify every record and index of the store, one Problem each.  ``repair``:
+        also fix, in one transaction, what can be fixed without losing anything anyone
+        could still use -- derived records only (indexes, names, reference counts, what
+        nothing uses, stale leases), never an execution, a savepoint or a setting."""
+        ...

@@ -1,0 +1,651 @@
+"""The LMDB backend: executions, savepoints, pinned code, chunks, the run queue, leases and
+settings in one LMDB environment that any number of processes on this machine share.
+
+A savepoint is one LMDB put: its value carries the execution's state change
+(records.STATE_FIELDS), so the two commit together and a savepoint costs about what a
+bare put does (the common case runs compiled: engine._commit.try_commit).  put_execution
+writes the whole record; the head is the record, updated with the newest savepoint's
+state when that is newer.  Writes go through one helper that grows a full map and
+retries.  Claiming happens inside LMDB's single write transaction, so two processes
+never claim the same execution.  The named databases, their keys and the reading of
+records inside a transaction are engine.store.lmdbtables; the data file's checks and
+allocation engine.store.lmdbfile; `engine doctor` engine.store.check.
+"""
+import logging
+import os
+import threading
+import time
+
+import lmdb
+
+from engine import _codec, _commit, signing
+from engine.config import DURABILITIES, RETENTIONS, default_path
+from engine.errors import CorruptSavepoint, SavepointError
+from engine.store import check as store_check, lmdbfile, records
+from engine.store.base import StoreProtocol, retention_error
+from engine.store.lmdbtables import (DATABASES, U64, Tables, code_user_key, due_key,
+                                     exec_code_key, exec_key, id_of, name_key,
+                                     savepoint_key, shown, signal_key, with_prefix)
+
+FORMAT = 2                   # 2: every value signed (engine.signing); 1 had checksums
+_KEY_CHECK = b"savepoint-engine: the key this store is signed with"
+LAYOUT = _commit.SavepointLayout(records.META_FIELDS, records.STATE_FIELDS)
+_UNCHANGED = object()        # commit_savepoint: the due time stays as it is
+log = logging.getLogger("engine.store")
+# What this process remembers as pinned (LmdbStore._pinned_ids, read at every commit)
+# covers at most this many executions; the oldest are forgotten first (they pin again).
+PINNED_EXECUTIONS = 1024
+
+
+# --- one environment per path and process ---------------------------------------------------
+
+# py-lmdb allows one Environment per path and process: stores on the same path share it.
+# real path -> [Environment, {name: db}, users, durability, lmdbfile.Room]
+_ENVIRONMENTS: dict[str, list] = {}
+
+
+def _open_environment(path, map_size, durability):
+    entry = _ENVIRONMENTS.get(path)
+    if entry is None:
+        # "sync" is LMDB's own: data pages are flushed before the meta page that makes
+        # them current, so a power cut leaves either transaction, never a torn one.
+        # "async" adds writemap: commits write into the shared map instead of pwrite()ing
+        # each page (1.3 us instead of 7.5 us here).  LMDB warns against mixing processes
+        # with and without writemap because msync and fsync may not see each other's
+        # pages; Linux has one page cache for both, so sync and async engines may share
+        # a store there.  (writemap's msync covers the whole map: slower for "sync".)
+        # Before LMDB maps anything: a truncated or emptied data.mdb is refused, lock.mdb
+        # allocated, and with writemap the map (engine.store.lmdbfile).
+        sync = durability == "sync"
+        found = lmdbfile.check_data_file(path)
+        if found is not None:               # never below the file: see lmdbfile.set_map
+            map_size = max(map_size, found[1], -(-found[2] // found[0]) * found[0])
+        lmdbfile.allocate_lock_file(path)
+        env, room = lmdbfile.open_lmdb(path, map_size, len(DATABASES), sync, found is None)
+        try:
+            with env.begin(write=True) as txn:    # one transaction for all of them
+                dbs = {n: env.open_db(n.encode(), txn=txn) for n in DATABASES}
+        except BaseException as e:
+            env.close()
+            full = lmdbfile.store_full(path, e) if isinstance(e, lmdb.Error) else None
+            if full is None:
+                raise
+            raise full from None
+        entry = _ENVIRONMENTS[path] = [env, dbs, 0, durability, room]
+    elif entry[3] != durability:
+        raise ValueError(f"{path} is already open in this process with durability "
+                         f"{entry[3]!r}; close that first to use {durability!r}")
+    entry[2] += 1
+    return entry[0], entry[1], entry[4]
+
+
+def _forget_environments():
+    """In a forked child: the parent's environments are not usable here (LMDB forbids
+    it); forget them without closing, so the child opens its own."""
+    _ENVIRONMENTS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_environments)
+
+
+def _close_environment(path):
+    entry = _ENVIRONMENTS.get(path)
+    if entry is not None:
+        entry[2] -= 1
+        if entry[2] == 0:
+            del _ENVIRONMENTS[path]
+            entry[0].close()
+
+
+# --- the store ------------------------------------------------------------------------------
+
+class LmdbStore(StoreProtocol):
+    """One LMDB environment (engine.store.base.StoreProtocol says what each method
+    promises).  ``durability``: "sync" fsyncs every commit (survives power loss);
+    "async" commits without fsync (survives a killed process, not an OS crash).
+    ``env``, ``db`` (name -> database) and ``tables`` are LMDB-level access, for tests
+    and engine doctor."""
+
+    def __init__(self, path=None, *, durability="sync", map_size=64 << 20):
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
+        self.path = os.path.realpath(path or default_path())
+        self.durability = durability
+        os.makedirs(self.path, exist_ok=True)
+        self.env, self.db, self._room = _open_environment(self.path, map_size, durability)
+        self._savepoints = self.db["savepoints"]
+        self._open = True
+        self._code = {}             # fingerprint -> code object (verified when loaded)
+        # What this process knows is pinned, by execution: forgotten when the execution is
+        # released or deleted, and beyond PINNED_EXECUTIONS executions (_remember_pins).
+        self._pinned = {}           # execution id -> fingerprints known recorded for it
+        self._pinned_ids = {}       # execution id -> ids of its code objects known pinned
+        self._keep = {}             # id -> [code object behind it, executions using it]
+        self._pins_lock = threading.Lock()
+        self._writes = 0
+        try:
+            self.env.reader_check()     # clear reader slots of dead processes
+            found = self._read(lambda txn: (txn.get(b"format", db=self.db["meta"]),
+                                            txn.get(b"key-check", db=self.db["meta"])))
+            if found[0] is not None and found[0] != U64.pack(FORMAT):
+                self._write(self._check_format)          # says which format it is
+            # a new store makes its key; an existing one must find the key it was signed with
+            self._signer = _codec.Signer(signing.store_key(self.path,
+                                                           create=found[0] is None))
+            self.tables = Tables(self.db, self._signer, LAYOUT)
+            if found != (U64.pack(FORMAT), self._signer.tag(_KEY_CHECK)):
+                self._write(self._check_format)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_format(self, txn):
+        found = txn.get(b"format", db=self.db["meta"])
+        if found is not None and found != U64.pack(FORMAT):
+            raise SavepointError(f"{self.path} holds a savepoint-engine store of another "
+                                 f"format ({bytes(found).hex()}; this engine reads format "
+                                 f"{FORMAT})")
+        check = self._signer.tag(_KEY_CHECK)
+        if found is None:
+            txn.put(b"format", U64.pack(FORMAT), db=self.db["meta"])
+            txn.put(b"key-check", check, db=self.db["meta"])
+        elif txn.get(b"key-check", db=self.db["meta"]) != check:
+            raise SavepointError(f"{self.path} was signed with another key than this "
+                                 f"process has ($ENGINE_SECRET_KEY, $ENGINE_SECRET_KEY_FILE "
+                                 f"or {signing.KEY_FILE} beside it): its records cannot be "
+                                 f"trusted here")
+
+    def close(self):
+        if self._open:
+            self._open = False
+            _close_environment(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- transactions --
+    def _write(self, work):
+        """Run ``work(txn)`` in a write transaction and commit; a full map is grown and
+        the whole transaction retried, so nothing is lost.  A full device raises
+        StoreFull, and nothing was written."""
+        while True:
+            if self._room.short:
+                lmdbfile.make_room(self.path, self.env, self._room)
+            try:
+                with self.env.begin(write=True) as txn:
+                    return work(txn)
+            except lmdb.MapFullError:
+                self._resize(self.env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:          # another process grew it
+                self._resize(0)
+            except lmdb.Error as e:
+                full = lmdbfile.store_full(self.path, e)
+                if full is None:
+                    raise
+                raise full from None
+
+    def _resize(self, size):
+        """The map to ``size`` bytes, or (0) as another process grew it: set_map."""
+        lmdbfile.set_map(self.path, self.env, self._room, size)
+
+    def _read(self, work):
+        while True:
+            try:
+                with self.env.begin() as txn:
+                    return work(txn)
+            except lmdb.MapResizedError:
+                self._resize(0)
+
+    # -- executions --
+    def put_execution(self, execution):
+        self._write(lambda txn: self.tables.put_execution(txn, execution))
+
+    def get_execution(self, exec_id):
+        return self._read(lambda txn: self.tables.head(txn, exec_id))
+
+    def ids_with_prefix(self, prefix, limit=2):
+        start = prefix.encode()
+
+        def scan(txn):
+            if txn.get(start, db=self.db["executions"]) is not None:
+                found = [prefix]
+            else:
+                found = []
+            cursor = txn.cursor(db=self.db["executions"])
+            if cursor.set_range(start):
+                for key in cursor.iternext(values=False):
+                    if not key.startswith(start) or len(found) >= limit:
+                        break
+                    if bytes(key) != start:
+                        exec_id = id_of(key)
+                        if exec_id is not None:
+                            found.append(exec_id)
+            return found
+        return self._read(scan)
+
+    def update_unless_leased(self, exec_id, change, now=None):
+        now = time.time() if now is None else now
+
+        def work(txn):
+            head = self.tables.head(txn, exec_id)
+            if head is None:
+                return "missing", None
+            lease = self.tables.lease(txn, exec_id)
+            if lease is not None and lease.held(now):
+                return "leased", head
+            change(head)
+            self.tables.put_execution(txn, head)
+            txn.delete(signal_key(exec_id), db=self.db["settings"])
+            return "done", head
+        return self._write(work)
+
+    def delete_unless_leased(self, exec_id, now=None):
+        now = time.time() if now is None else now
+
+        def work(txn):
+            lease = self.tables.lease(txn, exec_id)
+            if lease is not None and lease.held(now):
+                return "leased"
+            return "done" if self._delete_execution(txn, exec_id) else "missing"
+        return self._write(work)
+
+    def executions(self):
+        # a key that is not an execution id (not UTF-8: damage) is passed over and
+        # logged; `engine doctor` reports it
+        def scan(txn):
+            ids = []
+            for key in txn.cursor(db=self.db["executions"]).iternext(values=False):
+                exec_id = id_of(key)
+                if exec_id is None:
+                    log.warning("executions: passed over a record whose key is not an "
+                                "execution id (%s)", shown(key))
+                else:
+                    ids.append(exec_id)
+            return [self.tables.head(txn, exec_id) for exec_id in ids]
+        return self._read(scan)
+
+    def delete_execution(self, exec_id):
+        return self._write(lambda txn: self._delete_execution(txn, exec_id))
+
+    def _delete_execution(self, txn, exec_id):
+        if txn.get(exec_key(exec_id), db=self.db["executions"]) is None and \
+                self.tables.newest_savepoint(txn, exec_id) is None:
+            return False
+        prefix = exec_key(exec_id) + b"\0"
+        for key, raw in with_prefix(txn, self.db["savepoints"], prefix):
+            try:
+                tail = key[len(prefix):]
+                seq = U64.unpack(tail)[0] if len(tail) == 8 else shown(tail)
+                meta = records.meta_dict(self.tables.savepoint_value(raw, seq, exec_id)[0])
+            except CorruptSavepoint:
+                meta = {}             # a damaged savepoint goes all the same
+            for digest in meta.get("chunks") or ():
+                self.tables.unref_chunk(txn, digest)
+            txn.delete(key, db=self.db["savepoints"])
+        for key, _ in with_prefix(txn, self.db["names"], prefix):
+            txn.delete(key, db=self.db["names"])
+        self._unpin(txn, exec_id)
+        self.tables.schedule(txn, exec_id, None)
+        txn.delete(exec_key(exec_id), db=self.db["leases"])
+        txn.delete(exec_key(exec_id), db=self.db["executions"])
+        txn.delete(signal_key(exec_id), db=self.db["settings"])
+        return True
+
+    # -- savepoints --
+    def commit_savepoint(self, execution, meta, record, codes=(), chunks=None, *,
+                         retention="all"):
+        if retention not in RETENTIONS:
+            raise retention_error(retention)
+        if self._room.short:
+            lmdbfile.make_room(self.path, self.env, self._room)
+        try:
+            seq = _commit.try_commit(LAYOUT, self.env, self._savepoints, self._pinned_ids,
+                                     execution, meta, record, codes, chunks, retention,
+                                     self._signer)
+        except (lmdb.MapFullError, lmdb.MapResizedError):
+            seq = None
+        except lmdb.Error as e:                   # a full device: StoreFull
+            full = lmdbfile.store_full(self.path, e)
+            if full is None:
+                raise
+            raise full from None
+        if seq is not None:
+            return seq
+        version = _commit.version_after(execution)
+        exec_id = execution["id"]
+        chunk_list = list(chunks) if chunks else []
+        previous = execution.get("last_implicit")
+        # encode outside the write transaction: it holds the lock of every process
+        sealed, seq, state = LAYOUT.seal(execution, meta, record, chunk_list, version,
+                                         self._signer)
+        name = meta.get("name")
+        # the queue changes only when this commit changes the due time
+        due = execution.get("due")
+        reschedule = "_due_written" not in execution or execution["_due_written"] != due
+        drop = retention == "last" and previous and meta.get("kind") == "implicit"
+        known = self._pinned_ids.get(exec_id)
+        new_codes = [code for code in codes if known is None or id(code) not in known]
+        self._commit_slow(exec_id, savepoint_key(exec_id, seq), sealed, seq, name,
+                          new_codes, chunks, previous if drop else None,
+                          execution.get("last_implicit_chunks"),
+                          due if reschedule else _UNCHANGED)
+        LAYOUT.apply(execution, state)
+        execution["_due_written"] = due
+        return seq
+
+    def _commit_slow(self, exec_id, sp_key, sealed, seq, name, new_codes, chunks, drop,
+                     drop_chunks, due):
+        """commit_savepoint when it pins code, stores chunks or a name, drops the previous
+        savepoint or moves the execution on the queue."""
+        db, tables = self.db, self.tables
+
+        def work(txn):
+            pinned = self._pin(txn, exec_id, new_codes) if new_codes else ()
+            if chunks:
+                for digest, blob in chunks.items():
+                    tables.ref_chunk(txn, digest, blob)
+            txn.put(sp_key, sealed, db=db["savepoints"])
+            if name is not None:
+                txn.put(name_key(exec_id, name), U64.pack(seq), db=db["names"])
+            if drop:
+                tables.drop_savepoint(txn, exec_id, drop, drop_chunks)
+            if due is not _UNCHANGED:
+                tables.schedule(txn, exec_id, due)
+            return pinned
+
+        pinned = self._write(work)
+        if new_codes:                             # once committed: a retry redoes it
+            self._remember_pins(exec_id, pinned, new_codes)
+
+    def savepoints(self, exec_id):
+        prefix = exec_key(exec_id) + b"\0"
+
+        def scan(txn):
+            found = []
+            for key, raw in with_prefix(txn, self.db["savepoints"], prefix):
+                if len(key) != len(prefix) + 8:
+                    continue                     # no savepoint key (engine doctor says)
+                seq = U64.unpack(key[len(prefix):])[0]
+                try:
+                    meta = self.tables.savepoint_value(raw, seq, exec_id)[0]
+                    found.append(records.meta_dict(meta))
+                except CorruptSavepoint as e:
+                    found.append(records.damaged_meta(seq, len(raw), str(e)))
+            return found
+        return self._read(scan)
+
+    def savepoint(self, exec_id, seq):
+        try:
+            with self.env.begin() as txn:
+                raw = txn.get(savepoint_key(exec_id, seq), db=self._savepoints)
+        except lmdb.MapResizedError:
+            self._resize(0)
+            return self.savepoint(exec_id, seq)
+        if raw is None:
+            return None
+        meta, record, _ = self.tables.unseal(raw, f"savepoint {seq} of execution {exec_id}")
+        return records.meta_dict(meta), record
+
+    def seq_of(self, exec_id, name):
+        raw = self._read(lambda txn: txn.get(name_key(exec_id, name), db=self.db["names"]))
+        if raw is not None and len(raw) != 8:
+            raise CorruptSavepoint(f"the savepoint name {name!r} of execution {exec_id} is "
+                                   f"damaged (engine doctor --repair deletes it)")
+        return None if raw is None else U64.unpack(raw)[0]
+
+    # -- pinned code and chunks --
+    def code(self, digest):
+        code = self._code.get(digest)
+        if code is None:
+            blob = self._read(lambda txn: txn.get(digest, db=self.db["code"]))
+            if blob is None:
+                return None
+            data = self.tables.unseal(blob, f"pinned code {digest.hex()}")
+            code = self._code.setdefault(digest, _codec.decode_code(data, digest))
+        return code
+
+    def codes_for(self, record):
+        out = {}
+        for module, qualname, digest in _codec.read_header(record):
+            code = self.code(digest)
+            if code is None:
+                raise CorruptSavepoint(f"savepoint needs code {module}.{qualname} "
+                                       f"({digest.hex()}), which the store does not hold")
+            out[digest] = code
+        return out
+
+    def chunk(self, digest):
+        raw = self._read(lambda txn: txn.get(digest, db=self.db["chunks"]))
+        return None if raw is None else self.tables.unseal(raw, f"chunk {digest.hex()}")
+
+    def _pin(self, txn, exec_id, codes):
+        """Store each code object once, and note that this execution uses it."""
+        pinned = []
+        known = self._pinned.get(exec_id, ())
+        for code in codes:
+            digest = _codec.fingerprint(code)
+            if digest in known:
+                continue
+            if txn.get(digest, db=self.db["code"]) is None:
+                txn.put(digest, self.tables.seal(_codec.encode_code(code)),
+                        db=self.db["code"])
+            txn.put(code_user_key(digest, exec_id), b"", db=self.db["code_users"])
+            txn.put(exec_code_key(exec_id, digest), b"", db=self.db["exec_codes"])
+            self._code.setdefault(digest, code)
+            pinned.append((digest, exec_id))
+        return pinned
+
+    def _unpin(self, txn, exec_id):
+        """Forget this execution's use of code; delete code no execution uses."""
+        users, by_exec = self.db["code_users"], self.db["exec_codes"]
+        prefix = exec_key(exec_id) + b"\0"
+        self.forget_pins(exec_id)
+        for key, _ in with_prefix(txn, by_exec, prefix):
+            digest = key[len(prefix):]
+            txn.delete(key, db=by_exec)
+            txn.delete(code_user_key(digest, exec_id), db=users)
+            cursor = txn.cursor(db=users)
+            if not (cursor.set_range(digest) and bytes(cursor.key()).startswith(digest)):
+                txn.delete(digest, db=self.db["code"])
+                self._code.pop(digest, None)
+
+    def _remember_pins(self, exec_id, pinned, codes):
+        """After a commit that pinned ``codes`` for the execution: remember it, so its
+        next commits take the one-put path (_commit.try_commit reads _pinned_ids).  The
+        execution counted first is forgotten beyond PINNED_EXECUTIONS."""
+        with self._pins_lock:
+            ids = self._pinned_ids.get(exec_id)
+            if ids is None:
+                while len(self._pinned_ids) >= PINNED_EXECUTIONS:
+                    self._forget_pins_locked(next(iter(self._pinned_ids)))
+                ids = self._pinned_ids[exec_id] = set()
+            self._pinned.setdefault(exec_id, set()).update(d for d, _ in pinned)
+            for code in codes:
+                key = id(code)
+                if key not in ids:
+                    ids.add(key)
+                    kept = self._keep.get(key)
+                    if kept is None:
+                        self._keep[key] = [code, 1]   # keeps the id valid while counted
+                    else:
+                        kept[1] += 1
+
+    def forget_pins(self, exec_id):
+        """Forget what this process knows is pinned for the execution (it was released
+        or deleted): its next commit, if any, pins again.  Keeps the caches bounded."""
+        with self._pins_lock:
+            self._forget_pins_locked(exec_id)
+
+    def _forget_pins_locked(self, exec_id):
+        self._pinned.pop(exec_id, None)
+        for key in self._pinned_ids.pop(exec_id, ()):
+            kept = self._keep.get(key)
+            if kept is not None:
+                kept[1] -= 1
+                if kept[1] <= 0:
+                    del self._keep[key]
+
+    # -- run queue and leases --
+    def lease(self, exec_id):
+        return self._read(lambda txn: self.tables.lease(txn, exec_id))
+
+    def claim(self, owner, *, lease_seconds=30.0, now=None):
+        # a queue entry out of step with the due index, or whose execution is gone, is
+        # repaired on the way and logged: it is never handed out
+        now = time.time() if now is None else now
+        self._writes += 1
+        if self._writes % 64 == 1:
+            self.env.reader_check()
+        tables = self.tables
+
+        def work(txn):
+            self._recover(txn, now)
+            cursor = txn.cursor(db=self.db["queue"])
+            limit = due_key(now)
+            orphans = []
+            taken = None
+            for key in cursor.iternext(values=False):
+                key = bytes(key)
+                if key[:8] > limit:
+                    break
+                problem = tables.queue_problem(txn, key)
+                if problem is not None:
+                    why, fix = problem
+                    if fix == "delete":
+                        orphans.append((key, why))       # deleted below, past the cursor
+                        continue
+                    tables.repair_queue_entry(txn, key, fix)      # the due index, back
+                    log.warning("run queue: %s; added it back (the execution is due "
+                                "then)", why)
+                exec_id = key[8:].decode()
+                lease = tables.lease(txn, exec_id)
+                if lease is not None and lease.owner != owner and lease.held(now):
+                    continue
+                taken = exec_id
+                break
+            for key, why in orphans:
+                tables.repair_queue_entry(txn, key, "delete")
+                log.warning("run queue: deleted the entry of %s: %s", shown(key[8:]), why)
+            if taken is not None:
+                tables.put_lease(txn, taken, owner, now + lease_seconds)
+                tables.schedule(txn, taken, None)     # off the queue while it runs
+            return taken
+        return self._write(work)
+
+    def claim_one(self, exec_id, owner, *, lease_seconds=30.0, now=None):
+        now = time.time() if now is None else now
+
+        def work(txn):
+            if txn.get(exec_key(exec_id), db=self.db["executions"]) is None:
+                return False
+            lease = self.tables.lease(txn, exec_id)
+            if lease is not None and lease.owner != owner and lease.held(now):
+                return False
+            self.tables.put_lease(txn, exec_id, owner, now + lease_seconds)
+            self.tables.schedule(txn, exec_id, None)
+            return True
+        return self._write(work)
+
+    def _recover(self, txn, now):
+        """Leases of dead owners or past their expiry: put the execution back on the
+        queue (due now) so it resumes from its last savepoint."""
+        stale, bad = [], []
+        for key, raw in txn.cursor(db=self.db["leases"]):
+            exec_id = id_of(key)
+            if exec_id is None:                  # damage: no execution can hold it
+                bad.append(bytes(key))
+                continue
+            try:
+                lease = self.tables.lease_of(raw, "lease")
+            except CorruptSavepoint:
+                stale.append(exec_id)
+                continue
+            if not lease.held(now):
+                stale.append(exec_id)
+        for key in bad:
+            log.warning("leases: deleted a lease whose key is not an execution id (%s)",
+                        shown(key))
+            txn.delete(key, db=self.db["leases"])
+        for exec_id in stale:
+            txn.delete(exec_key(exec_id), db=self.db["leases"])
+            if txn.get(exec_key(exec_id), db=self.db["due"]) is None and \
+                    txn.get(exec_key(exec_id), db=self.db["executions"]) is not None:
+                self.tables.schedule(txn, exec_id, now)
+        return stale
+
+    def renew(self, exec_id, owner, *, lease_seconds=30.0, now=None):
+        now = time.time() if now is None else now
+
+        def work(txn):
+            lease = self.tables.lease(txn, exec_id)
+            if lease is None or lease.owner != owner:
+                return False
+            self.tables.put_lease(txn, exec_id, owner, now + lease_seconds)
+            return True
+        return self._write(work)
+
+    def release(self, exec_id, owner, execution=None):
+        def work(txn):
+            lease = self.tables.lease(txn, exec_id)
+            if lease is not None and lease.owner == owner:
+                txn.delete(exec_key(exec_id), db=self.db["leases"])
+            if execution is not None:
+                self.tables.put_execution(txn, execution)
+        self._write(work)
+        self.forget_pins(exec_id)             # keeps this process's caches bounded
+
+    def queue_depth(self, now=None):
+        limit = due_key(time.time() if now is None else now)
+
+        def count(txn):
+            n = 0
+            for key in txn.cursor(db=self.db["queue"]).iternext(values=False):
+                if bytes(key[:8]) > limit:
+                    break
+                n += 1
+            return n
+        return self._read(count)
+
+    # -- settings --
+    def get_setting(self, name, default=None):
+        raw = self._read(lambda txn: txn.get(name.encode(), db=self.db["settings"]))
+        return default if raw is None else self.tables.unseal(raw, f"setting {name!r}")
+
+    def set_setting(self, name, value):
+        sealed = self.tables.seal(value)
+        self._write(lambda txn: txn.put(name.encode(), sealed, db=self.db["settings"]))
+
+    def settings(self, prefix=""):
+        start = prefix.encode()
+
+        def scan(txn):
+            found = {}
+            for key, raw in with_prefix(txn, self.db["settings"], start):
+                try:
+                    name = key.decode()
+                    found[name] = self.tables.unseal(raw, f"setting {name!r}")
+                except UnicodeDecodeError:
+                    log.warning("settings: left out one whose name is not UTF-8 (%s)",
+                                shown(key))
+                except CorruptSavepoint as e:
+                    log.warning("settings: left out: %s", e)
+            return found
+        return self._read(scan)
+
+    def delete_setting(self, name):
+        self._write(lambda txn: txn.delete(name.encode(), db=self.db["settings"]))
+
+    def size(self):
+        """Bytes in use by the environment's pages."""
+        info, stat = self.env.info(), self.env.stat()
+        return (info["last_pgno"] + 1) * stat["psize"]
+
+    # -- engine doctor --
+    def check(self, repair=False):
+        # engine.store.check says what is checked and how it is repaired
+        def work(txn):
+            return store_check.check(self.tables, txn, repair)
+        return self._write(work) if repair else self._read(work)
