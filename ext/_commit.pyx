@@ -10,8 +10,8 @@ execution with one SavepointLayout, built from engine/store/records.py's field o
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.ref cimport Py_INCREF
+from cpython.list cimport PyList_New
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
@@ -47,17 +47,37 @@ def version_after(dict execution):
     return _version_after(execution)
 
 
+cdef extern from "Python.h":
+    # borrowed references, without the refcounting Cython would add around each item
+    PyObject *_dict_get "PyDict_GetItemWithError"(PyObject *d, PyObject *key) except? NULL
+    PyObject *_tuple_item "PyTuple_GET_ITEM"(PyObject *t, Py_ssize_t i)
+    void _incref "Py_INCREF"(PyObject *o)
+    void _list_set "PyList_SET_ITEM"(PyObject *l, Py_ssize_t i, PyObject *o)
+
+
 cdef list _gather(dict source, tuple names):
-    """[source.get(name) for name in names], None for a name that is None -- without
-    growing the list as it goes (this runs twice at every Flow-API call)."""
+    """[source.get(name) for name in names], where a None name leaves its item empty
+    (NULL) for _put.  This runs twice at every Flow-API call: one allocation, no
+    growing, no refcounting of the names."""
     cdef Py_ssize_t i, n = len(names)
     cdef list out = PyList_New(n)
+    cdef PyObject *name
+    cdef PyObject *value
     for i in range(n):
-        name = names[i]
-        value = None if name is None else source.get(name)
-        Py_INCREF(value)
-        PyList_SET_ITEM(out, i, value)
+        name = _tuple_item(<PyObject *>names, i)
+        if name != <PyObject *>None:
+            value = _dict_get(<PyObject *>source, name)
+            if value == NULL:
+                value = <PyObject *>None
+            _incref(value)
+            _list_set(<PyObject *>out, i, value)
     return out
+
+
+cdef inline void _put(list items, Py_ssize_t i, object value):
+    """Fill an item _gather left empty."""
+    _incref(<PyObject *>value)
+    _list_set(<PyObject *>items, i, <PyObject *>value)
 
 
 cdef tuple _copied(tuple fields, tuple own):
@@ -86,24 +106,27 @@ cdef class SavepointLayout:
         self.s_last_implicit = state_fields.index("last_implicit")
         self.s_last_implicit_chunks = state_fields.index("last_implicit_chunks")
         self.meta_copied = _copied(meta_fields, ("seq", "size", "chunks"))
-        # last_implicit and its chunks: the commit's own for an implicit savepoint only
-        self.state_copied = _copied(state_fields, ("version", "last_seq"))
+        self.state_copied = _copied(state_fields, ("version", "last_seq", "last_implicit",
+                                                   "last_implicit_chunks"))
 
     cpdef tuple seal(self, dict execution, dict meta, bytes record, list chunks,
                      int64_t version, Signer signer):
         """Seal [meta, record, state] for the savepoint after the execution's last one.
         Returns (sealed bytes, seq, state list)."""
-        cdef int64_t seq = execution.get("last_seq", 0) + 1
+        seq = execution.get("last_seq", 0) + 1
         cdef list state = _gather(execution, self.state_copied)
         cdef list fields = _gather(meta, self.meta_copied)
-        state[self.s_version] = version
-        state[self.s_last_seq] = seq
+        _put(state, self.s_version, version)
+        _put(state, self.s_last_seq, seq)
         if meta.get("kind") == "implicit":
-            state[self.s_last_implicit] = seq
-            state[self.s_last_implicit_chunks] = chunks
-        fields[self.m_seq] = seq
-        fields[self.m_size] = len(record)
-        fields[self.m_chunks] = chunks
+            _put(state, self.s_last_implicit, seq)
+            _put(state, self.s_last_implicit_chunks, chunks)
+        else:
+            _put(state, self.s_last_implicit, execution.get("last_implicit"))
+            _put(state, self.s_last_implicit_chunks, execution.get("last_implicit_chunks"))
+        _put(fields, self.m_seq, seq)
+        _put(fields, self.m_size, len(record))
+        _put(fields, self.m_chunks, chunks)
         return seal([fields, record, state], signer), seq, state
 
     cpdef apply(self, dict execution, list state):

@@ -59,8 +59,7 @@ class Owner:
 
 
 class Lease:
-    """``owner`` holds the execution until ``expires`` (a UNIX time), or until it dies.
-    Stored as the list record() gives: [pid, start, boot, expires, label]."""
+    """``owner`` holds the execution until ``expires`` (a UNIX time), or until it dies."""
     __slots__ = ("owner", "expires")
 
     def __init__(self, owner, expires):
@@ -69,16 +68,6 @@ class Lease:
     def held(self, now):
         """Held: the owner is alive and the lease has not run out."""
         return self.expires > now and self.owner.alive()
-
-    def record(self):
-        owner = self.owner
-        return [owner.pid, owner.start, owner.boot, self.expires, owner.label]
-
-    @classmethod
-    def from_record(cls, value):
-        """The lease a stored record() holds; ValueError or TypeError if it is none."""
-        pid, start, boot, expires, label = value
-        return cls(Owner(pid, start, boot, label), expires)
 
     def __repr__(self):
         return f"Lease({self.owner!r}, expires={self.expires})"

@@ -13,7 +13,7 @@ Named databases (keys -> values; "sealed": signed msgpack, engine._codec.seal):
     chunk_refs   hash -> count                                             u64
     queue        due id -> ""                                due: u64 microseconds
     due          id -> due                                   where its queue key is
-    leases       id -> Lease.record(): [pid, start, boot, expires, label]  sealed
+    leases       id -> [pid, start, boot, expires, label] (leases.Lease)   sealed
     settings     name -> value                                             sealed
     meta         b"format" -> format version; b"key-check" -> the tag of a fixed text
                  (a store opened with another key is refused at once)
@@ -29,7 +29,7 @@ import struct
 from engine import _codec, _commit
 from engine.errors import CorruptSavepoint
 from engine.store import records
-from engine.store.leases import Lease
+from engine.store.leases import Lease, Owner
 
 DATABASES = ("executions", "savepoints", "names", "code", "code_users", "exec_codes",
              "chunks", "chunk_refs", "queue", "due", "leases", "settings", "meta")
@@ -130,10 +130,12 @@ class Tables:
         return value
 
     def lease_of(self, raw, what):
+        """A stored lease: [pid, start, boot, expires, label] (put_lease)."""
         try:
-            return Lease.from_record(self.unseal(raw, what))
+            pid, start, boot, expires, label = self.unseal(raw, what)
         except (TypeError, ValueError):
             raise CorruptSavepoint(f"{what} is damaged (not a lease)") from None
+        return Lease(Owner(pid, start, boot, label), expires)
 
     # -- executions --
     def head(self, txn, exec_id):
@@ -296,8 +298,8 @@ class Tables:
             return None
 
     def put_lease(self, txn, exec_id, owner, expires):
-        txn.put(exec_key(exec_id), self.seal(Lease(owner, expires).record()),
-                db=self.db["leases"])
+        txn.put(exec_key(exec_id), self.seal([owner.pid, owner.start, owner.boot, expires,
+                                              owner.label]), db=self.db["leases"])
 
     # -- savepoints and chunks --
     def ref_chunk(self, txn, digest, blob):
