@@ -29,6 +29,7 @@ from engine.store.lmdbtables import (DATABASES, U64, Tables, code_user_key, due_
 
 FORMAT = 2                   # 2: every value signed (engine.signing); 1 had checksums
 _KEY_CHECK = b"savepoint-engine: the key this store is signed with"
+# records.py's savepoint layout, compiled: both commit paths seal and apply with it
 LAYOUT = _commit.SavepointLayout(records.META_FIELDS, records.STATE_FIELDS)
 _UNCHANGED = object()        # commit_savepoint: the due time stays as it is
 log = logging.getLogger("engine.store")
