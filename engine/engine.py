@@ -197,7 +197,7 @@ class Engine:
         entries}, "problems": [{"db", "key", "execution", "problem", "repair",
         "repaired"}, ...]}.  ``repair``: also fix what can be fixed without losing
         anything (run-queue entries out of step, dangling names, unused code and chunks,
-        ...; engine.storecheck lists them); damaged executions, savepoints and settings
+        ...; engine.store.check lists them); damaged executions, savepoints and settings
         are only reported -- delete them, or restore to an intact savepoint."""
         return self._store.check(repair=repair)
 
