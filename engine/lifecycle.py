@@ -9,7 +9,7 @@ import uuid
 from engine import config
 from engine.errors import ExecutionNotFound, InvalidTransition, SavepointError
 from engine.flows import flow_name
-from engine.store import retention_error
+from engine.store import records, retention_error
 from engine.types import ENDED, Status
 
 log = logging.getLogger("engine")
@@ -84,7 +84,7 @@ def apply_request(record, request):
 # --- requests for an execution a live process runs: kept in the store for it ------------
 
 def _request_key(execution_id):
-    return f"signal:{execution_id}"
+    return records.SIGNAL_PREFIX + execution_id
 
 
 def ask_runner(store, execution_id, request):

@@ -7,6 +7,8 @@ from typing import Any
 
 
 class Status(str, enum.Enum):
+    """An execution's status; the stored records spell the same names
+    (engine.store.records.STATUSES, checked by tests/test_package.py)."""
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     WAITING = "WAITING"

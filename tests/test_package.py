@@ -53,3 +53,11 @@ def test_flow_api_types_are_public():
     from engine import _flowapi
     assert engine.This is _flowapi.This and engine.System is _flowapi.System
     assert {"This", "System"} <= set(engine.__all__)
+
+
+def test_the_public_status_names_are_the_stored_ones():
+    """engine.Status (the API) spells exactly the statuses records carry (the store's
+    layout, engine/store/records.py): one vocabulary."""
+    import engine
+    from engine.store import records
+    assert tuple(s.value for s in engine.Status) == records.STATUSES
