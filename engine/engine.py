@@ -9,9 +9,9 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
 
 from engine import config
-from engine.errors import EngineError, InvalidTransition
+from engine.errors import EngineError
 from engine.inspect import frame_views
-from engine.lifecycle import ask_runner, carry_out, new_execution
+from engine.lifecycle import ask_runner, carry_out, new_execution, refuse_if_lost
 from engine.lookup import execution_record, find_seq, resolve_execution
 from engine.runner import Counters, Runner
 from engine.store import Store
@@ -251,9 +251,7 @@ class Engine:
         execution_id, seq = self._locate(execution_id, savepoint, by)
         meta, record = self._store.savepoint(execution_id, seq)
         source = self._store.get_execution(execution_id)
-        if source.get("damaged") and not source.get("flow"):    # its record is lost
-            raise InvalidTransition(f"cannot fork execution {execution_id}: "
-                                    f"{source['damaged']}")
+        refuse_if_lost("fork", source)
         child = self.start(source["flow"], source.get("inputs"), name=source.get("name"),
                            savepoint_retention=source.get("retention"))
         new = self._store.get_execution(child.id)

@@ -39,11 +39,17 @@ def new_execution(store, flow, inputs, *, name=None, savepoint_retention=None, p
     return record
 
 
-def check_transition(operation, record):
-    """InvalidTransition unless ``operation`` applies to the execution in its state."""
+def refuse_if_lost(operation, record):
+    """InvalidTransition if the execution's own record is damaged beyond use (its flow
+    unknown): then it can only be deleted."""
     if record.get("damaged") and not record.get("flow"):
         raise InvalidTransition(f"cannot {operation} execution {record['id']}: "
                                 f"{record['damaged']}; it can only be deleted")
+
+
+def check_transition(operation, record):
+    """InvalidTransition unless ``operation`` applies to the execution in its state."""
+    refuse_if_lost(operation, record)
     status = Status(record["status"])
     if status not in ALLOWED[operation]:
         why = "it has ended" if status in ENDED else f"it is {status.value}"
