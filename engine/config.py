@@ -35,6 +35,20 @@ def _seconds(minimum, inclusive):
     return parse
 
 
+def _count(value):
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number")
+    try:
+        number = int(str(value).strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a whole number") from None
+    if number != value and not isinstance(value, str):
+        raise ValueError("must be a whole number")
+    if number < 1:
+        raise ValueError("must be >= 1")
+    return number
+
+
 def _path(value):
     text = os.fspath(value)
     if not text:
@@ -49,6 +63,7 @@ SETTINGS = {
     "savepoint_retention": ("ENGINE_SAVEPOINT_RETENTION", "all", _choice(RETENTIONS)),
     "sleep_max_seconds": ("ENGINE_SLEEP_MAX_SECONDS", 60.0, _seconds(0, True)),
     "lease_seconds": ("ENGINE_LEASE_SECONDS", 30.0, _seconds(0, False)),
+    "concurrency": ("ENGINE_CONCURRENCY", 32, _count),
 }
 
 

@@ -54,23 +54,30 @@ def _register(eng, module):
 class Engine:
     """Durable executions of plain Python functions, kept in one LMDB store.
 
+    ``concurrency``: how many executions it runs at once, each on a thread; a waiting
+    one (a sleep, a wait for children) holds no thread, it is parked in memory.
+
     Every keyword also comes from the environment (ENGINE_PATH, ENGINE_DURABILITY,
-    ENGINE_SAVEPOINT_RETENTION, ENGINE_SLEEP_MAX_SECONDS, ENGINE_LEASE_SECONDS); an
-    explicit argument wins.  Invalid values raise ValueError naming the setting."""
+    ENGINE_SAVEPOINT_RETENTION, ENGINE_SLEEP_MAX_SECONDS, ENGINE_LEASE_SECONDS,
+    ENGINE_CONCURRENCY); an explicit argument wins.  Invalid values raise ValueError
+    naming the setting."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  durability: str | None = None, savepoint_retention: str | None = None,
                  sleep_max_seconds: float | None = None,
-                 lease_seconds: float | None = None) -> None:
+                 lease_seconds: float | None = None,
+                 concurrency: int | None = None) -> None:
         self.path = config.value("path", path)
         self.durability = config.value("durability", durability)
         self.savepoint_retention = config.value("savepoint_retention", savepoint_retention)
         self.sleep_max_seconds = config.value("sleep_max_seconds", sleep_max_seconds)
         self.lease_seconds = config.value("lease_seconds", lease_seconds)
+        self.concurrency = config.value("concurrency", concurrency)
         self._store = Store(self.path, durability=self.durability)
         self._runner = Runner(self._store, lease_seconds=self.lease_seconds,
                               sleep_max_seconds=self.sleep_max_seconds,
-                              savepoint_retention=self.savepoint_retention)
+                              savepoint_retention=self.savepoint_retention,
+                              concurrency=self.concurrency)
 
     # -- lifecycle --
     def close(self) -> None:
@@ -125,7 +132,7 @@ class Engine:
         settings = {"path": os.path.abspath(self.path), "durability": self.durability,
                     "savepoint_retention": self.savepoint_retention,
                     "sleep_max_seconds": self.sleep_max_seconds,
-                    "lease_seconds": self.lease_seconds}
+                    "lease_seconds": self.lease_seconds, "concurrency": self.concurrency}
         module = connectors if connectors is None or isinstance(connectors, str) \
             else connectors.__name__
         return EngineRecipe(settings, own, self._runner.trust.copy(), module)
@@ -137,27 +144,31 @@ class Engine:
         """A new QUEUED execution of ``flow``: a module-level function, or
         "package.module:function".  A function of the script being run (__main__) is
         recorded by the module name other processes import it by, or refused."""
-        return Execution.from_record(new_execution(
-            self._store, flow, inputs, name=name, savepoint_retention=savepoint_retention,
-            parent=parent))
+        record = new_execution(self._store, flow, inputs, name=name,
+                               savepoint_retention=savepoint_retention, parent=parent)
+        self._runner.notify()               # a run() of this engine takes it at once
+        return Execution.from_record(record)
 
     def run(self, until: str = "idle", *, execution_id: str | None = None) -> None:
-        """Run every runnable execution in this process until none is runnable.  An
-        execution whose flow module this process cannot import is logged and left
-        QUEUED (tried again later).  ``execution_id``: run only that one (and the
-        children it runs); then FlowNotFound is raised."""
-        if until != "idle":
-            raise ValueError("run(until=...) supports 'idle'")
+        """Run runnable executions in this process, up to ``concurrency`` at once, until
+        none is runnable and none it holds waits (until="idle"), or until stop() is
+        called (until="stopped": a worker).  An execution whose flow module this process
+        cannot import is logged and left QUEUED (tried again later).  ``execution_id``:
+        run only that one (and the children it runs); then FlowNotFound is raised."""
+        if until not in ("idle", "stopped"):
+            raise ValueError(f"run(until=...) takes 'idle' or 'stopped', not {until!r}")
         if execution_id is not None:
-            self._runner.run_one(self._resolve(execution_id), retry_delay=0.0)
-            return
-        self._runner.run_until_idle()
+            self._runner.run_one(self._resolve(execution_id))
+        elif until == "idle":
+            self._runner.run_until_idle()
+        else:
+            self._runner.serve()
 
     def execute(self, flow: Callable[..., Any] | str, inputs: Any = None,
                 **options: Any) -> Execution:
         """Start ``flow`` and run that execution here until it ends or goes idle."""
         execution = self.start(flow, inputs, **options)
-        self._runner.run_one(execution.id, retry_delay=0.0)
+        self._runner.run_one(execution.id)
         return self.get(execution.id)
 
     def work(self, processes: int = 2, *, connectors: Any = None) -> None:
@@ -183,7 +194,8 @@ class Engine:
         return self._runner.stopping.wait(timeout)
 
     def counters(self) -> Counters:
-        """What this engine ran so far: Flow-API calls, executions, busy seconds."""
+        """What this engine ran so far: Flow-API calls, executions, busy seconds (summed
+        over its threads), and the executions running and parked now."""
         return self._runner.counters()
 
     def stats(self) -> dict[str, Any]:

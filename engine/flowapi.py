@@ -13,7 +13,7 @@ import time
 from engine import _codec, _frames
 from engine.command import command
 from engine.errors import FlowError, FlowNotFound
-from engine.leaving import Fail, Gone, Idle, Load, Lost, Stop, Timeout
+from engine.leaving import Fail, Gone, Load, Lost, Park, Stop, Timeout
 from engine.lifecycle import new_execution
 from engine.lookup import find_seq
 from engine.types import ENDED, Execution, Status, savepoint_id
@@ -62,10 +62,11 @@ class FlowAPI:
         return self.record.get("restore_count") or 0
 
     # -- leaving --
-    def leave(self, event):
+    def leave(self, event, inside_flow=True):
         """Leave the flow now, running none of its finally/except/with handlers;
-        ``event`` (engine.leaving) says why."""
-        keep = _frames.strip_handlers(self.run.root)
+        ``event`` (engine.leaving) says why.  Outside the flow (resuming one that still
+        waits) there are no frames to leave yet."""
+        keep = _frames.strip_handlers(self.run.root) if inside_flow else []
         raise _frames.Unwind(event, keep)
 
     # -- checks at every call --
@@ -155,17 +156,11 @@ class FlowAPI:
         self.record["due"] = wake_at
         return unload
 
-    def finish_sleep(self, wake_at, inside_flow=True):
-        """Wait until wake_at; a worker shutting down, or the execution ended elsewhere,
-        stops the wait (the savepoint already holds the wake time)."""
-        delay = wake_at - time.time()
-        if delay > 0:
-            self.run.wake.wait(delay)
-        if self.run.done or self.runner.stopping.is_set():
-            event = Gone() if self.run.done else Stop()
-            if inside_flow:
-                self.leave(event)
-            raise _frames.Unwind(event, [])
+    def finish_sleep(self, wake_at, frames, action, inside_flow=True):
+        """After the sleep's savepoint: park the flow until wake_at -- its frames as
+        captured, holding no thread (engine.scheduler wakes it)."""
+        if wake_at > time.time():
+            self.leave(Park(frames, action, None, wake_at), inside_flow)
         self.record["due"] = None
 
     def start_child(self, flow, inputs, more):
@@ -191,7 +186,7 @@ class FlowAPI:
                     raise KeyError(f"no child execution {child_id}")
                 if Status(record["status"]) not in ENDED:
                     try:
-                        self.runner.run_one(child_id)
+                        self.runner.drive_here(child_id)
                     except FlowNotFound:          # the child waits for its code; so do we
                         return None
                     record = self.store.get_execution(child_id)
@@ -201,10 +196,13 @@ class FlowAPI:
         finally:
             run.in_flow = in_flow
 
-    def wait_for_children(self, ids):
+    def wait_for_children(self, ids, frames, action, awaiting, inside_flow=True):
+        """Park the flow until its children end (engine.scheduler: a child that ends
+        wakes it); WAITING in the store, where a child in another process finds it."""
         self.record["status"] = Status.WAITING.value
         self.record["due"] = until_timeout(self.record, None)
         self.record["waiting_for"] = ids
+        self.leave(Park(frames, action, awaiting, None), inside_flow)
 
     def children_result(self, ids, single):
         outputs = []
@@ -218,20 +216,21 @@ class FlowAPI:
         self.record["waiting_for"] = None
         return outputs[0] if single else outputs
 
-    def finish_call(self, action, result):
-        """Resuming from the savepoint of a call that waited (for children, or asleep):
-        finish that wait, as the call would have; (its result, whether to raise it)."""
+    def finish_call(self, frames, action, result):
+        """Going on from the savepoint of a call that waited (for children, or asleep),
+        or from where it parked: finish that wait, as the call would have -- or park
+        again if it still waits; (its result, whether to raise it)."""
         throw = False
         if action in ("flow", "wait_for") and isinstance(result, dict) and "await" in result:
             if self.run_children(result["await"]) is None:
-                self.wait_for_children(result["await"])
-                raise _frames.Unwind(Idle(), [])
+                self.wait_for_children(result["await"], frames, action, result,
+                                       inside_flow=False)
             try:
                 result = self.children_result(result["await"], result["single"])
             except FlowError as e:
                 result, throw = e, True
         if self.record.get("due") is not None and action in ("sleep", "sleep_until"):
-            self.finish_sleep(self.record["due"], inside_flow=False)
+            self.finish_sleep(self.record["due"], frames, action, inside_flow=False)
         return result, throw
 
     def log(self, args):
@@ -249,8 +248,7 @@ class FlowAPI:
             raise ValueError(f"set_timeout takes a number of seconds >= 0, not {seconds!r}")
         self.record["timeout_at"] = None if seconds is None else time.time() + seconds
         self._guarded_put()
-        if seconds is not None:
-            self.runner.watchdog.poke.set()           # watch it from now on
+        self.runner.watch_deadline(self.run)
 
     def success(self, value):
         return Success(value)

@@ -14,7 +14,7 @@ class Leave:
 
 
 class Idle(Leave):
-    """It waits (a long sleep, an unfinished child): unloaded, WAITING until its due time."""
+    """It waits past sleep_max_seconds: unloaded, WAITING until its due time."""
 
 
 class Stop(Leave):
@@ -37,6 +37,18 @@ class Timeout(Leave):
 class Load(Leave):
     """this.load_dump: go on from savepoint ``seq`` instead."""
     seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Park(Leave):
+    """It waits in memory (engine.scheduler): ``frames`` are the flow as captured for the
+    savepoint just committed, kept as they are -- nothing is encoded again -- and it goes
+    on with ``result`` as the outcome of ``action`` once woken: at ``wake_at`` (a sleep;
+    UNIX time) or, with None, when its children end."""
+    frames: tuple
+    action: str
+    result: object
+    wake_at: float | None
 
 
 @dataclass(frozen=True, slots=True)

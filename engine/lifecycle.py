@@ -114,6 +114,13 @@ def pending_request(store, execution_id):
         return None
 
 
+def pending_requests(store):
+    """{execution id: request} of every request waiting to be carried out -- one look,
+    for a process holding many executions.  A damaged one is left to pending_request."""
+    return {name[len(records.SIGNAL_PREFIX):]: request
+            for name, request in store.settings(records.SIGNAL_PREFIX).items()}
+
+
 def carry_out(store, execution_id, request, lease_seconds, wait=True):
     """Carry out cancel/pause/resume/restore: at once if no live process runs the
     execution, else through that process (which checks again), waiting a moment

@@ -1,9 +1,10 @@
 """The driver: runs executions in this process.
 
-A Runner claims executions from the store and drives each on the calling thread as a
-Run: its flow starts fresh under a frame-core Root, or resumes from a savepoint, and
-again from wherever it loads a dump.  Whatever leaves the flow -- a return, an exception,
-or an Unwind carrying an engine.leaving event -- becomes the execution's next state.
+A Runner claims executions from the store and drives each as a Run, on a thread of its
+Scheduler (engine.scheduler): its flow starts fresh under a frame-core Root, or resumes
+from a savepoint, or goes on from where it parked, and again from wherever it loads a
+dump.  Whatever leaves the flow -- a return, an exception, or an Unwind carrying an
+engine.leaving event -- becomes the execution's next state (Park: it waits in memory).
 Every Flow-API call comes back through the run's FlowAPI (engine.flowapi); the runner's
 Watchdog (engine.watchdog) keeps the leases and may end a run from outside meanwhile.
 """
@@ -15,11 +16,12 @@ from typing import Any, NamedTuple
 
 from engine import _codec, _flowapi, _frames
 from engine.errors import FlowNotFound, InvalidTransition, SavepointError, StoreFull
-from engine.flowapi import FlowAPI, Success
+from engine.flowapi import FlowAPI, Success, until_timeout
 from engine.flows import import_flow_module, load_flow
-from engine.leaving import Fail, Gone, Idle, Load, Lost, Stop, Timeout
+from engine.leaving import Fail, Gone, Idle, Load, Lost, Park, Stop, Timeout
 from engine.lifecycle import (TIMEOUT_ERROR, apply_request, cancel_children, drop_request,
                               pending_request, wake_parent)
+from engine.scheduler import Scheduler
 from engine.store import Owner, Store
 from engine.types import ENDED, Execution, Savepoint, Status
 from engine.watchdog import Watchdog
@@ -30,18 +32,21 @@ FLOW_IMPORT_RETRY_SECONDS = 5.0  # a flow module that cannot be imported: try ag
 
 
 class Counters(NamedTuple):
-    """What a runner has done so far (for stats)."""
+    """What a runner has done so far, and holds now (for stats)."""
     calls: int                   # Flow-API calls served
-    executions: int              # runs that ended, waited or were unloaded
-    busy_seconds: float          # time spent running executions
+    executions: int              # runs that ended or were unloaded
+    busy_seconds: float          # time spent running executions, summed over threads
+    running: int = 0             # executions on a thread now
+    parked: int = 0              # executions parked in memory now
 
 
 class Runner:
     """One engine's runs in this process: which executions it holds (leases), which it
-    runs now, the connectors and trusted classes their flows use, and its counters."""
+    runs or keeps parked now (engine.scheduler), the connectors and trusted classes
+    their flows use, and its counters."""
 
     def __init__(self, store: Store, *, lease_seconds: float, sleep_max_seconds: float,
-                 savepoint_retention: str) -> None:
+                 savepoint_retention: str, concurrency: int = 1) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
         self.sleep_max_seconds = sleep_max_seconds
@@ -51,12 +56,15 @@ class Runner:
         # record must never make the engine build an Engine, or anything else of ours)
         self.trust = _codec.Trust([Success, Execution, Savepoint, _flowapi.Setting])
         self.owner = Owner.current("engine")
-        self.running: set[str] = set()   # ids run now (leases held)
-        self.runs: dict[str, Run] = {}   # id -> Run of the flows running now
+        self.holding = threading.Lock()
+        self.running: set[str] = set()   # ids held (leases): starting, running or parked
+        self.runs: dict[str, Run] = {}   # id -> Run, running or parked
+        self.deadlines: dict[str, Run] = {}   # the runs with a timeout (the watchdog's)
         # id -> monotonic time until which its lease is surely ours (see FlowAPI.check)
         self.lease_checked: dict[str, float] = {}
         self.watchdog: Watchdog | None = None
         self.stopping = threading.Event()
+        self.scheduler = Scheduler(self, concurrency)
         self.calls = 0
         self.executions_run = 0
         self.busy = 0.0
@@ -69,7 +77,19 @@ class Runner:
         return trust
 
     def counters(self):
-        return Counters(self.calls, self.executions_run, self.busy)
+        return Counters(self.calls, self.executions_run, self.busy,
+                        *self.scheduler.counts())
+
+    # -- leases --
+    def take(self, exec_id):
+        """Hold the execution here (before or after the store's claim); False if this
+        process holds it already -- it never runs on two threads at once."""
+        with self.holding:
+            if exec_id in self.running:
+                return False
+            self.running.add(exec_id)
+            self.lease_checked[exec_id] = time.monotonic() + self.lease_seconds / 2
+            return True
 
     def renew(self, exec_id):
         """Renew our lease on a running execution; False if someone else holds it now.
@@ -79,43 +99,97 @@ class Runner:
             self.lease_checked[exec_id] = time.monotonic() + self.lease_seconds / 2
         return ok
 
+    def renew_all(self):
+        """Renew every lease this process holds (the watchdog, every third of a lease); a
+        parked execution whose lease someone else holds now is forgotten here."""
+        for exec_id in list(self.running):
+            if not self.renew(exec_id):
+                run = self.runs.get(exec_id)
+                if run is not None and self.scheduler.discard(run):
+                    run.done = True
+                    self.finish(run, release=False)
+
+    def claim(self, limit):
+        """Claim up to ``limit`` due executions to start here.  One of ours that is
+        parked comes back through the queue when something woke it elsewhere (a child
+        ended in another process): it is woken, not started again."""
+        claimed = []
+        while len(claimed) < limit:
+            exec_id = self.store.claim(self.owner, lease_seconds=self.lease_seconds)
+            if exec_id is None:
+                break
+            if self.take(exec_id):
+                claimed.append(exec_id)
+            else:
+                self.scheduler.wake(exec_id)
+        return claimed
+
+    # -- sessions (engine.scheduler) --
     def stop(self):
-        """Running flows leave at their next Flow-API call (a sleeping one at once)."""
+        """Running flows leave at their next Flow-API call; parked ones are unloaded."""
         self.stopping.set()
-        for run in list(self.runs.values()):
-            run.wake.set()
+        self.scheduler.notify()
 
     def close(self):
+        self.scheduler.close()
         if self.watchdog is not None:
             self.watchdog.stop()
 
     def run_until_idle(self):
         """Claim and run every runnable execution until none is left (or stop())."""
-        while not self.stopping.is_set():
-            exec_id = self.store.claim(self.owner, lease_seconds=self.lease_seconds)
-            if exec_id is None:
-                return
-            try:
-                self._drive_claimed(exec_id)
-            except FlowNotFound as e:
-                log.warning("execution %s stays QUEUED: %s", exec_id, e)
+        self.scheduler.run()
 
-    def run_one(self, exec_id, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
-        """Run that execution here, if no one else holds it."""
-        if self.store.claim_one(exec_id, self.owner, lease_seconds=self.lease_seconds):
-            self._drive_claimed(exec_id, retry_delay)
+    def serve(self):
+        """Claim and run executions until stop()."""
+        self.scheduler.run(until_stopped=True)
 
-    def _drive_claimed(self, exec_id, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
+    def run_one(self, exec_id):
+        """Run that execution here (and the children it runs), if no one else holds it,
+        until it ends or is unloaded.  FlowNotFound is raised."""
+        if not self.take(exec_id):
+            return
+        if not self.store.claim_one(exec_id, self.owner, lease_seconds=self.lease_seconds):
+            self.let_go(exec_id)
+            return
+        self.scheduler.run(claims=False, first=exec_id)
+
+    def drive_here(self, exec_id, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
+        """Run that execution on this thread now, if no one holds it (a flow's child):
+        until it ends, parks or is unloaded."""
+        if not self.take(exec_id):
+            return
+        if not self.store.claim_one(exec_id, self.owner, lease_seconds=self.lease_seconds):
+            self.let_go(exec_id)
+            return
+        self._drive_claimed(exec_id, retry_delay, raise_missing=True)
+
+    def execute(self, task):
+        """A scheduler task, on this thread: continue a parked run, or start (resume) a
+        claimed execution.  FlowNotFound is only logged for a claimed one (it stays
+        QUEUED, tried again later); raised for one asked for by id."""
+        if task.run is not None:
+            self._wake(task.run)
+        elif task.retry_delay is None:
+            self._drive_claimed(task.exec_id, FLOW_IMPORT_RETRY_SECONDS)
+        else:
+            self._drive_claimed(task.exec_id, task.retry_delay, raise_missing=True)
+
+    def notify(self):
+        """New work in the store, from this process: an idle engine looks at once."""
+        self.scheduler.notify()
+
+    # -- one execution --
+    def _drive_claimed(self, exec_id, retry_delay, raise_missing=False):
         if self.watchdog is None:
             self.watchdog = Watchdog(self)
-        self.running.add(exec_id)
-        started = time.monotonic()
-        self.lease_checked[exec_id] = started + self.lease_seconds / 2
         record = self.store.get_execution(exec_id)
         run = None
         try:
             if record is None or Status(record["status"]) in ENDED or \
                     record["status"] == Status.PAUSED.value:
+                return
+            if self.stopping.is_set():        # claimed as the engine stops: put back
+                self.store.release(exec_id, self.owner, execution=record)
                 return
             run = Run(self, record)
             request = pending_request(self.store, exec_id)
@@ -131,20 +205,87 @@ class Runner:
             log.info("execution %s (%s) %s", exec_id, record["flow"],
                      "resumed" if record.get("last_seq") else "started")
             self.runs[exec_id] = run
-            if record.get("timeout_at") is not None:
-                self.watchdog.poke.set()       # else it looks within IDLE_WATCH_SECONDS
+            self.watch_deadline(run)
             try:
                 run.drive(retry_delay)
-            finally:
-                del self.runs[exec_id]
-            self.executions_run += 1
-            _log_outcome(run.record)
+            except FlowNotFound as e:
+                if raise_missing:
+                    raise
+                log.warning("execution %s stays QUEUED: %s", exec_id, e)
         finally:
-            self.busy += time.monotonic() - started
-            self.running.discard(exec_id)
-            self.lease_checked.pop(exec_id, None)
-            if run is None or not run.keep_lease:
+            if run is None or run.parked is None:
+                self.finish(run, exec_id=exec_id)
+
+    def _wake(self, run):
+        """Continue a parked run on this thread (unless it was ended meanwhile)."""
+        try:
+            if not run.done:
+                run.drive(FLOW_IMPORT_RETRY_SECONDS)
+        finally:
+            if run.parked is None:
+                self.finish(run)
+
+    def watch_deadline(self, run):
+        """The watchdog ends the run at its timeout (set, or cleared: forgotten)."""
+        if run.record.get("timeout_at") is None:
+            self.deadlines.pop(run.execution_id, None)
+        else:
+            self.deadlines[run.execution_id] = run
+            if self.watchdog is not None:
+                self.watchdog.poke.set()       # else it looks within IDLE_WATCH_SECONDS
+
+    def wake_if_children_ended(self, run):
+        """Just parked for its children: one may have ended before it was parked here,
+        when nothing could wake it yet."""
+        for child_id in run.record.get("waiting_for") or ():
+            child = self.store.get_execution(child_id)
+            if child is not None and Status(child["status"]) not in ENDED:
+                return
+        self.scheduler.wake(run.execution_id)
+
+    def finish(self, run, exec_id=None, release=True):
+        """The execution is no longer held here: forget it, release its lease."""
+        if run is not None:
+            exec_id = run.execution_id
+            if self.runs.get(exec_id) is run:
+                del self.runs[exec_id]
+                self.executions_run += 1
+                _log_outcome(run.record)
+            self.deadlines.pop(exec_id, None)
+            release = release and not run.keep_lease
+        self.lease_checked.pop(exec_id, None)
+        try:
+            if release:
                 self.store.release(exec_id, self.owner)
+        finally:
+            self.let_go(exec_id)
+
+    def let_go(self, exec_id):
+        with self.holding:
+            self.running.discard(exec_id)
+
+    def unload(self, run):
+        """A parked run goes back to the store (the engine stops): WAITING until its wake
+        time, for any process."""
+        with run.lock:
+            if not run.done:
+                run.record.update(status=Status.WAITING.value,
+                                  due=until_timeout(run.record, run.parked.wake_at))
+                run.store.put_execution(run.record)
+        run.parked = None
+        self.finish(run)
+
+    def put_back(self, task):
+        """A task no thread took before the engine stopped: a claimed execution goes back
+        on the queue as it was; a woken run is unloaded."""
+        if task.run is not None:
+            self.unload(task.run)
+            return
+        record = self.store.get_execution(task.exec_id)
+        self.store.release(task.exec_id, self.owner,
+                           execution=record if record is not None and
+                           Status(record["status"]) not in ENDED else None)
+        self.let_go(task.exec_id)
 
 
 class Interrupted(BaseException):
@@ -164,10 +305,11 @@ def _set_async_exc(thread_id, exc_type):
 class Run:
     """One execution being run by a Runner in this process.
 
-    Its flow runs on one thread; the watchdog thread may end it meanwhile (timeout, or a
-    cancel/pause/restore/delete from outside).  Every store write for the execution
-    happens under ``lock`` after checking ``done``, so once it was ended elsewhere,
-    nothing the flow does afterwards is written: no savepoint, no state."""
+    Its flow runs on one thread at a time (it may park, and go on on another); the
+    watchdog thread may end it meanwhile (timeout, or a cancel/pause/restore/delete from
+    outside).  Every store write for the execution happens under ``lock`` after checking
+    ``done``, so once it was ended elsewhere, nothing the flow does afterwards is
+    written: no savepoint, no state."""
 
     def __init__(self, runner, record):
         self.runner = runner
@@ -183,13 +325,14 @@ class Run:
         self.lock = threading.Lock()
         self.done = False                # ended (or deleted) by someone else: write nothing
         self.keep_lease = False          # a full disk: see _store_full
-        self.wake = threading.Event()    # ends an in-process sleep early
+        self.parked = None               # the Park it waits in (engine.scheduler)
         self.thread = None               # the flow's thread, while it runs flow code
         self.in_flow = False
 
     # -- ended from outside the flow's thread (the watchdog) --
     def take_request(self, request):
-        """Carry out cancel/pause/restore/delete for this running execution."""
+        """Carry out cancel/pause/restore/delete for this running (or parked) execution;
+        whether it ended it."""
         def apply():
             drop_request(self.store, self.execution_id)
             if request[0] == "delete":
@@ -201,17 +344,18 @@ class Run:
                 log.info("request %s dropped: %s", request[0], e)
                 return False
             self.store.put_execution(self.record)
-        if self.end_elsewhere(apply) and request[0] == "cancel":
+        ended = self.end_elsewhere(apply)
+        if ended and request[0] == "cancel":
             cancel_children(self.store, self.execution_id, self.runner.lease_seconds)
+        return ended
 
     def end_elsewhere(self, change):
         """Under the lock: apply ``change`` (unless it returns False), mark the execution
-        done and stop its flow -- waking a sleep, interrupting a computation."""
+        done and stop its flow, interrupting a computation; whether it did."""
         with self.lock:
             if self.done or change() is False:
                 return False
             self.done = True
-            self.wake.set()
             if self.in_flow and self.thread is not None:
                 _set_async_exc(self.thread, Interrupted)      # stops a computation
         return True
@@ -225,12 +369,14 @@ class Run:
 
     # -- the driver --
     def drive(self, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
-        """Run the execution until it ends, waits or is unloaded.  FlowNotFound (and a
-        KeyboardInterrupt) leave it QUEUED, as it was, and are raised again; so does a
-        full disk (StoreFull), from the write that failed: see _store_full."""
+        """Run the execution -- or go on from where it parked -- until it ends, parks or
+        is unloaded.  FlowNotFound (and a KeyboardInterrupt) leave it QUEUED, as it was,
+        and are raised again; so does a full disk (StoreFull), from the write that
+        failed: see _store_full."""
         resume_from, last_seq = self.record.get("resume_from"), self.record.get("last_seq")
+        park, self.parked = self.parked, None
         try:
-            self._drive(retry_delay)
+            self._drive(retry_delay, park)
         except StoreFull as e:
             self._store_full(e, retry_delay, resume_from, last_seq)
             raise
@@ -253,12 +399,18 @@ class Run:
             except StoreFull:
                 self.keep_lease = True
 
-    def _drive(self, retry_delay):
+    def _drive(self, retry_delay, park):
         record = self.record
-        record.update(status=Status.RUNNING.value, due=None, updated_at=time.time(),
-                      error=None)
-        start_from = record.pop("resume_from", None)
-        self.store.put_execution(record)
+        if park is None:
+            record.update(status=Status.RUNNING.value, due=None, updated_at=time.time(),
+                          error=None)
+            start_from = record.pop("resume_from", None)
+            self.store.put_execution(record)
+        else:
+            start_from = park
+            if record["status"] != Status.RUNNING.value:     # it waited for children
+                record.update(status=Status.RUNNING.value, updated_at=time.time())
+                self._write_unless_done()
         self.thread = threading.get_ident()
         try:
             try:
@@ -282,16 +434,20 @@ class Run:
             self._requeue(time.time())
             raise
 
-    def _run(self, seq):
-        """Start the flow, or resume it from savepoint ``seq`` (None: the newest), and
-        again from wherever the flow loads a dump; return what the flow returns."""
-        fresh = seq is None and not self.record.get("last_seq")
+    def _run(self, start):
+        """Start the flow, or resume it from savepoint ``start`` (None: the newest), or go
+        on from where it parked (``start`` a Park), and again from wherever the flow
+        loads a dump; return what the flow returns."""
+        fresh = start is None and not self.record.get("last_seq")
+        seq = start
         while True:
             try:
                 if fresh:
                     handler = load_flow(self.record["flow"])
                     return _frames.run(self.root, handler, self.system, self.this,
                                        self.record.get("inputs"))
+                if type(seq) is Park:
+                    return self._continue(seq.frames, seq.action, seq.result)
                 return self._resume(seq)
             except _frames.Unwind as unwind:
                 event = unwind.args[0]
@@ -316,7 +472,12 @@ class Run:
         frames, result = _codec.decode_savepoint(
             record, store.codes_for(record), externals=self.externals, trust=self.trust,
             chunks=store.chunk)
-        result, throw = self.api.finish_call(meta["action"], result)
+        return self._continue(frames, meta["action"], result)
+
+    def _continue(self, frames, action, result):
+        """Rebuild the frames and go on after ``action``'s call -- finishing its wait
+        first, or parking again if it still waits."""
+        result, throw = self.api.finish_call(frames, action, result)
         return _frames.resume(self.root, frames, result, throw=throw)
 
     def _finish(self, value):
@@ -326,6 +487,12 @@ class Run:
 
     def _left(self, event):
         match event:
+            case Park(wake_at=wake_at):
+                if wake_at is None:                  # WAITING for children, found there
+                    self._write_unless_done()
+                self.runner.scheduler.park(self, event)
+                if wake_at is None:                  # a child that ended meanwhile
+                    self.runner.wake_if_children_ended(self)
             case Idle():
                 self._write_unless_done()            # WAITING, with its due time
             case Timeout():
@@ -368,6 +535,7 @@ class Run:
         parent = record.get("parent")
         if parent:
             wake_parent(self.store, parent)
+            self.runner.scheduler.wake(parent)        # if it waits here
 
 
 def _log_outcome(record):

@@ -1,12 +1,13 @@
-"""The watchdog: one thread per engine that keeps the leases of the executions it runs,
-ends them at their timeouts and carries out requests from outside (cancel, pause,
-restore, delete) while their flows compute, sleep or wait in a connector."""
+"""The watchdog: one thread per engine that keeps the leases of the executions it holds
+(running or parked), ends them at their timeouts and carries out requests from outside
+(cancel, pause, restore, delete) while their flows compute, wait in a connector or are
+parked."""
 import _thread
 import logging
 import threading
 import time
 
-from engine.lifecycle import TIMEOUT_ERROR, pending_request
+from engine.lifecycle import TIMEOUT_ERROR, pending_requests
 from engine.types import Status
 
 log = logging.getLogger("engine")
@@ -18,7 +19,7 @@ IDLE_WATCH_SECONDS = 1.0        # ... when it watches nothing (a new timeout pok
 class Watchdog:
     """Renews the runner's leases every third of lease_seconds (so a flow computing
     longer than a lease keeps it; a stopped process stops the thread too, and its leases
-    run out), and watches each of the runner's runs (engine.runner.Run)."""
+    run out), and watches the runner's runs (engine.runner.Run)."""
 
     def __init__(self, runner):
         self.runner = runner
@@ -45,24 +46,31 @@ class Watchdog:
             try:
                 if time.monotonic() >= next_renewal:
                     next_renewal = time.monotonic() + renew_every
-                    for exec_id in list(runner.running):
-                        runner.renew(exec_id)
-                for run in list(runner.runs.values()):
-                    _watch(run)
+                    runner.renew_all()
+                if runner.runs:
+                    _watch(runner)
             except Exception:                   # closed meanwhile: the next round stops
                 if self.stopped.is_set():
                     return
                 log.exception("watchdog")
 
 
-def _watch(run):
-    """End the run at its timeout; carry out a request from outside."""
-    if run.done:
-        return
-    timeout_at = run.record.get("timeout_at")
-    if timeout_at is not None and time.time() >= timeout_at:
-        run.end_elsewhere(lambda: run.write_end(Status.ENDED_ERROR, error=TIMEOUT_ERROR))
-        return
-    request = pending_request(run.store, run.execution_id)
-    if request is not None:
-        run.take_request(request)
+def _watch(runner):
+    """End runs at their timeouts; carry out requests from outside -- one look at the
+    store for all of them, however many executions are parked here."""
+    now = time.time()
+    for run in list(runner.deadlines.values()):
+        timeout_at = run.record.get("timeout_at")
+        if not run.done and timeout_at is not None and now >= timeout_at:
+            _ended(runner, run, run.end_elsewhere(
+                lambda run=run: run.write_end(Status.ENDED_ERROR, error=TIMEOUT_ERROR)))
+    for exec_id, request in pending_requests(runner.store).items():
+        run = runner.runs.get(exec_id)
+        if run is not None and not run.done:
+            _ended(runner, run, run.take_request(request))
+
+
+def _ended(runner, run, ended):
+    """A parked run ended elsewhere has no thread to finish it: finish it here."""
+    if ended and runner.scheduler.discard(run):
+        runner.finish(run)

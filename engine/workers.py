@@ -4,7 +4,9 @@ from the store, runs them, and saves them back.
 Workers are stateless: everything is in the store, so a worker may die (even by SIGKILL)
 at any moment -- the others see its dead pid at their next claim and resume its executions
 from their last savepoints, and the supervisor starts a new worker in its place.  An idle
-worker claims the next due execution, so the least busy one takes it.  SIGTERM or Ctrl-C
+worker claims the next due execution, so the least busy one takes it; each runs up to
+`concurrency` executions at once (engine.scheduler) and claims only while it has a free
+thread.  SIGTERM or Ctrl-C
 stops the pool cleanly: each worker's running flow leaves at its next Flow-API call, back
 to the queue, and nothing stays claimed.
 """
@@ -14,6 +16,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 
 from engine.errors import WorkerStartError
@@ -23,7 +26,6 @@ log = logging.getLogger("engine.workers")
 
 REPORT_SECONDS = 1.0
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"   # workers and their CLI
-POLL_SECONDS = 0.02
 START_ATTEMPTS = 5           # a worker that fails to start that many times in a row:
                              # the pool gives up
 RESPAWN_BACKOFF = (0.5, 30.0)   # first and longest wait before starting it again
@@ -44,29 +46,38 @@ def _worker_main(recipe, sys_path, log_level, index, started):
     signal.signal(signal.SIGTERM, lambda *_: eng.stop())
     signal.signal(signal.SIGINT, lambda *_: eng.stop())
     me = f"worker:{os.getpid()}"
-    owner = Owner.current("worker")
-    log.info("worker %d (pid %d) started", index, os.getpid())
-    last_at, last = time.monotonic(), eng.counters()
+    log.info("worker %d (pid %d) started, %d executions at once", index, os.getpid(),
+             eng.concurrency)
+    reporter = threading.Thread(target=_report, args=(eng, me, index), daemon=True,
+                                name="engine-report")
+    reporter.start()
     try:
-        while not eng.stopping:
-            eng.run()
-            now = time.monotonic()
-            if now - last_at >= REPORT_SECONDS:
-                span, done = now - last_at, eng.counters()
-                busy = done.busy_seconds - last.busy_seconds
-                eng.store.set_setting(me, {
-                    "pid": owner.pid, "start": owner.start, "boot": owner.boot,
-                    "index": index, "reported": time.time(),
-                    "busy_fraction": min(1.0, busy / span),
-                    "calls_per_s": (done.calls - last.calls) / span,
-                    "executions_per_s": (done.executions - last.executions) / span,
-                    "calls": done.calls, "executions": done.executions})
-                last_at, last = now, done
-            eng.wait_for_stop(POLL_SECONDS)
+        eng.run(until="stopped")
     finally:
+        reporter.join()
         eng.store.delete_setting(me)
         eng.close()
         log.info("worker %d (pid %d) stopped", index, os.getpid())
+
+
+def _report(eng, me, index):
+    """Every REPORT_SECONDS, what this worker did (engine stats): its busy fraction --
+    of all its threads -- and its rates."""
+    owner = Owner.current("worker")
+    last_at, last = time.monotonic(), eng.counters()
+    while not eng.wait_for_stop(REPORT_SECONDS):
+        now, done = time.monotonic(), eng.counters()
+        span = now - last_at
+        busy = (done.busy_seconds - last.busy_seconds) / eng.concurrency
+        eng.store.set_setting(me, {
+            "pid": owner.pid, "start": owner.start, "boot": owner.boot,
+            "index": index, "reported": time.time(),
+            "busy_fraction": min(1.0, busy / span),
+            "running": done.running, "parked": done.parked,
+            "calls_per_s": (done.calls - last.calls) / span,
+            "executions_per_s": (done.executions - last.executions) / span,
+            "calls": done.calls, "executions": done.executions})
+        last_at, last = now, done
 
 
 class Pool:
@@ -177,17 +188,17 @@ class Pool:
 
 
 def stats(store):
-    """Per live worker: busy fraction, Flow-API calls and executions per second (over
-    its last report); and the queue depth."""
+    """Per live worker: busy fraction, executions running and parked, Flow-API calls and
+    executions per second (over its last report); and the queue depth."""
     workers = []
     for name, report in sorted(store.settings("worker:").items()):
         if report is None:
             continue
         if not Owner(report["pid"], report["start"], report["boot"]).alive():
             continue
-        workers.append({key: report[key] for key in (
-            "pid", "index", "busy_fraction", "calls_per_s", "executions_per_s", "calls",
-            "executions", "reported")})
+        workers.append({key: report.get(key) for key in (
+            "pid", "index", "busy_fraction", "running", "parked", "calls_per_s",
+            "executions_per_s", "calls", "executions", "reported")})
     return {"workers": workers, "queue_depth": store.queue_depth(),
             "calls_per_s": sum(w["calls_per_s"] for w in workers),
             "executions_per_s": sum(w["executions_per_s"] for w in workers)}

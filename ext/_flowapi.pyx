@@ -5,9 +5,9 @@ Their methods are C-level so that, at each call, the innermost Python frame is t
 own frame making the call: the frame core captures the flow from there (engine._frames).
 Every method does the call's work through ``_ctx`` (engine.flowapi.FlowAPI, Python),
 then takes the savepoint with the call's result, then returns it.  A method that leaves
-the flow (load_dump, an idle sleep, a wait for an unfinished child) first strips the
-flow's handlers, so no `finally` runs on the way out, and carries an engine.leaving event
-(Idle, Load, ...) out to the driver.
+the flow (load_dump, a sleep, a wait for an unfinished child) first strips the flow's
+handlers, so no `finally` runs on the way out, and carries an engine.leaving event (Park,
+Idle, Load, ...) out to the driver.
 """
 from engine._frames cimport Root, capture
 from engine.leaving import Idle
@@ -70,10 +70,11 @@ cdef class This:
     cdef _wait(self, wake_at, action):
         self._ctx.check()
         unload = self._ctx.begin_sleep(wake_at)
-        self._save(action, None)
+        frames = capture(self._root, self)
+        self._ctx.savepoint(frames, action, None)
         if unload:
             self._leave(Idle())
-        self._ctx.finish_sleep(wake_at)
+        self._ctx.finish_sleep(wake_at, frames, action)     # parks the flow until then
 
     def sleep(self, seconds):
         self._wait(self._ctx.wake_time(seconds=seconds), "sleep")
@@ -95,11 +96,12 @@ cdef class This:
 
     cdef _await(self, action, children, bint single):
         ids = [self._ctx.child_id(c) for c in children]
-        self._save(action, self._ctx.awaiting(ids, single))
+        awaiting = self._ctx.awaiting(ids, single)
+        frames = capture(self._root, self)
+        self._ctx.savepoint(frames, action, awaiting)
         outcome = self._ctx.run_children(ids)
-        if outcome is None:                    # a child is still going: wait unloaded
-            self._ctx.wait_for_children(ids)
-            self._leave(Idle())
+        if outcome is None:                    # a child is still going: park until it ends
+            self._ctx.wait_for_children(ids, frames, action, awaiting)
         return self._ctx.children_result(ids, single)
 
     def log(self, *args):

@@ -16,10 +16,10 @@ their savepoints from a terminal, through the public API only.
     engine config
     engine doctor [--repair]
 
-Every command takes --path, --durability, --sleep-max-seconds, --lease-seconds and
---savepoint-retention; they come from the flag, else the environment (ENGINE_PATH,
-ENGINE_DURABILITY, ENGINE_SLEEP_MAX_SECONDS, ENGINE_LEASE_SECONDS,
-ENGINE_SAVEPOINT_RETENTION), else the default; `engine config` shows which.  Listings take
+Every command takes --path, --durability, --sleep-max-seconds, --lease-seconds,
+--savepoint-retention and --concurrency; they come from the flag, else the environment
+(ENGINE_PATH, ENGINE_DURABILITY, ENGINE_SLEEP_MAX_SECONDS, ENGINE_LEASE_SECONDS,
+ENGINE_SAVEPOINT_RETENTION, ENGINE_CONCURRENCY), else the default; `engine config` shows which.  Listings take
 --json; times are local (--utc for UTC).  Execution ids may be shortened to a unique
 prefix.  Modules are found as `python -m` finds them: the current directory first, then
 sys.path.  Errors are one line on stderr and a non-zero exit status.
@@ -70,6 +70,8 @@ def parser():
                         help="how long a hung worker keeps its executions (default 30)")
     common.add_argument("--savepoint-retention", dest="savepoint_retention",
                         help="all (default) or last")
+    common.add_argument("--concurrency", metavar="N",
+                        help="executions run at once in each process (default 32)")
     listing = _Parser(add_help=False)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument("--utc", action="store_true", help="times in UTC, not local time")
@@ -142,7 +144,8 @@ def parser():
                    help="worker processes (default 2)")
     p.add_argument("--flows", nargs="+", default=[], metavar="MODULE_OR_FILE",
                    help="modules the flows need; one may have register(eng)")
-    command("stats", "live workers (busy fraction, calls/s) and the queue depth", cmd_stats,
+    command("stats", "live workers (busy fraction, running and parked executions, "
+            "calls/s) and the queue depth", cmd_stats,
             (common, listing))
     command("config", "effective settings and where each came from (flag, $ENGINE_*, "
             "default)", cmd_config, (common, listing))

@@ -299,7 +299,8 @@ def cmd_stats(args):
     with open_engine(args) as eng:
         data = eng.stats()
     emit(args, data, lambda d: table(d["workers"], ["pid", "index", "busy_fraction",
-                                                    "calls_per_s", "executions_per_s"]) +
+                                                    "running", "parked", "calls_per_s",
+                                                    "executions_per_s"]) +
          f"\nqueue depth: {d['queue_depth']}")
     return 0
 

@@ -1,0 +1,310 @@
+"""The scheduler: one engine's threads, and its waiting executions parked in memory.
+
+Up to ``concurrency`` executions run at once, each on a thread (flows are plain synchronous
+code; a connector waiting on I/O releases the GIL).  The thread that called eng.run() or
+eng.execute() works too, so concurrency 1 needs no other thread; more are started as work
+appears and stay, idle, until the engine closes.
+
+A waiting execution holds no thread: a sleep or a wait for children leaves its flow with
+engine.leaving.Park, whose frames -- as captured for the savepoint already committed --
+stay here until a timer (a sleep) or wake() (a child ended) puts it back on the ready
+queue, and any thread continues it.  Its lease stays held (the watchdog renews it), so no
+other process takes it; if this process dies, another resumes it from that savepoint.
+
+New work is claimed from the store only while a thread is free.  The run queue is also
+how another process wakes an execution parked here (a child of it ended there): the
+store hands our own parked execution back to our claim, and that wakes it.  LMDB cannot
+signal other processes, so an idle engine looks at the queue every POLL_SECONDS with a
+read-only transaction (the store's next_due); work started in this process wakes it at
+once (notify).
+"""
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+
+log = logging.getLogger("engine")
+
+POLL_SECONDS = 0.02          # how often an engine with a free thread looks for due work
+LONGEST_WAIT = 1.0           # an idle thread looks around at least this often
+
+
+class Session:
+    """One eng.run() / eng.execute() call: whether it claims work from the store, whether
+    it ends when idle or only once the engine stops, and the error that ends it."""
+    __slots__ = ("claims", "until_stopped", "error", "quiet_at")
+
+    def __init__(self, claims, until_stopped):
+        self.claims = claims
+        self.until_stopped = until_stopped
+        self.error = None
+        self.quiet_at = -1          # the scheduler's change count when a claim found nothing
+
+
+class Task:
+    """Work for a thread: start (or resume from the store) a claimed execution, or
+    continue a parked Run."""
+    __slots__ = ("exec_id", "run", "retry_delay", "session")
+
+    def __init__(self, exec_id, run, retry_delay, session):
+        self.exec_id, self.run, self.retry_delay, self.session = \
+            exec_id, run, retry_delay, session
+
+
+class Scheduler:
+    """The threads, the ready queue, the parked runs and their timers of one Runner."""
+
+    def __init__(self, runner, concurrency):
+        self.runner = runner
+        self.concurrency = concurrency
+        self.cond = threading.Condition()     # an RLock: stop() may run in a signal handler
+        self.ready = deque()                  # Tasks
+        self.parked = {}                      # exec id -> Run waiting in memory
+        self.timers = []                      # heap of (wake_at, n, Run, Park)
+        self.order = itertools.count()
+        self.workers = 0          # threads taking tasks: pool threads + sessions' callers
+        self.idle = 0             # of them, waiting for a task
+        self.busy = 0             # of them, running a task
+        self.sessions = []
+        self.polling = False      # a thread is claiming from the store (outside the lock)
+        self.next_poll = 0.0      # monotonic time of the next claim when nothing was due
+        self.changes = 0          # counts what may make new work due: tasks ending, notify
+        self.closed = False
+
+    # -- from any thread ----------------------------------------------------------------
+    def notify(self):
+        """New work may be due (started in this process, or the engine stops)."""
+        with self.cond:
+            self.changes += 1
+            self.next_poll = 0.0
+            self.cond.notify_all()
+
+    def close(self):
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def park(self, run, park):
+        """Keep ``run`` in memory until its wake time (``park.wake_at``) or wake()."""
+        with self.cond:
+            run.parked = park
+            self.parked[run.execution_id] = run
+            if park.wake_at is not None:
+                heapq.heappush(self.timers, (park.wake_at, next(self.order), run, park))
+            self.changes += 1
+            self.cond.notify()
+
+    def wake(self, exec_id):
+        """Continue that execution if it is parked here (on any free thread)."""
+        with self.cond:
+            run = self.parked.pop(exec_id, None)
+            if run is not None:
+                self._push(Task(exec_id, run, 0.0, None))
+
+    def discard(self, run):
+        """Forget a parked run (it was ended elsewhere); whether it was parked."""
+        with self.cond:
+            if self.parked.get(run.execution_id) is run:
+                del self.parked[run.execution_id]
+                return True
+            return False
+
+    def counts(self):
+        """(running, parked) executions now."""
+        with self.cond:
+            return self.busy, len(self.parked)
+
+    # -- sessions -----------------------------------------------------------------------
+    def run(self, *, claims=True, until_stopped=False, first=None):
+        """Work on this thread with the others until the session ends: when idle (nothing
+        running, parked or due), or with ``until_stopped`` once the engine stops.
+        ``claims``: take due work from the store; ``first``: a claimed execution id to
+        start with.  An error that ended a task of this session is raised here."""
+        session = Session(claims, until_stopped)
+        with self.cond:
+            self.sessions.append(session)
+            self.workers += 1
+            if first is not None:
+                self._push(Task(first, None, 0.0, session))
+        try:
+            self._work(session)
+            error = session.error
+        except BaseException as e:                # Ctrl-C on this thread
+            error = e
+        finally:
+            with self.cond:
+                self.sessions.remove(session)
+                self.workers -= 1
+        if error is not None:
+            # every flow of this engine leaves at its next Flow-API call, back to the
+            # queue, and the parked ones are unloaded, before the error goes on
+            stopped = self.runner.stopping.is_set()
+            self.runner.stop()
+            self._drain()
+            if not stopped:
+                self.runner.stopping.clear()
+            raise error
+
+    def _drain(self):
+        with self.cond:
+            while self.busy or self.parked or self.ready:
+                if self.parked or self.ready:
+                    self._unload_parked()
+                else:
+                    self.cond.wait(LONGEST_WAIT)
+
+    def _spawn(self):
+        self.workers += 1
+        threading.Thread(target=self._pool_thread, name="engine-run", daemon=True).start()
+
+    def _pool_thread(self):
+        try:
+            self._work(None)
+        finally:
+            with self.cond:
+                self.workers -= 1
+
+    # -- the work loop ------------------------------------------------------------------
+    def _work(self, session):
+        while True:
+            task = self._next(session)
+            if task is None:
+                return
+            started = time.monotonic()
+            try:
+                self.runner.execute(task)
+            except Exception as e:
+                # what execute raises ends a session (FlowNotFound of the execution
+                # eng.execute() runs, a full disk): the one that asked for the task, else
+                # any; with none left, it is only logged
+                with self.cond:
+                    owner = task.session if task.session in self.sessions else \
+                        next(iter(self.sessions), None)
+                    if owner is None:
+                        log.error("execution %s: %s: %s", task.exec_id,
+                                  type(e).__name__, e)
+                    elif owner.error is None:
+                        owner.error = e
+            except BaseException as e:
+                if session is not None:
+                    raise                  # this caller's own Ctrl-C, SystemExit
+                with self.cond:            # a flow's SystemExit on a pool thread
+                    for other in self.sessions:
+                        other.error = other.error or e
+            finally:
+                with self.cond:
+                    self.busy -= 1
+                    self.changes += 1
+                    self.runner.busy += time.monotonic() - started
+                    self.cond.notify_all()
+
+    def _push(self, task):
+        """Under the lock: queue a task, and start a thread for it if none is free."""
+        self.ready.append(task)
+        if len(self.ready) > self.idle and self.workers < self.concurrency \
+                and not self.closed:
+            self._spawn()
+        self.cond.notify()
+
+    def _next(self, session):
+        """The next task for this thread; None when its session ends (a pool thread's:
+        when the engine closes)."""
+        with self.cond:
+            self.idle += 1
+            try:
+                while True:
+                    if self.runner.stopping.is_set() and (self.parked or self.ready):
+                        self._unload_parked()
+                        continue
+                    self._due_timers()
+                    if self.ready and not (session is not None and session.error):
+                        self.busy += 1
+                        return self.ready.popleft()
+                    if session is None and self.closed:
+                        return None
+                    if session is not None and self._over(session):
+                        return None
+                    if self._claiming() and not self.polling and \
+                            time.monotonic() >= self.next_poll:
+                        self._poll()
+                        continue
+                    self.cond.wait(self._timeout())
+            finally:
+                self.idle -= 1
+
+    def _over(self, session):
+        if session.error is not None:
+            return True
+        if self.runner.stopping.is_set():
+            return not (self.busy or self.parked or self.ready)
+        if session.until_stopped:
+            return False
+        if self.busy or self.parked or self.ready or self.polling:
+            return False
+        return not session.claims or session.quiet_at == self.changes
+
+    def _claiming(self):
+        """Whether a thread should look for new work now."""
+        if self.runner.stopping.is_set() or not any(s.claims for s in self.sessions):
+            return False
+        return self.busy + len(self.ready) < self.concurrency
+
+    def _poll(self):
+        """Claim due work for the free threads (outside the lock: store I/O)."""
+        changes = self.changes
+        free = self.concurrency - self.busy - len(self.ready)
+        self.polling = True
+        self.cond.release()
+        try:
+            claimed = self.runner.claim(free)
+        finally:
+            self.cond.acquire()
+            self.polling = False
+        for exec_id in claimed:
+            claimer = next((s for s in self.sessions if s.claims), None)
+            self._push(Task(exec_id, None, None, claimer))
+        if not claimed:
+            self.next_poll = time.monotonic() + POLL_SECONDS
+            if self.changes == changes:          # nothing new came meanwhile
+                for s in self.sessions:
+                    s.quiet_at = changes
+            self.cond.notify_all()               # a session waiting on the look may end
+
+    def _due_timers(self):
+        """Under the lock: parked runs whose wake time has come go to the ready queue."""
+        now = time.time()
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            _, _, run, park = heapq.heappop(timers)
+            if self.parked.get(run.execution_id) is run and run.parked is park:
+                del self.parked[run.execution_id]
+                self._push(Task(run.execution_id, run, 0.0, None))
+
+    def _timeout(self):
+        timeout = LONGEST_WAIT
+        if self.timers:
+            timeout = min(timeout, self.timers[0][0] - time.time())
+        if self._claiming() and not self.polling:
+            timeout = min(timeout, self.next_poll - time.monotonic())
+        return max(timeout, 0.0)
+
+    def _unload_parked(self):
+        """Under the lock (released meanwhile): the engine stops -- parked runs, and the
+        woken ones no thread took yet, go back to the store for any process."""
+        runs = list(self.parked.values())
+        self.parked.clear()
+        tasks = list(self.ready)
+        self.ready.clear()
+        self.timers.clear()
+        self.cond.release()
+        try:
+            for run in runs:
+                self.runner.unload(run)
+            for task in tasks:
+                self.runner.put_back(task)
+        finally:
+            self.cond.acquire()
+            self.changes += 1
+            self.cond.notify_all()
