@@ -61,8 +61,10 @@ class Scheduler:
         self.concurrency = concurrency
         self.cond = threading.Condition()     # an RLock: stop() may run in a signal handler
         self.ready = deque()                  # Tasks
-        self.parked = {}                      # exec id -> Run waiting in memory
-        self.timers = []                      # heap of (wake_at, n, Run, Park)
+        # exec id -> Run parked in memory: asleep until a time, or waiting for children
+        self.sleeping = {}
+        self.waiting = {}
+        self.timers = []                      # heap of (time, n, Run, Park)
         self.order = itertools.count()
         self.workers = 0          # threads taking tasks: pool threads + sessions' callers
         self.idle = 0             # of them, waiting for a task
@@ -87,34 +89,45 @@ class Scheduler:
             self.cond.notify_all()
 
     def park(self, run, park):
-        """Keep ``run`` in memory until its wake time (``park.wake_at``) or wake()."""
+        """Keep ``run`` in memory until its wake time (``park.wake_at``), or until wake()
+        -- a wait for children: at most sleep_max_seconds, then it is unloaded."""
         with self.cond:
             run.parked = park
-            self.parked[run.execution_id] = run
             if park.wake_at is not None:
-                heapq.heappush(self.timers, (park.wake_at, next(self.order), run, park))
+                self.sleeping[run.execution_id] = run
+                at = park.wake_at
+            else:
+                self.waiting[run.execution_id] = run
+                at = time.time() + self.runner.sleep_max_seconds
+            heapq.heappush(self.timers, (at, next(self.order), run, park))
             self.changes += 1
             self.cond.notify()
+
+    def _take(self, exec_id, run=None):
+        """Under the lock: the parked run of that id (if it is ``run``), no longer parked."""
+        for parked in (self.sleeping, self.waiting):
+            found = parked.get(exec_id)
+            if found is not None and (run is None or found is run):
+                del parked[exec_id]
+                return found
+        return None
 
     def wake(self, exec_id):
         """Continue that execution if it is parked here (on any free thread)."""
         with self.cond:
-            run = self.parked.pop(exec_id, None)
+            run = self._take(exec_id)
             if run is not None:
                 self._push(Task(exec_id, run, 0.0, None))
 
     def discard(self, run):
         """Forget a parked run (it was ended elsewhere); whether it was parked."""
         with self.cond:
-            if self.parked.get(run.execution_id) is run:
-                del self.parked[run.execution_id]
-                return True
-            return False
+            return self._take(run.execution_id, run) is not None
 
     def counts(self):
         """(running, parked) executions now."""
         with self.cond:
-            return self.busy, len(self.parked)
+            return self.busy, len(self.sleeping) + len(self.waiting)
 
     # -- sessions -----------------------------------------------------------------------
     def run(self, *, claims=True, until_stopped=False, first=None):
@@ -149,8 +162,8 @@ class Scheduler:
 
     def _drain(self):
         with self.cond:
-            while self.busy or self.parked or self.ready:
-                if self.parked or self.ready:
+            while self.busy or self.sleeping or self.waiting or self.ready:
+                if self.sleeping or self.waiting or self.ready:
                     self._unload_parked()
                 else:
                     self.cond.wait(LONGEST_WAIT)
@@ -215,17 +228,25 @@ class Scheduler:
             self.idle += 1
             try:
                 while True:
-                    if self.runner.stopping.is_set() and (self.parked or self.ready):
+                    if self.runner.stopping.is_set() and \
+                            (self.sleeping or self.waiting or self.ready):
                         self._unload_parked()
                         continue
-                    self._due_timers()
+                    if self._due_timers():
+                        continue
                     if self.ready and not (session is not None and session.error):
                         self.busy += 1
                         return self.ready.popleft()
                     if session is None and self.closed:
                         return None
                     if session is not None and self._over(session):
-                        return None
+                        if not self.waiting or session.error is not None:
+                            return None
+                        # what could wake a parent waiting for its children -- a child
+                        # running or asleep here -- is over: it waits in the store
+                        self._unload(list(self.waiting.values()))
+                        self.waiting.clear()
+                        continue
                     if self._claiming() and not self.polling and \
                             time.monotonic() >= self.next_poll:
                         self._poll()
@@ -238,10 +259,10 @@ class Scheduler:
         if session.error is not None:
             return True
         if self.runner.stopping.is_set():
-            return not (self.busy or self.parked or self.ready)
+            return not (self.busy or self.sleeping or self.waiting or self.ready)
         if session.until_stopped:
             return False
-        if self.busy or self.parked or self.ready or self.polling:
+        if self.busy or self.sleeping or self.ready or self.polling:
             return False
         return not session.claims or session.quiet_at == self.changes
 
@@ -273,14 +294,25 @@ class Scheduler:
             self.cond.notify_all()               # a session waiting on the look may end
 
     def _due_timers(self):
-        """Under the lock: parked runs whose wake time has come go to the ready queue."""
+        """Under the lock: sleepers whose wake time has come go to the ready queue;
+        parents that waited sleep_max_seconds for their children are unloaded.  Whether
+        the lock was released meanwhile."""
         now = time.time()
         timers = self.timers
+        unload = []
         while timers and timers[0][0] <= now:
             _, _, run, park = heapq.heappop(timers)
-            if self.parked.get(run.execution_id) is run and run.parked is park:
-                del self.parked[run.execution_id]
+            if run.parked is not park:
+                continue                       # woken or ended since
+            if self.sleeping.get(run.execution_id) is run:
+                del self.sleeping[run.execution_id]
                 self._push(Task(run.execution_id, run, 0.0, None))
+            elif self.waiting.get(run.execution_id) is run:
+                del self.waiting[run.execution_id]
+                unload.append(run)
+        if unload:
+            self._unload(unload)
+        return bool(unload)
 
     def _timeout(self):
         timeout = LONGEST_WAIT
@@ -292,12 +324,18 @@ class Scheduler:
 
     def _unload_parked(self):
         """Under the lock (released meanwhile): the engine stops -- parked runs, and the
-        woken ones no thread took yet, go back to the store for any process."""
-        runs = list(self.parked.values())
-        self.parked.clear()
+        tasks no thread took yet, go back to the store for any process."""
+        runs = [*self.sleeping.values(), *self.waiting.values()]
+        self.sleeping.clear()
+        self.waiting.clear()
         tasks = list(self.ready)
         self.ready.clear()
         self.timers.clear()
+        self._unload(runs, tasks)
+
+    def _unload(self, runs, tasks=()):
+        """Under the lock (released meanwhile): these runs (no longer parked) and tasks go
+        back to the store."""
         self.cond.release()
         try:
             for run in runs:
