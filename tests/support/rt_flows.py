@@ -5,6 +5,7 @@ import json as jsonlib
 import os
 import signal
 import sqlite3
+import threading
 import urllib.error
 import urllib.request
 from time import time_ns
@@ -207,8 +208,8 @@ def chaos_flow(system, this, inputs):
 
 
 def slow_recorder(log_path, seconds=0.02):
-    """The `slow` connector: takes a while, and records (execution, step, pid, start,
-    end) when it is done."""
+    """The `slow` connector: takes a while (CPU work, holding the GIL), and records
+    (execution, step, pid, thread, start, end) when it is done."""
     def slow(execution, step, value):
         start = time_ns()
         deadline = start + int(seconds * 1e9)
@@ -216,7 +217,8 @@ def slow_recorder(log_path, seconds=0.02):
             pass
         end = time_ns()
         with open(log_path, "a") as fh:
-            fh.write(f"{execution} {step} {os.getpid()} {start} {end}\n")
+            fh.write(f"{execution} {step} {os.getpid()} {threading.get_ident()} {start} "
+                     f"{end}\n")
         return value * 10 + step
     return slow
 

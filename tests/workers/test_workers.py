@@ -17,13 +17,20 @@ from locations import SUPPORT
 
 
 
-def start_pool(path, log, processes, *, durability="async", lease_seconds=30.0):
+def start_pool(path, log, processes, *, durability="async", lease_seconds=30.0,
+               concurrency=None):
     env = dict(os.environ, CHAOS_LOG=str(log), PYTHONPATH=SUPPORT)
-    return subprocess.Popen(
+    more = [] if concurrency is None else ["--concurrency", str(concurrency)]
+    # the pool logs a line per execution: into a file, not a pipe nobody reads until
+    # the end (a full pipe would block the workers' logging)
+    output = open(f"{log}.pool-output", "w+")
+    pool = subprocess.Popen(
         [sys.executable, "-m", "engine", "worker", "-n", str(processes), "--path", str(path),
          "--durability", durability, "--lease-seconds", str(lease_seconds),
-         "--flows", "rt_flows", "chaos_connectors"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--flows", "rt_flows", "chaos_connectors", *more],
+        env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
+    pool.output = output
+    return pool
 
 
 def workers_of(supervisor):
@@ -49,28 +56,33 @@ def workers_of(supervisor):
 
 
 def stop(pool):
+    """SIGTERM the pool; its output once it exited cleanly."""
     pool.send_signal(signal.SIGTERM)
-    out, err = pool.communicate(timeout=60)
-    assert pool.returncode == 0, err
-    return err
+    pool.wait(timeout=60)
+    pool.output.seek(0)
+    output = pool.output.read()
+    pool.output.close()
+    assert pool.returncode == 0, output[-5000:]
+    return output
 
 
 def no_overlaps(log, skip=lambda start, end, pid: False):
-    """No execution ever ran in two processes at once: its calls' intervals, from
-    different pids, never overlap."""
+    """No execution ever ran on two threads or processes at once: its calls' intervals,
+    from different threads, never overlap."""
     calls = collections.defaultdict(list)
     for line in log.read_text().splitlines():
-        execution, step, pid, start, end = line.split()
+        execution, step, pid, thread, start, end = line.split()
         if not skip(int(start), int(end), int(pid)):
-            calls[execution].append((int(start), int(end), int(pid)))
+            calls[execution].append((int(start), int(end), (int(pid), int(thread))))
     for execution, spans in calls.items():
         spans.sort()
-        for (s1, e1, p1), (s2, e2, p2) in zip(spans, spans[1:]):
-            assert p1 == p2 or s2 >= e1, f"{execution} ran in {p1} and {p2} at once"
+        for (s1, e1, t1), (s2, e2, t2) in zip(spans, spans[1:]):
+            assert t1 == t2 or s2 >= e1, f"{execution} ran on {t1} and {t2} at once"
     return calls
 
 
 def test_chaos_killing_workers_loses_nothing_and_never_runs_one_twice(tmp_path):
+    # 3 workers x 16 threads, a SIGKILL every 0.5-1 s for 30 s
     path, log = tmp_path / "store", tmp_path / "calls"
     # the crash corpus's constructs flow, run once uninterrupted for its output
     with Engine(tmp_path / "reference", durability="async") as eng:
@@ -80,7 +92,7 @@ def test_chaos_killing_workers_loses_nothing_and_never_runs_one_twice(tmp_path):
         slow = [eng.start(rt_flows.chaos_flow, {"steps": 16, "seed": i}).id
                 for i in range(150)]
         corpus = [eng.start(rt_flows.constructs, {"n": 4}).id for _ in range(50)]
-    pool = start_pool(path, log, 3, durability="sync", lease_seconds=5)
+    pool = start_pool(path, log, 3, durability="sync", lease_seconds=5, concurrency=16)
     kills = 0
     try:
         assert wait_for(lambda: len(workers_of(pool)) == 3, 30)
