@@ -181,9 +181,10 @@ def test_bad_arguments_are_refused_clearly(tmp_path):
 
 # --- idle executions, crashes, other processes ---------------------------------------------------
 
-def runner(*args, check=True):
+def runner(*args, check=True, concurrency=1):
     proc = subprocess.run([sys.executable, RUNNER, *map(str, args)], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120,
+                          env=dict(os.environ, ENGINE_CONCURRENCY=str(concurrency)))
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -210,25 +211,29 @@ def uninterrupted(tmp_path, flow, inputs):
         return ex.output, calls
 
 
-def crash_at(tmp_path, flow, inputs, k):
-    """Start the flow in a process killed at its k-th effect call; resume in fresh ones."""
+def crash_at(tmp_path, flow, inputs, k, concurrency=1):
+    """Start the flow in a process killed at its k-th effect call; resume in fresh ones
+    (engines running up to ``concurrency`` executions at once)."""
     store, log = tmp_path / f"store-{k}", tmp_path / f"effects-{k}"
-    proc = runner(store, log, "start", flow, json.dumps(inputs), k, check=False)
+    proc = runner(store, log, "start", flow, json.dumps(inputs), k, check=False,
+                  concurrency=concurrency)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     exec_id = proc.stdout.split()[0]
-    runner(store, log, "run")
+    runner(store, log, "run", concurrency=concurrency)
     with Engine(store, durability="async") as eng:
         done = eng.get(exec_id)
     assert done.status == Status.ENDED_SUCCESS, done.error
     return done.output, log.read_text().split()
 
 
-@pytest.mark.parametrize("flow, inputs", [("straight_line", {}), ("constructs", {"n": 3})])
-def test_killed_at_every_flow_api_call_a_new_process_finishes_it_the_same(tmp_path, flow,
-                                                                         inputs):
+@pytest.mark.parametrize("concurrency", [1, 16])
+@pytest.mark.parametrize("flow, inputs", [("straight_line", {}), ("constructs", {"n": 3}),
+                                          ("sleeper", {"seconds": 0.05})])
+def test_killed_at_every_flow_api_call_a_new_process_finishes_it_the_same(
+        tmp_path, flow, inputs, concurrency):
     want, calls = uninterrupted(tmp_path, flow, inputs)
     for k in range(1, len(calls) + 1):
-        assert crash_at(tmp_path, flow, inputs, k) == (want, calls), k
+        assert crash_at(tmp_path, flow, inputs, k, concurrency) == (want, calls), k
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
