@@ -1,6 +1,6 @@
 """Type stubs for the LMDB store's savepoint commit (ext/_commit.pyx)."""
 from types import CodeType
-from typing import Any, Iterable, Mapping, final
+from typing import Any, Callable, Iterable, Mapping, final
 
 from engine._codec import Signer
 
@@ -19,7 +19,24 @@ class SavepointLayout:
              signer: Signer) -> tuple[bytes, int, list[Any]]: ...
     def apply(self, execution: dict[str, Any], state: list[Any]) -> None: ...
 
-def try_commit(layout: SavepointLayout, env: Any, db: Any, known: dict[str, set[int]],
+@final
+class Gate:
+    @property
+    def transactions(self) -> int: ...
+    def read(self, env: Any, work: Callable[[Any], Any]) -> Any: ...
+    def get(self, env: Any, db: Any, key: bytes) -> bytes | None: ...
+    def exclusive(self, work: Callable[[], Any]) -> Any: ...
+
+@final
+class Writer:
+    @property
+    def waiting_writes(self) -> int: ...
+    def __init__(self, env: Any, gate: Gate, grow: Callable[[], None],
+                 follow: Callable[[], None],
+                 failed: Callable[[BaseException], BaseException | None]) -> None: ...
+    def write(self, work: Callable[[Any], Any]) -> Any: ...
+
+def try_commit(layout: SavepointLayout, writer: Writer, db: Any, known: dict[str, set[int]],
                execution: dict[str, Any], meta: dict[str, Any], record: bytes,
                codes: Iterable[CodeType], chunks: Mapping[bytes, bytes] | None,
                retention: str, signer: Signer) -> int | None: ...

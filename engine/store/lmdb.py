@@ -40,9 +40,41 @@ PINNED_EXECUTIONS = 1024
 
 # --- one environment per path and process ---------------------------------------------------
 
-# py-lmdb allows one Environment per path and process: stores on the same path share it.
-# real path -> [Environment, {name: db}, users, durability, lmdbfile.Room]
-_ENVIRONMENTS: dict[str, list] = {}
+class _Environment:
+    """One LMDB environment of this process (py-lmdb allows one per path and process: the
+    stores on a path share it), with what its threads share: the Gate its transactions
+    pass (its map is resized only while none is open) and the Writer its writes go
+    through (writes made at the same time share one transaction)."""
+
+    def __init__(self, path, env, dbs, durability, room):
+        self.path, self.env, self.db, self.durability, self.room = \
+            path, env, dbs, durability, room
+        self.users = 0
+        self.gate = _commit.Gate()
+        self.writer = _commit.Writer(env, self.gate, self.grow, self.follow, self.failed)
+
+    def grow(self):
+        """The map is full: double it (no transaction of this process is open)."""
+        self.gate.exclusive(lambda: lmdbfile.set_map(
+            self.path, self.env, self.room, self.env.info()["map_size"] * 2))
+
+    def follow(self):
+        """Another process grew the map: follow it."""
+        self.gate.exclusive(lambda: lmdbfile.set_map(self.path, self.env, self.room, 0))
+
+    def make_room(self):
+        """Before a write, while the map another process grew is not allocated here."""
+        self.gate.exclusive(lambda: lmdbfile.make_room(self.path, self.env, self.room))
+
+    def failed(self, error):
+        """What a write that met ``error`` raises: StoreFull for a full device, else
+        None (the error itself)."""
+        return lmdbfile.store_full(self.path, error) if isinstance(error, lmdb.Error) \
+            else None
+
+
+# real path -> _Environment
+_ENVIRONMENTS: dict[str, _Environment] = {}
 
 
 def _open_environment(path, map_size, durability):
@@ -72,12 +104,12 @@ def _open_environment(path, map_size, durability):
             if full is None:
                 raise
             raise full from None
-        entry = _ENVIRONMENTS[path] = [env, dbs, 0, durability, room]
-    elif entry[3] != durability:
+        entry = _ENVIRONMENTS[path] = _Environment(path, env, dbs, durability, room)
+    elif entry.durability != durability:
         raise ValueError(f"{path} is already open in this process with durability "
-                         f"{entry[3]!r}; close that first to use {durability!r}")
-    entry[2] += 1
-    return entry[0], entry[1], entry[4]
+                         f"{entry.durability!r}; close that first to use {durability!r}")
+    entry.users += 1
+    return entry
 
 
 def _forget_environments():
@@ -92,10 +124,10 @@ os.register_at_fork(after_in_child=_forget_environments)
 def _close_environment(path):
     entry = _ENVIRONMENTS.get(path)
     if entry is not None:
-        entry[2] -= 1
-        if entry[2] == 0:
+        entry.users -= 1
+        if entry.users == 0:
             del _ENVIRONMENTS[path]
-            entry[0].close()
+            entry.env.close()
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -113,7 +145,10 @@ class LmdbStore(StoreProtocol):
         self.path = os.path.realpath(path or default_path())
         self.durability = durability
         os.makedirs(self.path, exist_ok=True)
-        self.env, self.db, self._room = _open_environment(self.path, map_size, durability)
+        self._environment = _open_environment(self.path, map_size, durability)
+        self.env, self.db = self._environment.env, self._environment.db
+        self._gate, self._writer = self._environment.gate, self._environment.writer
+        self._room = self._environment.room
         self._savepoints = self.db["savepoints"]
         self._open = True
         self._code = {}             # fingerprint -> code object (verified when loaded)
@@ -125,7 +160,7 @@ class LmdbStore(StoreProtocol):
         self._pins_lock = threading.Lock()
         self._writes = 0
         try:
-            self.env.reader_check()     # clear reader slots of dead processes
+            self._reader_check()        # clear reader slots of dead processes
             found = self._read(lambda txn: (txn.get(b"format", db=self.db["meta"]),
                                             txn.get(b"key-check", db=self.db["meta"])))
             if found[0] is not None and found[0] != U64.pack(FORMAT):
@@ -168,37 +203,35 @@ class LmdbStore(StoreProtocol):
         self.close()
 
     # -- transactions --
+    # Many threads call the store at once.  Each transaction passes the environment's
+    # Gate, so that the map is resized only while none is open (ext/commit/gate.pxi says
+    # why py-lmdb needs that); each write goes through its Writer, which writes what
+    # threads write at the same time in one transaction (ext/commit/writer.pxi).  While a
+    # thread waits for LMDB's write lock it does not hold the GIL: py-lmdb (3.0,
+    # lmdb/cpython.c trans_new) begins a write transaction inside ENV_UNLOCKED_WRITE_BEGIN,
+    # Py_BEGIN_ALLOW_THREADS around mdb_txn_begin, and commits with the GIL released too.
+    # The in-process caches: _code is filled with setdefault (a code object per
+    # fingerprint, any will do); _pinned, _pinned_ids and _keep change under _pins_lock;
+    # _writes only paces reader_check.
     def _write(self, work):
-        """Run ``work(txn)`` in a write transaction and commit; a full map is grown and
-        the whole transaction retried, so nothing is lost.  A full device raises
-        StoreFull, and nothing was written."""
-        while True:
-            if self._room.short:
-                lmdbfile.make_room(self.path, self.env, self._room)
-            try:
-                with self.env.begin(write=True) as txn:
-                    return work(txn)
-            except lmdb.MapFullError:
-                self._resize(self.env.info()["map_size"] * 2)
-            except lmdb.MapResizedError:          # another process grew it
-                self._resize(0)
-            except lmdb.Error as e:
-                full = lmdbfile.store_full(self.path, e)
-                if full is None:
-                    raise
-                raise full from None
-
-    def _resize(self, size):
-        """The map to ``size`` bytes, or (0) as another process grew it: set_map."""
-        lmdbfile.set_map(self.path, self.env, self._room, size)
+        """Run ``work(txn)`` in a write transaction and commit (with other threads'
+        writes of the moment: ``work`` may run on another thread, and again); a full map
+        is grown and the whole transaction retried, so nothing is lost.  A full device
+        raises StoreFull, and nothing was written."""
+        if self._room.short:
+            self._environment.make_room()
+        return self._writer.write(work)
 
     def _read(self, work):
         while True:
             try:
-                with self.env.begin() as txn:
-                    return work(txn)
+                return self._gate.read(self.env, work)
             except lmdb.MapResizedError:
-                self._resize(0)
+                self._environment.follow()
+
+    def _reader_check(self):
+        """Clear the reader slots of dead processes."""
+        self._gate.read(self.env, lambda txn: self.env.reader_check())
 
     # -- executions --
     def put_execution(self, execution):
@@ -301,18 +334,10 @@ class LmdbStore(StoreProtocol):
         if retention not in RETENTIONS:
             raise retention_error(retention)
         if self._room.short:
-            lmdbfile.make_room(self.path, self.env, self._room)
-        try:
-            seq = _commit.try_commit(LAYOUT, self.env, self._savepoints, self._pinned_ids,
-                                     execution, meta, record, codes, chunks, retention,
-                                     self._signer)
-        except (lmdb.MapFullError, lmdb.MapResizedError):
-            seq = None
-        except lmdb.Error as e:                   # a full device: StoreFull
-            full = lmdbfile.store_full(self.path, e)
-            if full is None:
-                raise
-            raise full from None
+            self._environment.make_room()
+        seq = _commit.try_commit(LAYOUT, self._writer, self._savepoints, self._pinned_ids,
+                                 execution, meta, record, codes, chunks, retention,
+                                 self._signer)
         if seq is not None:
             return seq
         version = _commit.version_after(execution)
@@ -380,10 +405,9 @@ class LmdbStore(StoreProtocol):
 
     def savepoint(self, exec_id, seq):
         try:
-            with self.env.begin() as txn:
-                raw = txn.get(savepoint_key(exec_id, seq), db=self._savepoints)
+            raw = self._gate.get(self.env, self._savepoints, savepoint_key(exec_id, seq))
         except lmdb.MapResizedError:
-            self._resize(0)
+            self._environment.follow()
             return self.savepoint(exec_id, seq)
         if raw is None:
             return None
@@ -499,7 +523,7 @@ class LmdbStore(StoreProtocol):
         now = time.time() if now is None else now
         self._writes += 1
         if self._writes % 64 == 1:
-            self.env.reader_check()
+            self._reader_check()
         tables = self.tables
 
         def work(txn):
@@ -641,7 +665,7 @@ class LmdbStore(StoreProtocol):
 
     def size(self):
         """Bytes in use by the environment's pages."""
-        info, stat = self.env.info(), self.env.stat()
+        info, stat = self._read(lambda txn: (self.env.info(), self.env.stat()))
         return (info["last_pgno"] + 1) * stat["psize"]
 
     # -- engine doctor --

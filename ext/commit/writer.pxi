@@ -1,0 +1,172 @@
+# Group commit: the writes that threads of this process make at the same time go into one
+# LMDB write transaction and one commit -- with durability "sync", one pair of fsyncs for
+# all of them.  Each caller returns when its own write is committed.
+#
+# The first writer to find no group being written leads: it opens the write transaction
+# (inside the Gate), takes every write that waits by then, runs them in order, commits,
+# and wakes their callers.  A writer that finds a leader waits (on a PyThread lock, GIL
+# released); when the leader is done, the first waiting writer leads the next group.  A
+# lone writer only checks a flag on its way: it pays what a plain transaction does.
+#
+# Failures stay with their writer: when a group fails (a write raises, or the commit
+# does), it is rolled back and its writes are run one transaction each, so each caller
+# gets its own result or error.  A full map is grown and the group run again, as is one
+# that another process grew (MapResizedError).  An exception that is the leader's own
+# and no write's (KeyboardInterrupt, an exception another thread raised in it) rolls the
+# group back, leaves the others' writes to the next leader, and is raised in the leader.
+#
+# busy, leader and waiting change only under the GIL in statements that call no Python
+# code (see Gate): taking and handing over the lead is a few compares and list operations.
+
+
+@cython.freelist(16)
+@cython.final
+cdef class _Write:
+    """One write: ``work(txn)`` (its result is the write's), or with work None one put."""
+    cdef object work, db, key, value
+    cdef object result, error
+    cdef unsigned long thread
+    cdef bint lead                    # woken to lead the next group (no result yet)
+    cdef PyThread_type_lock woken     # held until a leader wakes the writer
+
+    def __dealloc__(self):
+        if self.woken != NULL:
+            PyThread_free_lock(self.woken)
+
+
+@cython.final
+cdef class Writer:
+    """The write side of one LMDB environment in this process (every store on it shares
+    it).  ``grow()``: a full map, grow it; ``follow()``: another process grew the map,
+    follow it (both run outside the gate, and enter it alone); ``failed(error)``: the
+    exception to raise for an error a write met (StoreFull for a full disk), or None to
+    raise the error itself."""
+    cdef object env, grow, follow, failed
+    cdef Gate gate
+    cdef bint busy                    # a leader is writing a group
+    cdef unsigned long leader         # its thread
+    cdef list waiting                 # _Write, in the order they came
+
+    def __init__(self, env, Gate gate not None, grow, follow, failed):
+        self.env, self.gate = env, gate
+        self.grow, self.follow, self.failed = grow, follow, failed
+        self.waiting = []
+
+    def write(self, work):
+        """work(txn) in a write transaction, with what other threads write meanwhile;
+        returns its result once committed.  ``work`` may run on another thread, and
+        again if the transaction is retried: it must only write through ``txn``."""
+        return self.submit(work, None, None, None)
+
+    cdef object submit(self, work, db, key, value):
+        cdef _Write me = _Write.__new__(_Write)
+        me.work, me.db, me.key, me.value = work, db, key, value
+        me.thread = PyThread_get_thread_ident()
+        if not self.busy:
+            self.busy, self.leader = True, me.thread
+        elif self.leader == me.thread:
+            raise RuntimeError("a store write inside a store write would wait for itself")
+        else:
+            me.woken = PyThread_allocate_lock()
+            if me.woken == NULL:
+                raise MemoryError()
+            PyThread_acquire_lock(me.woken, NOWAIT_LOCK)
+            if not self.busy:             # the leader finished meanwhile
+                self.busy, self.leader = True, me.thread
+            else:
+                self.waiting.append(me)
+                with nogil:
+                    PyThread_acquire_lock(me.woken, WAIT_LOCK)
+                if not me.lead:
+                    if me.error is not None:
+                        raise me.error
+                    return me.result
+        self.lead(me)
+        if me.error is not None:
+            raise me.error
+        return me.result
+
+    cdef void lead(self, _Write first) except *:
+        cdef list group = [first]
+        cdef list done = group
+        cdef _Write w
+        try:
+            try:
+                self.run(group, True)
+            except Exception as e:
+                if len(group) == 1:
+                    first.error = self.failed(e) or e
+                else:
+                    done = []                 # each alone, each with its own outcome
+                    for w in group:
+                        try:
+                            self.run([w], False)
+                        except Exception as e:
+                            w.error = self.failed(e) or e
+                        done.append(w)
+        except BaseException:
+            # not written (or written one by one, up to ``done``): the rest waits for
+            # the next leader
+            self.requeue([other for other in group if other is not first and
+                          other not in (() if done is group else done)])
+            if done is group:
+                done = []
+            raise
+        finally:
+            for w in done:
+                if w is not first:
+                    PyThread_release_lock(w.woken)
+            self.hand_over()
+
+    cdef void requeue(self, list writes) except *:
+        if writes:
+            self.waiting[:0] = writes
+
+    cdef void hand_over(self) noexcept:
+        cdef _Write nxt
+        if self.waiting:
+            nxt = self.waiting.pop(0)
+            nxt.lead = True
+            self.leader = nxt.thread
+            PyThread_release_lock(nxt.woken)
+        else:
+            self.busy, self.leader = False, 0
+
+    cdef void run(self, list group, bint gather) except *:
+        """The writes of ``group`` (and with ``gather``, every write waiting by the time
+        the transaction is open, added to it) in one committed transaction."""
+        cdef _Write w
+        cdef object again
+        while True:
+            again = None
+            self.gate.enter()
+            try:
+                # positional (db, parent, write): a keyword would cost a dict per call
+                txn = self.env.begin(None, None, True)
+                try:
+                    if gather and self.waiting:
+                        group.extend(self.waiting)
+                        del self.waiting[:]
+                    for w in group:
+                        if w.work is None:
+                            # (key, value, dupdata, overwrite, append, db)
+                            txn.put(w.key, w.value, True, True, False, w.db)
+                        else:
+                            w.result = w.work(txn)
+                except BaseException:
+                    txn.abort()
+                    raise
+                txn.commit()
+                return
+            except MapFullError:
+                again = self.grow
+            except MapResizedError:
+                again = self.follow
+            finally:
+                self.gate.leave()
+            again()
+
+    @property
+    def waiting_writes(self):
+        """How many writes wait for the leader now (for tests)."""
+        return len(self.waiting)
