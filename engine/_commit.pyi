@@ -30,6 +30,10 @@ class Gate:
 @final
 class Writer:
     @property
+    def transactions(self) -> int: ...
+    @property
+    def writes(self) -> int: ...
+    @property
     def waiting_writes(self) -> int: ...
     def __init__(self, env: Any, gate: Gate, grow: Callable[[], None],
                  follow: Callable[[], None],
