@@ -21,7 +21,7 @@ import lmdb
 from engine import _codec, _commit, signing
 from engine.config import DURABILITIES, RETENTIONS, default_path
 from engine.errors import CorruptSavepoint, SavepointError
-from engine.store import check as store_check, lmdbfile, records
+from engine.store import check as store_check, lmdbclaims, lmdbfile, records
 from engine.store.base import StoreProtocol, retention_error
 from engine.store.lmdbtables import (DATABASES, U64, Tables, code_user_key, due_key,
                                      exec_code_key, exec_key, id_of, name_key,
@@ -29,6 +29,9 @@ from engine.store.lmdbtables import (DATABASES, U64, Tables, code_user_key, due_
 
 FORMAT = 2                   # 2: every value signed (engine.signing); 1 had checksums
 _KEY_CHECK = b"savepoint-engine: the key this store is signed with"
+# meta: set once the leases are indexed (lmdbtables' lease_owners, lease_expiry); a store
+# of this format written before them is indexed when opened
+_LEASES_INDEXED = b"leases-indexed"
 # records.py's savepoint layout, compiled: both commit paths seal and apply with it
 LAYOUT = _commit.SavepointLayout(records.META_FIELDS, records.STATE_FIELDS)
 _UNCHANGED = object()        # commit_savepoint: the due time stays as it is
@@ -161,15 +164,17 @@ class LmdbStore(StoreProtocol):
         self._writes = 0
         try:
             self._reader_check()        # clear reader slots of dead processes
-            found = self._read(lambda txn: (txn.get(b"format", db=self.db["meta"]),
-                                            txn.get(b"key-check", db=self.db["meta"])))
+            meta = self.db["meta"]
+            found = self._read(lambda txn: (txn.get(b"format", db=meta),
+                                            txn.get(b"key-check", db=meta),
+                                            txn.get(_LEASES_INDEXED, db=meta)))
             if found[0] is not None and found[0] != U64.pack(FORMAT):
                 self._write(self._check_format)          # says which format it is
             # a new store makes its key; an existing one must find the key it was signed with
             self._signer = _codec.Signer(signing.store_key(self.path,
                                                            create=found[0] is None))
             self.tables = Tables(self.db, self._signer, LAYOUT)
-            if found != (U64.pack(FORMAT), self._signer.tag(_KEY_CHECK)):
+            if found != (U64.pack(FORMAT), self._signer.tag(_KEY_CHECK), b"1"):
                 self._write(self._check_format)
         except BaseException:
             self.close()
@@ -185,11 +190,17 @@ class LmdbStore(StoreProtocol):
         if found is None:
             txn.put(b"format", U64.pack(FORMAT), db=self.db["meta"])
             txn.put(b"key-check", check, db=self.db["meta"])
+            txn.put(_LEASES_INDEXED, b"1", db=self.db["meta"])
         elif txn.get(b"key-check", db=self.db["meta"]) != check:
             raise SavepointError(f"{self.path} was signed with another key than this "
                                  f"process has ($ENGINE_SECRET_KEY, $ENGINE_SECRET_KEY_FILE "
                                  f"or {signing.KEY_FILE} beside it): its records cannot be "
                                  f"trusted here")
+        if txn.get(_LEASES_INDEXED, db=self.db["meta"]) is None:
+            # a store written before the lease indexes: index its leases (and take the
+            # leased executions off the queue) once
+            lmdbclaims.index_leases(self.tables, txn)
+            txn.put(_LEASES_INDEXED, b"1", db=self.db["meta"])
 
     def close(self):
         if self._open:
@@ -271,6 +282,7 @@ class LmdbStore(StoreProtocol):
             if lease is not None and lease.held(now):
                 return "leased", head
             change(head)
+            self.tables.drop_lease(txn, exec_id)     # a void one: its owner is gone
             self.tables.put_execution(txn, head)
             txn.delete(signal_key(exec_id), db=self.db["settings"])
             return "done", head
@@ -322,8 +334,8 @@ class LmdbStore(StoreProtocol):
         for key, _ in with_prefix(txn, self.db["names"], prefix):
             txn.delete(key, db=self.db["names"])
         self._unpin(txn, exec_id)
+        self.tables.drop_lease(txn, exec_id, requeue=False)
         self.tables.schedule(txn, exec_id, None)
-        txn.delete(exec_key(exec_id), db=self.db["leases"])
         txn.delete(exec_key(exec_id), db=self.db["executions"])
         txn.delete(signal_key(exec_id), db=self.db["settings"])
         return True
@@ -518,47 +530,25 @@ class LmdbStore(StoreProtocol):
         return self._read(lambda txn: self.tables.lease(txn, exec_id))
 
     def claim(self, owner, *, lease_seconds=30.0, now=None):
-        # a queue entry out of step with the due index, or whose execution is gone, is
-        # repaired on the way and logged: it is never handed out
+        taken = self.claim_many(owner, 1, lease_seconds=lease_seconds, now=now)
+        return taken[0] if taken else None
+
+    def claim_many(self, owner, limit, *, lease_seconds=30.0, now=None):
+        # a read-only look first: an idle worker's claim takes no write lock
         now = time.time() if now is None else now
-        self._writes += 1
+        alive = {}
+        due = self._read(lambda txn: lmdbclaims.next_due(self.tables, txn, now, alive))
+        if due is None or due > now or limit <= 0:
+            return []
+        self._writes += 1                 # (not exact under threads: it only paces this)
         if self._writes % 64 == 1:
             self._reader_check()
-        tables = self.tables
+        return self._write(lambda txn: lmdbclaims.claim_many(
+            self.tables, txn, owner, limit, now + lease_seconds, now, alive))
 
-        def work(txn):
-            self._recover(txn, now)
-            cursor = txn.cursor(db=self.db["queue"])
-            limit = due_key(now)
-            orphans = []
-            taken = None
-            for key in cursor.iternext(values=False):
-                key = bytes(key)
-                if key[:8] > limit:
-                    break
-                problem = tables.queue_problem(txn, key)
-                if problem is not None:
-                    why, fix = problem
-                    if fix == "delete":
-                        orphans.append((key, why))       # deleted below, past the cursor
-                        continue
-                    tables.repair_queue_entry(txn, key, fix)      # the due index, back
-                    log.warning("run queue: %s; added it back (the execution is due "
-                                "then)", why)
-                exec_id = key[8:].decode()
-                lease = tables.lease(txn, exec_id)
-                if lease is not None and lease.owner != owner and lease.held(now):
-                    continue
-                taken = exec_id
-                break
-            for key, why in orphans:
-                tables.repair_queue_entry(txn, key, "delete")
-                log.warning("run queue: deleted the entry of %s: %s", shown(key[8:]), why)
-            if taken is not None:
-                tables.put_lease(txn, taken, owner, now + lease_seconds)
-                tables.schedule(txn, taken, None)     # off the queue while it runs
-            return taken
-        return self._write(work)
+    def next_due(self, now=None):
+        now = time.time() if now is None else now
+        return self._read(lambda txn: lmdbclaims.next_due(self.tables, txn, now, {}))
 
     def claim_one(self, exec_id, owner, *, lease_seconds=30.0, now=None):
         now = time.time() if now is None else now
@@ -569,54 +559,26 @@ class LmdbStore(StoreProtocol):
             lease = self.tables.lease(txn, exec_id)
             if lease is not None and lease.owner != owner and lease.held(now):
                 return False
-            self.tables.put_lease(txn, exec_id, owner, now + lease_seconds)
             self.tables.schedule(txn, exec_id, None)
+            self.tables.put_lease(txn, exec_id, owner, now + lease_seconds)
             return True
         return self._write(work)
-
-    def _recover(self, txn, now):
-        """Leases of dead owners or past their expiry: put the execution back on the
-        queue (due now) so it resumes from its last savepoint."""
-        stale, bad = [], []
-        for key, raw in txn.cursor(db=self.db["leases"]):
-            exec_id = id_of(key)
-            if exec_id is None:                  # damage: no execution can hold it
-                bad.append(bytes(key))
-                continue
-            try:
-                lease = self.tables.lease_of(raw, "lease")
-            except CorruptSavepoint:
-                stale.append(exec_id)
-                continue
-            if not lease.held(now):
-                stale.append(exec_id)
-        for key in bad:
-            log.warning("leases: deleted a lease whose key is not an execution id (%s)",
-                        shown(key))
-            txn.delete(key, db=self.db["leases"])
-        for exec_id in stale:
-            txn.delete(exec_key(exec_id), db=self.db["leases"])
-            if txn.get(exec_key(exec_id), db=self.db["due"]) is None and \
-                    txn.get(exec_key(exec_id), db=self.db["executions"]) is not None:
-                self.tables.schedule(txn, exec_id, now)
-        return stale
 
     def renew(self, exec_id, owner, *, lease_seconds=30.0, now=None):
-        now = time.time() if now is None else now
+        return exec_id in self.renew_many((exec_id,), owner, lease_seconds=lease_seconds,
+                                          now=now)
 
-        def work(txn):
-            lease = self.tables.lease(txn, exec_id)
-            if lease is None or lease.owner != owner:
-                return False
-            self.tables.put_lease(txn, exec_id, owner, now + lease_seconds)
-            return True
-        return self._write(work)
+    def renew_many(self, exec_ids, owner, *, lease_seconds=30.0, now=None):
+        expires = (time.time() if now is None else now) + lease_seconds
+        exec_ids = list(exec_ids)
+        return self._write(lambda txn: lmdbclaims.renew_many(self.tables, txn, exec_ids,
+                                                             owner, expires))
 
     def release(self, exec_id, owner, execution=None):
         def work(txn):
             lease = self.tables.lease(txn, exec_id)
             if lease is not None and lease.owner == owner:
-                txn.delete(exec_key(exec_id), db=self.db["leases"])
+                self.tables.drop_lease(txn, exec_id)
             if execution is not None:
                 self.tables.put_execution(txn, execution)
         self._write(work)
