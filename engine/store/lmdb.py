@@ -56,18 +56,23 @@ class _Environment:
         self.gate = _commit.Gate()
         self.writer = _commit.Writer(env, self.gate, self.grow, self.follow, self.failed)
 
+    # grow, follow and make_room run with the gate closed (no transaction open): the
+    # Writer closes it for its own; readers meeting MapResizedError close it (follow_now)
+
     def grow(self):
-        """The map is full: double it (no transaction of this process is open)."""
-        self.gate.exclusive(lambda: lmdbfile.set_map(
-            self.path, self.env, self.room, self.env.info()["map_size"] * 2))
+        """The map is full: double it."""
+        lmdbfile.set_map(self.path, self.env, self.room, self.env.info()["map_size"] * 2)
 
     def follow(self):
         """Another process grew the map: follow it."""
-        self.gate.exclusive(lambda: lmdbfile.set_map(self.path, self.env, self.room, 0))
+        lmdbfile.set_map(self.path, self.env, self.room, 0)
+
+    def follow_now(self):
+        self.gate.exclusive(self.follow)
 
     def make_room(self):
         """Before a write, while the map another process grew is not allocated here."""
-        self.gate.exclusive(lambda: lmdbfile.make_room(self.path, self.env, self.room))
+        self.gate.exclusive(lmdbfile.make_room, self.path, self.env, self.room)
 
     def failed(self, error):
         """What a write that met ``error`` raises: StoreFull for a full device, else
@@ -238,7 +243,7 @@ class LmdbStore(StoreProtocol):
             try:
                 return self._gate.read(self.env, work)
             except lmdb.MapResizedError:
-                self._environment.follow()
+                self._environment.follow_now()
 
     def _reader_check(self):
         """Clear the reader slots of dead processes."""
@@ -419,7 +424,7 @@ class LmdbStore(StoreProtocol):
         try:
             raw = self._gate.get(self.env, self._savepoints, savepoint_key(exec_id, seq))
         except lmdb.MapResizedError:
-            self._environment.follow()
+            self._environment.follow_now()
             return self.savepoint(exec_id, seq)
         if raw is None:
             return None

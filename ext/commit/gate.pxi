@@ -75,8 +75,8 @@ cdef class Gate:
         finally:
             self.leave()
 
-    def exclusive(self, work):
-        """work() while no transaction of this process is open (one resize at a time)."""
+    def exclusive(self, work, *args):
+        """work(*args) while no transaction of this process is open (one at a time)."""
         with nogil:
             PyThread_acquire_lock(self.resizing, WAIT_LOCK)
         self.closed = True
@@ -87,7 +87,7 @@ cdef class Gate:
                 PyThread_acquire_lock(self.drained, WAIT_LOCK)
             PyThread_release_lock(self.drained)
         try:
-            return work()
+            return work(*args)
         finally:
             self.closed = False
             PyThread_release_lock(self.resizing)

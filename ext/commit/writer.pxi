@@ -39,9 +39,9 @@ cdef class _Write:
 cdef class Writer:
     """The write side of one LMDB environment in this process (every store on it shares
     it).  ``grow()``: a full map, grow it; ``follow()``: another process grew the map,
-    follow it (both run outside the gate, and enter it alone); ``failed(error)``: the
-    exception to raise for an error a write met (StoreFull for a full disk), or None to
-    raise the error itself."""
+    follow it (both run with the gate closed: no transaction of this process is open);
+    ``failed(error)``: the exception to raise for an error a write met (StoreFull for a
+    full disk), or None to raise the error itself."""
     cdef object env, grow, follow, failed
     cdef Gate gate
     cdef bint busy                    # a leader is writing a group
@@ -147,13 +147,19 @@ cdef class Writer:
         """The writes of ``group`` (and with ``gather``, every write waiting by the time
         the transaction is open, added to it) in one committed transaction."""
         cdef _Write w
-        cdef object again
+        cdef bint inside
         while True:
-            again = None
             self.gate.enter()
+            inside = True
             try:
-                # positional (db, parent, write): a keyword would cost a dict per call
-                txn = self.env.begin(None, None, True)
+                try:
+                    # positional (db, parent, write): a keyword would cost a dict per call
+                    txn = self.env.begin(None, None, True)
+                except MapResizedError:
+                    self.gate.leave()
+                    inside = False
+                    self.gate.exclusive(self.follow)
+                    continue
                 try:
                     if gather and self.waiting:
                         group.extend(self.waiting)
@@ -164,20 +170,36 @@ cdef class Writer:
                             txn.put(w.key, w.value, True, True, False, w.db)
                         else:
                             w.result = w.work(txn)
-                except BaseException:
-                    txn.abort()
+                except BaseException as e:
+                    # py-lmdb's abort of a write transaction (lmdb/cpython.c, trans_abort)
+                    # waits until no LMDB call of this process is in flight: readers
+                    # busy on other threads could starve it, so it aborts with the gate
+                    # closed (and grows the map there, if that is what failed)
+                    self.gate.leave()
+                    inside = False
+                    self.gate.exclusive(self.abort_then, txn,
+                                        self.grow if isinstance(e, MapFullError) else None)
+                    if isinstance(e, MapFullError):
+                        continue
                     raise
-                txn.commit()
+                try:
+                    txn.commit()          # a failed commit ends the transaction itself
+                except MapFullError:
+                    self.gate.leave()
+                    inside = False
+                    self.gate.exclusive(self.grow)
+                    continue
                 self.transactions += 1
                 self.writes += len(group)
                 return
-            except MapFullError:
-                again = self.grow
-            except MapResizedError:
-                again = self.follow
             finally:
-                self.gate.leave()
-            again()
+                if inside:
+                    self.gate.leave()
+
+    def abort_then(self, txn, then):
+        txn.abort()
+        if then is not None:
+            then()
 
     @property
     def waiting_writes(self):
