@@ -356,7 +356,8 @@ class Tables:
                 txn.delete(old_expiry, db=self.db["lease_expiry"])
         txn.put(key, self.seal([owner.pid, owner.start, owner.boot, expires, owner.label]),
                 db=self.db["leases"])
-        txn.put(by_owner, b"", db=self.db["lease_owners"])
+        if old is None or old_owner != by_owner:
+            txn.put(by_owner, b"", db=self.db["lease_owners"])
         txn.put(by_expiry, b"", db=self.db["lease_expiry"])
 
     def drop_lease(self, txn, exec_id, requeue=True):
