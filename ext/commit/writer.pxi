@@ -19,6 +19,14 @@
 # code (see Gate): taking and handing over the lead is a few compares and list operations.
 
 
+# The writers of a committed group are woken this many at a time, each of them waking
+# the one this many places behind it once it runs: a whole group woken at once fights for
+# the GIL (each lost round a context switch, ~25 us on a small VM), one at a time makes
+# their wake-ups wait for each other.
+cdef enum:
+    WAKE_AT_ONCE = 2
+
+
 @cython.freelist(16)
 @cython.final
 cdef class _Write:
@@ -27,7 +35,7 @@ cdef class _Write:
     cdef object result, error
     cdef unsigned long thread
     cdef bint lead                    # woken to lead the next group (no result yet)
-    cdef _Write then                  # the writer it wakes once it runs (see lead)
+    cdef _Write then                  # the writer it wakes once it runs (WAKE_AT_ONCE)
     cdef PyThread_type_lock woken     # held until a leader wakes the writer
 
     def __dealloc__(self):
@@ -119,15 +127,11 @@ cdef class Writer:
             raise
         finally:
             self.hand_over()
-            # the writers done are woken one after the other, each by the one before as
-            # it runs: 20 threads woken at once would fight for the GIL, and each lost
-            # round costs this machine a context switch
-            waking = None
-            for w in reversed(done):
-                if w is not first:
-                    w.then, waking = waking, w
-            if waking is not None:
-                PyThread_release_lock((<_Write>waking).woken)
+            woken = [w for w in done if w is not first]
+            for i in range(len(woken) - WAKE_AT_ONCE):
+                (<_Write>woken[i]).then = woken[i + WAKE_AT_ONCE]
+            for w in woken[:WAKE_AT_ONCE]:
+                PyThread_release_lock(w.woken)
 
     cdef void requeue(self, list writes) except *:
         if writes:
