@@ -206,7 +206,8 @@ class StoreProtocol(Protocol):
         ...
 
     def queue_depth(self, now: float | None = None) -> int:
-        """How many executions are due and waiting for a worker."""
+        """How many executions are due and waiting for a worker (a leased one is not
+        waiting: it is held, running or parked)."""
         ...
 
     # -- settings: user settings, requests to running executions, worker reports --

@@ -5,11 +5,14 @@ A savepoint is one LMDB put: its value carries the execution's state change
 (records.STATE_FIELDS), so the two commit together and a savepoint costs about what a
 bare put does (the common case runs compiled: engine._commit.try_commit).  put_execution
 writes the whole record; the head is the record, updated with the newest savepoint's
-state when that is newer.  Writes go through one helper that grows a full map and
-retries.  Claiming happens inside LMDB's single write transaction, so two processes
-never claim the same execution.  The named databases, their keys and the reading of
-records inside a transaction are engine.store.lmdbtables; the data file's checks and
-allocation engine.store.lmdbfile; `engine doctor` engine.store.check.
+state when that is newer.  Many threads use a store at once: writes go through the
+environment's Writer, which commits the writes of threads that write at the same time in
+one transaction (group commit), grows a full map and retries; every transaction passes
+its Gate, so the map is resized only while none is open.  Claiming happens inside LMDB's
+single write transaction, so two processes never claim the same execution.  The named
+databases, their keys and the reading of records inside a transaction are
+engine.store.lmdbtables; leases and claims engine.store.lmdbclaims; the data file's
+checks and allocation engine.store.lmdbfile; `engine doctor` engine.store.check.
 """
 import logging
 import os
@@ -81,11 +84,18 @@ class _Environment:
             else None
 
 
-# real path -> _Environment
+# real path -> _Environment; opened and closed under _ENVIRONMENTS_LOCK (threads may open
+# stores on one path at once)
 _ENVIRONMENTS: dict[str, _Environment] = {}
+_ENVIRONMENTS_LOCK = threading.Lock()
 
 
 def _open_environment(path, map_size, durability):
+    with _ENVIRONMENTS_LOCK:
+        return _open_environment_locked(path, map_size, durability)
+
+
+def _open_environment_locked(path, map_size, durability):
     entry = _ENVIRONMENTS.get(path)
     if entry is None:
         # "sync" is LMDB's own: data pages are flushed before the meta page that makes
@@ -123,19 +133,22 @@ def _open_environment(path, map_size, durability):
 def _forget_environments():
     """In a forked child: the parent's environments are not usable here (LMDB forbids
     it); forget them without closing, so the child opens its own."""
+    global _ENVIRONMENTS_LOCK
     _ENVIRONMENTS.clear()
+    _ENVIRONMENTS_LOCK = threading.Lock()     # another thread may have held it
 
 
 os.register_at_fork(after_in_child=_forget_environments)
 
 
 def _close_environment(path):
-    entry = _ENVIRONMENTS.get(path)
-    if entry is not None:
-        entry.users -= 1
-        if entry.users == 0:
-            del _ENVIRONMENTS[path]
-            entry.env.close()
+    with _ENVIRONMENTS_LOCK:
+        entry = _ENVIRONMENTS.get(path)
+        if entry is not None:
+            entry.users -= 1
+            if entry.users == 0:
+                del _ENVIRONMENTS[path]
+                entry.env.close()
 
 
 # --- the store ------------------------------------------------------------------------------
