@@ -587,10 +587,10 @@ class LmdbStore(StoreProtocol):
                                           now=now)
 
     def renew_many(self, exec_ids, owner, *, lease_seconds=30.0, now=None):
-        expires = (time.time() if now is None else now) + lease_seconds
+        now = time.time() if now is None else now
         exec_ids = list(exec_ids)
-        return self._write(lambda txn: lmdbclaims.renew_many(self.tables, txn, exec_ids,
-                                                             owner, expires))
+        return self._write(lambda txn: lmdbclaims.renew_many(
+            self.tables, txn, exec_ids, owner, now + lease_seconds, now))
 
     def release(self, exec_id, owner, execution=None):
         def work(txn):

@@ -10,7 +10,8 @@ savepoint.  Whether an owner is alive is read from /proc once per owner and pass
 (``alive``: a dict the caller keeps for one look and the claim after it).
 
 The indexes are checked against the lease they point at; an entry out of step is
-deleted.  When their entry counts differ from the leases' (damage, or a lease written by
+deleted.  A damaged lease is recovered when its owner renews it, dies, or its index says
+it ran out.  When their entry counts differ from the leases' (damage, or a lease written by
 hand), one full pass puts them back in step (index_leases) -- as does opening a store
 written before the indexes existed.
 """
@@ -200,13 +201,17 @@ def claim_many(tables, txn, owner, limit, expires, now, alive):
     return taken
 
 
-def renew_many(tables, txn, exec_ids, owner, expires):
+def renew_many(tables, txn, exec_ids, owner, expires, now):
     """Extend ``owner``'s leases on these executions to ``expires``; the ids it still
-    holds (a lease of someone else, none, or a damaged one is not renewed)."""
+    holds (a lease of someone else, or none, is not renewed; a damaged one is recovered
+    as a claim would, and not renewed)."""
     renewed = set()
     for exec_id in exec_ids:
         lease = _lease(tables, txn, exec_id)
-        if lease is None or lease is _DAMAGED or lease.owner != owner:
+        if lease is _DAMAGED:
+            _put_back(tables, txn, exec_id, now)
+            continue
+        if lease is None or lease.owner != owner:
             continue
         tables.put_lease(txn, exec_id, owner, expires, old=lease)
         renewed.add(exec_id)

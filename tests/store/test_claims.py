@@ -284,3 +284,19 @@ def test_a_store_written_before_the_lease_indexes_opens_and_works(tmp_path):
         assert store.check()["problems"] == []
     with Store(path, durability="async") as again:       # indexed once: nothing to do
         assert again.check()["problems"] == []
+
+
+def test_a_damaged_lease_is_recovered_when_its_owner_renews_it(store):
+    me = Owner.current("me")
+    queue(store, 1)
+    assert store.claim(me, lease_seconds=3600) == "e0000"
+    store.put_execution({"id": "e0000", "status": "WAITING", "due": time.time() + 5})
+    with store.env.begin(write=True) as txn:           # a flipped byte in the lease
+        value = bytearray(txn.get(b"e0000", db=store.db["leases"]))
+        value[len(value) // 2] ^= 0x40
+        txn.put(b"e0000", bytes(value), db=store.db["leases"])
+    assert store.lease("e0000") is None                 # taken as no lease
+    assert store.renew_many(["e0000"], me) == set()     # lost to its owner ...
+    assert store.queue_depth(time.time() + 10) == 1     # ... and queued again
+    assert store.claim(me, now=time.time() + 10) == "e0000"
+    assert store.check()["problems"] == []
