@@ -118,14 +118,7 @@ _DAMAGED = object()
 
 def _lease(tables, txn, exec_id):
     """The execution's lease, None, or _DAMAGED (logged)."""
-    raw = txn.get(exec_key(exec_id), db=tables.db["leases"])
-    if raw is None:
-        return None
-    try:
-        return tables.lease_of(raw, f"lease of execution {exec_id}")
-    except CorruptSavepoint as e:
-        log.warning("%s; recovered as no lease", e)
-        return _DAMAGED
+    return tables.lease(txn, exec_id, damaged=_DAMAGED)
 
 
 def _put_back(tables, txn, exec_id, now):

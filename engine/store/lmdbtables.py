@@ -321,9 +321,10 @@ class Tables:
             txn.delete(exec_key(exec_id), db=self.db["due"])
 
     # -- leases --
-    def lease(self, txn, exec_id):
+    def lease(self, txn, exec_id, damaged=None):
         """The execution's lease, or None; a damaged lease is taken as none (and logged),
-        as lease recovery takes it: it names no owner that could be alive."""
+        as lease recovery takes it: it names no owner that could be alive.  (``damaged``:
+        what to return for one instead.)"""
         raw = txn.get(exec_key(exec_id), db=self.db["leases"])
         if raw is None:
             return None
@@ -331,7 +332,7 @@ class Tables:
             return self.lease_of(raw, f"lease of execution {exec_id}")
         except CorruptSavepoint as e:
             log.warning("%s; taken as no lease", e)
-            return None
+            return damaged
 
     def put_lease(self, txn, exec_id, owner, expires, old=None):
         """Lease the execution to ``owner`` until ``expires``, with its index entries; a

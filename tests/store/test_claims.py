@@ -162,46 +162,6 @@ def test_a_leased_execution_is_never_claimed_by_anyone_even_its_owner(store):
     assert store.queue_depth() == 1 and store.claim(me) == "e0000"
 
 
-CLAIM_MANY = """
-    import time
-    from engine.store import Store, Owner
-    store = Store(sys.argv[1], durability="async")
-    owner = Owner.current("claimer")
-    log = open(sys.argv[2], "w")
-    idle = 0
-    while idle < 30:
-        taken = store.claim_many(owner, 7, lease_seconds=30)
-        if not taken:
-            idle += 1
-            time.sleep(0.01)
-            continue
-        idle = 0
-        assert store.renew_many(taken, owner) == set(taken)
-        for exec_id in taken:
-            store.release(exec_id, owner, {"id": exec_id, "status": "ENDED_SUCCESS",
-                                           "due": None})
-            log.write(exec_id + "\\n")
-        log.flush()
-"""
-
-
-def test_many_processes_claim_many_at_once_and_no_execution_is_claimed_twice(tmp_path):
-    path = tmp_path / "queue"
-    with Store(path, durability="async") as store:
-        ids = queue(store, 300)
-    procs = [run_python(CLAIM_MANY, path, tmp_path / f"log{k}", wait=False)
-             for k in range(4)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-    claims = []
-    for k in range(4):
-        claims += (tmp_path / f"log{k}").read_text().split()
-    assert sorted(claims) == ids
-    with Store(path) as store:
-        assert store.next_due() is None and store.check()["problems"] == []
-
-
 # --- engine doctor and old stores ---------------------------------------------------------
 
 def raw(store, db, key, value=None, delete=False):
