@@ -2,13 +2,13 @@
 next_due; recovery that looks at each owner once and at the leases that ran out, not at
 every lease; claims that find nothing take no write lock; the lease indexes in engine
 doctor; a store written before them."""
+import signal
 import threading
 import time
 
 import pytest
 
 from engine.store import Owner, Store, leases
-from engine.store.lmdbtables import due_key
 from store_threads import HeldWrite
 from test_store import run_python
 
@@ -160,6 +160,34 @@ def test_a_leased_execution_is_never_claimed_by_anyone_even_its_owner(store):
     assert store.queue_depth() == 0 and store.claim(me) is None
     store.release("e0000", me)
     assert store.queue_depth() == 1 and store.claim(me) == "e0000"
+
+
+HOLDER = """
+    import time
+    from engine.store import Store, Owner
+    store = Store(sys.argv[1], durability="async")
+    taken = store.claim_many(Owner.current("parker"), 1000, lease_seconds=3600)
+    print(len(taken), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_leases_of_a_killed_process_are_recovered_by_the_next_claim(store):
+    """A process holds 500 leases for an hour; while it lives no one takes them; killed
+    (SIGKILL), the next claim in another process recovers all of them at once."""
+    ids = queue(store, 500)
+    proc = run_python(HOLDER, store.path, wait=False)
+    try:
+        assert proc.stdout.readline().strip() == "500"
+        me = Owner.current("next")
+        assert store.claim_many(me, 1000) == [] and store.queue_depth() == 0
+        assert store.next_due() > time.time() + 3000
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert store.next_due() <= time.time()
+    assert sorted(store.claim_many(me, 1000)) == ids
+    assert store.check()["problems"] == []
 
 
 # --- engine doctor and old stores ---------------------------------------------------------
