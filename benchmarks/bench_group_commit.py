@@ -1,7 +1,9 @@
 """Group commit: sync savepoints per second with 1 thread, and with 32 threads each
 committing savepoints of its own execution (their commits share transactions and fsyncs),
-and the ratio.  Also where a sync commit's time goes on this machine: an fdatasync of
-one page of the store's file system, alone.
+and the ratio.  Also what bounds it on this machine: an fdatasync of one page of the
+store's file system, alone (a sync commit flushes twice: its pages, then its meta page),
+and a handoff between two Python threads (every writer whose savepoint a group commits
+must be woken once, and take the GIL).
 
     python benchmarks/bench_group_commit.py            # table
     python benchmarks/bench_group_commit.py --json     # {"savepoints_per_s_1": ..., ...}
@@ -82,6 +84,28 @@ def fdatasync_us(directory, runs=200):
         os.unlink(path)
 
 
+def handoff_us(rounds=2000):
+    """Median microseconds for one thread to wake another (lock ping-pong, GIL and all)."""
+    ping, pong = threading.Lock(), threading.Lock()
+    ping.acquire()
+    pong.acquire()
+
+    def other():
+        for _ in range(rounds):
+            ping.acquire()
+            pong.release()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        ping.release()
+        pong.acquire()
+    elapsed = time.perf_counter() - t0
+    thread.join()
+    return elapsed / rounds / 2 * 1e6
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -93,10 +117,12 @@ def main(argv=None):
                 one.append(rate(store, 1))
                 many.append(rate(store, THREADS))
         fsync = fdatasync_us(tmp)
+    handoff = handoff_us()
     one, many = statistics.median(one), statistics.median(many)
     result = {"savepoints_per_s_1": round(one), f"savepoints_per_s_{THREADS}": round(many),
               "group_commit_speedup": round(many / one, 1),
-              "commit_sync_us_1": round(1e6 / one, 1), "fdatasync_us": round(fsync, 1)}
+              "commit_sync_us_1": round(1e6 / one, 1), "fdatasync_us": round(fsync, 1),
+              "thread_handoff_us": round(handoff, 1)}
     if args.json:
         print(json.dumps(result))
         return
@@ -105,7 +131,10 @@ def main(argv=None):
     print(f"  1 thread  : {one:9.0f} savepoints/s  ({1e6 / one:.0f} us each)")
     print(f"  {THREADS} threads: {many:9.0f} savepoints/s")
     print(f"  speedup   : {many / one:.1f}   (target >= 8)")
-    print(f"  one page written + fdatasync alone: {fsync:.0f} us (a sync commit does two)")
+    print(f"  one page written + fdatasync alone: {fsync:.0f} us (a sync commit flushes "
+          f"twice)")
+    print(f"  one thread waking another: {handoff:.0f} us (each writer in a group is woken "
+          f"once)")
 
 
 if __name__ == "__main__":
