@@ -157,23 +157,27 @@ class StoreProtocol(Protocol):
 
     def claim_many(self, owner: Owner, limit: int, *, lease_seconds: float = 30.0,
                    now: float | None = None) -> list[str]:
-        """Atomically take up to ``limit`` of the earliest executions that are due and
-        not leased: lease them to ``owner`` until ``now + lease_seconds``, take them
-        off the queue and return their ids, earliest due first (one transaction).  Two
-        owners never claim the same execution.  First, executions whose owner died
+        """Atomically take up to ``limit`` due executions: first those ``owner`` holds
+        itself that were made due meanwhile (its parked ones, woken by a child that
+        ended elsewhere: it wakes them), then the earliest that no one leases; lease
+        them to ``owner`` until ``now + lease_seconds``, take them off the queue and
+        return their ids (one transaction).  Two owners never claim the same execution;
+        one another owner holds is never handed out.  First, executions whose owner died
         (seen at once on this machine) or whose lease ran out go back on the queue --
         at their due time, or due now -- to resume from their last savepoint.  The
         work does not grow with the number of leases held: each owner is checked once.
         When a look that takes no write lock finds nothing to claim, none is taken."""
         ...
 
-    def next_due(self, now: float | None = None) -> float | None:
-        """The earliest time (UNIX) from which claim could hand out something: the run
-        queue's first due time, the earliest expiry of a lease, or ``now`` if an owner
-        holding leases is dead (checked once per owner).  None if nothing is queued or
-        leased.  Read-only and cheap: idle workers poll it (every ~20 ms) instead of
-        claiming -- the LMDB way, where no process can wake another; a PostgreSQL store
-        will LISTEN/NOTIFY instead."""
+    def next_due(self, now: float | None = None, *,
+                 owner: Owner | None = None) -> float | None:
+        """The earliest time (UNIX) from which claim (by ``owner``, if given) could hand
+        out something: the run queue's first due time, that of an execution ``owner``
+        holds itself and something made due (see claim_many), the earliest expiry of a
+        lease, or ``now`` if an owner holding leases is dead (checked once per owner).
+        None if nothing is queued or leased.  Read-only and cheap: idle workers poll it
+        (every ~20 ms) instead of claiming -- the LMDB way, where no process can wake
+        another; a PostgreSQL store will LISTEN/NOTIFY instead."""
         ...
 
     def claim_one(self, exec_id: str, owner: Owner, *, lease_seconds: float = 30.0,

@@ -3,8 +3,8 @@ repair what can be repaired without losing anything anyone could still use.
 
 Checked: every execution record, savepoint, savepoint name, pinned code and who uses it
 (code_users / exec_codes), chunk and its reference count, the run queue against its due
-index and the leases, every lease and its two index entries (lease_owners,
-lease_expiry), every setting -- that each one reads (its signature holds, its shape is
+index and the leases, every lease and its index entries (lease_owners, lease_expiry,
+and held for a leased execution with a due time), every setting -- that each one reads (its signature holds, its shape is
 right, its key is an id), and that the indexes agree with what they index.
 
 Repaired (with repair=True, in the same write transaction, after the whole check): only
@@ -26,9 +26,14 @@ from engine.errors import CorruptSavepoint, SavepointError
 from engine.store import records
 from engine.store.lmdbtables import (DATABASES, OWNER_KEY_SIZE, U64, code_user_key,
                                      exec_code_key, id_of, lease_index_keys, name_key,
-                                     shown)
+                                     owner_key, shown)
 
 _DIGEST = 16                     # bytes of a code fingerprint and of a chunk hash
+_MISSED = {                      # what a missing lease index entry makes go wrong
+    "lease_owners": "lease recovery would not look at it when its owner dies",
+    "lease_expiry": "lease recovery would not look at it when it runs out",
+    "held": "its owner's claim would not find it due",
+}
 
 
 def check(tables, txn, repair=False):
@@ -354,7 +359,8 @@ class _Check:
     def check_leases(self):
         db, txn = self.db, self.txn
         indexed = {}                     # index entry -> (index, execution id or None)
-        for index, cut in (("lease_owners", OWNER_KEY_SIZE), ("lease_expiry", 8)):
+        for index, cut in (("lease_owners", OWNER_KEY_SIZE), ("lease_expiry", 8),
+                           ("held", OWNER_KEY_SIZE + 8)):
             for key, _ in self.entries(index):
                 indexed[key] = (index, id_of(key[cut:]) if len(key) > cut else None)
 
@@ -389,16 +395,20 @@ class _Check:
                              lambda k=key, i=exec_id: drop(k, i), "delete it")
                 self.forget_index_entries(indexed, exec_id)
                 continue
-            for index, entry in zip(("lease_owners", "lease_expiry"),
-                                    lease_index_keys(exec_id, lease)):
+            entries = list(zip(("lease_owners", "lease_expiry"),
+                               lease_index_keys(exec_id, lease)))
+            due = txn.get(key, db=db["due"])
+            if due is not None:              # leased and due: in its owner's held
+                entries.append(("held", owner_key(lease.owner) + bytes(due) + key))
+            for index, entry in entries:
                 if indexed.pop(entry, None) is None:
                     self.problem(index, exec_id, f"the lease of execution {exec_id} has "
-                                 f"no {index} entry (lease recovery would not look at "
-                                 f"it)", exec_id,
+                                 f"no {index} entry ({_MISSED[index]})", exec_id,
                                  lambda e=entry, i=index: txn.put(e, b"", db=db[i]),
                                  "add it")
         for entry, (index, exec_id) in sorted(indexed.items()):
-            self.problem(index, shown(entry), "an entry of no lease", exec_id,
+            self.problem(index, shown(entry), "an entry of no lease (or of another "
+                         "one)", exec_id,
                          lambda e=entry, i=index: txn.delete(e, db=db[i]), "delete it")
 
     @staticmethod

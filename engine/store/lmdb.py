@@ -555,7 +555,8 @@ class LmdbStore(StoreProtocol):
         # a read-only look first: an idle worker's claim takes no write lock
         now = time.time() if now is None else now
         alive = {}
-        due = self._read(lambda txn: lmdbclaims.next_due(self.tables, txn, now, alive))
+        due = self._read(lambda txn: lmdbclaims.next_due(self.tables, txn, now, alive,
+                                                         owner))
         if due is None or due > now or limit <= 0:
             return []
         self._writes += 1                 # (not exact under threads: it only paces this)
@@ -564,9 +565,9 @@ class LmdbStore(StoreProtocol):
         return self._write(lambda txn: lmdbclaims.claim_many(
             self.tables, txn, owner, limit, now + lease_seconds, now, alive))
 
-    def next_due(self, now=None):
+    def next_due(self, now=None, *, owner=None):
         now = time.time() if now is None else now
-        return self._read(lambda txn: lmdbclaims.next_due(self.tables, txn, now, {}))
+        return self._read(lambda txn: lmdbclaims.next_due(self.tables, txn, now, {}, owner))
 
     def claim_one(self, exec_id, owner, *, lease_seconds=30.0, now=None):
         now = time.time() if now is None else now

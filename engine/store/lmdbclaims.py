@@ -19,7 +19,7 @@ import logging
 
 from engine.errors import CorruptSavepoint
 from engine.store.lmdbtables import (OWNER_KEY_SIZE, U64, due_key, exec_key, id_of,
-                                     lease_index_keys, owner_of, shown)
+                                     lease_index_keys, owner_key, owner_of, shown)
 
 log = logging.getLogger("engine.store")
 _MICROSECONDS = 1_000_000
@@ -52,16 +52,22 @@ def out_of_step(tables, txn):
         leases != txn.stat(count["lease_expiry"])["entries"]
 
 
-def next_due(tables, txn, now, alive):
-    """The earliest time a claim could hand out something (a UNIX time): the run queue's
-    first due time, the first lease to run out, or ``now`` when an owner is dead or the
-    indexes are out of step; None if nothing is queued or leased."""
+def next_due(tables, txn, now, alive, owner=None):
+    """The earliest time a claim (by ``owner``, if given) could hand out something (a
+    UNIX time): the run queue's first due time, that of the owner's own leased
+    executions (``held``), the first lease to run out, or ``now`` when an owner is dead
+    or the indexes are out of step; None if nothing is queued or leased."""
     db = tables.db
     when = []
     cursor = txn.cursor(db=db["queue"])
     if cursor.first():
         key = cursor.key()
         when.append(U64.unpack(key[:8])[0] / _MICROSECONDS if len(key) > 8 else now)
+    if owner is not None:
+        mine = _first_held(txn, db, owner_key(owner))
+        if mine is not None:
+            when.append(U64.unpack(mine[OWNER_KEY_SIZE:OWNER_KEY_SIZE + 8])[0] /
+                        _MICROSECONDS)
     cursor = txn.cursor(db=db["lease_expiry"])
     if cursor.first():
         key = cursor.key()
@@ -72,6 +78,15 @@ def next_due(tables, txn, now, alive):
     elif txn.stat(db["leases"])["entries"]:        # leases without their indexes
         when.append(now)
     return min(when) if when else None
+
+
+def _first_held(txn, db, prefix):
+    """The first ``held`` key of an owner (owner_key ``prefix``), or None."""
+    cursor = txn.cursor(db=db["held"])
+    if cursor.set_range(prefix) and cursor.key()[:OWNER_KEY_SIZE] == prefix and \
+            len(cursor.key()) > OWNER_KEY_SIZE + 8:
+        return bytes(cursor.key())
+    return None
 
 
 def recover(tables, txn, now, alive):
@@ -134,9 +149,10 @@ def _put_back(tables, txn, exec_id, now):
 def index_leases(tables, txn):
     """One pass over every lease: a lease whose key is no execution id is deleted, a
     damaged one recovered (its execution back on the queue), and the indexes made to hold
-    exactly the entries of the others; a leased execution leaves the run queue."""
+    exactly the entries of the others; a leased execution with a due time leaves the run
+    queue for its owner's ``held``."""
     db = tables.db
-    owners, expiries = set(), set()
+    wanted = {"lease_owners": set(), "lease_expiry": set(), "held": set()}
     for key, raw in [(bytes(k), v) for k, v in txn.cursor(db=db["leases"])]:
         exec_id = id_of(key)
         if exec_id is None:
@@ -151,27 +167,30 @@ def index_leases(tables, txn):
             _put_back(tables, txn, exec_id, 0.0)
             continue
         by_owner, by_expiry = lease_index_keys(exec_id, lease)
-        owners.add(by_owner)
-        expiries.add(by_expiry)
+        wanted["lease_owners"].add(by_owner)
+        wanted["lease_expiry"].add(by_expiry)
         due = txn.get(key, db=db["due"])
         if due is not None:
             txn.delete(bytes(due) + key, db=db["queue"])
-    for name, wanted in (("lease_owners", owners), ("lease_expiry", expiries)):
+            wanted["held"].add(owner_key(lease.owner) + bytes(due) + key)
+    for name, keys in wanted.items():
         held = {bytes(k) for k in txn.cursor(db=db[name]).iternext(values=False)}
-        for key in held - wanted:
+        for key in held - keys:
             txn.delete(key, db=db[name])
-        for key in wanted - held:
+        for key in keys - held:
             txn.put(key, b"", db=db[name])
 
 
 def claim_many(tables, txn, owner, limit, expires, now, alive):
-    """Recover what is stale, then lease up to ``limit`` of the earliest due executions
-    on the queue to ``owner`` until ``expires`` and take them off the queue.  A queue
+    """Recover what is stale, then lease up to ``limit`` due executions to ``owner``
+    until ``expires``, taking them off the queue: first its own that are due (``held``:
+    parked with it and woken elsewhere), then the earliest on the run queue.  A queue
     entry out of step is repaired on the way and logged: it is never handed out."""
     recover(tables, txn, now, alive)
-    cursor = txn.cursor(db=tables.db["queue"])
     latest = due_key(now)
-    orphans, taken = [], []
+    taken = _own_due(tables, txn, owner, limit, latest)
+    cursor = txn.cursor(db=tables.db["queue"])
+    orphans = []
     for key in cursor.iternext(values=False):
         key = bytes(key)
         if key[:8] > latest or len(taken) >= limit:
@@ -192,6 +211,32 @@ def claim_many(tables, txn, owner, limit, expires, now, alive):
         tables.schedule(txn, exec_id, None)       # off the queue while it runs
         tables.put_lease(txn, exec_id, owner, expires)
     return taken
+
+
+def _own_due(tables, txn, owner, limit, latest):
+    """The ids of the owner's own leased executions that are due (``held``), up to
+    ``limit``; an entry out of step with the lease or the due index is deleted."""
+    db, prefix = tables.db, owner_key(owner)
+    found, stale = [], []
+    cursor = txn.cursor(db=db["held"])
+    if cursor.set_range(prefix):
+        for key in cursor.iternext(values=False):
+            key = bytes(key)
+            if not key.startswith(prefix) or len(found) >= limit:
+                break
+            due, exec_id = key[len(prefix):len(prefix) + 8], id_of(key[len(prefix) + 8:])
+            if due > latest:
+                break
+            lease = None if exec_id is None else tables.lease(txn, exec_id)
+            if lease is None or lease.owner != owner or \
+                    txn.get(exec_key(exec_id), db=db["due"]) != due:
+                stale.append(key)
+            else:
+                found.append(exec_id)
+    for key in stale:
+        log.warning("held: deleted an entry out of step with its lease (%s)", shown(key))
+        txn.delete(key, db=db["held"])
+    return found
 
 
 def renew_many(tables, txn, exec_ids, owner, expires, now):

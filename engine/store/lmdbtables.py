@@ -16,13 +16,15 @@ Named databases (keys -> values; "sealed": signed msgpack, engine._codec.seal):
     leases       id -> [pid, start, boot, expires, label] (leases.Lease)   sealed
     lease_owners owner id -> ""              who holds what (owner: owner_key)
     lease_expiry expires id -> ""            leases by when they run out (u64 microseconds)
+    held         owner due id -> ""          leased executions with a due time, by owner
     settings     name -> value                                             sealed
     meta         b"format" -> format version; b"key-check" -> the tag of a fixed text
                  (a store opened with another key is refused at once)
 
-The run queue holds what a worker may claim: an execution with a due time that no one
-leases.  A leased one keeps its due entry and leaves the queue; it goes back when its
-lease goes (put_lease, drop_lease).  The two lease indexes are written with the lease, in
+The run queue holds what any worker may claim: an execution with a due time that no one
+leases.  A leased one with a due time -- parked in its owner's memory, say, and woken by
+a child that ended elsewhere -- is in ``held`` under its owner instead, for that owner's
+claim only; it goes back on the queue when its lease goes (put_lease, drop_lease).  The two lease indexes are written with the lease, in
 the same transaction, so that lease recovery looks at each owner once and at the leases
 that ran out, not at every lease (engine.store.lmdbclaims).
 
@@ -41,7 +43,7 @@ from engine.store.leases import Lease, Owner
 
 DATABASES = ("executions", "savepoints", "names", "code", "code_users", "exec_codes",
              "chunks", "chunk_refs", "queue", "due", "leases", "lease_owners",
-             "lease_expiry", "settings", "meta")
+             "lease_expiry", "held", "settings", "meta")
 U64 = struct.Struct(">Q")
 _OWNER = struct.Struct(">36sIQ")          # boot id (NUL-padded), pid, start (or NO_START)
 OWNER_KEY_SIZE = _OWNER.size
@@ -265,20 +267,39 @@ class Tables:
 
     # -- the run queue --
     def schedule(self, txn, exec_id, due):
-        """Keep the run queue in step with the execution's due time (None: not runnable);
-        a leased execution keeps only its due entry (it is queued when the lease goes)."""
+        """Keep the run queue in step with the execution's due time (None: not runnable):
+        on the queue, or in ``held`` under its owner while it is leased."""
         key = exec_key(exec_id)
         old = txn.get(key, db=self.db["due"])
         new = None if due is None else due_key(due)
         if old == new:
             return
+        holder = self._holder(txn, exec_id)
         if old is not None:
-            txn.delete(bytes(old) + key, db=self.db["queue"])
+            self._unqueue(txn, key, bytes(old), holder)
             txn.delete(key, db=self.db["due"])
         if new is not None:
-            if txn.get(key, db=self.db["leases"]) is None:
-                txn.put(new + key, b"", db=self.db["queue"])
+            self._enqueue(txn, key, new, holder)
             txn.put(key, new, db=self.db["due"])
+
+    def _holder(self, txn, exec_id):
+        """The owner_key of the execution's lease, or None (none, or damaged: it holds
+        nothing)."""
+        raw = txn.get(exec_key(exec_id), db=self.db["leases"])
+        lease = None if raw is None else self._readable_lease(raw, exec_id)
+        return None if lease is None else owner_key(lease.owner)
+
+    def _enqueue(self, txn, key, due, holder):
+        if holder is None:
+            txn.put(due + key, b"", db=self.db["queue"])
+        else:
+            txn.put(holder + due + key, b"", db=self.db["held"])
+
+    def _unqueue(self, txn, key, due, holder):
+        if holder is None:
+            txn.delete(due + key, db=self.db["queue"])
+        else:
+            txn.delete(holder + due + key, db=self.db["held"])
 
     def queue_problem(self, txn, key):
         """None if a queue entry (due u64 + id) is in step with the due index and its
@@ -292,7 +313,7 @@ class Tables:
             return "its execution id is not UTF-8 text", "delete"
         if txn.get(exec_key(exec_id), db=self.db["executions"]) is None:
             return f"execution {exec_id} does not exist", "delete"
-        if txn.get(exec_key(exec_id), db=self.db["leases"]) is not None:
+        if self._holder(txn, exec_id) is not None:
             return f"execution {exec_id} is leased (it is queued again when its lease " \
                    f"goes)", "delete"
         due = txn.get(exec_key(exec_id), db=self.db["due"])
@@ -335,20 +356,18 @@ class Tables:
             return damaged
 
     def put_lease(self, txn, exec_id, owner, expires, old=None):
-        """Lease the execution to ``owner`` until ``expires``, with its index entries; a
-        newly leased execution leaves the run queue (its due entry stays).  ``old``: its
-        lease as the caller read it in this transaction, else it is read here."""
+        """Lease the execution to ``owner`` until ``expires``, with its index entries; an
+        execution with a due time moves from the queue (or its old owner's ``held``) to
+        the new owner's.  ``old``: its lease as the caller read it in this transaction,
+        else it is read here."""
         key = exec_key(exec_id)
         if old is None:
             raw = txn.get(key, db=self.db["leases"])
-            if raw is None:
-                due = txn.get(key, db=self.db["due"])
-                if due is not None:
-                    txn.delete(bytes(due) + key, db=self.db["queue"])
-            else:
-                old = self._readable_lease(raw, exec_id)
+            old = None if raw is None else self._readable_lease(raw, exec_id)
         new = Lease(owner, expires)
         by_owner, by_expiry = lease_index_keys(exec_id, new)
+        holder = owner_key(owner)
+        old_holder = None if old is None else owner_key(old.owner)
         if old is not None:
             old_owner, old_expiry = lease_index_keys(exec_id, old)
             if old_owner != by_owner:
@@ -357,27 +376,34 @@ class Tables:
                 txn.delete(old_expiry, db=self.db["lease_expiry"])
         txn.put(key, self.seal([owner.pid, owner.start, owner.boot, expires, owner.label]),
                 db=self.db["leases"])
-        if old is None or old_owner != by_owner:
+        if old_holder != holder:
             txn.put(by_owner, b"", db=self.db["lease_owners"])
+            due = txn.get(key, db=self.db["due"])
+            if due is not None:
+                self._unqueue(txn, key, bytes(due), old_holder)
+                self._enqueue(txn, key, bytes(due), holder)
         txn.put(by_expiry, b"", db=self.db["lease_expiry"])
 
     def drop_lease(self, txn, exec_id, requeue=True):
         """Delete the execution's lease and its index entries (those of a damaged lease
-        stay: lease recovery finds them out of step); with ``requeue``, an execution
-        with a due time goes back on the run queue.  Returns whether there was one."""
+        stay: lease recovery finds them out of step); an execution with a due time
+        leaves its owner's ``held`` and, with ``requeue``, goes back on the run queue.
+        Returns whether there was a lease."""
         key = exec_key(exec_id)
         raw = txn.get(key, db=self.db["leases"])
         if raw is None:
             return False
         old = self._readable_lease(raw, exec_id)
+        due = txn.get(key, db=self.db["due"])
         if old is not None:
             by_owner, by_expiry = lease_index_keys(exec_id, old)
             txn.delete(by_owner, db=self.db["lease_owners"])
             txn.delete(by_expiry, db=self.db["lease_expiry"])
+            if due is not None:
+                self._unqueue(txn, key, bytes(due), owner_key(old.owner))
         txn.delete(key, db=self.db["leases"])
-        due = txn.get(key, db=self.db["due"]) if requeue else None
-        if due is not None:
-            txn.put(bytes(due) + key, b"", db=self.db["queue"])
+        if due is not None and requeue:
+            self._enqueue(txn, key, bytes(due), None)
         return True
 
     def _readable_lease(self, raw, exec_id):

@@ -152,14 +152,27 @@ def test_a_sleeper_whose_owner_died_goes_back_at_its_own_due_time(store):
     assert store.claim(Owner.current(), now=now + 41) == "s"
 
 
-def test_a_leased_execution_is_never_claimed_by_anyone_even_its_owner(store):
-    me = Owner.current("me")
-    queue(store, 1)
-    assert store.claim(me) == "e0000"
-    store.put_execution({"id": "e0000", "status": "QUEUED", "due": time.time() - 1})
-    assert store.queue_depth() == 0 and store.claim(me) is None
-    store.release("e0000", me)
-    assert store.queue_depth() == 1 and store.claim(me) == "e0000"
+def test_a_leased_execution_made_due_goes_back_to_its_owner_only(store):
+    """An execution parked with its owner (leased) that is made due elsewhere -- a child
+    ended in another process -- is handed back to its owner's claim (which wakes it),
+    never to another's; if the owner dies it goes back on the run queue."""
+    me, other = Owner.current("me"), Owner(1, 1, "another-boot")
+    queue(store, 2)
+    assert store.claim_many(me, 2, lease_seconds=3600) == ["e0000", "e0001"]
+    now = time.time()
+    for exec_id in ("e0000", "e0001"):              # woken: due now, still leased
+        store.put_execution({"id": exec_id, "status": "WAITING", "due": now - 1})
+    assert store.queue_depth() == 0
+    assert store.next_due() > now + 3000                   # nothing for anyone else
+    assert store.next_due(owner=me) == pytest.approx(now - 1, abs=1e-5)
+    assert store.claim(other) is None
+    assert store.claim(me) == "e0000"                      # handed back, still ours
+    assert store.lease("e0000").owner == me and store.next_due(owner=me) <= now
+    assert store.check()["problems"] == []
+    with store.env.begin(write=True) as txn:               # its owner dies
+        store.tables.put_lease(txn, "e0001", dead_owner(), now + 3600)
+    assert store.claim(other) == "e0001"
+    assert store.check()["problems"] == []
 
 
 HOLDER = """
@@ -288,3 +301,17 @@ def test_a_damaged_lease_is_recovered_when_its_owner_renews_it(store):
     assert store.queue_depth(time.time() + 10) == 1     # ... and queued again
     assert store.claim(me, now=time.time() + 10) == "e0000"
     assert store.check()["problems"] == []
+
+
+def test_engine_doctor_checks_what_an_owner_holds_due(store):
+    me = Owner.current("me")
+    queue(store, 1)
+    assert store.claim(me) == "e0000"
+    store.put_execution({"id": "e0000", "status": "WAITING", "due": time.time() + 60})
+    entry = index_entries(store, "held")
+    assert len(entry) == 1 and store.check()["problems"] == []
+    raw(store, "held", entry[0], delete=True)
+    found = store.check()["problems"]
+    assert [(p["db"], p["repair"]) for p in found] == [("held", "add it")], found
+    store.check(repair=True)
+    assert index_entries(store, "held") == entry and store.check()["problems"] == []
