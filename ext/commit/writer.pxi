@@ -55,6 +55,7 @@ cdef class Writer:
     cdef bint busy                    # a leader is writing a group
     cdef unsigned long leader         # its thread
     cdef list waiting                 # _Write, in the order they came
+    cdef list gathered                # the leader's: taken from waiting into its group
     cdef readonly unsigned long long transactions, writes    # committed, so far
 
     def __init__(self, env, Gate gate not None, grow, follow, failed):
@@ -100,38 +101,46 @@ cdef class Writer:
         return me.result
 
     cdef void lead(self, _Write first) except *:
-        cdef list group = [first]
-        cdef list done = group
+        """Write ``first`` with the writes gathered meanwhile; wake their writers."""
+        cdef list done = None             # the others, written (or failed) and to wake
         cdef _Write w
+        self.gathered = None
         try:
             try:
-                self.run(group, True)
+                self.run(first, True)
+                done = self.gathered
             except Exception as e:
-                if len(group) == 1:
+                if not self.gathered:
                     first.error = self.failed(e) or e
                 else:
                     done = []                 # each alone, each with its own outcome
-                    for w in group:
+                    for w in [first] + self.gathered:
                         try:
-                            self.run([w], False)
+                            self.run(w, False)
                         except Exception as e:
                             w.error = self.failed(e) or e
-                        done.append(w)
+                        if w is not first:
+                            done.append(w)
         except BaseException:
             # not written (or written one by one, up to ``done``): the rest waits for
             # the next leader
-            self.requeue([other for other in group if other is not first and
-                          other not in (() if done is group else done)])
-            if done is group:
-                done = []
+            if self.gathered:
+                self.requeue([w for w in self.gathered if done is None or w not in done])
             raise
         finally:
+            self.gathered = None
             self.hand_over()
-            woken = [w for w in done if w is not first]
-            for i in range(len(woken) - WAKE_AT_ONCE):
-                (<_Write>woken[i]).then = woken[i + WAKE_AT_ONCE]
-            for w in woken[:WAKE_AT_ONCE]:
-                PyThread_release_lock(w.woken)
+            if done:
+                self.wake(done)
+
+    cdef void wake(self, list done) except *:
+        cdef Py_ssize_t i
+        cdef _Write w
+        for i in range(len(done) - WAKE_AT_ONCE):
+            (<_Write>done[i]).then = done[i + WAKE_AT_ONCE]
+        for i in range(min(len(done), WAKE_AT_ONCE)):
+            w = done[i]
+            PyThread_release_lock(w.woken)
 
     cdef void requeue(self, list writes) except *:
         if writes:
@@ -147,9 +156,9 @@ cdef class Writer:
         else:
             self.busy, self.leader = False, 0
 
-    cdef void run(self, list group, bint gather) except *:
-        """The writes of ``group`` (and with ``gather``, every write waiting by the time
-        the transaction is open, added to it) in one committed transaction."""
+    cdef void run(self, _Write first, bint gather) except *:
+        """``first`` (and with ``gather``, every write waiting by the time the
+        transaction is open, added to ``gathered``) in one committed transaction."""
         cdef _Write w
         cdef bint inside
         while True:
@@ -166,14 +175,14 @@ cdef class Writer:
                     continue
                 try:
                     if gather and self.waiting:
-                        group.extend(self.waiting)
+                        if self.gathered is None:
+                            self.gathered = []
+                        self.gathered.extend(self.waiting)
                         del self.waiting[:]
-                    for w in group:
-                        if w.work is None:
-                            # (key, value, dupdata, overwrite, append, db)
-                            txn.put(w.key, w.value, True, True, False, w.db)
-                        else:
-                            w.result = w.work(txn)
+                    self.write_one(txn, first)
+                    if gather and self.gathered:
+                        for w in self.gathered:
+                            self.write_one(txn, w)
                 except BaseException as e:
                     # py-lmdb's abort of a write transaction (lmdb/cpython.c, trans_abort)
                     # waits until no LMDB call of this process is in flight: readers
@@ -194,11 +203,17 @@ cdef class Writer:
                     self.gate.exclusive(self.grow)
                     continue
                 self.transactions += 1
-                self.writes += len(group)
+                self.writes += 1 + (len(self.gathered) if gather and self.gathered else 0)
                 return
             finally:
                 if inside:
                     self.gate.leave()
+
+    cdef inline void write_one(self, txn, _Write w) except *:
+        if w.work is None:
+            txn.put(w.key, w.value, True, True, False, w.db)  # (dupdata, overwrite, append)
+        else:
+            w.result = w.work(txn)
 
     def abort_then(self, txn, then):
         txn.abort()
