@@ -36,7 +36,8 @@ extensions = [
         depends=[*CODEC_H, *FRAMES_H, *sorted(glob("ext/codec/*.pxi"))],  # + its parts
         **CODEC_FLAGS,
     ),
-    Extension("engine._commit", ["ext/_commit.pyx"], depends=["ext/engine/_codec.pxd"],
+    Extension("engine._commit", ["ext/_commit.pyx"],
+              depends=["ext/engine/_codec.pxd", *sorted(glob("ext/commit/*.pxi"))],  # + its parts
               **NO_DEBUG),
     Extension("engine._flowapi", ["ext/_flowapi.pyx"], include_dirs=["ext"], depends=FRAMES_H,
               **NO_DEBUG),

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The LMDB store's savepoint commit, in Cython: the savepoint layout and the common case.
+"""The LMDB store's savepoint commit, in Cython: the savepoint layout, the common case,
+and the transactions of many threads.
 
 engine.store.lmdb.LmdbStore.commit_savepoint runs at every Flow-API call.  In the common
 case -- its code already pinned, no chunks, no name, no older savepoint to drop, the due
@@ -7,17 +8,30 @@ time unchanged -- a savepoint is one LMDB put, and the Python around that put co
 than the put itself (benchmarks/bench_store.py).  try_commit is that path, compiled;
 everything else stays in engine/store/lmdb.py.  Both seal the savepoint and update the
 execution with one SavepointLayout, built from engine/store/records.py's field orders.
+
+Every transaction of the store passes a Gate (ext/commit/gate.pxi: the map is resized
+only while none is open), and every write goes through a Writer (ext/commit/writer.pxi:
+writes that threads make at the same time share one transaction and one commit).
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.list cimport PyList_New
 from cpython.object cimport PyObject
+from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock,
+                               PyThread_allocate_lock, PyThread_free_lock,
+                               PyThread_get_thread_ident, PyThread_release_lock,
+                               PyThread_type_lock)
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 from engine._codec cimport Signer
 
+from lmdb import MapFullError, MapResizedError
+
 from engine._codec import seal
+
+include "commit/gate.pxi"
+include "commit/writer.pxi"
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -136,10 +150,12 @@ cdef class SavepointLayout:
             execution[self.state_fields[i]] = state[i]
 
 
-def try_commit(SavepointLayout layout not None, env, db, dict known, dict execution,
-               dict meta, bytes record, codes, chunks, str retention, Signer signer):
-    """Commit the savepoint as one put and return its seq; or return None, having done
-    nothing, when the slow path (engine.store.lmdb) is needed."""
+def try_commit(SavepointLayout layout not None, Writer writer not None, db, dict known,
+               dict execution, dict meta, bytes record, codes, chunks, str retention,
+               Signer signer):
+    """Commit the savepoint as one put (through ``writer``: with what other threads
+    write meanwhile) and return its seq; or return None, having done nothing, when the
+    slow path (engine.store.lmdb) is needed."""
     cdef str exec_id = execution["id"]
     if chunks or meta.get("name") is not None:
         return None
@@ -167,12 +183,6 @@ def try_commit(SavepointLayout layout not None, env, db, dict known, dict execut
     cdef uint64_t useq = seq
     for i in range(8):
         k[n + 1 + i] = <char>(<unsigned char>((useq >> (8 * (7 - i))) & 0xFF))
-    txn = env.begin(write=True)
-    try:
-        txn.put(key, sealed, db=db)
-    except BaseException:
-        txn.abort()
-        raise
-    txn.commit()
+    writer.submit(None, db, key, sealed)
     layout.apply(execution, state)
     return seq

@@ -5,6 +5,7 @@
     leases.py     Owner and Lease: which process holds an execution, until when
     lmdb.py       LmdbStore, the LMDB backend (Store: the backend Engine opens)
     lmdbtables.py its named databases: keys, signed values, records inside a transaction
+    lmdbclaims.py its claims: lease recovery per owner, claim_many, renew_many, next_due
     lmdbfile.py   its data file: checked before LMDB maps it, allocated before it writes
     check.py      engine doctor: verify every record of an LMDB store, repair indexes
 """

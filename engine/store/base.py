@@ -10,7 +10,7 @@ to, and affects only its own execution.  A write that finds no room raises Store
 writes nothing.
 """
 from types import CodeType
-from typing import Any, Callable, Protocol, Self, TypedDict
+from typing import Any, Callable, Iterable, Protocol, Self, TypedDict
 
 from engine.config import RETENTIONS
 from engine.store.leases import Lease, Owner
@@ -39,8 +39,12 @@ class CheckReport(TypedDict):
 
 
 class StoreProtocol(Protocol):
-    """What the runtime asks of a store.  Methods are safe to call from several threads
-    and processes at once; each write is one transaction (all of it or nothing)."""
+    """What the runtime asks of a store.  Methods are safe to call from many threads of
+    a process and from many processes at once (an engine runs up to ``concurrency``
+    executions per process on threads); each write is one transaction (all of it or
+    nothing).  Writes that threads make at the same time may share one commit -- with
+    "sync", one flush to disk -- but each call returns only when its own write is
+    committed (durable for "sync"), and a write that fails fails only its own call."""
 
     path: str          # where the store is (what Engine(path=...) names)
     durability: str    # "sync": a commit survives power loss; "async": a killed process
@@ -148,11 +152,32 @@ class StoreProtocol(Protocol):
     # -- the run queue and leases --
     def claim(self, owner: Owner, *, lease_seconds: float = 30.0,
               now: float | None = None) -> str | None:
-        """Atomically take the earliest runnable execution that is due and not leased to
-        another live owner: lease it to ``owner``, take it off the queue and return its
-        id; None if there is none.  Two owners never claim the same execution.  First,
-        executions whose owner died or whose lease ran out go back on the queue, due
-        now, to resume from their last savepoint."""
+        """claim_many(owner, 1): the id claimed, or None."""
+        ...
+
+    def claim_many(self, owner: Owner, limit: int, *, lease_seconds: float = 30.0,
+                   now: float | None = None) -> list[str]:
+        """Atomically take up to ``limit`` due executions: first those ``owner`` holds
+        itself that were made due meanwhile (its parked ones, woken by a child that
+        ended elsewhere: it wakes them), then the earliest that no one leases; lease
+        them to ``owner`` until ``now + lease_seconds``, take them off the queue and
+        return their ids (one transaction).  Two owners never claim the same execution;
+        one another owner holds is never handed out.  First, executions whose owner died
+        (seen at once on this machine) or whose lease ran out go back on the queue --
+        at their due time, or due now -- to resume from their last savepoint.  The
+        work does not grow with the number of leases held: each owner is checked once.
+        When a look that takes no write lock finds nothing to claim, none is taken."""
+        ...
+
+    def next_due(self, now: float | None = None, *,
+                 owner: Owner | None = None) -> float | None:
+        """The earliest time (UNIX) from which claim (by ``owner``, if given) could hand
+        out something: the run queue's first due time, that of an execution ``owner``
+        holds itself and something made due (see claim_many), the earliest expiry of a
+        lease, or ``now`` if an owner holding leases is dead (checked once per owner).
+        None if nothing is queued or leased.  Read-only and cheap: idle workers poll it
+        (every ~20 ms) instead of claiming -- the LMDB way, where no process can wake
+        another; a PostgreSQL store will LISTEN/NOTIFY instead."""
         ...
 
     def claim_one(self, exec_id: str, owner: Owner, *, lease_seconds: float = 30.0,
@@ -167,8 +192,15 @@ class StoreProtocol(Protocol):
 
     def renew(self, exec_id: str, owner: Owner, *, lease_seconds: float = 30.0,
               now: float | None = None) -> bool:
-        """Extend ``owner``'s lease to ``now + lease_seconds``; False if it no longer
-        holds it."""
+        """exec_id in renew_many([exec_id], owner)."""
+        ...
+
+    def renew_many(self, exec_ids: Iterable[str], owner: Owner, *,
+                   lease_seconds: float = 30.0, now: float | None = None) -> set[str]:
+        """Extend ``owner``'s leases on these executions to ``now + lease_seconds``, in
+        one transaction (a process renews the leases of all it runs and parks at once).
+        Returns the ids whose lease ``owner`` still held, renewed; the others are lost
+        to it (another owner took them, or they were recovered)."""
         ...
 
     def release(self, exec_id: str, owner: Owner,
@@ -178,7 +210,8 @@ class StoreProtocol(Protocol):
         ...
 
     def queue_depth(self, now: float | None = None) -> int:
-        """How many executions are due and waiting for a worker."""
+        """How many executions are due and waiting for a worker (a leased one is not
+        waiting: it is held, running or parked)."""
         ...
 
     # -- settings: user settings, requests to running executions, worker reports --

@@ -3,7 +3,8 @@ repair what can be repaired without losing anything anyone could still use.
 
 Checked: every execution record, savepoint, savepoint name, pinned code and who uses it
 (code_users / exec_codes), chunk and its reference count, the run queue against its due
-index, every lease and setting -- that each one reads (its signature holds, its shape is
+index and the leases, every lease and its index entries (lease_owners, lease_expiry,
+and held for a leased execution with a due time), every setting -- that each one reads (its signature holds, its shape is
 right, its key is an id), and that the indexes agree with what they index.
 
 Repaired (with repair=True, in the same write transaction, after the whole check): only
@@ -13,7 +14,8 @@ or at none, code_users/exec_codes entries of executions that are gone or missing
 code nothing uses, chunk reference counts and chunks nothing uses (only when no savepoint
 is damaged: a damaged one may use any chunk), leases that are damaged or of executions
 that are gone (a damaged lease names no owner: the next claim recovers its execution
-anyway), requests for executions that are gone.  Never an execution record, a savepoint
+anyway) and lease index entries missing or of no lease, requests for executions that
+are gone.  Never an execution record, a savepoint
 or a setting: what is damaged there is reported, for a person to delete or restore.
 """
 import collections
@@ -22,10 +24,16 @@ import datetime
 from engine import _codec
 from engine.errors import CorruptSavepoint, SavepointError
 from engine.store import records
-from engine.store.lmdbtables import (DATABASES, U64, code_user_key, exec_code_key, id_of,
-                                     name_key, shown)
+from engine.store.lmdbtables import (DATABASES, OWNER_KEY_SIZE, U64, code_user_key,
+                                     exec_code_key, id_of, lease_index_keys, name_key,
+                                     owner_key, shown)
 
 _DIGEST = 16                     # bytes of a code fingerprint and of a chunk hash
+_MISSED = {                      # what a missing lease index entry makes go wrong
+    "lease_owners": "lease recovery would not look at it when its owner dies",
+    "lease_expiry": "lease recovery would not look at it when it runs out",
+    "held": "its owner's claim would not find it due",
+}
 
 
 def check(tables, txn, repair=False):
@@ -340,7 +348,8 @@ class _Check:
                              lambda k=key, i=exec_id: (txn.delete(k, db=db["due"]),
                                                        tables.schedule(txn, i, 0)),
                              "put the execution on the queue, due now")
-            elif value + key not in queued:
+            elif value + key not in queued and \
+                    txn.get(key, db=db["leases"]) is None:     # leased: off the queue
                 self.problem("due", exec_id, f"execution {exec_id} is due "
                              f"{_when(U64.unpack(value)[0])} but not on the run queue "
                              f"(no worker would ever run it)", exec_id,
@@ -349,22 +358,64 @@ class _Check:
 
     def check_leases(self):
         db, txn = self.db, self.txn
+        indexed = {}                     # index entry -> (index, execution id or None)
+        for index, cut in (("lease_owners", OWNER_KEY_SIZE), ("lease_expiry", 8),
+                           ("held", OWNER_KEY_SIZE + 8)):
+            for key, _ in self.entries(index):
+                indexed[key] = (index, id_of(key[cut:]) if len(key) > cut else None)
+
+        def drop(key, exec_id):
+            """The lease and every index entry naming its execution."""
+            txn.delete(key, db=db["leases"])
+            for entry, (index, of) in indexed.items():
+                if of is not None and of == exec_id:
+                    txn.delete(entry, db=db[index])
+            if exec_id is not None and exec_id in self.executions:
+                due = txn.get(key, db=db["due"])
+                if due is not None:                  # queued again, as the lease goes
+                    txn.put(bytes(due) + key, b"", db=db["queue"])
+
         for key, raw in self.entries("leases"):
             exec_id = id_of(key)
-            drop = (lambda k=key: txn.delete(k, db=db["leases"]))
             if exec_id is None:
                 self.problem("leases", shown(key), "the key is not an execution id",
-                             None, drop, "delete it")
+                             None, lambda k=key: drop(k, None), "delete it")
                 continue
             try:
-                self.tables.lease_of(raw, f"lease of execution {exec_id}")
+                lease = self.tables.lease_of(raw, f"lease of execution {exec_id}")
             except CorruptSavepoint as e:
                 self.problem("leases", exec_id, f"{e} (the next claim takes it as no "
-                             f"lease)", exec_id, drop, "delete it")
+                             f"lease)", exec_id, lambda k=key, i=exec_id: drop(k, i),
+                             "delete it")
+                self.forget_index_entries(indexed, exec_id)
                 continue
             if exec_id not in self.executions:
                 self.problem("leases", exec_id, f"a lease of execution {exec_id}, which "
-                             f"does not exist", exec_id, drop, "delete it")
+                             f"does not exist", exec_id,
+                             lambda k=key, i=exec_id: drop(k, i), "delete it")
+                self.forget_index_entries(indexed, exec_id)
+                continue
+            entries = list(zip(("lease_owners", "lease_expiry"),
+                               lease_index_keys(exec_id, lease)))
+            due = txn.get(key, db=db["due"])
+            if due is not None:              # leased and due: in its owner's held
+                entries.append(("held", owner_key(lease.owner) + bytes(due) + key))
+            for index, entry in entries:
+                if indexed.pop(entry, None) is None:
+                    self.problem(index, exec_id, f"the lease of execution {exec_id} has "
+                                 f"no {index} entry ({_MISSED[index]})", exec_id,
+                                 lambda e=entry, i=index: txn.put(e, b"", db=db[i]),
+                                 "add it")
+        for entry, (index, exec_id) in sorted(indexed.items()):
+            self.problem(index, shown(entry), "an entry of no lease (or of another "
+                         "one)", exec_id,
+                         lambda e=entry, i=index: txn.delete(e, db=db[i]), "delete it")
+
+    @staticmethod
+    def forget_index_entries(indexed, exec_id):
+        """The entries of a lease reported already: its repair deletes them."""
+        for entry in [e for e, (_, of) in indexed.items() if of == exec_id]:
+            del indexed[entry]
 
     def check_settings(self):
         db, txn = self.db, self.txn

@@ -30,6 +30,15 @@ def start_time(pid):
     return int(fields[19])
 
 
+_THIS_PROCESS = [None, None]     # [pid, start time] of this process, read once per pid
+
+
+def _this_process_start(pid):
+    if _THIS_PROCESS[0] != pid:       # first call, or a forked child
+        _THIS_PROCESS[:] = [pid, start_time(pid)]
+    return _THIS_PROCESS[1]
+
+
 class Owner:
     """A process that holds leases: pid, start time and boot id, so that a pid reused by
     another process after the owner died is not mistaken for the owner."""
@@ -44,8 +53,14 @@ class Owner:
         return cls(pid, start_time(pid), BOOT_ID, label)
 
     def alive(self):
-        """Whether the owner still runs (on this machine, since the same boot)."""
-        return self.boot == BOOT_ID and start_time(self.pid) == self.start
+        """Whether the owner still runs (on this machine, since the same boot).  This
+        process itself is known without reading /proc: it holds most leases it meets."""
+        if self.boot != BOOT_ID:
+            return False
+        pid = os.getpid()
+        if self.pid == pid:
+            return self.start == _this_process_start(pid)
+        return start_time(self.pid) == self.start
 
     def __eq__(self, other):
         return isinstance(other, Owner) and (self.pid, self.start, self.boot) == (

@@ -5,11 +5,14 @@ A savepoint is one LMDB put: its value carries the execution's state change
 (records.STATE_FIELDS), so the two commit together and a savepoint costs about what a
 bare put does (the common case runs compiled: engine._commit.try_commit).  put_execution
 writes the whole record; the head is the record, updated with the newest savepoint's
-state when that is newer.  Writes go through one helper that grows a full map and
-retries.  Claiming happens inside LMDB's single write transaction, so two processes
-never claim the same execution.  The named databases, their keys and the reading of
-records inside a transaction are engine.store.lmdbtables; the data file's checks and
-allocation engine.store.lmdbfile; `engine doctor` engine.store.check.
+state when that is newer.  Many threads use a store at once: writes go through the
+environment's Writer, which commits the writes of threads that write at the same time in
+one transaction (group commit), grows a full map and retries; every transaction passes
+its Gate, so the map is resized only while none is open.  Claiming happens inside LMDB's
+single write transaction, so two processes never claim the same execution.  The named
+databases, their keys and the reading of records inside a transaction are
+engine.store.lmdbtables; leases and claims engine.store.lmdbclaims; the data file's
+checks and allocation engine.store.lmdbfile; `engine doctor` engine.store.check.
 """
 import logging
 import os
@@ -21,7 +24,7 @@ import lmdb
 from engine import _codec, _commit, signing
 from engine.config import DURABILITIES, RETENTIONS, default_path
 from engine.errors import CorruptSavepoint, SavepointError
-from engine.store import check as store_check, lmdbfile, records
+from engine.store import check as store_check, lmdbclaims, lmdbfile, records
 from engine.store.base import StoreProtocol, retention_error
 from engine.store.lmdbtables import (DATABASES, U64, Tables, code_user_key, due_key,
                                      exec_code_key, exec_key, id_of, name_key,
@@ -29,6 +32,9 @@ from engine.store.lmdbtables import (DATABASES, U64, Tables, code_user_key, due_
 
 FORMAT = 2                   # 2: every value signed (engine.signing); 1 had checksums
 _KEY_CHECK = b"savepoint-engine: the key this store is signed with"
+# meta: set once the leases are indexed (lmdbtables' lease_owners, lease_expiry); a store
+# of this format written before them is indexed when opened
+_LEASES_INDEXED = b"leases-indexed"
 # records.py's savepoint layout, compiled: both commit paths seal and apply with it
 LAYOUT = _commit.SavepointLayout(records.META_FIELDS, records.STATE_FIELDS)
 _UNCHANGED = object()        # commit_savepoint: the due time stays as it is
@@ -40,12 +46,56 @@ PINNED_EXECUTIONS = 1024
 
 # --- one environment per path and process ---------------------------------------------------
 
-# py-lmdb allows one Environment per path and process: stores on the same path share it.
-# real path -> [Environment, {name: db}, users, durability, lmdbfile.Room]
-_ENVIRONMENTS: dict[str, list] = {}
+class _Environment:
+    """One LMDB environment of this process (py-lmdb allows one per path and process: the
+    stores on a path share it), with what its threads share: the Gate its transactions
+    pass (its map is resized only while none is open) and the Writer its writes go
+    through (writes made at the same time share one transaction)."""
+
+    def __init__(self, path, env, dbs, durability, room):
+        self.path, self.env, self.db, self.durability, self.room = \
+            path, env, dbs, durability, room
+        self.users = 0
+        self.gate = _commit.Gate()
+        self.writer = _commit.Writer(env, self.gate, self.grow, self.follow, self.failed)
+
+    # grow, follow and make_room run with the gate closed (no transaction open): the
+    # Writer closes it for its own; readers meeting MapResizedError close it (follow_now)
+
+    def grow(self):
+        """The map is full: double it."""
+        lmdbfile.set_map(self.path, self.env, self.room, self.env.info()["map_size"] * 2)
+
+    def follow(self):
+        """Another process grew the map: follow it."""
+        lmdbfile.set_map(self.path, self.env, self.room, 0)
+
+    def follow_now(self):
+        self.gate.exclusive(self.follow)
+
+    def make_room(self):
+        """Before a write, while the map another process grew is not allocated here."""
+        self.gate.exclusive(lmdbfile.make_room, self.path, self.env, self.room)
+
+    def failed(self, error):
+        """What a write that met ``error`` raises: StoreFull for a full device, else
+        None (the error itself)."""
+        return lmdbfile.store_full(self.path, error) if isinstance(error, lmdb.Error) \
+            else None
+
+
+# real path -> _Environment; opened and closed under _ENVIRONMENTS_LOCK (threads may open
+# stores on one path at once)
+_ENVIRONMENTS: dict[str, _Environment] = {}
+_ENVIRONMENTS_LOCK = threading.Lock()
 
 
 def _open_environment(path, map_size, durability):
+    with _ENVIRONMENTS_LOCK:
+        return _open_environment_locked(path, map_size, durability)
+
+
+def _open_environment_locked(path, map_size, durability):
     entry = _ENVIRONMENTS.get(path)
     if entry is None:
         # "sync" is LMDB's own: data pages are flushed before the meta page that makes
@@ -72,30 +122,33 @@ def _open_environment(path, map_size, durability):
             if full is None:
                 raise
             raise full from None
-        entry = _ENVIRONMENTS[path] = [env, dbs, 0, durability, room]
-    elif entry[3] != durability:
+        entry = _ENVIRONMENTS[path] = _Environment(path, env, dbs, durability, room)
+    elif entry.durability != durability:
         raise ValueError(f"{path} is already open in this process with durability "
-                         f"{entry[3]!r}; close that first to use {durability!r}")
-    entry[2] += 1
-    return entry[0], entry[1], entry[4]
+                         f"{entry.durability!r}; close that first to use {durability!r}")
+    entry.users += 1
+    return entry
 
 
 def _forget_environments():
     """In a forked child: the parent's environments are not usable here (LMDB forbids
     it); forget them without closing, so the child opens its own."""
+    global _ENVIRONMENTS_LOCK
     _ENVIRONMENTS.clear()
+    _ENVIRONMENTS_LOCK = threading.Lock()     # another thread may have held it
 
 
 os.register_at_fork(after_in_child=_forget_environments)
 
 
 def _close_environment(path):
-    entry = _ENVIRONMENTS.get(path)
-    if entry is not None:
-        entry[2] -= 1
-        if entry[2] == 0:
-            del _ENVIRONMENTS[path]
-            entry[0].close()
+    with _ENVIRONMENTS_LOCK:
+        entry = _ENVIRONMENTS.get(path)
+        if entry is not None:
+            entry.users -= 1
+            if entry.users == 0:
+                del _ENVIRONMENTS[path]
+                entry.env.close()
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -113,7 +166,10 @@ class LmdbStore(StoreProtocol):
         self.path = os.path.realpath(path or default_path())
         self.durability = durability
         os.makedirs(self.path, exist_ok=True)
-        self.env, self.db, self._room = _open_environment(self.path, map_size, durability)
+        self._environment = _open_environment(self.path, map_size, durability)
+        self.env, self.db = self._environment.env, self._environment.db
+        self._gate, self._writer = self._environment.gate, self._environment.writer
+        self._room = self._environment.room
         self._savepoints = self.db["savepoints"]
         self._open = True
         self._code = {}             # fingerprint -> code object (verified when loaded)
@@ -125,16 +181,18 @@ class LmdbStore(StoreProtocol):
         self._pins_lock = threading.Lock()
         self._writes = 0
         try:
-            self.env.reader_check()     # clear reader slots of dead processes
-            found = self._read(lambda txn: (txn.get(b"format", db=self.db["meta"]),
-                                            txn.get(b"key-check", db=self.db["meta"])))
+            self._reader_check()        # clear reader slots of dead processes
+            meta = self.db["meta"]
+            found = self._read(lambda txn: (txn.get(b"format", db=meta),
+                                            txn.get(b"key-check", db=meta),
+                                            txn.get(_LEASES_INDEXED, db=meta)))
             if found[0] is not None and found[0] != U64.pack(FORMAT):
                 self._write(self._check_format)          # says which format it is
             # a new store makes its key; an existing one must find the key it was signed with
             self._signer = _codec.Signer(signing.store_key(self.path,
                                                            create=found[0] is None))
             self.tables = Tables(self.db, self._signer, LAYOUT)
-            if found != (U64.pack(FORMAT), self._signer.tag(_KEY_CHECK)):
+            if found != (U64.pack(FORMAT), self._signer.tag(_KEY_CHECK), b"1"):
                 self._write(self._check_format)
         except BaseException:
             self.close()
@@ -150,11 +208,17 @@ class LmdbStore(StoreProtocol):
         if found is None:
             txn.put(b"format", U64.pack(FORMAT), db=self.db["meta"])
             txn.put(b"key-check", check, db=self.db["meta"])
+            txn.put(_LEASES_INDEXED, b"1", db=self.db["meta"])
         elif txn.get(b"key-check", db=self.db["meta"]) != check:
             raise SavepointError(f"{self.path} was signed with another key than this "
                                  f"process has ($ENGINE_SECRET_KEY, $ENGINE_SECRET_KEY_FILE "
                                  f"or {signing.KEY_FILE} beside it): its records cannot be "
                                  f"trusted here")
+        if txn.get(_LEASES_INDEXED, db=self.db["meta"]) is None:
+            # a store written before the lease indexes: index its leases (and take the
+            # leased executions off the queue) once
+            lmdbclaims.index_leases(self.tables, txn)
+            txn.put(_LEASES_INDEXED, b"1", db=self.db["meta"])
 
     def close(self):
         if self._open:
@@ -168,37 +232,35 @@ class LmdbStore(StoreProtocol):
         self.close()
 
     # -- transactions --
+    # Many threads call the store at once.  Each transaction passes the environment's
+    # Gate, so that the map is resized only while none is open (ext/commit/gate.pxi says
+    # why py-lmdb needs that); each write goes through its Writer, which writes what
+    # threads write at the same time in one transaction (ext/commit/writer.pxi).  While a
+    # thread waits for LMDB's write lock it does not hold the GIL: py-lmdb (3.0,
+    # lmdb/cpython.c trans_new) begins a write transaction inside ENV_UNLOCKED_WRITE_BEGIN,
+    # Py_BEGIN_ALLOW_THREADS around mdb_txn_begin, and commits with the GIL released too.
+    # The in-process caches: _code is filled with setdefault (a code object per
+    # fingerprint, any will do); _pinned, _pinned_ids and _keep change under _pins_lock;
+    # _writes only paces reader_check.
     def _write(self, work):
-        """Run ``work(txn)`` in a write transaction and commit; a full map is grown and
-        the whole transaction retried, so nothing is lost.  A full device raises
-        StoreFull, and nothing was written."""
-        while True:
-            if self._room.short:
-                lmdbfile.make_room(self.path, self.env, self._room)
-            try:
-                with self.env.begin(write=True) as txn:
-                    return work(txn)
-            except lmdb.MapFullError:
-                self._resize(self.env.info()["map_size"] * 2)
-            except lmdb.MapResizedError:          # another process grew it
-                self._resize(0)
-            except lmdb.Error as e:
-                full = lmdbfile.store_full(self.path, e)
-                if full is None:
-                    raise
-                raise full from None
-
-    def _resize(self, size):
-        """The map to ``size`` bytes, or (0) as another process grew it: set_map."""
-        lmdbfile.set_map(self.path, self.env, self._room, size)
+        """Run ``work(txn)`` in a write transaction and commit (with other threads'
+        writes of the moment: ``work`` may run on another thread, and again); a full map
+        is grown and the whole transaction retried, so nothing is lost.  A full device
+        raises StoreFull, and nothing was written."""
+        if self._room.short:
+            self._environment.make_room()
+        return self._writer.write(work)
 
     def _read(self, work):
         while True:
             try:
-                with self.env.begin() as txn:
-                    return work(txn)
+                return self._gate.read(self.env, work)
             except lmdb.MapResizedError:
-                self._resize(0)
+                self._environment.follow_now()
+
+    def _reader_check(self):
+        """Clear the reader slots of dead processes."""
+        self._gate.read(self.env, lambda txn: self.env.reader_check())
 
     # -- executions --
     def put_execution(self, execution):
@@ -238,6 +300,7 @@ class LmdbStore(StoreProtocol):
             if lease is not None and lease.held(now):
                 return "leased", head
             change(head)
+            self.tables.drop_lease(txn, exec_id)     # a void one: its owner is gone
             self.tables.put_execution(txn, head)
             txn.delete(signal_key(exec_id), db=self.db["settings"])
             return "done", head
@@ -289,8 +352,8 @@ class LmdbStore(StoreProtocol):
         for key, _ in with_prefix(txn, self.db["names"], prefix):
             txn.delete(key, db=self.db["names"])
         self._unpin(txn, exec_id)
+        self.tables.drop_lease(txn, exec_id, requeue=False)
         self.tables.schedule(txn, exec_id, None)
-        txn.delete(exec_key(exec_id), db=self.db["leases"])
         txn.delete(exec_key(exec_id), db=self.db["executions"])
         txn.delete(signal_key(exec_id), db=self.db["settings"])
         return True
@@ -301,18 +364,10 @@ class LmdbStore(StoreProtocol):
         if retention not in RETENTIONS:
             raise retention_error(retention)
         if self._room.short:
-            lmdbfile.make_room(self.path, self.env, self._room)
-        try:
-            seq = _commit.try_commit(LAYOUT, self.env, self._savepoints, self._pinned_ids,
-                                     execution, meta, record, codes, chunks, retention,
-                                     self._signer)
-        except (lmdb.MapFullError, lmdb.MapResizedError):
-            seq = None
-        except lmdb.Error as e:                   # a full device: StoreFull
-            full = lmdbfile.store_full(self.path, e)
-            if full is None:
-                raise
-            raise full from None
+            self._environment.make_room()
+        seq = _commit.try_commit(LAYOUT, self._writer, self._savepoints, self._pinned_ids,
+                                 execution, meta, record, codes, chunks, retention,
+                                 self._signer)
         if seq is not None:
             return seq
         version = _commit.version_after(execution)
@@ -380,10 +435,9 @@ class LmdbStore(StoreProtocol):
 
     def savepoint(self, exec_id, seq):
         try:
-            with self.env.begin() as txn:
-                raw = txn.get(savepoint_key(exec_id, seq), db=self._savepoints)
+            raw = self._gate.get(self.env, self._savepoints, savepoint_key(exec_id, seq))
         except lmdb.MapResizedError:
-            self._resize(0)
+            self._environment.follow_now()
             return self.savepoint(exec_id, seq)
         if raw is None:
             return None
@@ -494,47 +548,26 @@ class LmdbStore(StoreProtocol):
         return self._read(lambda txn: self.tables.lease(txn, exec_id))
 
     def claim(self, owner, *, lease_seconds=30.0, now=None):
-        # a queue entry out of step with the due index, or whose execution is gone, is
-        # repaired on the way and logged: it is never handed out
-        now = time.time() if now is None else now
-        self._writes += 1
-        if self._writes % 64 == 1:
-            self.env.reader_check()
-        tables = self.tables
+        taken = self.claim_many(owner, 1, lease_seconds=lease_seconds, now=now)
+        return taken[0] if taken else None
 
-        def work(txn):
-            self._recover(txn, now)
-            cursor = txn.cursor(db=self.db["queue"])
-            limit = due_key(now)
-            orphans = []
-            taken = None
-            for key in cursor.iternext(values=False):
-                key = bytes(key)
-                if key[:8] > limit:
-                    break
-                problem = tables.queue_problem(txn, key)
-                if problem is not None:
-                    why, fix = problem
-                    if fix == "delete":
-                        orphans.append((key, why))       # deleted below, past the cursor
-                        continue
-                    tables.repair_queue_entry(txn, key, fix)      # the due index, back
-                    log.warning("run queue: %s; added it back (the execution is due "
-                                "then)", why)
-                exec_id = key[8:].decode()
-                lease = tables.lease(txn, exec_id)
-                if lease is not None and lease.owner != owner and lease.held(now):
-                    continue
-                taken = exec_id
-                break
-            for key, why in orphans:
-                tables.repair_queue_entry(txn, key, "delete")
-                log.warning("run queue: deleted the entry of %s: %s", shown(key[8:]), why)
-            if taken is not None:
-                tables.put_lease(txn, taken, owner, now + lease_seconds)
-                tables.schedule(txn, taken, None)     # off the queue while it runs
-            return taken
-        return self._write(work)
+    def claim_many(self, owner, limit, *, lease_seconds=30.0, now=None):
+        # a read-only look first: an idle worker's claim takes no write lock
+        now = time.time() if now is None else now
+        alive = {}
+        due = self._read(lambda txn: lmdbclaims.next_due(self.tables, txn, now, alive,
+                                                         owner))
+        if due is None or due > now or limit <= 0:
+            return []
+        self._writes += 1                 # (not exact under threads: it only paces this)
+        if self._writes % 64 == 1:
+            self._reader_check()
+        return self._write(lambda txn: lmdbclaims.claim_many(
+            self.tables, txn, owner, limit, now + lease_seconds, now, alive))
+
+    def next_due(self, now=None, *, owner=None):
+        now = time.time() if now is None else now
+        return self._read(lambda txn: lmdbclaims.next_due(self.tables, txn, now, {}, owner))
 
     def claim_one(self, exec_id, owner, *, lease_seconds=30.0, now=None):
         now = time.time() if now is None else now
@@ -545,54 +578,26 @@ class LmdbStore(StoreProtocol):
             lease = self.tables.lease(txn, exec_id)
             if lease is not None and lease.owner != owner and lease.held(now):
                 return False
-            self.tables.put_lease(txn, exec_id, owner, now + lease_seconds)
             self.tables.schedule(txn, exec_id, None)
+            self.tables.put_lease(txn, exec_id, owner, now + lease_seconds)
             return True
         return self._write(work)
-
-    def _recover(self, txn, now):
-        """Leases of dead owners or past their expiry: put the execution back on the
-        queue (due now) so it resumes from its last savepoint."""
-        stale, bad = [], []
-        for key, raw in txn.cursor(db=self.db["leases"]):
-            exec_id = id_of(key)
-            if exec_id is None:                  # damage: no execution can hold it
-                bad.append(bytes(key))
-                continue
-            try:
-                lease = self.tables.lease_of(raw, "lease")
-            except CorruptSavepoint:
-                stale.append(exec_id)
-                continue
-            if not lease.held(now):
-                stale.append(exec_id)
-        for key in bad:
-            log.warning("leases: deleted a lease whose key is not an execution id (%s)",
-                        shown(key))
-            txn.delete(key, db=self.db["leases"])
-        for exec_id in stale:
-            txn.delete(exec_key(exec_id), db=self.db["leases"])
-            if txn.get(exec_key(exec_id), db=self.db["due"]) is None and \
-                    txn.get(exec_key(exec_id), db=self.db["executions"]) is not None:
-                self.tables.schedule(txn, exec_id, now)
-        return stale
 
     def renew(self, exec_id, owner, *, lease_seconds=30.0, now=None):
-        now = time.time() if now is None else now
+        return exec_id in self.renew_many((exec_id,), owner, lease_seconds=lease_seconds,
+                                          now=now)
 
-        def work(txn):
-            lease = self.tables.lease(txn, exec_id)
-            if lease is None or lease.owner != owner:
-                return False
-            self.tables.put_lease(txn, exec_id, owner, now + lease_seconds)
-            return True
-        return self._write(work)
+    def renew_many(self, exec_ids, owner, *, lease_seconds=30.0, now=None):
+        now = time.time() if now is None else now
+        exec_ids = list(exec_ids)
+        return self._write(lambda txn: lmdbclaims.renew_many(
+            self.tables, txn, exec_ids, owner, now + lease_seconds, now))
 
     def release(self, exec_id, owner, execution=None):
         def work(txn):
             lease = self.tables.lease(txn, exec_id)
             if lease is not None and lease.owner == owner:
-                txn.delete(exec_key(exec_id), db=self.db["leases"])
+                self.tables.drop_lease(txn, exec_id)
             if execution is not None:
                 self.tables.put_execution(txn, execution)
         self._write(work)
@@ -641,7 +646,7 @@ class LmdbStore(StoreProtocol):
 
     def size(self):
         """Bytes in use by the environment's pages."""
-        info, stat = self.env.info(), self.env.stat()
+        info, stat = self._read(lambda txn: (self.env.info(), self.env.stat()))
         return (info["last_pgno"] + 1) * stat["psize"]
 
     # -- engine doctor --

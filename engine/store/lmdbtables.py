@@ -14,9 +14,19 @@ Named databases (keys -> values; "sealed": signed msgpack, engine._codec.seal):
     queue        due id -> ""                                due: u64 microseconds
     due          id -> due                                   where its queue key is
     leases       id -> [pid, start, boot, expires, label] (leases.Lease)   sealed
+    lease_owners owner id -> ""              who holds what (owner: owner_key)
+    lease_expiry expires id -> ""            leases by when they run out (u64 microseconds)
+    held         owner due id -> ""          leased executions with a due time, by owner
     settings     name -> value                                             sealed
     meta         b"format" -> format version; b"key-check" -> the tag of a fixed text
                  (a store opened with another key is refused at once)
+
+The run queue holds what any worker may claim: an execution with a due time that no one
+leases.  A leased one with a due time -- parked in its owner's memory, say, and woken by
+a child that ended elsewhere -- is in ``held`` under its owner instead, for that owner's
+claim only; it goes back on the queue when its lease goes (put_lease, drop_lease).  The two lease indexes are written with the lease, in
+the same transaction, so that lease recovery looks at each owner once and at the leases
+that ran out, not at every lease (engine.store.lmdbclaims).
 
 One damaged record affects only its own execution: reading a head never fails (a damaged
 execution comes back marked "damaged", Tables.damaged_head), a damaged lease counts as
@@ -32,8 +42,12 @@ from engine.store import records
 from engine.store.leases import Lease, Owner
 
 DATABASES = ("executions", "savepoints", "names", "code", "code_users", "exec_codes",
-             "chunks", "chunk_refs", "queue", "due", "leases", "settings", "meta")
+             "chunks", "chunk_refs", "queue", "due", "leases", "lease_owners",
+             "lease_expiry", "held", "settings", "meta")
 U64 = struct.Struct(">Q")
+_OWNER = struct.Struct(">36sIQ")          # boot id (NUL-padded), pid, start (or NO_START)
+OWNER_KEY_SIZE = _OWNER.size
+_NO_START = (1 << 64) - 1                 # Owner.start None: no /proc to read it from
 log = logging.getLogger("engine.store")
 
 
@@ -65,6 +79,25 @@ def signal_key(exec_id):
 def due_key(when):
     """A UNIX time as the run queue orders it: u64 microseconds (never below 0)."""
     return U64.pack(max(0, int(when * 1_000_000)))
+
+
+def owner_key(owner):
+    """The lease_owners key prefix of an owner: fixed size, so owners sort apart."""
+    start = _NO_START if owner.start is None else owner.start
+    return _OWNER.pack(owner.boot.encode()[:36], owner.pid, start)
+
+
+def owner_of(key):
+    """The Owner a lease_owners key names (its first OWNER_KEY_SIZE bytes)."""
+    boot, pid, start = _OWNER.unpack_from(key)
+    return Owner(pid, None if start == _NO_START else start,
+                 boot.rstrip(b"\0").decode(errors="replace"))
+
+
+def lease_index_keys(exec_id, lease):
+    """(lease_owners key, lease_expiry key) of the execution's lease."""
+    key = exec_key(exec_id)
+    return owner_key(lease.owner) + key, due_key(lease.expires) + key
 
 
 def id_of(key):
@@ -234,18 +267,39 @@ class Tables:
 
     # -- the run queue --
     def schedule(self, txn, exec_id, due):
-        """Keep the run queue in step with the execution's due time (None: not runnable)."""
+        """Keep the run queue in step with the execution's due time (None: not runnable):
+        on the queue, or in ``held`` under its owner while it is leased."""
         key = exec_key(exec_id)
         old = txn.get(key, db=self.db["due"])
         new = None if due is None else due_key(due)
         if old == new:
             return
+        holder = self._holder(txn, exec_id)
         if old is not None:
-            txn.delete(bytes(old) + key, db=self.db["queue"])
+            self._unqueue(txn, key, bytes(old), holder)
             txn.delete(key, db=self.db["due"])
         if new is not None:
-            txn.put(new + key, b"", db=self.db["queue"])
+            self._enqueue(txn, key, new, holder)
             txn.put(key, new, db=self.db["due"])
+
+    def _holder(self, txn, exec_id):
+        """The owner_key of the execution's lease, or None (none, or damaged: it holds
+        nothing)."""
+        raw = txn.get(exec_key(exec_id), db=self.db["leases"])
+        lease = None if raw is None else self._readable_lease(raw, exec_id)
+        return None if lease is None else owner_key(lease.owner)
+
+    def _enqueue(self, txn, key, due, holder):
+        if holder is None:
+            txn.put(due + key, b"", db=self.db["queue"])
+        else:
+            txn.put(holder + due + key, b"", db=self.db["held"])
+
+    def _unqueue(self, txn, key, due, holder):
+        if holder is None:
+            txn.delete(due + key, db=self.db["queue"])
+        else:
+            txn.delete(holder + due + key, db=self.db["held"])
 
     def queue_problem(self, txn, key):
         """None if a queue entry (due u64 + id) is in step with the due index and its
@@ -259,6 +313,9 @@ class Tables:
             return "its execution id is not UTF-8 text", "delete"
         if txn.get(exec_key(exec_id), db=self.db["executions"]) is None:
             return f"execution {exec_id} does not exist", "delete"
+        if self._holder(txn, exec_id) is not None:
+            return f"execution {exec_id} is leased (it is queued again when its lease " \
+                   f"goes)", "delete"
         due = txn.get(exec_key(exec_id), db=self.db["due"])
         if due is not None:
             if due == key[:8]:
@@ -285,9 +342,10 @@ class Tables:
             txn.delete(exec_key(exec_id), db=self.db["due"])
 
     # -- leases --
-    def lease(self, txn, exec_id):
+    def lease(self, txn, exec_id, damaged=None):
         """The execution's lease, or None; a damaged lease is taken as none (and logged),
-        as lease recovery takes it: it names no owner that could be alive."""
+        as lease recovery takes it: it names no owner that could be alive.  (``damaged``:
+        what to return for one instead.)"""
         raw = txn.get(exec_key(exec_id), db=self.db["leases"])
         if raw is None:
             return None
@@ -295,11 +353,64 @@ class Tables:
             return self.lease_of(raw, f"lease of execution {exec_id}")
         except CorruptSavepoint as e:
             log.warning("%s; taken as no lease", e)
-            return None
+            return damaged
 
-    def put_lease(self, txn, exec_id, owner, expires):
-        txn.put(exec_key(exec_id), self.seal([owner.pid, owner.start, owner.boot, expires,
-                                              owner.label]), db=self.db["leases"])
+    def put_lease(self, txn, exec_id, owner, expires, old=None):
+        """Lease the execution to ``owner`` until ``expires``, with its index entries; an
+        execution with a due time moves from the queue (or its old owner's ``held``) to
+        the new owner's.  ``old``: its lease as the caller read it in this transaction,
+        else it is read here."""
+        key = exec_key(exec_id)
+        if old is None:
+            raw = txn.get(key, db=self.db["leases"])
+            old = None if raw is None else self._readable_lease(raw, exec_id)
+        new = Lease(owner, expires)
+        by_owner, by_expiry = lease_index_keys(exec_id, new)
+        holder = owner_key(owner)
+        old_holder = None if old is None else owner_key(old.owner)
+        if old is not None:
+            old_owner, old_expiry = lease_index_keys(exec_id, old)
+            if old_owner != by_owner:
+                txn.delete(old_owner, db=self.db["lease_owners"])
+            if old_expiry != by_expiry:
+                txn.delete(old_expiry, db=self.db["lease_expiry"])
+        txn.put(key, self.seal([owner.pid, owner.start, owner.boot, expires, owner.label]),
+                db=self.db["leases"])
+        if old_holder != holder:
+            txn.put(by_owner, b"", db=self.db["lease_owners"])
+            due = txn.get(key, db=self.db["due"])
+            if due is not None:
+                self._unqueue(txn, key, bytes(due), old_holder)
+                self._enqueue(txn, key, bytes(due), holder)
+        txn.put(by_expiry, b"", db=self.db["lease_expiry"])
+
+    def drop_lease(self, txn, exec_id, requeue=True):
+        """Delete the execution's lease and its index entries (those of a damaged lease
+        stay: lease recovery finds them out of step); an execution with a due time
+        leaves its owner's ``held`` and, with ``requeue``, goes back on the run queue.
+        Returns whether there was a lease."""
+        key = exec_key(exec_id)
+        raw = txn.get(key, db=self.db["leases"])
+        if raw is None:
+            return False
+        old = self._readable_lease(raw, exec_id)
+        due = txn.get(key, db=self.db["due"])
+        if old is not None:
+            by_owner, by_expiry = lease_index_keys(exec_id, old)
+            txn.delete(by_owner, db=self.db["lease_owners"])
+            txn.delete(by_expiry, db=self.db["lease_expiry"])
+            if due is not None:
+                self._unqueue(txn, key, bytes(due), owner_key(old.owner))
+        txn.delete(key, db=self.db["leases"])
+        if due is not None and requeue:
+            self._enqueue(txn, key, bytes(due), None)
+        return True
+
+    def _readable_lease(self, raw, exec_id):
+        try:
+            return self.lease_of(raw, f"lease of execution {exec_id}")
+        except CorruptSavepoint:
+            return None
 
     # -- savepoints and chunks --
     def ref_chunk(self, txn, digest, blob):

@@ -214,30 +214,39 @@ CLAIMER = """
     store = Store(sys.argv[1], durability="async")
     owner = Owner.current("claimer")
     log = open(sys.argv[2], "w")
+    batch = int(sys.argv[3])          # 1: claim; more: claim_many and renew_many
     idle = 0
     while idle < 20:
-        exec_id = store.claim(owner, lease_seconds=30)
-        if exec_id is None:
+        if batch == 1:
+            exec_id = store.claim(owner, lease_seconds=30)
+            taken = [] if exec_id is None else [exec_id]
+        else:
+            taken = store.claim_many(owner, batch, lease_seconds=30)
+            assert store.renew_many(taken, owner) == set(taken)
+        if not taken:
             idle += 1
             time.sleep(0.01)
             continue
         idle = 0
-        execution = store.get_execution(exec_id)
-        execution["runs"] = execution.get("runs", 0) + 1
-        execution["due"] = None
-        store.release(exec_id, owner, execution)
-        log.write(exec_id + "\\n")
+        for exec_id in taken:
+            execution = store.get_execution(exec_id)
+            execution["runs"] = execution.get("runs", 0) + 1
+            execution["due"] = None
+            store.release(exec_id, owner, execution)
+            log.write(exec_id + "\\n")
         log.flush()
 """
 
 
-def test_many_processes_claim_at_once_and_no_execution_is_claimed_twice(tmp_path):
+@pytest.mark.parametrize("batch", [1, 7])
+def test_many_processes_claim_at_once_and_no_execution_is_claimed_twice(tmp_path, batch):
     path = tmp_path / "queue"
     with Store(path, durability="async") as store:
         now = time.time()
         for i in range(200):
             store.put_execution({"id": f"e{i:03d}", "due": now - i * 0.001})
-    procs = [run_python(CLAIMER, path, tmp_path / f"log{k}", wait=False) for k in range(4)]
+    procs = [run_python(CLAIMER, path, tmp_path / f"log{k}", batch, wait=False)
+             for k in range(4)]
     for proc in procs:
         proc.communicate(timeout=120)
         assert proc.returncode == 0
@@ -248,6 +257,7 @@ def test_many_processes_claim_at_once_and_no_execution_is_claimed_twice(tmp_path
     with Store(path) as store:
         assert all(e["runs"] == 1 for e in store.executions())
         assert all(store.lease(e["id"]) is None for e in store.executions())
+        assert store.next_due() is None
 
 
 def test_a_dead_owner_is_detected_at_once(store):

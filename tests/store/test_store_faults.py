@@ -15,6 +15,7 @@ import pytest
 import engine
 from engine import store as store_module
 from engine.store import lmdbfile
+import fault_flows
 from locations import SUPPORT
 
 TIMEOUT = 120
@@ -355,3 +356,40 @@ def test_a_map_grown_elsewhere_that_cannot_be_allocated_here(small_disk):
     assert result["read"] == 30 and result["short"] is True, (result, proc.stderr)
     assert result["raised"].startswith(f"no space left on the device holding "
                                        f"{disk / 'store'}"), result
+
+
+def test_a_full_disk_fails_each_write_of_a_group_and_writes_none_of_them(small_disk):
+    """Writes queued behind a held one go as a group; the device is full: each caller
+    whose write was not made gets StoreFull, and none of them is in the store."""
+    import threading
+
+    from engine.store import Store
+    from store_threads import HeldWrite
+    from waiting import wait_for
+    mount, remount = small_disk
+    disk = mount("4m")
+    with Store(disk / "store", durability="sync") as store:
+        held = HeldWrite(store, "holder")
+        fault_flows.fill_device(str(disk))
+        errors = {}
+
+        def put(k):
+            try:
+                store.put_execution({"id": f"p{k}", "status": "QUEUED", "due": None,
+                                     "inputs": os.urandom(200_000)})
+            except engine.StoreFull as e:
+                errors[k] = str(e)
+
+        threads = [threading.Thread(target=put, args=(k,)) for k in range(4)]
+        for k, thread in enumerate(threads):
+            thread.start()
+            assert wait_for(lambda: store._writer.waiting_writes == k + 1)
+        held.release()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(errors) == [0, 1, 2, 3], errors
+        assert all(e.startswith("no space left on the device") for e in errors.values())
+        assert all(store.get_execution(f"p{k}") is None for k in range(4))
+        os.unlink(disk / "filler")
+        store.put_execution({"id": "after", "status": "QUEUED", "due": None})
+        assert store.get_execution("after")["status"] == "QUEUED"
