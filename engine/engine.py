@@ -35,7 +35,7 @@ class EngineRecipe:
         eng._runner.connectors.update(self.connectors)
         _register(eng, self.connector_module)
         # the recipe's trust holds what register(eng) added where the recipe was made
-        eng._runner.trust = self.trust.copy()
+        eng._runner.replace_trust(self.trust.copy())
         return eng
 
 
@@ -115,7 +115,7 @@ class Engine:
 
     def trust(self, cls_or_module: Any) -> Any:
         """Allow instances of these user classes inside savepoints."""
-        return self._runner.trust.add(cls_or_module)
+        return self._runner.add_trust(cls_or_module)
 
     def recipe(self, connectors: Any = None) -> EngineRecipe:
         """What builds this engine again in a worker process.  ``connectors``: a module

@@ -55,6 +55,7 @@ class Runner:
         # the engine's own objects a savepoint may hold: not the runtime modules (a
         # record must never make the engine build an Engine, or anything else of ours)
         self.trust = _codec.Trust([Success, Execution, Savepoint, _flowapi.Setting])
+        self.trust_by_module: dict[str, Any] = {}   # trust_for's, shared by the runs
         self.owner = Owner.current("engine")
         self.holding = threading.Lock()
         self.running: set[str] = set()   # ids held (leases): starting, running or parked
@@ -71,10 +72,23 @@ class Runner:
 
     def trust_for(self, record):
         """What a savepoint of this execution may rebuild: eng.trust() and the flow's
-        module as recorded at start -- never what a record itself names."""
-        trust = self.trust.copy()
-        trust.add(record["flow"].partition(":")[0])
+        module as recorded at start -- never what a record itself names.  One per flow
+        module, shared by its runs (10,000 parked executions need not hold 10,000)."""
+        module = record["flow"].partition(":")[0]
+        trust = self.trust_by_module.get(module)
+        if trust is None:
+            trust = self.trust.copy()
+            trust.add(module)
+            self.trust_by_module[module] = trust
         return trust
+
+    def add_trust(self, cls_or_module):
+        self.trust_by_module.clear()
+        return self.trust.add(cls_or_module)
+
+    def replace_trust(self, trust):
+        self.trust_by_module.clear()
+        self.trust = trust
 
     def counters(self):
         return Counters(self.calls, self.executions_run, self.busy,
@@ -94,30 +108,35 @@ class Runner:
     def renew(self, exec_id):
         """Renew our lease on a running execution; False if someone else holds it now.
         Flow-API calls check again when no renewal happened for half a lease."""
-        ok = self.store.renew(exec_id, self.owner, lease_seconds=self.lease_seconds)
-        if ok:
-            self.lease_checked[exec_id] = time.monotonic() + self.lease_seconds / 2
-        return ok
+        return exec_id in self.renew_many([exec_id])
+
+    def renew_many(self, exec_ids):
+        """Renew our leases on these executions (one store transaction); the ids still
+        ours.  A parked one that is not ours any more is forgotten here."""
+        held = self.store.renew_many(exec_ids, self.owner, lease_seconds=self.lease_seconds)
+        until = time.monotonic() + self.lease_seconds / 2
+        for exec_id in exec_ids:
+            if exec_id in held:
+                self.lease_checked[exec_id] = until
+                continue
+            run = self.runs.get(exec_id)
+            if run is not None and self.scheduler.discard(run):
+                run.done = True
+                self.finish(run, release=False)
+        return held
 
     def renew_all(self):
-        """Renew every lease this process holds (the watchdog, every third of a lease); a
-        parked execution whose lease someone else holds now is forgotten here."""
-        for exec_id in list(self.running):
-            if not self.renew(exec_id):
-                run = self.runs.get(exec_id)
-                if run is not None and self.scheduler.discard(run):
-                    run.done = True
-                    self.finish(run, release=False)
+        """Renew every lease this process holds (the watchdog, every third of a lease)."""
+        if self.running:
+            self.renew_many(list(self.running))
 
     def claim(self, limit):
         """Claim up to ``limit`` due executions to start here.  One of ours that is
         parked comes back through the queue when something woke it elsewhere (a child
         ended in another process): it is woken, not started again."""
         claimed = []
-        while len(claimed) < limit:
-            exec_id = self.store.claim(self.owner, lease_seconds=self.lease_seconds)
-            if exec_id is None:
-                break
+        for exec_id in self.store.claim_many(self.owner, limit,
+                                             lease_seconds=self.lease_seconds):
             if self.take(exec_id):
                 claimed.append(exec_id)
             else:
