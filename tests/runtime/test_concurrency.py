@@ -114,6 +114,30 @@ def os_threads():
     return len(os.listdir("/proc/self/task"))
 
 
+def assert_put_back(eng, sleepers, busy, at):
+    """Once the process that held them stopped: nothing held or RUNNING, the parked
+    sleepers WAITING in the store until their wake time ``at``, the busy ones QUEUED."""
+    assert held_anywhere(eng, [*sleepers, *busy]) == []
+    for exec_id in sleepers:
+        record = eng.store.get_execution(exec_id)
+        assert record["status"] == Status.WAITING.value and record["due"] == at
+    assert {eng.get(i).status for i in busy} == {Status.QUEUED}
+
+
+def assert_all_ended(eng, sleepers, busy, at, calls):
+    """Every one ended as it would have uninterrupted: the sleepers (sleeps_until ``at``,
+    n by their order) not before their wake time, the busy ones ({id: seed}, io_calls of
+    ``calls``) with their totals."""
+    for n, exec_id in enumerate(sleepers):
+        done = eng.get(exec_id)
+        assert done.status == Status.ENDED_SUCCESS, done.error
+        assert done.output["n"] == n and done.output["woke"] >= at
+    for exec_id, seed in busy.items():
+        done = eng.get(exec_id)
+        assert done.status == Status.ENDED_SUCCESS, done.error
+        assert done.output == flows.io_total(seed, calls)
+
+
 # -- 1. many executions at once, in one process -----------------------------------------
 
 def run_io_batch(path, concurrency, executions=24, calls=5):
@@ -293,25 +317,13 @@ def test_sigterm_of_a_pool_returns_its_running_and_parked_executions(tmp_path, m
             pool.send_signal(signal.SIGTERM)
             assert pool.wait(60) == 0
             assert time.time() < at
-            everything = sleepers + list(busy)
-            assert held_anywhere(eng, everything) == []
-            for exec_id in sleepers:              # back in the store, due when they wake
-                record = eng.store.get_execution(exec_id)
-                assert record["status"] == Status.WAITING.value and record["due"] == at
-            assert {eng.get(i).status for i in busy} == {Status.QUEUED}
+            assert_put_back(eng, sleepers, busy, at)
 
             monkeypatch.setenv("CONCURRENCY_LOG", str(log))
             flows.register(eng)
             assert wait_for(lambda: time.time() >= at, 10)
             eng.run()
-            for n, exec_id in enumerate(sleepers):
-                done = eng.get(exec_id)
-                assert done.status == Status.ENDED_SUCCESS, done.error
-                assert done.output["n"] == n and done.output["woke"] >= at
-            for exec_id, seed in busy.items():
-                done = eng.get(exec_id)
-                assert done.status == Status.ENDED_SUCCESS, done.error
-                assert done.output == flows.io_total(seed, 200)
+            assert_all_ended(eng, sleepers, busy, at, calls=200)
     finally:
         pool.kill()
         pool.wait(10)
@@ -499,19 +511,10 @@ def test_stop_during_run_puts_parked_and_running_executions_back(tmp_path):
         assert runner.finished(5) and runner.error is None
         assert eng.counters()[3:] == (0, 0)
         assert time.time() < at
-        assert held_anywhere(eng, [*sleepers, busy]) == []
-        for exec_id in sleepers:
-            record = eng.store.get_execution(exec_id)
-            assert record["status"] == Status.WAITING.value and record["due"] == at
-        assert eng.get(busy).status == Status.QUEUED
+        assert_put_back(eng, sleepers, {busy: 3}, at)
         first_calls = list(io)
     with recording_engine(path, concurrency=4) as (eng, io, _):
         assert wait_for(lambda: time.time() >= at, 10)
         eng.run()
-        for n, exec_id in enumerate(sleepers):
-            done = eng.get(exec_id)
-            assert done.status == Status.ENDED_SUCCESS, done.error
-            assert done.output["n"] == n and done.output["woke"] >= at
-        done = eng.get(busy)
-        assert done.status == Status.ENDED_SUCCESS and done.output == flows.io_total(3, 40)
+        assert_all_ended(eng, sleepers, {busy: 3}, at, calls=40)
         assert steps_of(first_calls + io, busy) == list(range(40))
