@@ -176,10 +176,12 @@ class FlowAPI:
         return {"await": ids, "single": single}
 
     def run_children(self, ids):
-        """Run the children here while they can run; None if one of them is waiting."""
+        """Run the children here while they can run (each until it ends or parks); None
+        if one of them is still going."""
         run = self.run
         in_flow, run.in_flow = run.in_flow, False        # interrupts are the child's now
         try:
+            pending = False           # every child gets its start (one parked goes on)
             for child_id in ids:
                 record = self.store.get_execution(child_id)
                 if record is None:
@@ -188,11 +190,12 @@ class FlowAPI:
                     try:
                         self.runner.drive_here(child_id)
                     except FlowNotFound:          # the child waits for its code; so do we
-                        return None
+                        pending = True
+                        continue
                     record = self.store.get_execution(child_id)
                 if Status(record["status"]) not in ENDED:
-                    return None
-            return True
+                    pending = True
+            return None if pending else True
         finally:
             run.in_flow = in_flow
 

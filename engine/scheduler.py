@@ -122,7 +122,10 @@ class Scheduler:
     def discard(self, run):
         """Forget a parked run (it was ended elsewhere); whether it was parked."""
         with self.cond:
-            return self._take(run.execution_id, run) is not None
+            found = self._take(run.execution_id, run) is not None
+            self.changes += 1                # it may be runnable now (a restore)
+            self.cond.notify_all()
+            return found
 
     def counts(self):
         """(running, parked) executions now."""
@@ -236,6 +239,9 @@ class Scheduler:
                         continue
                     if self.ready and not (session is not None and session.error):
                         self.busy += 1
+                        if self.idle == 1 and self._claiming() and \
+                                self.workers < self.concurrency and not self.closed:
+                            self._spawn()            # a thread stays free to look for work
                         return self.ready.popleft()
                     if session is None and self.closed:
                         return None
@@ -268,7 +274,8 @@ class Scheduler:
 
     def _claiming(self):
         """Whether a thread should look for new work now."""
-        if self.runner.stopping.is_set() or not any(s.claims for s in self.sessions):
+        if self.runner.stopping.is_set() or not any(s.claims for s in self.sessions) or \
+                any(s.error is not None for s in self.sessions):
             return False
         return self.busy + len(self.ready) < self.concurrency
 
