@@ -114,11 +114,20 @@ def pending_request(store, execution_id):
         return None
 
 
-def pending_requests(store):
-    """{execution id: request} of every request waiting to be carried out -- one look,
-    for a process holding many executions.  A damaged one is left to pending_request."""
-    return {name[len(records.SIGNAL_PREFIX):]: request
-            for name, request in store.settings(records.SIGNAL_PREFIX).items()}
+def pending_requests(store, held):
+    """{execution id: request} of the requests waiting for the executions in ``held``
+    -- one look at the store, however many executions a process holds.  A damaged one
+    for an execution held is dropped and logged, as pending_request does."""
+    damaged = {}
+    found = store.settings(records.SIGNAL_PREFIX, damaged=damaged)
+    for name, error in damaged.items():
+        execution_id = name[len(records.SIGNAL_PREFIX):]
+        if execution_id in held:
+            log.warning("execution %s: dropped a damaged request: %s", execution_id, error)
+            drop_request(store, execution_id)
+    return {execution_id: request for execution_id, request in
+            ((name[len(records.SIGNAL_PREFIX):], request) for name, request in found.items())
+            if execution_id in held}
 
 
 def carry_out(store, execution_id, request, lease_seconds, wait=True):

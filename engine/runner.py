@@ -61,6 +61,9 @@ class Runner:
         self.running: set[str] = set()   # ids held (leases): starting, running or parked
         self.runs: dict[str, Run] = {}   # id -> Run, running or parked
         self.deadlines: dict[str, Run] = {}   # the runs with a timeout (the watchdog's)
+        # ids our own claim took off the queue while they ran here (made due meanwhile,
+        # e.g. restored from outside): back on the queue when let go
+        self.due_again: set[str] = set()
         # id -> monotonic time until which its lease is surely ours (see FlowAPI.check)
         self.lease_checked: dict[str, float] = {}
         self.watchdog: Watchdog | None = None
@@ -134,13 +137,19 @@ class Runner:
         """Claim up to ``limit`` due executions to start here.  One of ours that is
         parked comes back through the queue when something woke it elsewhere (a child
         ended in another process): it is woken, not started again."""
-        claimed = []
+        claimed, not_held = [], []
         for exec_id in self.store.claim_many(self.owner, limit,
                                              lease_seconds=self.lease_seconds):
             if self.take(exec_id):
                 claimed.append(exec_id)
-            else:
-                self.scheduler.wake(exec_id)
+            elif not self.scheduler.wake(exec_id):
+                with self.holding:
+                    if exec_id in self.running:     # running (or finishing) here
+                        self.due_again.add(exec_id)
+                    else:                           # let go meanwhile
+                        not_held.append(exec_id)
+        for exec_id in not_held:
+            self._put_due_back(exec_id)
         return claimed
 
     # -- sessions (engine.scheduler) --
@@ -280,8 +289,23 @@ class Runner:
             self.let_go(exec_id)
 
     def let_go(self, exec_id):
+        """It is no longer held here; if our own claim took it off the queue meanwhile
+        (made due while it ran: restored from outside, say), it goes back on the queue."""
         with self.holding:
             self.running.discard(exec_id)
+            again = exec_id in self.due_again
+            self.due_again.discard(exec_id)
+        if again:
+            self._put_due_back(exec_id)
+
+    def _put_due_back(self, exec_id):
+        """Our claim leased an execution this process does not run: release it, back on
+        the queue at its due time."""
+        record = self.store.get_execution(exec_id)
+        if record is not None and (record.get("due") is None or
+                                   Status(record["status"]) in ENDED):
+            record = None
+        self.store.release(exec_id, self.owner, execution=record)
 
     def unload(self, run):
         """A parked run goes back to the store (the engine stops): WAITING until its wake

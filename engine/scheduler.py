@@ -113,11 +113,13 @@ class Scheduler:
         return None
 
     def wake(self, exec_id):
-        """Continue that execution if it is parked here (on any free thread)."""
+        """Continue that execution if it is parked here (on any free thread); whether
+        it was."""
         with self.cond:
             run = self._take(exec_id)
             if run is not None:
                 self._push(Task(exec_id, run, 0.0, None))
+            return run is not None
 
     def discard(self, run):
         """Forget a parked run (it was ended elsewhere); whether it was parked."""

@@ -64,8 +64,9 @@ def _watch(runner):
         if not run.done and timeout_at is not None and now >= timeout_at:
             _ended(runner, run, run.end_elsewhere(
                 lambda run=run: run.write_end(Status.ENDED_ERROR, error=TIMEOUT_ERROR)))
-    for exec_id, request in pending_requests(runner.store).items():
-        run = runner.runs.get(exec_id)
+    runs = runner.runs
+    for exec_id, request in pending_requests(runner.store, runs).items():
+        run = runs.get(exec_id)
         if run is not None and not run.done:
             _ended(runner, run, run.take_request(request))
 

@@ -226,9 +226,11 @@ class StoreProtocol(Protocol):
         """Delete the setting (nothing if there is none)."""
         ...
 
-    def settings(self, prefix: str = "") -> dict[str, Any]:
+    def settings(self, prefix: str = "",
+                 damaged: dict[str, Exception] | None = None) -> dict[str, Any]:
         """{name: value} of the settings whose names start with ``prefix``; a damaged one
-        is left out (and logged)."""
+        is left out -- and logged, or, given ``damaged``, put there as {name: the
+        CorruptSavepoint} for the caller to handle."""
         ...
 
     # -- engine doctor --

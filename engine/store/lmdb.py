@@ -624,7 +624,7 @@ class LmdbStore(StoreProtocol):
         sealed = self.tables.seal(value)
         self._write(lambda txn: txn.put(name.encode(), sealed, db=self.db["settings"]))
 
-    def settings(self, prefix=""):
+    def settings(self, prefix="", damaged=None):
         start = prefix.encode()
 
         def scan(txn):
@@ -637,7 +637,10 @@ class LmdbStore(StoreProtocol):
                     log.warning("settings: left out one whose name is not UTF-8 (%s)",
                                 shown(key))
                 except CorruptSavepoint as e:
-                    log.warning("settings: left out: %s", e)
+                    if damaged is None:
+                        log.warning("settings: left out: %s", e)
+                    else:
+                        damaged[name] = e
             return found
         return self._read(scan)
 
