@@ -107,7 +107,7 @@ class FlowAPI:
             self.store.commit_savepoint(
                 state, meta, record, codes, chunks,
                 retention=state.get("retention") or self.runner.savepoint_retention)
-        self.runner.calls += 1
+        run.calls += 1          # the run's own count: one thread at a time drives a run
 
     def _guarded_put(self):
         """Write the record, unless the execution was ended elsewhere: then leave."""

@@ -69,7 +69,7 @@ class Runner:
         self.watchdog: Watchdog | None = None
         self.stopping = threading.Event()
         self.scheduler = Scheduler(self, concurrency)
-        self.calls = 0
+        self.calls = 0                   # Flow-API calls of the runs no longer held
         self.executions_run = 0
         self.busy = 0.0
 
@@ -94,7 +94,8 @@ class Runner:
         self.trust = trust
 
     def counters(self):
-        return Counters(self.calls, self.executions_run, self.busy,
+        calls = self.calls + sum(run.calls for run in list(self.runs.values()))
+        return Counters(calls, self.executions_run, self.busy,
                         *self.scheduler.counts())
 
     # -- leases --
@@ -276,8 +277,11 @@ class Runner:
         if run is not None:
             exec_id = run.execution_id
             if self.runs.get(exec_id) is run:
+                with self.holding:             # counted once, whichever thread finishes
+                    self.calls += run.calls
+                    run.calls = 0
+                    self.executions_run += 1
                 del self.runs[exec_id]
-                self.executions_run += 1
                 _log_outcome(run.record)
             self.deadlines.pop(exec_id, None)
             release = release and not run.keep_lease
@@ -369,6 +373,7 @@ class Run:
         self.done = False                # ended (or deleted) by someone else: write nothing
         self.keep_lease = False          # a full disk: see _store_full
         self.parked = None               # the Park it waits in (engine.scheduler)
+        self.calls = 0                   # Flow-API calls served (Runner.counters)
         self.thread = None               # the flow's thread, while it runs flow code
         self.in_flow = False
 
