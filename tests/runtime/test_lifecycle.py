@@ -194,17 +194,23 @@ def test_every_engine_keyword_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("ENGINE_SAVEPOINT_RETENTION", "last")
     monkeypatch.setenv("ENGINE_SLEEP_MAX_SECONDS", "7")
     monkeypatch.setenv("ENGINE_LEASE_SECONDS", "9")
+    monkeypatch.setenv("ENGINE_CONCURRENCY", "5")
     with Engine() as eng:
         assert (eng.durability, eng.savepoint_retention, eng.sleep_max_seconds,
-                eng.lease_seconds) == ("async", "last", 7.0, 9.0)
+                eng.lease_seconds, eng.concurrency) == ("async", "last", 7.0, 9.0, 5)
         assert os.path.exists(tmp_path / "env-store" / "data.mdb")
-    with Engine(tmp_path / "explicit", durability="async", lease_seconds=3) as eng:
+    with Engine(tmp_path / "explicit", durability="async", lease_seconds=3,
+                concurrency=2) as eng:
         assert eng.lease_seconds == 3.0               # an explicit argument wins
+        assert eng.concurrency == 2
     for variable, value, named in (("ENGINE_DURABILITY", "fast", "durability"),
                                    ("ENGINE_LEASE_SECONDS", "-1", "lease_seconds"),
                                    ("ENGINE_LEASE_SECONDS", "nan", "lease_seconds"),
                                    ("ENGINE_SLEEP_MAX_SECONDS", "soon", "sleep_max_seconds"),
-                                   ("ENGINE_SAVEPOINT_RETENTION", "some", "savepoint_retention")):
+                                   ("ENGINE_SAVEPOINT_RETENTION", "some", "savepoint_retention"),
+                                   ("ENGINE_CONCURRENCY", "0", "concurrency"),
+                                   ("ENGINE_CONCURRENCY", "1.5", "concurrency"),
+                                   ("ENGINE_CONCURRENCY", "many", "concurrency")):
         monkeypatch.setenv(variable, value)
         with pytest.raises(ValueError, match=f"{named} .*{value}.*\\${variable}"):
             Engine()
