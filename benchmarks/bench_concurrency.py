@@ -31,7 +31,7 @@ baseline measured in the same run.
 - call_async_us_depth1: one execution's Flow-API call cost (async, depth 1), measured as
   benchmarks/bench_engine.py measures it (its call_cost).
 
-    python benchmarks/bench_concurrency.py                # table (~3 min when on target)
+    python benchmarks/bench_concurrency.py                # table (~2 min on target)
     python benchmarks/bench_concurrency.py --json         # {"io_speedup": ..., ...}
     python benchmarks/bench_concurrency.py --quick        # smaller sizes, to try it
     python benchmarks/bench_concurrency.py --only io,group
@@ -41,6 +41,7 @@ Targets: io_speedup >= 40; parked_kib_per_execution <= 8; parked_threads <= conc
 call_async_us_depth1 <= 8.
 """
 import argparse
+import collections
 import json
 import os
 import signal
@@ -56,20 +57,22 @@ sys.path.insert(0, HERE)
 
 import concurrency_flows  # noqa: E402
 from engine import Engine, Status  # noqa: E402
+from engine.store import Store  # noqa: E402
 
 PARTS = ("io", "parked", "group", "process", "call")
 SIZES = {   # full run, and --quick
     "io_calls": (10, 10), "io_executions_1": (20, 5), "io_executions_64": (2000, 200),
     "parked": (10_000, 1000), "parked_seconds": (30.0, 5.0), "parked_traced": (1000, 200),
     "group_rounds": (3, 1), "group_calls": (200, 50),
-    "process_executions": (400, 100), "process_calls": (200, 50),
+    "process_executions": (400, 100), "process_calls": (500, 50),
     "call_calls": (20_000, 5000),
 }
 IO_WAIT_SECONDS = 0.02
 WORKER_CONCURRENCY = 32
+POOL_MAP_BYTES = 256 << 20       # the 200,000 savepoints of a pool run take ~105 MB
 PARKED_CONCURRENCY = 32          # the engine's default, said explicitly
-RUN_TIMEOUT = 600.0              # any one eng.run() or worker pool run
-PARKED_CHILD_TIMEOUT = 900.0     # the 10,000 sleepers (slow claims take long)
+RUN_TIMEOUT = float(os.environ.get("BENCH_RUN_TIMEOUT", 600))   # one eng.run() or pool run
+PARKED_CHILD_TIMEOUT = 900.0     # the 10,000 sleepers: ~40 s on target, minutes if claims are slow
 
 TARGETS = {"io_speedup": ">= 40", "parked_kib_per_execution": "<= 8",
            "parked_threads": f"<= {PARKED_CONCURRENCY + 4}", "wake_late_p99_ms": "<= 50",
@@ -287,25 +290,33 @@ def group_commit(tmp, size):
 def pool_rate(tmp, processes, executions, calls):
     """Calls/s of ``processes`` workers, from the first savepoint to the last end."""
     path = os.path.join(tmp, f"pool-{processes}")
+    # room for the whole workload up front: a growth of the map is a one-off pause, not
+    # part of a rate (and allocated, with writemap: so only here, where it is needed)
+    Store(path, durability="async", map_size=POOL_MAP_BYTES).close()
     with Engine(path, durability="async") as eng:
         ids = [eng.start(concurrency_flows.calls, {"calls": calls, "connector": "const"}).id
                for _ in range(executions)]
-    pool = subprocess.Popen(
-        [sys.executable, "-m", "engine", "worker", "-n", str(processes), "--path", path,
-         "--durability", "async", "--concurrency", str(WORKER_CONCURRENCY),
-         "--flows", "concurrency_flows"],
-        env=dict(os.environ, PYTHONPATH=HERE), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
+    log_path = os.path.join(tmp, f"pool-{processes}.log")   # a file: a pipe would fill up
+    with open(log_path, "w") as log:
+        pool = subprocess.Popen(
+            [sys.executable, "-m", "engine", "worker", "-n", str(processes), "--path", path,
+             "--durability", "async", "--concurrency", str(WORKER_CONCURRENCY),
+             "--flows", "concurrency_flows"],
+            env=dict(os.environ, PYTHONPATH=HERE), stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT
         with Engine(path, durability="async") as eng:
             while len(eng.executions(status=Status.ENDED_SUCCESS)) < executions:
                 if pool.poll() is not None:
-                    raise RuntimeError(f"worker pool exited ({pool.returncode}): "
-                                       f"{pool.stderr.read().strip()[-500:]}")
+                    with open(log_path) as log:
+                        tail = log.read().strip()[-500:]
+                    raise RuntimeError(f"worker pool exited ({pool.returncode}): {tail}")
                 if time.monotonic() > deadline:
+                    statuses = collections.Counter(e.status.value for e in eng.executions())
+                    with open(log_path) as log:
+                        tail = log.read().strip()[-300:]
                     raise TimeoutError(f"{processes} workers: not done after "
-                                       f"{RUN_TIMEOUT:.0f} s")
+                                       f"{RUN_TIMEOUT:.0f} s: {dict(statuses)}; log: {tail}")
                 time.sleep(0.5)                 # poll rarely: this process shares the cores
             first = min(eng.savepoint(i, 1).created_at for i in ids)
             last = max(eng.get(i).updated_at for i in ids)
@@ -317,7 +328,6 @@ def pool_rate(tmp, processes, executions, calls):
             except subprocess.TimeoutExpired:
                 pool.kill()
                 pool.wait()
-        pool.stderr.close()
     return executions * calls / (last - first).total_seconds()
 
 
@@ -337,13 +347,17 @@ def call_cost(tmp, size):
 
 
 def measure(tmp, size, parts, parked_timeout):
+    """The parts asked for; one that fails is reported as "<part>_error" and the others
+    still run."""
     result = {}
     for part, func in (("io", io_rates), ("group", group_commit), ("call", call_cost),
-                       ("process", process_scaling)):
+                       ("process", process_scaling),
+                       ("parked", lambda tmp, size: parked(tmp, size, parked_timeout))):
         if part in parts:
-            result.update(func(tmp, size))
-    if "parked" in parts:        # last: the longest
-        result.update(parked(tmp, size, parked_timeout))
+            try:
+                result.update(func(tmp, size))
+            except Exception as e:
+                result[f"{part}_error"] = f"{type(e).__name__}: {e}"
     return result
 
 
@@ -355,6 +369,9 @@ def report(result, size, quick):
 
     print(f"concurrency, CPython {sys.version.split()[0]}, {os.cpu_count()} cores"
           f"{', --quick sizes' if quick else ''}")
+    for part in PARTS:
+        if f"{part}_error" in result:
+            print(f" {part}: FAILED: {result[f'{part}_error']}")
     if "io_speedup" in result:
         print(f" I/O connector ({IO_WAIT_SECONDS * 1000:.0f} ms sleep), {size['io_calls']} "
               f"calls per execution, async:")
