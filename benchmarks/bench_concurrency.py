@@ -35,6 +35,7 @@ baseline measured in the same run.
     python benchmarks/bench_concurrency.py --json         # {"io_speedup": ..., ...}
     python benchmarks/bench_concurrency.py --quick        # smaller sizes, to try it
     python benchmarks/bench_concurrency.py --only io,group
+    # BENCH_DIR: where the temporary stores go; BENCH_RUN_TIMEOUT: seconds one run may take
 
 Targets: io_speedup >= 40; parked_kib_per_execution <= 8; parked_threads <= concurrency
 + 4; wake_late_p99_ms <= 50; group_commit_speedup >= 8; process_scaling >= 1.6;
