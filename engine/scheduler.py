@@ -71,6 +71,7 @@ class Scheduler:
         self.busy = 0             # of them, running a task
         self.sessions = []
         self.polling = False      # a thread is claiming from the store (outside the lock)
+        self.unloading = 0        # runs and tasks being put back in the store now
         self.next_poll = 0.0      # monotonic time of the next claim when nothing was due
         self.changes = 0          # counts what may make new work due: tasks ending, notify
         self.closed = False
@@ -167,7 +168,7 @@ class Scheduler:
 
     def _drain(self):
         with self.cond:
-            while self.busy or self.sleeping or self.waiting or self.ready:
+            while self.busy or self.sleeping or self.waiting or self.ready or self.unloading:
                 if self.sleeping or self.waiting or self.ready:
                     self._unload_parked()
                 else:
@@ -267,10 +268,11 @@ class Scheduler:
         if session.error is not None:
             return True
         if self.runner.stopping.is_set():
-            return not (self.busy or self.sleeping or self.waiting or self.ready)
+            return not (self.busy or self.sleeping or self.waiting or self.ready or
+                        self.unloading)
         if session.until_stopped:
             return False
-        if self.busy or self.sleeping or self.ready or self.polling:
+        if self.busy or self.sleeping or self.ready or self.polling or self.unloading:
             return False
         return not session.claims or session.quiet_at == self.changes
 
@@ -345,6 +347,7 @@ class Scheduler:
     def _unload(self, runs, tasks=()):
         """Under the lock (released meanwhile): these runs (no longer parked) and tasks go
         back to the store."""
+        self.unloading += len(runs) + len(tasks)
         self.cond.release()
         try:
             for run in runs:
@@ -353,5 +356,6 @@ class Scheduler:
                 self.runner.put_back(task)
         finally:
             self.cond.acquire()
+            self.unloading -= len(runs) + len(tasks)
             self.changes += 1
             self.cond.notify_all()
