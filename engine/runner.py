@@ -157,7 +157,7 @@ class Runner:
     def stop(self):
         """Running flows leave at their next Flow-API call; parked ones are unloaded."""
         self.stopping.set()
-        self.scheduler.notify()
+        self.scheduler.wake_all()
 
     def close(self):
         self.scheduler.close()

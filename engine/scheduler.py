@@ -59,7 +59,13 @@ class Scheduler:
     def __init__(self, runner, concurrency):
         self.runner = runner
         self.concurrency = concurrency
-        self.cond = threading.Condition()     # an RLock: stop() may run in a signal handler
+        # Threads waiting for a task wait on ``cond``; one idle thread, the watcher, waits
+        # on ``watch`` for the next timer or look at the store (and is woken for new
+        # work): 32 idle threads all waking every POLL_SECONDS cost 8% of a core.  One
+        # RLock under both: stop() may run in a signal handler on a thread holding it.
+        lock = threading.RLock()
+        self.cond = threading.Condition(lock)
+        self.watch = threading.Condition(lock)
         self.ready = deque()                  # Tasks
         # exec id -> Run parked in memory: asleep until a time, or waiting for children
         self.sleeping = {}
@@ -72,22 +78,33 @@ class Scheduler:
         self.sessions = []
         self.polling = False      # a thread is claiming from the store (outside the lock)
         self.unloading = 0        # runs and tasks being put back in the store now
+        self.watching = False     # an idle thread is the watcher
         self.next_poll = 0.0      # monotonic time of the next claim when nothing was due
         self.changes = 0          # counts what may make new work due: tasks ending, notify
         self.closed = False
 
     # -- from any thread ----------------------------------------------------------------
     def notify(self):
-        """New work may be due (started in this process, or the engine stops)."""
+        """New work may be due (started in this process): look at once."""
         with self.cond:
             self.changes += 1
             self.next_poll = 0.0
-            self.cond.notify_all()
+            self.watch.notify()
+
+    def wake_all(self):
+        """Every thread looks again (the engine stops)."""
+        with self.cond:
+            self.changes += 1
+            self._wake_everyone()
 
     def close(self):
         with self.cond:
             self.closed = True
-            self.cond.notify_all()
+            self._wake_everyone()
+
+    def _wake_everyone(self):
+        self.cond.notify_all()
+        self.watch.notify_all()
 
     def park(self, run, park):
         """Keep ``run`` in memory until its wake time (``park.wake_at``), or until wake()
@@ -102,7 +119,7 @@ class Scheduler:
                 at = time.time() + self.runner.sleep_max_seconds
             heapq.heappush(self.timers, (at, next(self.order), run, park))
             self.changes += 1
-            self.cond.notify()
+            self.watch.notify()                  # its timer may come first
 
     def _take(self, exec_id, run=None):
         """Under the lock: the parked run of that id (if it is ``run``), no longer parked."""
@@ -127,7 +144,7 @@ class Scheduler:
         with self.cond:
             found = self._take(run.execution_id, run) is not None
             self.changes += 1                # it may be runnable now (a restore)
-            self.cond.notify_all()
+            self._task_ended()
             return found
 
     def counts(self):
@@ -217,7 +234,22 @@ class Scheduler:
                     self.busy -= 1
                     self.changes += 1
                     self.runner.busy += time.monotonic() - started
-                    self.cond.notify_all()
+                    self._task_ended()
+
+    def _task_ended(self):
+        """Under the lock: a thread is free (the watcher may claim for it); with nothing
+        running or ready, a session may be over."""
+        if self.busy or self.ready or not self._may_end():
+            self.watch.notify()
+        else:
+            self._wake_everyone()
+
+    def _may_end(self):
+        """Whether a session could end now that nothing runs: one that ends when idle,
+        or any once the engine stops (a worker's never ends otherwise: its idle threads
+        are left asleep)."""
+        return self.runner.stopping.is_set() or \
+            any(not s.until_stopped for s in self.sessions)
 
     def _push(self, task):
         """Under the lock: queue a task, and start a thread for it if none is free."""
@@ -226,6 +258,7 @@ class Scheduler:
                 and not self.closed:
             self._spawn()
         self.cond.notify()
+        self.watch.notify()                      # it may be the only idle thread
 
     def _next(self, session):
         """The next task for this thread; None when its session ends (a pool thread's:
@@ -260,7 +293,14 @@ class Scheduler:
                             time.monotonic() >= self.next_poll:
                         self._poll()
                         continue
-                    self.cond.wait(self._timeout())
+                    if self.watching:            # another idle thread keeps time
+                        self.cond.wait(LONGEST_WAIT)
+                        continue
+                    self.watching = True
+                    try:
+                        self.watch.wait(self._timeout())
+                    finally:
+                        self.watching = False
             finally:
                 self.idle -= 1
 
@@ -302,7 +342,8 @@ class Scheduler:
             if self.changes == changes:          # nothing new came meanwhile
                 for s in self.sessions:
                     s.quiet_at = changes
-            self.cond.notify_all()               # a session waiting on the look may end
+                if not self.busy and self._may_end():    # it may end on this look
+                    self._wake_everyone()
 
     def _due_timers(self):
         """Under the lock: sleepers whose wake time has come go to the ready queue;
@@ -326,6 +367,8 @@ class Scheduler:
         return bool(unload)
 
     def _timeout(self):
+        """How long the watching thread may wait: until the next timer, or the next look
+        at the store."""
         timeout = LONGEST_WAIT
         if self.timers:
             timeout = min(timeout, self.timers[0][0] - time.time())
@@ -358,4 +401,4 @@ class Scheduler:
             self.cond.acquire()
             self.unloading -= len(runs) + len(tasks)
             self.changes += 1
-            self.cond.notify_all()
+            self._wake_everyone()
