@@ -14,9 +14,10 @@ other process takes it; if this process dies, another resumes it from that savep
 New work is claimed from the store only while a thread is free.  The run queue is also
 how another process wakes an execution parked here (a child of it ended there): the
 store hands our own parked execution back to our claim, and that wakes it.  LMDB cannot
-signal other processes, so an idle engine looks at the queue every POLL_SECONDS with a
-read-only transaction (the store's next_due); work started in this process wakes it at
-once (notify).
+signal other processes, so an engine with a free thread looks at the queue every
+POLL_SECONDS (Store.claim_many: a read-only look, the write lock only when something is
+due); work started in this process wakes it at once (notify).  One idle thread, the
+watcher, keeps that time and the timers; the others sleep until there is a task.
 """
 import heapq
 import itertools
@@ -286,8 +287,9 @@ class Scheduler:
                             return None
                         # what could wake a parent waiting for its children -- a child
                         # running or asleep here -- is over: it waits in the store
-                        self._unload(list(self.waiting.values()))
+                        waiting = list(self.waiting.values())
                         self.waiting.clear()
+                        self._unload(waiting)
                         continue
                     if self._claiming() and not self.polling and \
                             time.monotonic() >= self.next_poll:
@@ -305,6 +307,8 @@ class Scheduler:
                 self.idle -= 1
 
     def _over(self, session):
+        """Whether the session ends: an error; the engine stopped and everything is back
+        in the store; or (when idle) nothing runs, sleeps here or is due."""
         if session.error is not None:
             return True
         if self.runner.stopping.is_set():
