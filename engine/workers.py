@@ -54,6 +54,7 @@ def _worker_main(recipe, sys_path, log_level, index, started):
     try:
         eng.run(until="stopped")
     finally:
+        eng.stop()                  # after an error too: the reporter's loop ends
         reporter.join()
         eng.store.delete_setting(me)
         eng.close()
