@@ -19,6 +19,7 @@ from engine.errors import FlowNotFound, InvalidTransition, SavepointError, Store
 from engine.flowapi import FlowAPI, Success, until_timeout
 from engine.flows import import_flow_module, load_flow
 from engine.leaving import Fail, Gone, Idle, Load, Lost, Park, Stop, Timeout
+from engine.metrics import Latencies
 from engine.lifecycle import (TIMEOUT_ERROR, apply_request, cancel_children, drop_request,
                               pending_request, wake_parent)
 from engine.scheduler import Scheduler
@@ -38,6 +39,8 @@ class Counters(NamedTuple):
     busy_seconds: float          # time spent running executions, summed over threads
     running: int = 0             # executions on a thread now
     parked: int = 0              # executions parked in memory now
+    commit_counts: tuple = ()    # savepoint commits per engine.metrics.COMMIT_BUCKETS
+    commit_seconds: float = 0.0  # their total time
 
 
 class Runner:
@@ -70,6 +73,7 @@ class Runner:
         self.stopping = threading.Event()
         self.scheduler = Scheduler(self, concurrency)
         self.calls = 0                   # Flow-API calls of the runs no longer held
+        self.commit_latencies = Latencies()
         self.executions_run = 0
         self.busy = 0.0
 
@@ -95,8 +99,9 @@ class Runner:
 
     def counters(self):
         calls = self.calls + sum(run.calls for run in list(self.runs.values()))
-        return Counters(calls, self.executions_run, self.busy,
-                        *self.scheduler.counts())
+        latencies = self.commit_latencies
+        return Counters(calls, self.executions_run, self.busy, *self.scheduler.counts(),
+                        tuple(latencies.counts), latencies.total)
 
     # -- leases --
     def take(self, exec_id):

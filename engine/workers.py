@@ -77,7 +77,8 @@ def _report(eng, me, index):
             "running": done.running, "parked": done.parked,
             "calls_per_s": (done.calls - last.calls) / span,
             "executions_per_s": (done.executions - last.executions) / span,
-            "calls": done.calls, "executions": done.executions})
+            "calls": done.calls, "executions": done.executions,
+            "commit_counts": list(done.commit_counts), "commit_seconds": done.commit_seconds})
         last_at, last = now, done
 
 
@@ -199,7 +200,8 @@ def stats(store):
             continue
         workers.append({key: report.get(key) for key in (
             "pid", "index", "busy_fraction", "running", "parked", "calls_per_s",
-            "executions_per_s", "calls", "executions", "reported")})
+            "executions_per_s", "calls", "executions", "reported", "commit_counts",
+            "commit_seconds")})
     return {"workers": workers, "queue_depth": store.queue_depth(),
             "calls_per_s": sum(w["calls_per_s"] for w in workers),
             "executions_per_s": sum(w["executions_per_s"] for w in workers)}

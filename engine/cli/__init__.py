@@ -11,7 +11,7 @@ their savepoints from a terminal, through the public API only.
     engine fork ID SAVEPOINT [--by name|id] [--run [--flows MODULE ...]]
     engine resume ID [--run [--flows MODULE ...]]
     engine delete|cancel|pause ID
-    engine worker -n N --flows MODULE_OR_FILE ...
+    engine worker -n N --flows MODULE_OR_FILE ... [--metrics-port PORT]
     engine stats
     engine config
     engine doctor [--repair]
@@ -42,6 +42,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, not {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), not {value}")
     return value
 
 
@@ -144,6 +154,11 @@ def parser():
                    help="worker processes (default 2)")
     p.add_argument("--flows", nargs="+", default=[], metavar="MODULE_OR_FILE",
                    help="modules the flows need; one may have register(eng)")
+    p.add_argument("--metrics-port", type=_port, metavar="PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (needs "
+                   "savepoint-engine[metrics])")
+    p.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST",
+                   help="the address the metrics are served on (default 0.0.0.0)")
     command("stats", "live workers (busy fraction, running and parked executions, "
             "calls/s) and the queue depth", cmd_stats,
             (common, listing))

@@ -290,8 +290,16 @@ def cmd_worker(args):
     from engine.workers import LOG_FORMAT    # multiprocessing: only for this command
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     with open_engine(args, must_exist=False) as eng:
-        eng.work(processes=args.processes,
-                 connectors=registering[0] if registering else None)
+        server = None
+        if args.metrics_port is not None:
+            from engine import metrics
+            server = metrics.serve(eng.store, args.metrics_port, args.metrics_host)
+        try:
+            eng.work(processes=args.processes,
+                     connectors=registering[0] if registering else None)
+        finally:
+            if server is not None:
+                server.shutdown()
     return 0
 
 
