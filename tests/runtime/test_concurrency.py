@@ -369,7 +369,7 @@ def test_a_flow_raising_system_exit_on_a_pool_thread_ends_run_with_it(tmp_path):
         assert flows.exit_threads == ["engine-run"]      # it ran on a pool thread
         assert eng.get(exiting).status == Status.QUEUED
         assert held_anywhere(eng, [exiting, *others]) == []
-        assert eng.counters()[3:] == (0, 0)              # nothing running or parked
+        assert eng.counters()[3:5] == (0, 0)              # nothing running or parked
         eng.cancel(exiting)
         eng.run()                                        # the engine goes on afterwards
         for exec_id, seed in others.items():
@@ -488,7 +488,7 @@ def test_a_parent_waiting_for_an_unloaded_child_waits_in_the_store(tmp_path):
         [child] = [e for e in eng.executions() if e.parent == ex.id]
         assert child.status == Status.WAITING
         assert held_anywhere(eng, [ex.id, child.id]) == []
-        assert eng.counters()[3:] == (0, 0)
+        assert eng.counters()[3:5] == (0, 0)
         due = eng.store.get_execution(child.id)["due"]
         assert wait_for(lambda: time.time() >= due, 10)
         eng.run()                        # the child ends, and the parent goes on
@@ -509,7 +509,7 @@ def test_stop_during_run_puts_parked_and_running_executions_back(tmp_path):
         assert wait_for(lambda: eng.counters().parked == 5 and len(io) >= 3, 10)
         eng.stop()
         assert runner.finished(5) and runner.error is None
-        assert eng.counters()[3:] == (0, 0)
+        assert eng.counters()[3:5] == (0, 0)
         assert time.time() < at
         assert_put_back(eng, sleepers, {busy: 3}, at)
         first_calls = list(io)
