@@ -120,14 +120,17 @@ def pending_requests(store, held):
     for an execution held is dropped and logged, as pending_request does."""
     damaged = {}
     found = store.settings(records.SIGNAL_PREFIX, damaged=damaged)
-    for name, error in damaged.items():
+    requests = {}
+    for name, request in [*found.items(), *damaged.items()]:
         execution_id = name[len(records.SIGNAL_PREFIX):]
-        if execution_id in held:
-            log.warning("execution %s: dropped a damaged request: %s", execution_id, error)
+        if execution_id not in held:
+            continue
+        if name in damaged:
+            log.warning("execution %s: dropped a damaged request: %s", execution_id, request)
             drop_request(store, execution_id)
-    return {execution_id: request for execution_id, request in
-            ((name[len(records.SIGNAL_PREFIX):], request) for name, request in found.items())
-            if execution_id in held}
+        else:
+            requests[execution_id] = request
+    return requests
 
 
 def carry_out(store, execution_id, request, lease_seconds, wait=True):

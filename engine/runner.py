@@ -177,36 +177,38 @@ class Runner:
         """Claim and run executions until stop()."""
         self.scheduler.run(until_stopped=True)
 
+    def _claim_here(self, exec_id):
+        """Hold and lease that execution here, unless this process or another live one
+        holds it already; whether it did."""
+        if not self.take(exec_id):
+            return False
+        if not self.store.claim_one(exec_id, self.owner, lease_seconds=self.lease_seconds):
+            self.let_go(exec_id)
+            return False
+        return True
+
     def run_one(self, exec_id):
         """Run that execution here (and the children it runs), if no one else holds it,
         until it ends or is unloaded.  FlowNotFound is raised."""
-        if not self.take(exec_id):
-            return
-        if not self.store.claim_one(exec_id, self.owner, lease_seconds=self.lease_seconds):
-            self.let_go(exec_id)
-            return
-        self.scheduler.run(claims=False, first=exec_id)
+        if self._claim_here(exec_id):
+            self.scheduler.run(claims=False, first=exec_id)
 
-    def drive_here(self, exec_id, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
+    def drive_here(self, exec_id):
         """Run that execution on this thread now, if no one holds it (a flow's child):
         until it ends, parks or is unloaded."""
-        if not self.take(exec_id):
-            return
-        if not self.store.claim_one(exec_id, self.owner, lease_seconds=self.lease_seconds):
-            self.let_go(exec_id)
-            return
-        self._drive_claimed(exec_id, retry_delay, raise_missing=True)
+        if self._claim_here(exec_id):
+            self._drive_claimed(exec_id, FLOW_IMPORT_RETRY_SECONDS, raise_missing=True)
 
     def execute(self, task):
         """A scheduler task, on this thread: continue a parked run, or start (resume) a
-        claimed execution.  FlowNotFound is only logged for a claimed one (it stays
-        QUEUED, tried again later); raised for one asked for by id."""
+        claimed execution.  FlowNotFound is only logged for one the queue gave (it stays
+        QUEUED, tried again later); raised for one asked for by id (QUEUED, due now)."""
         if task.run is not None:
             self._wake(task.run)
-        elif task.retry_delay is None:
-            self._drive_claimed(task.exec_id, FLOW_IMPORT_RETRY_SECONDS)
+        elif task.asked:
+            self._drive_claimed(task.exec_id, 0.0, raise_missing=True)
         else:
-            self._drive_claimed(task.exec_id, task.retry_delay, raise_missing=True)
+            self._drive_claimed(task.exec_id, FLOW_IMPORT_RETRY_SECONDS)
 
     def notify(self):
         """New work in the store, from this process: an idle engine looks at once."""
@@ -333,10 +335,7 @@ class Runner:
         if task.run is not None:
             self.unload(task.run)
             return
-        record = self.store.get_execution(task.exec_id)
-        self.store.release(task.exec_id, self.owner,
-                           execution=record if record is not None and
-                           Status(record["status"]) not in ENDED else None)
+        self._put_due_back(task.exec_id)
         self.let_go(task.exec_id)
 
 

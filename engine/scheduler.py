@@ -45,13 +45,12 @@ class Session:
 
 
 class Task:
-    """Work for a thread: start (or resume from the store) a claimed execution, or
-    continue a parked Run."""
-    __slots__ = ("exec_id", "run", "retry_delay", "session")
+    """Work for a thread: start (or resume from the store) a claimed execution -- one
+    ``asked`` for by id (eng.execute) or one the queue gave -- or continue a parked Run."""
+    __slots__ = ("exec_id", "run", "asked", "session")
 
-    def __init__(self, exec_id, run, retry_delay, session):
-        self.exec_id, self.run, self.retry_delay, self.session = \
-            exec_id, run, retry_delay, session
+    def __init__(self, exec_id, run, asked, session):
+        self.exec_id, self.run, self.asked, self.session = exec_id, run, asked, session
 
 
 class Scheduler:
@@ -137,7 +136,7 @@ class Scheduler:
         with self.cond:
             run = self._take(exec_id)
             if run is not None:
-                self._push(Task(exec_id, run, 0.0, None))
+                self._push(Task(exec_id, run, False, None))
             return run is not None
 
     def discard(self, run):
@@ -164,7 +163,7 @@ class Scheduler:
             self.sessions.append(session)
             self.workers += 1
             if first is not None:
-                self._push(Task(first, None, 0.0, session))
+                self._push(Task(first, None, True, session))
         try:
             self._work(session)
             error = session.error
@@ -340,7 +339,7 @@ class Scheduler:
             self.polling = False
         for exec_id in claimed:
             claimer = next((s for s in self.sessions if s.claims), None)
-            self._push(Task(exec_id, None, None, claimer))
+            self._push(Task(exec_id, None, False, claimer))
         if not claimed:
             self.next_poll = time.monotonic() + POLL_SECONDS
             if self.changes == changes:          # nothing new came meanwhile
@@ -362,7 +361,7 @@ class Scheduler:
                 continue                       # woken or ended since
             if self.sleeping.get(run.execution_id) is run:
                 del self.sleeping[run.execution_id]
-                self._push(Task(run.execution_id, run, 0.0, None))
+                self._push(Task(run.execution_id, run, False, None))
             elif self.waiting.get(run.execution_id) is run:
                 del self.waiting[run.execution_id]
                 unload.append(run)
