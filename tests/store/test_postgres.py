@@ -264,3 +264,19 @@ def test_a_forged_record_is_found_damaged(store, pg_url, schema):
     report = store.check()
     assert report["checked"]["executions"] == 1
     assert [p["db"] for p in report["problems"]] == ["executions"]
+
+
+# --- the engine on it -----------------------------------------------------------------------
+
+def test_an_engine_on_a_postgresql_url_runs_a_flow(pg_url, monkeypatch):
+    import engine
+    import rt_flows
+    monkeypatch.setenv("ENGINE_SECRET_KEY", SECRET)
+    calls = []
+    with engine.Engine(pg_url, durability="async") as eng:
+        assert type(eng.store).__name__ == "PostgresStore"
+        eng.add_connector("effect", lambda tag: calls.append(tag) or tag.upper())
+        ex = eng.execute(rt_flows.straight_line)
+        assert ex.status == engine.Status.ENDED_SUCCESS and ex.output == ["A", "B"]
+        assert [sp.action for sp in eng.savepoints(ex.id)] == ["connect", "connect"]
+        assert calls == ["a", "b"]
