@@ -14,7 +14,7 @@ from engine.inspect import frame_views
 from engine.lifecycle import ask_runner, carry_out, new_execution, refuse_if_lost
 from engine.lookup import execution_record, find_seq, resolve_execution
 from engine.runner import Counters, Runner
-from engine.store import Store
+from engine.store import Store, StoreProtocol
 from engine.types import Execution, FrameView, Savepoint, Status, parse_status
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -91,7 +91,7 @@ class Engine:
         self.close()
 
     @property
-    def store(self) -> Store:
+    def store(self) -> StoreProtocol:
         """The store this engine opened (a process opens a store once): for what is
         kept beside the executions, such as the workers' reports."""
         return self._store

@@ -23,7 +23,7 @@ from engine.metrics import Latencies
 from engine.lifecycle import (TIMEOUT_ERROR, apply_request, cancel_children, drop_request,
                               pending_request, wake_parent)
 from engine.scheduler import Scheduler
-from engine.store import Owner, Store
+from engine.store import Owner, StoreProtocol
 from engine.types import ENDED, Execution, Savepoint, Status
 from engine.watchdog import Watchdog
 
@@ -48,7 +48,7 @@ class Runner:
     runs or keeps parked now (engine.scheduler), the connectors and trusted classes
     their flows use, and its counters."""
 
-    def __init__(self, store: Store, *, lease_seconds: float, sleep_max_seconds: float,
+    def __init__(self, store: StoreProtocol, *, lease_seconds: float, sleep_max_seconds: float,
                  savepoint_retention: str, concurrency: int = 1) -> None:
         self.store = store
         self.lease_seconds = lease_seconds

@@ -1,0 +1,657 @@
+"""The PostgreSQL backend: the same records as the LMDB store (records.py; every value
+sealed with the store's key, engine._codec.seal) in tables of one schema, so workers on
+many hosts can share a store.
+
+Tables (schema ``savepoint_engine`` unless told otherwise; ids and names COLLATE "C" so
+they sort as the LMDB keys do):
+    meta        name -> value              "format" (FORMAT), "key-check" (see _KEY_CHECK)
+    executions  id -> record               sealed execution record
+    savepoints  (exec_id, seq) -> value    sealed [meta, record, state]
+    names       (exec_id, name) -> seq
+    code        digest -> value            sealed engine._codec.encode_code
+    code_users  (exec_id, digest)          which executions pin which code
+    chunks      digest -> value, refs      sealed bytes, reference count
+    queue       exec_id -> due             executions with a due time (index on due)
+    leases      exec_id -> owner, expires  owner: pid, start (-1: unknown), boot, label
+    settings    name -> value              sealed
+
+The run queue is ``queue`` minus the leased executions: a leased one with a due time
+stays in ``queue`` and only its owner claims it (LMDB's ``held``).  Claims lock queue
+rows FOR UPDATE SKIP LOCKED, so two claimers never take the same execution and never
+wait for each other.  Whether a lease is held: not expired, and -- for an owner on this
+machine (same boot id) -- the owner alive; an owner on another host is trusted until its
+lease runs out (Owner.alive() cannot see other hosts).
+
+Durability "async" opens the pool's connections with synchronous_commit off: the same as
+SET LOCAL in every write transaction, without the extra round trip.
+
+The signing key: $ENGINE_SECRET_KEY / $ENGINE_SECRET_KEY_FILE (what hosts sharing the
+store should use), else a key file in a local directory per database (see _key_dir).
+
+TODO (not done yet):
+  - check(): verifies that every sealed value reads; repair does nothing yet.
+  - LISTEN/NOTIFY to wake idle workers instead of next_due polling.
+  - commit_savepoint runs several statements per commit; a pipeline or one server-side
+    function would make the common case one round trip.
+  - the pool is not fork-safe: a forked child must open its own store.
+  - head() and damaged heads reuse lmdbtables.Tables' transaction-free methods; they
+    belong in a backend-neutral module.
+"""
+import hashlib
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from engine import _codec, _commit, signing
+from engine.config import DURABILITIES, RETENTIONS, default_path
+from engine.errors import CorruptSavepoint, SavepointError
+from engine.store import records
+from engine.store.base import StoreProtocol, retention_error
+from engine.store.leases import BOOT_ID, Lease, Owner
+from engine.store.lmdbtables import Tables
+
+FORMAT = 1                  # of the PostgreSQL schema; a newer one is refused
+_KEY_CHECK = b"savepoint-engine: the key this store is signed with"
+LAYOUT = _commit.SavepointLayout(records.META_FIELDS, records.STATE_FIELDS)
+_NO_START = -1              # Owner.start None (no /proc to read it from)
+log = logging.getLogger("engine.store")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS executions (id text COLLATE "C" PRIMARY KEY,
+    record bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS savepoints (exec_id text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL, value bytea NOT NULL, PRIMARY KEY (exec_id, seq));
+CREATE TABLE IF NOT EXISTS names (exec_id text COLLATE "C" NOT NULL,
+    name text COLLATE "C" NOT NULL, seq bigint NOT NULL, PRIMARY KEY (exec_id, name));
+CREATE TABLE IF NOT EXISTS code (digest bytea PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS code_users (exec_id text COLLATE "C" NOT NULL,
+    digest bytea NOT NULL, PRIMARY KEY (exec_id, digest));
+CREATE INDEX IF NOT EXISTS code_users_digest ON code_users (digest);
+CREATE TABLE IF NOT EXISTS chunks (digest bytea PRIMARY KEY, value bytea NOT NULL,
+    refs bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS queue (exec_id text COLLATE "C" PRIMARY KEY,
+    due double precision NOT NULL);
+CREATE INDEX IF NOT EXISTS queue_due ON queue (due, exec_id);
+CREATE TABLE IF NOT EXISTS leases (exec_id text COLLATE "C" PRIMARY KEY,
+    pid integer NOT NULL, start bigint NOT NULL, boot text NOT NULL,
+    label text NOT NULL, expires double precision NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_owner ON leases (boot, pid, start);
+CREATE INDEX IF NOT EXISTS leases_expires ON leases (expires);
+CREATE TABLE IF NOT EXISTS settings (name text COLLATE "C" PRIMARY KEY,
+    value bytea NOT NULL);
+"""
+_OWNER_IS = "pid = %s AND start = %s AND boot = %s"
+
+
+def _owner_row(owner):
+    return owner.pid, _NO_START if owner.start is None else owner.start, owner.boot
+
+
+def _owner_of(pid, start, boot, label=""):
+    return Owner(pid, None if start == _NO_START else start, boot, label)
+
+
+def held(lease, now):
+    """Whether a lease holds: not run out, and its owner alive if it is on this machine
+    (one on another host is trusted until its lease runs out)."""
+    if lease.expires <= now:
+        return False
+    return lease.owner.boot != BOOT_ID or lease.owner.alive()
+
+
+def _key_dir(url):
+    """Where the key file of a store at ``url`` lives when no key is in the environment:
+    a directory per database under engine.config.default_path()."""
+    name = hashlib.blake2b(url.encode(), digest_size=8).hexdigest()
+    return os.path.join(default_path(), f"postgres-{name}")
+
+
+class PostgresStore(StoreProtocol):
+    """A store in a PostgreSQL database (engine.store.base.StoreProtocol says what each
+    method promises).  ``url``: a libpq connection string; ``schema``: where the tables
+    are; ``pool_size``: connections at most (threads beyond it wait for one)."""
+
+    def __init__(self, url, *, durability="sync", schema="savepoint_engine",
+                 pool_size=8):
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
+        self.path, self.durability, self.schema = url, durability, schema
+        self._open = False
+        self._code = {}             # fingerprint -> code object (verified when loaded)
+        self._pinned = {}           # execution id -> fingerprints known pinned for it
+        self._pins_lock = threading.Lock()
+        options = f"-c search_path={schema}"
+        if durability == "async":
+            options += " -c synchronous_commit=off"
+        new = self._create_schema(url, schema)
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True,
+                                    kwargs={"autocommit": True, "options": options})
+        self._open = True
+        try:
+            key_dir = _key_dir(url)
+            if new:
+                os.makedirs(key_dir, exist_ok=True)
+            self._signer = _codec.Signer(signing.store_key(key_dir, create=new))
+            self.tables = Tables(None, self._signer, LAYOUT)   # its transaction-free part
+            self._check_format()
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _create_schema(url, schema):
+        """Create the schema and its tables if they are not there; whether it is new."""
+        with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+            # one opener at a time: two hosts opening a new store must not both create it
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+            found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                 (schema,)).fetchone()
+            if found is None:
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("SET LOCAL search_path = {}").format(
+                sql.Identifier(schema)))
+            conn.execute(_SCHEMA)
+            return conn.execute("SELECT 1 FROM meta WHERE name = 'format'").fetchone() is None
+
+    def _check_format(self):
+        check = self._signer.tag(_KEY_CHECK)
+        with self._transaction() as conn:
+            rows = dict(conn.execute("SELECT name, value FROM meta FOR UPDATE").fetchall())
+            if "format" not in rows:
+                conn.execute("INSERT INTO meta VALUES ('format', %s), ('key-check', %s)",
+                             (str(FORMAT).encode(), check))
+                return
+            found = int(bytes(rows["format"]))
+            if found != FORMAT:
+                raise SavepointError(f"{self._shown()} holds a savepoint-engine store of "
+                                     f"format {found}; this engine reads format {FORMAT}"
+                                     + (" (it is newer: upgrade the engine)"
+                                        if found > FORMAT else ""))
+            if bytes(rows.get("key-check", b"")) != check:
+                raise SavepointError(f"{self._shown()} was signed with another key than "
+                                     f"this process has ($ENGINE_SECRET_KEY, "
+                                     f"$ENGINE_SECRET_KEY_FILE or {_key_dir(self.path)}): "
+                                     f"its records cannot be trusted here")
+
+    def _shown(self):
+        """The store's url without a password, for messages."""
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(self.path)
+        except psycopg.ProgrammingError:
+            return "the PostgreSQL store"
+        info.pop("password", None)
+        return f"PostgreSQL {info.get('dbname', '')} (schema {self.schema})"
+
+    def close(self):
+        if self._open:
+            self._open = False
+            self._pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def _transaction(self):
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    # -- sealed values --
+    def _execution_row(self, conn, exec_id, lock=False):
+        """(record bytes or None, (seq, value bytes) of the newest savepoint or None)."""
+        row = conn.execute("SELECT record FROM executions WHERE id = %s"
+                           + (" FOR UPDATE" if lock else ""), (exec_id,)).fetchone()
+        latest = conn.execute("SELECT seq, value FROM savepoints WHERE exec_id = %s "
+                              "ORDER BY seq DESC LIMIT 1", (exec_id,)).fetchone()
+        return (None if row is None else bytes(row[0]),
+                None if latest is None else (latest[0], bytes(latest[1])))
+
+    def _head(self, exec_id, raw, latest):
+        """As lmdbtables.Tables.head, from rows read already."""
+        if raw is None and latest is None:
+            return None
+        tables = self.tables
+        try:
+            head = None if raw is None else tables.execution_record(raw, exec_id)
+            if latest is not None:
+                state = tables.savepoint_value(latest[1], latest[0], exec_id)[2]
+                if head is None:
+                    head = {"id": exec_id}
+                if state[0] > head.get("version", 0):
+                    LAYOUT.apply(head, state)
+            if head is None:
+                raise CorruptSavepoint(f"execution {exec_id} has no execution record")
+        except CorruptSavepoint:
+            return tables.damaged_head(exec_id, raw, latest)
+        return head
+
+    def _put_execution(self, conn, execution):
+        execution["version"] = _commit.version_after(execution)
+        for note in records.NOT_STORED:
+            execution.pop(note, None)
+        exec_id = execution["id"]
+        conn.execute("INSERT INTO executions VALUES (%s, %s) ON CONFLICT (id) DO UPDATE "
+                     "SET record = excluded.record", (exec_id, self.tables.seal(execution)))
+        self._schedule(conn, exec_id, execution.get("due"))
+
+    @staticmethod
+    def _schedule(conn, exec_id, due):
+        if due is None:
+            conn.execute("DELETE FROM queue WHERE exec_id = %s", (exec_id,))
+        else:
+            conn.execute("INSERT INTO queue VALUES (%s, %s) ON CONFLICT (exec_id) DO "
+                         "UPDATE SET due = excluded.due", (exec_id, float(due)))
+
+    @staticmethod
+    def _lease(conn, exec_id, lock=False):
+        row = conn.execute("SELECT pid, start, boot, label, expires FROM leases WHERE "
+                           "exec_id = %s" + (" FOR UPDATE" if lock else ""),
+                           (exec_id,)).fetchone()
+        return None if row is None else Lease(_owner_of(*row[:4]), row[4])
+
+    # -- executions --
+    def put_execution(self, execution):
+        with self._transaction() as conn:
+            self._put_execution(conn, execution)
+
+    def get_execution(self, exec_id):
+        with self._pool.connection() as conn:
+            return self._head(exec_id, *self._execution_row(conn, exec_id))
+
+    def executions(self):
+        with self._pool.connection() as conn, conn.transaction():
+            ids = [r[0] for r in conn.execute("SELECT id FROM executions ORDER BY id")]
+            return [self._head(i, *self._execution_row(conn, i)) for i in ids]
+
+    def ids_with_prefix(self, prefix, limit=2):
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT id FROM executions WHERE starts_with(id, %s) "
+                                "ORDER BY id <> %s, id LIMIT %s",
+                                (prefix, prefix, limit)).fetchall()
+        return [r[0] for r in rows]
+
+    def update_unless_leased(self, exec_id, change, now=None):
+        now = time.time() if now is None else now
+        with self._transaction() as conn:
+            head = self._head(exec_id, *self._execution_row(conn, exec_id, lock=True))
+            if head is None:
+                return "missing", None
+            lease = self._lease(conn, exec_id, lock=True)
+            if lease is not None and held(lease, now):
+                return "leased", head
+            change(head)
+            conn.execute("DELETE FROM leases WHERE exec_id = %s", (exec_id,))
+            self._put_execution(conn, head)
+            conn.execute("DELETE FROM settings WHERE name = %s",
+                         (records.SIGNAL_PREFIX + exec_id,))
+            return "done", head
+
+    def delete_unless_leased(self, exec_id, now=None):
+        now = time.time() if now is None else now
+        with self._transaction() as conn:
+            conn.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (exec_id,))
+            lease = self._lease(conn, exec_id, lock=True)
+            if lease is not None and held(lease, now):
+                return "leased"
+            return "done" if self._delete_execution(conn, exec_id) else "missing"
+
+    def delete_execution(self, exec_id):
+        with self._transaction() as conn:
+            return self._delete_execution(conn, exec_id)
+
+    def _delete_execution(self, conn, exec_id):
+        found = conn.execute("DELETE FROM executions WHERE id = %s", (exec_id,)).rowcount
+        gone = conn.execute("DELETE FROM savepoints WHERE exec_id = %s RETURNING seq, value",
+                            (exec_id,)).fetchall()
+        if not found and not gone:
+            return False
+        for seq, raw in gone:
+            try:
+                meta = records.meta_dict(self.tables.savepoint_value(bytes(raw), seq,
+                                                                     exec_id)[0])
+            except CorruptSavepoint:
+                meta = {}             # a damaged savepoint goes all the same
+            self._unref_chunks(conn, meta.get("chunks") or ())
+        conn.execute("DELETE FROM names WHERE exec_id = %s", (exec_id,))
+        digests = [r[0] for r in conn.execute(
+            "DELETE FROM code_users WHERE exec_id = %s RETURNING digest", (exec_id,))]
+        if digests:
+            conn.execute("DELETE FROM code c WHERE c.digest = ANY(%s) AND NOT EXISTS "
+                         "(SELECT 1 FROM code_users u WHERE u.digest = c.digest)",
+                         (digests,))
+        conn.execute("DELETE FROM leases WHERE exec_id = %s", (exec_id,))
+        conn.execute("DELETE FROM queue WHERE exec_id = %s", (exec_id,))
+        conn.execute("DELETE FROM settings WHERE name = %s",
+                     (records.SIGNAL_PREFIX + exec_id,))
+        self.forget_pins(exec_id)
+        return True
+
+    # -- savepoints --
+    def commit_savepoint(self, execution, meta, record, codes=(), chunks=None, *,
+                         retention="all"):
+        if retention not in RETENTIONS:
+            raise retention_error(retention)
+        exec_id = execution["id"]
+        version = _commit.version_after(execution)
+        chunk_list = list(chunks) if chunks else []
+        previous = execution.get("last_implicit")
+        sealed, seq, state = LAYOUT.seal(execution, meta, record, chunk_list, version,
+                                         self._signer)
+        name = meta.get("name")
+        due = execution.get("due")
+        reschedule = "_due_written" not in execution or execution["_due_written"] != due
+        drop = retention == "last" and previous and meta.get("kind") == "implicit"
+        known = self._pinned.get(exec_id, ())
+        new_codes = {}
+        for code in codes:
+            digest = _codec.fingerprint(code)
+            if digest not in known:
+                new_codes[digest] = code
+        with self._transaction() as conn:
+            for digest, code in new_codes.items():
+                conn.execute("INSERT INTO code VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                             (digest, self.tables.seal(_codec.encode_code(code))))
+                conn.execute("INSERT INTO code_users VALUES (%s, %s) ON CONFLICT DO "
+                             "NOTHING", (exec_id, digest))
+            for digest, blob in (chunks or {}).items():
+                conn.execute("INSERT INTO chunks VALUES (%s, %s, 1) ON CONFLICT (digest) "
+                             "DO UPDATE SET refs = chunks.refs + 1",
+                             (digest, self.tables.seal(blob)))
+            conn.execute("INSERT INTO savepoints VALUES (%s, %s, %s)",
+                         (exec_id, seq, sealed))
+            if name is not None:
+                conn.execute("INSERT INTO names VALUES (%s, %s, %s) ON CONFLICT "
+                             "(exec_id, name) DO UPDATE SET seq = excluded.seq",
+                             (exec_id, name, seq))
+            if drop:
+                conn.execute("DELETE FROM savepoints WHERE exec_id = %s AND seq = %s",
+                             (exec_id, previous))
+                self._unref_chunks(conn, execution.get("last_implicit_chunks") or ())
+            if reschedule:
+                self._schedule(conn, exec_id, due)
+        if new_codes:                              # once committed
+            with self._pins_lock:
+                self._pinned.setdefault(exec_id, set()).update(new_codes)
+            for digest, code in new_codes.items():
+                self._code.setdefault(digest, code)
+        LAYOUT.apply(execution, state)
+        execution["_due_written"] = due
+        return seq
+
+    @staticmethod
+    def _unref_chunks(conn, digests):
+        for digest in digests:
+            left = conn.execute("UPDATE chunks SET refs = refs - 1 WHERE digest = %s "
+                                "RETURNING refs", (digest,)).fetchone()
+            if left is not None and left[0] <= 0:
+                conn.execute("DELETE FROM chunks WHERE digest = %s", (digest,))
+
+    def savepoints(self, exec_id):
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT seq, value FROM savepoints WHERE exec_id = %s "
+                                "ORDER BY seq", (exec_id,)).fetchall()
+        found = []
+        for seq, raw in rows:
+            try:
+                meta = self.tables.savepoint_value(bytes(raw), seq, exec_id)[0]
+                found.append(records.meta_dict(meta))
+            except CorruptSavepoint as e:
+                found.append(records.damaged_meta(seq, len(raw), str(e)))
+        return found
+
+    def savepoint(self, exec_id, seq):
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT value FROM savepoints WHERE exec_id = %s AND "
+                               "seq = %s", (exec_id, seq)).fetchone()
+        if row is None:
+            return None
+        meta, record, _ = self.tables.savepoint_value(bytes(row[0]), seq, exec_id)
+        return records.meta_dict(meta), record
+
+    def seq_of(self, exec_id, name):
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT seq FROM names WHERE exec_id = %s AND name = %s",
+                               (exec_id, name)).fetchone()
+        return None if row is None else row[0]
+
+    # -- pinned code and chunks --
+    def code(self, digest):
+        code = self._code.get(digest)
+        if code is None:
+            with self._pool.connection() as conn:
+                row = conn.execute("SELECT value FROM code WHERE digest = %s",
+                                   (digest,)).fetchone()
+            if row is None:
+                return None
+            data = self.tables.unseal(bytes(row[0]), f"pinned code {digest.hex()}")
+            code = self._code.setdefault(digest, _codec.decode_code(data, digest))
+        return code
+
+    def codes_for(self, record):
+        out = {}
+        for module, qualname, digest in _codec.read_header(record):
+            code = self.code(digest)
+            if code is None:
+                raise CorruptSavepoint(f"savepoint needs code {module}.{qualname} "
+                                       f"({digest.hex()}), which the store does not hold")
+            out[digest] = code
+        return out
+
+    def chunk(self, digest):
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT value FROM chunks WHERE digest = %s",
+                               (digest,)).fetchone()
+        return None if row is None else self.tables.unseal(bytes(row[0]),
+                                                           f"chunk {digest.hex()}")
+
+    def forget_pins(self, exec_id):
+        """Forget what this process knows is pinned for the execution (released or
+        deleted): its next commit, if any, pins again.  Keeps the cache bounded."""
+        with self._pins_lock:
+            self._pinned.pop(exec_id, None)
+
+    # -- run queue and leases --
+    def lease(self, exec_id):
+        with self._pool.connection() as conn:
+            return self._lease(conn, exec_id)
+
+    def _recover(self, conn, now):
+        """Leases of dead owners on this machine, or run out, go; their executions go
+        back on the queue -- at their due time if they have one, else due now."""
+        owners = conn.execute("SELECT DISTINCT pid, start, boot FROM leases WHERE "
+                              "boot = %s", (BOOT_ID,)).fetchall()
+        gone = []
+        for pid, start, boot in owners:
+            if not _owner_of(pid, start, boot).alive():
+                gone += [r[0] for r in conn.execute(
+                    "DELETE FROM leases WHERE " + _OWNER_IS + " RETURNING exec_id",
+                    (pid, start, boot))]
+        gone += [r[0] for r in conn.execute(
+            "DELETE FROM leases WHERE expires <= %s RETURNING exec_id", (now,))]
+        if gone:
+            conn.execute("INSERT INTO queue SELECT id, %s FROM executions WHERE id = "
+                         "ANY(%s) ON CONFLICT DO NOTHING", (now, gone))
+        return gone
+
+    def claim(self, owner, *, lease_seconds=30.0, now=None):
+        taken = self.claim_many(owner, 1, lease_seconds=lease_seconds, now=now)
+        return taken[0] if taken else None
+
+    def claim_many(self, owner, limit, *, lease_seconds=30.0, now=None):
+        now = time.time() if now is None else now
+        if limit <= 0:
+            return []
+        due = self.next_due(now, owner=owner)        # a look that writes nothing first
+        if due is None or due > now:
+            return []
+        me = _owner_row(owner)
+        expires = now + lease_seconds
+        with self._transaction() as conn:
+            self._recover(conn, now)
+            # its own first: parked with it, made due by a child that ended elsewhere
+            taken = [r[0] for r in conn.execute(
+                "SELECT q.exec_id FROM queue q JOIN leases l USING (exec_id) WHERE "
+                "l.pid = %s AND l.start = %s AND l.boot = %s AND q.due <= %s "
+                "ORDER BY q.due, q.exec_id LIMIT %s FOR UPDATE OF q SKIP LOCKED",
+                (*me, now, limit))]
+            if taken:
+                conn.execute("UPDATE leases SET expires = %s, label = %s WHERE exec_id = "
+                             "ANY(%s)", (expires, owner.label, taken))
+            if len(taken) < limit:
+                free = [r[0] for r in conn.execute(
+                    "SELECT q.exec_id FROM queue q WHERE q.due <= %s AND NOT EXISTS "
+                    "(SELECT 1 FROM leases l WHERE l.exec_id = q.exec_id) "
+                    "ORDER BY q.due, q.exec_id LIMIT %s FOR UPDATE OF q SKIP LOCKED",
+                    (now, limit - len(taken)))]
+                if free:
+                    # a claim_one may have leased one meanwhile: only those inserted count
+                    taken += [r[0] for r in conn.execute(
+                        "INSERT INTO leases SELECT id, %s, %s, %s, %s, %s FROM "
+                        "unnest(%s::text[]) AS id ON CONFLICT DO NOTHING RETURNING exec_id",
+                        (*me, owner.label, expires, free))]
+            if taken:
+                conn.execute("DELETE FROM queue WHERE exec_id = ANY(%s)", (taken,))
+            return taken
+
+    def next_due(self, now=None, *, owner=None):
+        now = time.time() if now is None else now
+        me = _owner_row(owner) if owner is not None else (None, None, None)
+        with self._pool.connection() as conn:
+            free, mine, expiry = conn.execute(
+                "SELECT (SELECT min(q.due) FROM queue q WHERE NOT EXISTS "
+                "(SELECT 1 FROM leases l WHERE l.exec_id = q.exec_id)), "
+                "(SELECT min(q.due) FROM queue q JOIN leases l USING (exec_id) WHERE "
+                "l.pid = %s AND l.start = %s AND l.boot = %s), "
+                "(SELECT min(expires) FROM leases)", me).fetchone()
+            owners = [] if expiry is None else conn.execute(
+                "SELECT DISTINCT pid, start, boot FROM leases WHERE boot = %s",
+                (BOOT_ID,)).fetchall()
+        when = [t for t in (free, mine, expiry) if t is not None]
+        if any(not _owner_of(*row).alive() for row in owners):
+            when.append(now)
+        return min(when) if when else None
+
+    def claim_one(self, exec_id, owner, *, lease_seconds=30.0, now=None):
+        now = time.time() if now is None else now
+        try:
+            return self._claim_one(exec_id, owner, now + lease_seconds, now)
+        except _Refused:                 # raised inside: the queue row comes back
+            return False
+
+    def _claim_one(self, exec_id, owner, expires, now):
+        with self._transaction() as conn:
+            # the execution's row serializes claim_one and update_unless_leased; the
+            # queue row waits for a claim_many holding it
+            if conn.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE",
+                            (exec_id,)).fetchone() is None:
+                return False
+            conn.execute("DELETE FROM queue WHERE exec_id = %s", (exec_id,))
+            lease = self._lease(conn, exec_id, lock=True)
+            if lease is not None and lease.owner != owner and held(lease, now):
+                raise _Refused
+            conn.execute("INSERT INTO leases VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT "
+                         "(exec_id) DO UPDATE SET pid = excluded.pid, start = excluded.start,"
+                         " boot = excluded.boot, label = excluded.label, "
+                         "expires = excluded.expires",
+                         (exec_id, *_owner_row(owner), owner.label, expires))
+            return True
+
+    def renew(self, exec_id, owner, *, lease_seconds=30.0, now=None):
+        return exec_id in self.renew_many((exec_id,), owner, lease_seconds=lease_seconds,
+                                          now=now)
+
+    def renew_many(self, exec_ids, owner, *, lease_seconds=30.0, now=None):
+        now = time.time() if now is None else now
+        exec_ids = list(exec_ids)
+        if not exec_ids:
+            return set()
+        with self._transaction() as conn:
+            return {r[0] for r in conn.execute(
+                "UPDATE leases SET expires = %s WHERE exec_id = ANY(%s) AND " + _OWNER_IS
+                + " RETURNING exec_id", (now + lease_seconds, exec_ids,
+                                         *_owner_row(owner)))}
+
+    def release(self, exec_id, owner, execution=None):
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM leases WHERE exec_id = %s AND " + _OWNER_IS,
+                         (exec_id, *_owner_row(owner)))
+            if execution is not None:
+                self._put_execution(conn, execution)
+        self.forget_pins(exec_id)
+
+    def queue_depth(self, now=None):
+        now = time.time() if now is None else now
+        with self._pool.connection() as conn:
+            return conn.execute("SELECT count(*) FROM queue q WHERE q.due <= %s AND NOT "
+                                "EXISTS (SELECT 1 FROM leases l WHERE l.exec_id = "
+                                "q.exec_id)", (now,)).fetchone()[0]
+
+    # -- settings --
+    def get_setting(self, name, default=None):
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT value FROM settings WHERE name = %s",
+                               (name,)).fetchone()
+        return default if row is None else self.tables.unseal(bytes(row[0]),
+                                                              f"setting {name!r}")
+
+    def set_setting(self, name, value):
+        sealed = self.tables.seal(value)
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO settings VALUES (%s, %s) ON CONFLICT (name) DO "
+                         "UPDATE SET value = excluded.value", (name, sealed))
+
+    def delete_setting(self, name):
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM settings WHERE name = %s", (name,))
+
+    def settings(self, prefix="", damaged=None):
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT name, value FROM settings WHERE starts_with(name, "
+                                "%s) ORDER BY name", (prefix,)).fetchall()
+        found = {}
+        for name, raw in rows:
+            try:
+                found[name] = self.tables.unseal(bytes(raw), f"setting {name!r}")
+            except CorruptSavepoint as e:
+                if damaged is None:
+                    log.warning("settings: left out: %s", e)
+                else:
+                    damaged[name] = e
+        return found
+
+    # -- engine doctor --
+    def check(self, repair=False):
+        """Every sealed value is read; a damaged one is a Problem.  (Repair: TODO.)"""
+        checked, problems = {}, []
+        tables = {"executions": "SELECT id, id, record FROM executions",
+                  "savepoints": "SELECT exec_id || ':' || seq, exec_id, value FROM "
+                                "savepoints",
+                  "code": "SELECT encode(digest, 'hex'), NULL, value FROM code",
+                  "chunks": "SELECT encode(digest, 'hex'), NULL, value FROM chunks",
+                  "settings": "SELECT name, NULL, value FROM settings"}
+        with self._pool.connection() as conn, conn.transaction():
+            for table, query in tables.items():
+                rows = conn.execute(query).fetchall()
+                checked[table] = len(rows)
+                for key, exec_id, raw in rows:
+                    try:
+                        self.tables.unseal(bytes(raw), f"{table} {key}")
+                    except CorruptSavepoint as e:
+                        problems.append({"db": table, "key": key, "execution": exec_id,
+                                         "problem": str(e), "repair": None,
+                                         "repaired": False})
+        return {"checked": checked, "problems": problems}
+
+
+class _Refused(Exception):
+    """claim_one: another live owner holds it (rolls the transaction back)."""
+

@@ -1,0 +1,282 @@
+"""The PostgreSQL store, on a real PostgreSQL 16 cluster (the pgserver wheel) started once
+for the session; each test gets a schema of its own."""
+import subprocess
+import threading
+import uuid
+
+import pytest
+
+pgserver = pytest.importorskip("pgserver")
+psycopg = pytest.importorskip("psycopg")
+
+from engine import SavepointError, _codec                     # noqa: E402
+from engine.store import Owner                                # noqa: E402
+from engine.store.leases import BOOT_ID, start_time           # noqa: E402
+from engine.store.postgres import PostgresStore               # noqa: E402
+from store_records import commit                              # noqa: E402
+
+SECRET = "test secret for the postgres store"
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory):
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+def schema():
+    return "t_" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def store(pg_url, schema, monkeypatch):
+    monkeypatch.setenv("ENGINE_SECRET_KEY", SECRET)
+    with PostgresStore(pg_url, durability="async", schema=schema) as s:
+        yield s
+
+
+def rows(url, schema, table):
+    with psycopg.connect(url) as conn:
+        return conn.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone()[0]
+
+
+def dead_owner():
+    """An Owner on this machine whose process has ended."""
+    proc = subprocess.Popen(["sleep", "60"])
+    owner = Owner(proc.pid, start_time(proc.pid), BOOT_ID, "dead")
+    proc.kill()
+    proc.wait()
+    return owner
+
+
+# --- executions and savepoints ------------------------------------------------------------
+
+def test_an_execution_reads_back_as_written(store):
+    store.put_execution({"id": "e1", "flow": "m:f", "status": "QUEUED", "due": None})
+    store.put_execution({"id": "e12", "flow": "m:g", "status": "QUEUED", "due": None})
+    head = store.get_execution("e1")
+    assert head["flow"] == "m:f" and head["version"] > 0
+    assert store.get_execution("nope") is None
+    assert [e["id"] for e in store.executions()] == ["e1", "e12"]
+    assert store.ids_with_prefix("e1") == ["e1", "e12"]
+    assert store.ids_with_prefix("e12") == ["e12"]
+
+
+def test_savepoints_commit_with_the_executions_state(store):
+    execution = {"id": "e1", "status": "RUNNING", "due": None}
+    store.put_execution(execution)
+    seqs = [commit(store, execution, counter=i) for i in range(3)]
+    named = commit(store, execution, kind="explicit", name="here", counter=9)
+    assert seqs == [1, 2, 3] and named == 4 and execution["last_seq"] == 4
+    assert store.get_execution("e1")["last_seq"] == 4
+    assert [m["seq"] for m in store.savepoints("e1")] == [1, 2, 3, 4]
+    assert store.seq_of("e1", "here") == 4 and store.seq_of("e1", "other") is None
+    meta, record = store.savepoint("e1", 2)
+    frames = _codec.decode_snapshot(record, store.codes_for(record), chunks=store.chunk)
+    assert frames[0].locals == ("state", 1)
+    assert meta["kind"] == "implicit" and meta["size"] == len(record)
+    assert store.savepoint("e1", 99) is None
+
+
+def test_a_second_store_reads_the_code_and_chunks_the_first_pinned(store, pg_url, schema):
+    execution = {"id": "e1", "status": "RUNNING", "due": None}
+    store.put_execution(execution)
+    big = list(range(5000))
+    commit(store, execution, value=big)
+    with PostgresStore(pg_url, schema=schema) as other:
+        _, record = other.savepoint("e1", 1)
+        frames = _codec.decode_snapshot(record, other.codes_for(record), chunks=other.chunk)
+        assert frames[0].locals[0] == big
+
+
+def test_retention_last_drops_the_previous_implicit_savepoint_and_its_chunks(
+        store, pg_url, schema):
+    execution = {"id": "e1", "status": "RUNNING", "due": None}
+    store.put_execution(execution)
+    for i in range(3):
+        commit(store, execution, value=list(range(5000 + i)), retention="last")
+    assert [m["seq"] for m in store.savepoints("e1")] == [3]
+    assert rows(pg_url, schema, "chunks") == 1
+
+
+def test_delete_takes_everything_of_the_execution_and_only_that(store, pg_url, schema):
+    big = list(range(5000))
+    for exec_id in ("e1", "e2"):
+        execution = {"id": exec_id, "status": "RUNNING", "due": 1.0}
+        store.put_execution(execution)
+        commit(store, execution, kind="explicit", name="n", value=big)
+    store.set_setting("signal:e1", "cancel")
+    store.claim_one("e1", Owner.current())
+    assert store.delete_execution("e1") is True
+    assert store.delete_execution("e1") is False
+    assert store.get_execution("e1") is None and store.lease("e1") is None
+    assert store.get_setting("signal:e1") is None
+    for table, left in (("executions", 1), ("savepoints", 1), ("names", 1), ("chunks", 1),
+                        ("queue", 1), ("leases", 0)):
+        assert rows(pg_url, schema, table) == left, table
+    assert store.delete_execution("e2") is True
+    for table in ("executions", "savepoints", "names", "code", "code_users", "chunks",
+                  "queue"):
+        assert rows(pg_url, schema, table) == 0, table
+
+
+# --- claims and leases ----------------------------------------------------------------------
+
+def test_two_threads_claiming_never_get_the_same_execution(store):
+    ids = [f"e{i:03}" for i in range(200)]
+    for exec_id in ids:
+        store.put_execution({"id": exec_id, "status": "QUEUED", "due": 1.0})
+    owners = [Owner(1, 1, "host-a"), Owner(2, 2, "host-b")]
+    taken = [[], []]
+    start = threading.Barrier(2)
+
+    def claimer(i):
+        start.wait()
+        while True:
+            got = store.claim_many(owners[i], 7, lease_seconds=600)
+            if not got and store.queue_depth() == 0:
+                return
+            taken[i] += got
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not set(taken[0]) & set(taken[1])
+    assert sorted(taken[0] + taken[1]) == ids
+    assert taken[0] and taken[1]
+    assert all(store.lease(i).owner in owners for i in ids)
+
+
+def test_claim_takes_the_earliest_due_and_not_what_is_not_due(store):
+    store.put_execution({"id": "late", "status": "QUEUED", "due": 50.0})
+    store.put_execution({"id": "early", "status": "QUEUED", "due": 10.0})
+    store.put_execution({"id": "later", "status": "QUEUED", "due": 500.0})
+    me = Owner.current()
+    assert store.next_due(now=100.0) == 10.0
+    assert store.queue_depth(now=100.0) == 2
+    assert store.claim_many(me, 5, now=100.0) == ["early", "late"]
+    assert store.claim(me, now=100.0) is None
+    assert store.next_due(now=100.0, owner=me) == 130.0      # its leases run out then
+
+
+def test_renew_many_extends_only_the_owners_own_leases(store):
+    a, b = Owner(1, 1, "host-a"), Owner(2, 2, "host-b")
+    for exec_id in ("e1", "e2", "e3"):
+        store.put_execution({"id": exec_id, "status": "QUEUED", "due": 1.0})
+    assert store.claim_many(a, 2, now=10.0, lease_seconds=30) == ["e1", "e2"]
+    assert store.claim(b, now=10.0, lease_seconds=30) == "e3"
+    assert store.renew_many(["e1", "e2", "e3"], a, now=20.0, lease_seconds=30) == \
+        {"e1", "e2"}
+    assert store.lease("e1").expires == 50.0 and store.lease("e3").expires == 40.0
+    # b's lease runs out: recovered, and claimed by a; b renews it no more
+    assert store.claim_many(a, 5, now=45.0) == ["e3"]
+    assert store.renew("e3", b, now=46.0) is False
+
+
+def test_a_lease_on_another_host_holds_until_it_runs_out(store):
+    store.put_execution({"id": "e1", "status": "QUEUED", "due": 1.0})
+    elsewhere = Owner(1, 1, "another-boot-id")
+    assert store.claim(elsewhere, now=10.0, lease_seconds=30) == "e1"
+    me = Owner.current()
+    assert store.claim(me, now=20.0) is None
+    assert store.claim_one("e1", me, now=20.0) is False
+    assert store.update_unless_leased("e1", lambda h: None, now=20.0)[0] == "leased"
+    assert store.claim(me, now=41.0) == "e1"
+
+
+def test_the_leases_of_a_dead_owner_on_this_host_are_recovered_at_once(store):
+    store.put_execution({"id": "e1", "status": "RUNNING", "due": None})
+    dead = dead_owner()
+    assert store.claim_one("e1", dead, lease_seconds=600)
+    me = Owner.current()
+    assert store.next_due(owner=me) is not None
+    assert store.claim(me) == "e1"                 # due now: it resumes
+    assert store.lease("e1").owner == me
+
+
+def test_release_puts_a_due_execution_back_on_the_queue(store):
+    me, other = Owner.current(), Owner(1, 1, "host-b")
+    store.put_execution({"id": "e1", "status": "QUEUED", "due": 1.0})
+    assert store.claim(me, now=10.0) == "e1"
+    execution = store.get_execution("e1")
+    execution.update(status="WAITING", due=20.0)
+    store.release("e1", other, execution)          # not its lease: only the write
+    assert store.lease("e1").owner == me
+    store.release("e1", me)
+    assert store.lease("e1") is None
+    assert store.claim(other, now=30.0) == "e1"
+
+
+def test_an_owner_claims_its_own_parked_execution_made_due(store):
+    me, other = Owner.current(), Owner(1, 1, "host-b")
+    store.put_execution({"id": "e1", "status": "QUEUED", "due": 1.0})
+    assert store.claim(me, now=10.0, lease_seconds=600) == "e1"
+    execution = store.get_execution("e1")
+    execution.update(status="WAITING", due=15.0)    # parked, woken by a child elsewhere
+    store.put_execution(execution)
+    assert store.queue_depth(now=20.0) == 0
+    assert store.claim(other, now=20.0) is None
+    assert store.claim(me, now=20.0) == "e1"
+
+
+# --- settings and the schema ----------------------------------------------------------------
+
+def test_settings_round_trip_and_update_unless_leased_drops_the_request(store):
+    store.set_setting("user:a", {"x": 1})
+    store.set_setting("user:b", [1, 2])
+    store.set_setting("other", "v")
+    assert store.get_setting("user:a") == {"x": 1}
+    assert store.settings("user:") == {"user:a": {"x": 1}, "user:b": [1, 2]}
+    store.delete_setting("user:a")
+    assert store.get_setting("user:a", "gone") == "gone"
+    store.put_execution({"id": "e1", "status": "PAUSED", "due": None})
+    store.set_setting("signal:e1", "resume")
+    status, head = store.update_unless_leased("e1", lambda h: h.update(status="QUEUED",
+                                                                         due=1.0))
+    assert status == "done" and store.get_execution("e1")["status"] == "QUEUED"
+    assert store.get_setting("signal:e1") is None
+    assert store.update_unless_leased("nope", lambda h: None) == ("missing", None)
+
+
+def test_a_newer_schema_and_another_key_are_refused(store, pg_url, schema, monkeypatch):
+    monkeypatch.setenv("ENGINE_SECRET_KEY", "another secret")
+    with pytest.raises(SavepointError, match="another key"):
+        PostgresStore(pg_url, schema=schema)
+    monkeypatch.setenv("ENGINE_SECRET_KEY", SECRET)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(f"UPDATE {schema}.meta SET value = '99' WHERE name = 'format'")
+    with pytest.raises(SavepointError, match="format 99.*newer"):
+        PostgresStore(pg_url, schema=schema)
+
+
+def test_a_forged_record_is_found_damaged(store, pg_url, schema):
+    store.put_execution({"id": "e1", "flow": "m:f", "status": "QUEUED", "due": None})
+    store.set_setting("s", 1)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(f"UPDATE {schema}.executions SET record = "
+                     f"overlay(record placing '\\xff'::bytea from 20)")
+    head = store.get_execution("e1")
+    assert head["status"] == "ENDED_ERROR" and "damaged" in head
+    report = store.check()
+    assert report["checked"]["executions"] == 1
+    assert [p["db"] for p in report["problems"]] == ["executions"]
+
+
+# --- the engine on it -----------------------------------------------------------------------
+
+def test_an_engine_on_a_postgresql_url_runs_a_flow(pg_url, monkeypatch):
+    import engine
+    import rt_flows
+    monkeypatch.setenv("ENGINE_SECRET_KEY", SECRET)
+    calls = []
+    with engine.Engine(pg_url, durability="async") as eng:
+        assert type(eng.store).__name__ == "PostgresStore"
+        eng.add_connector("effect", lambda tag: calls.append(tag) or tag.upper())
+        ex = eng.execute(rt_flows.straight_line)
+        assert ex.status == engine.Status.ENDED_SUCCESS and ex.output == ["A", "B"]
+        assert [sp.action for sp in eng.savepoints(ex.id)] == ["connect", "connect"]
+        assert calls == ["a", "b"]
