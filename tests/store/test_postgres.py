@@ -1,28 +1,19 @@
-"""The PostgreSQL store, on a real PostgreSQL 16 cluster (the pgserver wheel) started once
-for the session; each test gets a schema of its own."""
+"""The PostgreSQL store, on the session's real PostgreSQL cluster (tests/conftest.py); each
+test gets a database and a schema of its own."""
 import subprocess
 import threading
 import uuid
 
+import psycopg
 import pytest
 
-pgserver = pytest.importorskip("pgserver")
-psycopg = pytest.importorskip("psycopg")
-
-from engine import SavepointError, _codec                     # noqa: E402
-from engine.store import Owner                                # noqa: E402
-from engine.store.leases import BOOT_ID, start_time           # noqa: E402
-from engine.store.postgres import PostgresStore               # noqa: E402
-from store_records import commit                              # noqa: E402
+from engine import SavepointError, _codec
+from engine.store import Owner
+from engine.store.leases import BOOT_ID, start_time
+from engine.store.postgres import PostgresStore
+from store_records import commit
 
 SECRET = "test secret for the postgres store"
-
-
-@pytest.fixture(scope="session")
-def pg_url(tmp_path_factory):
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    yield server.get_uri()
-    server.cleanup()
 
 
 @pytest.fixture

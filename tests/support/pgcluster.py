@@ -1,0 +1,138 @@
+"""A real PostgreSQL server for the tests: a cluster of its own in a temporary directory,
+listening on 127.0.0.1 (password auth, so a wrong password can be tested) and on a unix
+socket, started and restarted with pg_ctl.
+
+The binaries: $ENGINE_TEST_PG_BIN (e.g. Debian's /usr/lib/postgresql/15/bin), else those
+the ``pgserver`` wheel ships (a test dependency: pip alone gives a fresh machine a server).
+initdb refuses to run as root, so as root the cluster belongs to a system user made for it.
+"""
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+USER = "savepoint-pg"            # the system user owning the cluster when we are root
+PASSWORD = "engine-test"         # of the database superuser "postgres"
+
+
+def binaries():
+    """The directory holding initdb, pg_ctl and postgres."""
+    named = os.environ.get("ENGINE_TEST_PG_BIN")
+    if named:
+        return named
+    # found, not imported: importing pgserver starts its own machinery
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the PostgreSQL tests need a server: pip install -e '.[test]' (brings "
+            "pgserver) or set ENGINE_TEST_PG_BIN to a directory with initdb and pg_ctl")
+    return os.path.join(spec.submodule_search_locations[0], "pginstall", "bin")
+
+
+def _system_user():
+    """As root: the uid/gid of the user the cluster runs as (created once)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", USER], check=True)
+        entry = pwd.getpwnam(USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """One PostgreSQL cluster: ``url(dbname)``, ``create_database()``, ``restart()``,
+    ``stop()``."""
+
+    def __init__(self):
+        self.bin = binaries()
+        self.ids = _system_user()
+        self.dir = tempfile.mkdtemp(prefix="engine-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.log = os.path.join(self.dir, "log")
+        self.port = _free_port()
+        if self.ids:
+            os.chown(self.dir, *self.ids)
+        pwfile = os.path.join(self.dir, "pw")
+        with open(pwfile, "w") as fh:
+            fh.write(PASSWORD + "\n")
+        if self.ids:
+            os.chown(pwfile, *self.ids)
+        # local (unix socket) connections trusted for the harness; TCP needs the password
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--pwfile", pwfile,
+                  "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
+                  "--locale=C")
+        os.unlink(pwfile)
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as fh:
+            # a test server: durability of the machine is not under test (the store's
+            # own sync/async setting still decides how each commit is made)
+            fh.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                     f"unix_socket_directories = '{self.dir}'\n"
+                     "fsync = off\nfull_page_writes = off\nmax_connections = 400\n"
+                     "shared_buffers = 64MB\n")
+        self.start()
+
+    def _run(self, tool, *args, check=True, timeout=60):
+        return subprocess.run([os.path.join(self.bin, tool), *args], check=check,
+                              timeout=timeout, capture_output=True, text=True,
+                              user=self.ids[0] if self.ids else None,
+                              group=self.ids[1] if self.ids else None, cwd=self.dir)
+
+    def _pg_ctl(self, *action):
+        try:
+            self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", *action)
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(f"pg_ctl {' '.join(action)} failed: {e.stderr}\n"
+                               f"{self.log_text()}") from None
+
+    def log_text(self):
+        try:
+            with open(self.log) as fh:
+                return fh.read()[-4000:]
+        except OSError:
+            return ""
+
+    def start(self):
+        self._pg_ctl("start")
+
+    def restart(self):
+        """pg_ctl restart -m fast: every connection is cut; back when it accepts again."""
+        self._pg_ctl("restart", "-m", "fast")
+
+    def stop(self):
+        self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, dbname="postgres", password=PASSWORD, user="postgres"):
+        return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name):
+        """A new empty database; its URL."""
+        import psycopg
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def wait_ready(self, seconds=30):
+        import psycopg
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                psycopg.connect(self.url(), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
