@@ -9,12 +9,12 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
 
 from engine import config
-from engine.errors import EngineError
+from engine.errors import CorruptSavepoint, EngineError
 from engine.inspect import frame_views
 from engine.lifecycle import ask_runner, carry_out, new_execution, refuse_if_lost
-from engine.lookup import execution_record, find_seq, resolve_execution
+from engine.lookup import execution_record, find_seq, resolve_execution, savepoint_record
 from engine.runner import Counters, Runner
-from engine.store import Store, StoreProtocol
+from engine.store import CheckReport, Store, StoreProtocol
 from engine.types import Execution, FrameView, Savepoint, Status, parse_status
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -204,7 +204,7 @@ class Engine:
         from engine import workers     # here: multiprocessing costs every import ~10 ms
         return workers.stats(self._store)
 
-    def check(self, repair: bool = False) -> dict[str, Any]:
+    def check(self, repair: bool = False) -> CheckReport:
         """Verify every record of the store (`engine doctor`): {"checked": {database:
         entries}, "problems": [{"db", "key", "execution", "problem", "repair",
         "repaired"}, ...]}.  ``repair``: also fix what can be fixed without losing
@@ -240,7 +240,7 @@ class Engine:
                   by: str = "id") -> Savepoint:
         """One savepoint, named by id or seq (or by name with by="name")."""
         execution_id, seq = self._locate(execution_id, savepoint, by)
-        meta, _ = self._store.savepoint(execution_id, seq)
+        meta, _ = savepoint_record(self._store, execution_id, seq)
         return Savepoint.from_meta(execution_id, meta)
 
     def inspect(self, execution_id: str, savepoint: int | str,
@@ -248,7 +248,7 @@ class Engine:
         """Every frame of a savepoint, outermost first, with its locals -- decoded
         without running any flow code, building any instance or importing any module."""
         execution_id, seq = self._locate(execution_id, savepoint, by)
-        _, record = self._store.savepoint(execution_id, seq)
+        _, record = savepoint_record(self._store, execution_id, seq)
         trust = self._runner.trust_for(execution_record(self._store, execution_id))
         return frame_views(self._store, record, trust)
 
@@ -261,14 +261,20 @@ class Engine:
     def fork(self, execution_id: str, savepoint: int | str, by: str = "id") -> Execution:
         """A new QUEUED execution that goes on from that savepoint."""
         execution_id, seq = self._locate(execution_id, savepoint, by)
-        meta, record = self._store.savepoint(execution_id, seq)
-        source = self._store.get_execution(execution_id)
+        meta, record = savepoint_record(self._store, execution_id, seq)
+        source = execution_record(self._store, execution_id)
         refuse_if_lost("fork", source)
         child = self.start(source["flow"], source.get("inputs"), name=source.get("name"),
                            savepoint_retention=source.get("retention"))
-        new = self._store.get_execution(child.id)
+        new = execution_record(self._store, child.id)
         codes = list(self._store.codes_for(record).values())
-        chunks = {d: self._store.chunk(d) for d in meta.get("chunks") or ()}
+        chunks = {}
+        for digest in meta.get("chunks") or ():
+            chunk = self._store.chunk(digest)
+            if chunk is None:
+                raise CorruptSavepoint(f"savepoint {seq} of execution {execution_id} "
+                                       f"needs chunk {digest.hex()}, which is gone")
+            chunks[digest] = chunk
         self._store.commit_savepoint(new, {k: meta[k] for k in
                                            ("kind", "name", "created_at", "line", "action",
                                             "command")}, record, codes, chunks)

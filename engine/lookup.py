@@ -29,6 +29,15 @@ def execution_record(store, execution_id):
     return record
 
 
+def savepoint_record(store, execution_id, seq):
+    """(meta, record) of that savepoint; SavepointNotFound if it is gone (deleted since
+    its seq was found)."""
+    found = store.savepoint(execution_id, seq)
+    if found is None:
+        raise SavepointNotFound(f"execution {execution_id} has no savepoint {seq}")
+    return found
+
+
 def find_seq(store, execution_id, savepoint, by="id"):
     """The seq of the savepoint ``savepoint`` names: by="id" an id ("<execution>.<seq>")
     or a seq (an int, or a string of digits); by="name" its name."""
