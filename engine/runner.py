@@ -240,7 +240,10 @@ class Runner:
                 return
             log.info("execution %s (%s) %s", exec_id, record["flow"],
                      "resumed" if record.get("last_seq") else "started")
+            idle = not self.runs
             self.runs[exec_id] = run
+            if idle:                 # the watchdog idles up to IDLE_WATCH_SECONDS: look now
+                self.watchdog.poke.set()
             self.watch_deadline(run)
             try:
                 run.drive(retry_delay)

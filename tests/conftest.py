@@ -1,8 +1,8 @@
 """Fixtures every test directory shares: the stores a test runs on.
 
 ``store_path`` is where a test's engine keeps its store: an LMDB directory, or the URL of a
-fresh database on the session's PostgreSQL cluster (tests/support/pgcluster.py).  Tests
-that take it run once per store.  A machine without a PostgreSQL server fails those tests
+fresh database on the session's PostgreSQL cluster (tests/support/pgcluster.py);
+``new_store(name)`` makes more of them.  Tests that take either run once per store.  A machine without a PostgreSQL server fails those tests
 loudly -- they are never skipped.
 """
 import itertools
@@ -38,8 +38,29 @@ def store_kind(request):
 
 
 @pytest.fixture
-def store_path(store_kind, tmp_path, request):
+def store_path(new_store):
     """An LMDB directory or a PostgreSQL URL, as Engine(path) and --path take it."""
+    return new_store("store")
+
+
+@pytest.fixture
+def new_store(store_kind, tmp_path, request):
+    """Makes more stores of the test's kind: ``new_store(name)`` is a new LMDB directory
+    under tmp_path, or the URL of another new database (for tests that need several)."""
     if store_kind == "lmdb":
-        return str(tmp_path / "store")
-    return request.getfixturevalue("pg_url")
+        given = set()
+
+        def make_dir(name):          # a name asked for again gets a directory of its own
+            path, n = name, 1
+            while path in given:
+                n += 1
+                path = f"{name}-{n}"
+            given.add(path)
+            return str(tmp_path / path)
+        return make_dir
+    cluster = request.getfixturevalue("pg_cluster")
+    unused = [request.getfixturevalue("pg_url")]     # (it sets the shared signing key)
+
+    def make(name):
+        return unused.pop() if unused else cluster.create_database(f"t{next(_databases)}")
+    return make

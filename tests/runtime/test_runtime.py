@@ -1,6 +1,7 @@
 """The product as SPEC.md describes it: Engine, the Flow-API, savepoints, restore, crashes.
-Real LMDB stores, real subprocesses killed with SIGKILL, a real SQLite database and a real
-HTTP server on 127.0.0.1."""
+Real stores (each test runs on LMDB and on PostgreSQL: the store_path fixture), real
+subprocesses killed with SIGKILL, a real SQLite database and a real HTTP server on
+127.0.0.1."""
 import http.server
 import json
 import os
@@ -22,8 +23,8 @@ RUNNER = os.path.join(SUPPORT, "rt_run.py")
 
 
 @pytest.fixture
-def eng(tmp_path):
-    with Engine(tmp_path / "store", durability="async", sleep_max_seconds=0.2) as engine:
+def eng(tmp_path, store_path):
+    with Engine(store_path, durability="async", sleep_max_seconds=0.2) as engine:
         engine.add_connector("effect", rt_flows.effect_recorder(tmp_path / "effects"))
         yield engine
 
@@ -54,7 +55,8 @@ class _Upload(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_the_seed_example_restored_from_outside_reads_once_and_uploads_once(tmp_path):
+def test_the_seed_example_restored_from_outside_reads_once_and_uploads_once(tmp_path,
+                                                                              store_path):
     db = tmp_path / "data.sqlite"
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE data (id INTEGER, name TEXT)")
@@ -65,7 +67,7 @@ def test_the_seed_example_restored_from_outside_reads_once_and_uploads_once(tmp_
     threading.Thread(target=server.serve_forever, daemon=True).start()
     reads = tmp_path / "reads"
     try:
-        with Engine(tmp_path / "store", durability="sync") as eng:
+        with Engine(store_path, durability="sync") as eng:
             eng.add_connector("database", rt_flows.db_reader(str(db), str(reads)))
             eng.connector("remote-api")(
                 rt_flows.uploader(f"http://127.0.0.1:{server.server_port}"))
@@ -115,8 +117,8 @@ def test_the_restore_loop_guard_fails_the_execution_clearly(eng):
     assert "RestoreLoopError" in ex.error and "more than 100 times" in ex.error
 
 
-def test_retention_last_and_per_execution_override(tmp_path):
-    with Engine(tmp_path / "s", durability="async", savepoint_retention="last") as eng:
+def test_retention_last_and_per_execution_override(tmp_path, store_path):
+    with Engine(store_path, durability="async", savepoint_retention="last") as eng:
         eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "e"))
         kept = eng.execute(rt_flows.constructs)
         assert [sp.kind for sp in eng.savepoints(kept.id)] == ["implicit"]
@@ -165,12 +167,12 @@ def test_a_flow_api_call_inside_a_sorted_key_callback_is_refused(eng):
     assert "C code" in ex.output
 
 
-def test_bad_arguments_are_refused_clearly(tmp_path):
+def test_bad_arguments_are_refused_clearly(tmp_path, store_path):
     with pytest.raises(ValueError, match="savepoint_retention"):
         Engine(tmp_path / "a", savepoint_retention="some")
     with pytest.raises(ValueError, match="durability"):
         Engine(tmp_path / "b", durability="maybe")
-    with Engine(tmp_path / "c", durability="async") as eng:
+    with Engine(store_path, durability="async") as eng:
         with pytest.raises(ValueError, match="module level"):
             eng.start(lambda system, this, inputs: None)
         with pytest.raises(KeyError):
@@ -203,6 +205,7 @@ def test_a_long_sleep_unloads_and_another_process_resumes_it(eng, tmp_path):
 
 
 def uninterrupted(tmp_path, flow, inputs):
+    # the reference run, on LMDB whichever store is under test: both must give its output
     with Engine(tmp_path / "reference", durability="async") as eng:
         eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "reference-effects"))
         ex = eng.execute(getattr(rt_flows, flow), inputs)
@@ -211,10 +214,10 @@ def uninterrupted(tmp_path, flow, inputs):
         return ex.output, calls
 
 
-def crash_at(tmp_path, flow, inputs, k, concurrency=1):
-    """Start the flow in a process killed at its k-th effect call; resume in fresh ones
-    (engines running up to ``concurrency`` executions at once)."""
-    store, log = tmp_path / f"store-{k}", tmp_path / f"effects-{k}"
+def crash_at(tmp_path, new_store, flow, inputs, k, concurrency=1):
+    """Start the flow in a process killed at its k-th effect call, on a new store; resume
+    in fresh ones (engines running up to ``concurrency`` executions at once)."""
+    store, log = new_store(f"store-{k}"), tmp_path / f"effects-{k}"
     proc = runner(store, log, "start", flow, json.dumps(inputs), k, check=False,
                   concurrency=concurrency)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -230,27 +233,28 @@ def crash_at(tmp_path, flow, inputs, k, concurrency=1):
 @pytest.mark.parametrize("flow, inputs", [("straight_line", {}), ("constructs", {"n": 3}),
                                           ("sleeper", {"seconds": 0.05})])
 def test_killed_at_every_flow_api_call_a_new_process_finishes_it_the_same(
-        tmp_path, flow, inputs, concurrency):
+        tmp_path, new_store, flow, inputs, concurrency):
     want, calls = uninterrupted(tmp_path, flow, inputs)
     for k in range(1, len(calls) + 1):
-        assert crash_at(tmp_path, flow, inputs, k, concurrency) == (want, calls), k
+        assert crash_at(tmp_path, new_store, flow, inputs, k, concurrency) == \
+            (want, calls), k
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
-def test_killed_at_a_random_call_of_a_random_flow(tmp_path_factory, data):
+def test_killed_at_a_random_call_of_a_random_flow(tmp_path_factory, new_store, data):
     tmp_path = tmp_path_factory.mktemp("random")
     flow = data.draw(st.sampled_from(["constructs", "straight_line", "sleeper"]))
     inputs = {"n": data.draw(st.integers(1, 4))} if flow == "constructs" else \
         {"seconds": 0.05} if flow == "sleeper" else {}
     want, calls = uninterrupted(tmp_path, flow, inputs)
     k = data.draw(st.integers(1, len(calls)))
-    assert crash_at(tmp_path, flow, inputs, k) == (want, calls)
+    assert crash_at(tmp_path, new_store, flow, inputs, k) == (want, calls)
 
 
-def test_killed_before_any_savepoint_starts_over(tmp_path):
+def test_killed_before_any_savepoint_starts_over(tmp_path, new_store):
     want, calls = uninterrupted(tmp_path, "straight_line", {})
-    assert crash_at(tmp_path, "straight_line", {}, 1) == (want, calls)
+    assert crash_at(tmp_path, new_store, "straight_line", {}, 1) == (want, calls)
 
 
 PINNED_V1 = '''
@@ -266,7 +270,8 @@ def handler(system, this, inputs):
 '''
 
 
-def test_an_execution_resumes_on_its_pinned_code_after_the_file_changes(tmp_path):
+def test_an_execution_resumes_on_its_pinned_code_after_the_file_changes(tmp_path,
+                                                                        store_path):
     module_dir = tmp_path / "mods"
     module_dir.mkdir()
     (module_dir / "pinned_flow.py").write_text(PINNED_V1)
@@ -274,7 +279,7 @@ def test_an_execution_resumes_on_its_pinned_code_after_the_file_changes(tmp_path
 import sys, time
 sys.path.insert(0, {str(module_dir)!r})
 from engine import Engine
-with Engine({str(tmp_path / "store")!r}, durability="async", sleep_max_seconds=0.1) as eng:
+with Engine({store_path!r}, durability="async", sleep_max_seconds=0.1) as eng:
     if sys.argv[1] == "start":
         print(eng.execute("pinned_flow:handler").id)
     else:
@@ -289,7 +294,7 @@ with Engine({str(tmp_path / "store")!r}, durability="async", sleep_max_seconds=0
     second = subprocess.run([sys.executable, "-c", script, "run"], capture_output=True,
                             text=True, timeout=60)
     assert second.returncode == 0, second.stderr
-    with Engine(tmp_path / "store", durability="async") as eng:
+    with Engine(store_path, durability="async") as eng:
         done = eng.get(exec_id)
     assert done.status == Status.ENDED_SUCCESS, done.error
     assert done.output == ("version 1 code", 1)
@@ -364,8 +369,8 @@ def test_restore_from_outside_while_another_process_runs_it(eng, tmp_path):
     assert calls.count("round0") == 2 and calls[-1] == "round14"
 
 
-def test_a_long_computation_keeps_its_lease_and_nobody_else_runs_it(tmp_path):
-    with Engine(tmp_path / "store", durability="async", lease_seconds=0.6) as eng:
+def test_a_long_computation_keeps_its_lease_and_nobody_else_runs_it(tmp_path, store_path):
+    with Engine(store_path, durability="async", lease_seconds=0.6) as eng:
         eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "effects"))
         ex = eng.start(rt_flows.computes_long, {"seconds": 2.0})
         worker = threading.Thread(target=eng.run)
