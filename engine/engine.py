@@ -15,6 +15,7 @@ from engine.lifecycle import ask_runner, carry_out, new_execution, refuse_if_los
 from engine.lookup import execution_record, find_seq, resolve_execution, savepoint_record
 from engine.runner import Counters, Runner
 from engine.store import CheckReport, Store, StoreProtocol
+from engine.store.location import absolute
 from engine.types import Execution, FrameView, Savepoint, Status, parse_status
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -52,7 +53,8 @@ def _register(eng, module):
 
 
 class Engine:
-    """Durable executions of plain Python functions, kept in one LMDB store.
+    """Durable executions of plain Python functions, kept in one store: an LMDB directory
+    at ``path``, or a PostgreSQL database when ``path`` is a "postgresql://" URL.
 
     ``concurrency``: how many executions it runs at once, each on a thread; a waiting
     one (a sleep, a wait for children) holds no thread, it is parked in memory.
@@ -60,7 +62,8 @@ class Engine:
     Every keyword also comes from the environment (ENGINE_PATH, ENGINE_DURABILITY,
     ENGINE_SAVEPOINT_RETENTION, ENGINE_SLEEP_MAX_SECONDS, ENGINE_LEASE_SECONDS,
     ENGINE_CONCURRENCY); an explicit argument wins.  Invalid values raise ValueError
-    naming the setting."""
+    naming the setting; a PostgreSQL server that cannot be reached (or refuses the user)
+    raises StoreUnavailable."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  durability: str | None = None, savepoint_retention: str | None = None,
@@ -129,7 +132,7 @@ class Engine:
             finally:
                 self._runner.connectors.clear()
                 self._runner.connectors.update(own)
-        settings = {"path": os.path.abspath(self.path), "durability": self.durability,
+        settings = {"path": absolute(self.path), "durability": self.durability,
                     "savepoint_retention": self.savepoint_retention,
                     "sleep_max_seconds": self.sleep_max_seconds,
                     "lease_seconds": self.lease_seconds, "concurrency": self.concurrency}

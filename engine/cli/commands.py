@@ -8,7 +8,9 @@ import sys
 import time
 
 from engine import Engine, Status, config
-from engine.errors import SavepointError, SavepointNotFound
+from engine.errors import SavepointError, SavepointNotFound, StoreUnavailable
+from engine.store import missing_store
+from engine.store.location import redacted, shown
 from engine.cli.output import (emit, execution_dict, iso, log_lines, savepoint_dict, short,
                                table, terminal_width, text_of, type_shown, when)
 
@@ -41,17 +43,24 @@ def configuration(args):
 
 
 def open_engine(args, must_exist=True):
+    """The engine on --path; unless ``must_exist`` is false, only if a store is there
+    already (a mistyped path or URL creates nothing)."""
     settings = {name: value for name, (value, _) in configuration(args).items()}
     path = settings.pop("path")
-    if must_exist and not os.path.exists(os.path.join(path, "data.mdb")):
-        raise CommandError(f"{path} is not an engine store (no data.mdb there)")
     try:
+        missing = missing_store(path) if must_exist else None
+        if missing is not None:
+            raise CommandError(f"{shown(path)} is not an engine store ({missing})")
         return Engine(path, **settings)
+    except (StoreUnavailable, ValueError) as e:         # they name the server already
+        raise CommandError(str(e)) from None
     except SavepointError as e:
-        raise CommandError(f"{path} is not an engine store: {e}") from None
+        raise CommandError(f"{shown(path)} is not an engine store: {e}") from None
+    except CommandError:
+        raise
     except Exception as e:
-        raise CommandError(f"cannot open the store {path}: {type(e).__name__}: {e}") \
-            from None
+        raise CommandError(f"cannot open the store {shown(path)}: {type(e).__name__}: "
+                           f"{redacted(str(e))}") from None
 
 
 # --- lookups --------------------------------------------------------------------------------
@@ -314,7 +323,7 @@ def cmd_stats(args):
 
 
 def cmd_config(args):
-    data = {name: {"value": value, "source": source}
+    data = {name: {"value": shown(value) if name == "path" else value, "source": source}
             for name, (value, source) in configuration(args).items()}
     emit(args, data, lambda d: table([{"setting": k, **v} for k, v in d.items()],
                                      ["setting", "value", "source"]))
