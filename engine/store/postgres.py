@@ -51,7 +51,7 @@ from psycopg_pool import ConnectionPool
 from engine import _codec, _commit, signing
 from engine.config import DURABILITIES, RETENTIONS, default_path
 from engine.errors import CorruptSavepoint, SavepointError
-from engine.store import records
+from engine.store import pgconnect, records
 from engine.store.base import StoreProtocol, retention_error
 from engine.store.leases import BOOT_ID, Lease, Owner
 from engine.store.lmdbtables import Tables
@@ -148,7 +148,7 @@ class PostgresStore(StoreProtocol):
     @staticmethod
     def _create_schema(url, schema):
         """Create the schema and its tables if they are not there; whether it is new."""
-        with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        with pgconnect.connect(url, autocommit=True) as conn, conn.transaction():
             # one opener at a time: two hosts opening a new store must not both create it
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
             found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
