@@ -366,8 +366,10 @@ class PostgresStore(StoreProtocol):
                 conn.execute("INSERT INTO chunks VALUES (%s, %s, 1) ON CONFLICT (digest) "
                              "DO UPDATE SET refs = chunks.refs + 1",
                              (digest, self.tables.seal(blob)))
-            conn.execute("INSERT INTO savepoints VALUES (%s, %s, %s)",
-                         (exec_id, seq, sealed))
+            # as LMDB's put: a process that lost the lease while inside a call (stopped,
+            # say) may still commit the seq its successor wrote -- not fail the execution
+            conn.execute("INSERT INTO savepoints VALUES (%s, %s, %s) ON CONFLICT (exec_id, "
+                         "seq) DO UPDATE SET value = excluded.value", (exec_id, seq, sealed))
             if name is not None:
                 conn.execute("INSERT INTO names VALUES (%s, %s, %s) ON CONFLICT "
                              "(exec_id, name) DO UPDATE SET seq = excluded.seq",
