@@ -25,6 +25,7 @@ prefix.  Modules are found as `python -m` finds them: the current directory firs
 sys.path.  Errors are one line on stderr and a non-zero exit status.
 """
 import argparse
+import logging
 import os
 import sys
 
@@ -175,6 +176,10 @@ def parser():
 
 
 def main(argv=None):
+    # psycopg warns of the connections it recovers from -- a Ctrl-C in the middle of a
+    # query leaves one its pool throws away -- on stderr, where the command's own error
+    # is one line; a worker's log (logging configured) still has them
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     # modules are found as with `python -m`: the current directory first
     here = os.getcwd()
     if here not in sys.path and "" not in sys.path:
