@@ -1,5 +1,6 @@
 """README.md's terminal tour works when pasted into a shell: each command of its
-"From a terminal" block, run by bash in a copy of examples/ (not on PYTHONPATH)."""
+"From a terminal" block, run by bash in a copy of examples/ (not on PYTHONPATH), with
+$ENGINE_PATH an LMDB directory or a PostgreSQL URL (the store_path fixture)."""
 import os
 import re
 import shutil
@@ -15,7 +16,7 @@ def terminal_block():
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
 
 
-def test_the_readme_terminal_tour_runs(tmp_path):
+def test_the_readme_terminal_tour_runs(tmp_path, store_path):
     shutil.copytree(os.path.join(ROOT, "examples"), tmp_path / "examples")
     script = ["set -u"]
     commands = [line.split("  #")[0].strip() for line in terminal_block() if line.strip()]
@@ -23,7 +24,7 @@ def test_the_readme_terminal_tour_runs(tmp_path):
         if command.startswith("engine worker"):
             command = "timeout -s TERM 5 " + command      # it runs until stopped
         script.append(f"{command}\necho \"::{n} exit $?\"")
-    env = dict(os.environ, ENGINE_PATH=str(tmp_path / "store"))
+    env = dict(os.environ, ENGINE_PATH=store_path)
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
