@@ -139,13 +139,15 @@ class Pool:
     def _died(self, index, proc, respawn_at):
         """A worker died: start another -- at once if it had started (killed, crashed),
         after a growing wait if it could not even start; give up after START_ATTEMPTS
-        failed starts in a row."""
+        failed starts in a row -- unless the last was SIGKILLed from outside while it
+        started (an operator, a chaos test, the OOM killer): that is no fault of its
+        own, and killing workers must never stop the pool."""
         self._heard()
         started = proc.pid in self.ready
         self.ready.discard(proc.pid)
         self.failures[index] = 0 if started else self.failures.get(index, 0) + 1
         why = self.why.pop(proc.pid, None) or f"exit status {proc.exitcode}"
-        if self.failures[index] >= START_ATTEMPTS:
+        if self.failures[index] >= START_ATTEMPTS and proc.exitcode != -signal.SIGKILL:
             raise WorkerStartError(f"worker {index} failed to start {self.failures[index]} "
                                    f"times in a row; giving up. Last: {why}")
         first, longest = RESPAWN_BACKOFF

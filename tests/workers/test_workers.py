@@ -13,6 +13,7 @@ import pytest
 
 import rt_flows
 from engine import Engine, Status
+from engine.workers import START_ATTEMPTS
 from waiting import wait_for
 from locations import SUPPORT
 
@@ -199,3 +200,27 @@ def test_a_closure_connector_cannot_be_sent_to_workers(store_path):
         eng.add_connector("inline", lambda: 1)
         with pytest.raises(ValueError, match="cannot be sent to worker processes"):
             eng.work(processes=1)
+
+
+def test_workers_killed_while_they_start_do_not_make_the_pool_give_up(tmp_path, store_path):
+    # as many SIGKILLs as START_ATTEMPTS, each while the worker is still starting: not
+    # the worker's fault (an operator, a chaos test, the OOM killer), so the pool goes on
+    output = open(tmp_path / "pool-output", "w+")
+    pool = subprocess.Popen(
+        [sys.executable, "-m", "engine", "worker", "-n", "1", "--path", store_path,
+         "--flows", "slow_start"], env=dict(os.environ, PYTHONPATH=SUPPORT),
+        stdout=output, stderr=subprocess.STDOUT, text=True)
+    pool.output = output
+    try:
+        killed = []
+        for _ in range(START_ATTEMPTS):
+            assert wait_for(lambda: [p for p in workers_of(pool) if p not in killed], 30)
+            [victim] = [p for p in workers_of(pool) if p not in killed]
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+        # the pool says it starts another after the last one too (giving up, it would not)
+        assert wait_for(lambda: output.seek(0) == 0 and output.read().count(
+            "died (exit status -9); starting another") == START_ATTEMPTS, 30)
+    finally:
+        said = stop(pool)
+    assert "giving up" not in said
