@@ -57,6 +57,7 @@ class _Upload(http.server.BaseHTTPRequestHandler):
 
 def test_the_seed_example_restored_from_outside_reads_once_and_uploads_once(tmp_path,
                                                                               store_path):
+    _Upload.received, _Upload.attempts = [], 0          # a fresh server for each store
     db = tmp_path / "data.sqlite"
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE data (id INTEGER, name TEXT)")
