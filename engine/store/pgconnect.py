@@ -43,10 +43,16 @@ def missing_schema(url, schema=SCHEMA):
     """None if a store was made in the database at ``url`` (in ``schema``); else what is
     missing there, in a few words.  Creates nothing."""
     with connect(url, autocommit=True) as conn:
-        meta = conn.execute("SELECT to_regclass(format('%%I.meta', %s::text))",
-                            (schema,)).fetchone()[0]
-        if meta is None:
-            return f"no {schema} schema in that database"
-        made = conn.execute(sql.SQL("SELECT 1 FROM {}.meta WHERE name = 'format'").format(
-            sql.Identifier(schema))).fetchone()
+        return missing_in(conn, schema)
+
+
+def missing_in(conn, schema=SCHEMA):
+    """missing_schema on an open connection: reads the catalog and the format row, takes
+    no lock that could wait for a writer."""
+    meta = conn.execute("SELECT to_regclass(format('%%I.meta', %s::text))",
+                        (schema,)).fetchone()[0]
+    if meta is None:
+        return f"no {schema} schema in that database"
+    made = conn.execute(sql.SQL("SELECT 1 FROM {}.meta WHERE name = 'format'").format(
+        sql.Identifier(schema))).fetchone()
     return None if made else f"the {schema} schema holds no store"
