@@ -149,6 +149,11 @@ class PostgresStore(StoreProtocol):
     def _create_schema(url, schema):
         """Create the schema and its tables if they are not there; whether it is new."""
         with pgconnect.connect(url, autocommit=True) as conn, conn.transaction():
+            # made already: no DDL.  CREATE INDEX IF NOT EXISTS locks its table (SHARE)
+            # even when the index is there -- it waited for the running workers' writes
+            # and deadlocked with them (a worker restarted in the chaos test)
+            if pgconnect.missing_in(conn, schema) is None:
+                return False
             # one opener at a time: two hosts opening a new store must not both create it
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
             found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",

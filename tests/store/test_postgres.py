@@ -271,3 +271,19 @@ def test_an_engine_on_a_postgresql_url_runs_a_flow(pg_url, monkeypatch):
         assert ex.status == engine.Status.ENDED_SUCCESS and ex.output == ["A", "B"]
         assert [sp.action for sp in eng.savepoints(ex.id)] == ["connect", "connect"]
         assert calls == ["a", "b"]
+
+
+def test_opening_a_store_waits_for_no_writer(store, pg_url, schema):
+    # a worker in the middle of a commit holds row locks; a worker starting meanwhile
+    # must neither wait for it nor deadlock with it (CREATE INDEX IF NOT EXISTS locks
+    # its table even when the index is there)
+    with psycopg.connect(pg_url) as writer:
+        writer.execute(f"INSERT INTO {schema}.queue VALUES ('e1', 1.0)")   # not committed
+        opened = []
+        opener = threading.Thread(target=lambda: opened.append(
+            PostgresStore(pg_url, schema=schema)), daemon=True)
+        opener.start()
+        opener.join(20)
+        assert opened, "opening the store waited for a writer's transaction"
+        opened[0].close()
+        writer.rollback()
