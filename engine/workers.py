@@ -139,19 +139,22 @@ class Pool:
     def _died(self, index, proc, respawn_at):
         """A worker died: start another -- at once if it had started (killed, crashed),
         after a growing wait if it could not even start; give up after START_ATTEMPTS
-        failed starts in a row -- unless the last was SIGKILLed from outside while it
-        started (an operator, a chaos test, the OOM killer): that is no fault of its
-        own, and killing workers must never stop the pool."""
+        failed starts in a row.  One SIGKILLed from outside while it started (an
+        operator, a chaos test, the OOM killer) did not fail: it starts again at once,
+        and its failures so far stand -- killing workers never stops the pool."""
         self._heard()
         started = proc.pid in self.ready
         self.ready.discard(proc.pid)
-        self.failures[index] = 0 if started else self.failures.get(index, 0) + 1
+        killed = not started and proc.exitcode == -signal.SIGKILL
+        if not killed:
+            self.failures[index] = 0 if started else self.failures.get(index, 0) + 1
         why = self.why.pop(proc.pid, None) or f"exit status {proc.exitcode}"
-        if self.failures[index] >= START_ATTEMPTS and proc.exitcode != -signal.SIGKILL:
+        if not killed and self.failures[index] >= START_ATTEMPTS:
             raise WorkerStartError(f"worker {index} failed to start {self.failures[index]} "
                                    f"times in a row; giving up. Last: {why}")
         first, longest = RESPAWN_BACKOFF
-        delay = 0.0 if started else min(longest, first * 2 ** (self.failures[index] - 1))
+        delay = 0.0 if started or killed else \
+            min(longest, first * 2 ** (self.failures[index] - 1))
         log.warning("worker %d (pid %s) died (%s); starting another%s", index, proc.pid,
                     why, f" in {delay:g} s" if delay else "")
         respawn_at[index] = time.monotonic() + delay
