@@ -212,9 +212,20 @@ class PostgresStore(StoreProtocol):
 
     # -- sealed values --
     def _execution_row(self, conn, exec_id, lock=False):
-        """(record bytes or None, (seq, value bytes) of the newest savepoint or None)."""
-        row = conn.execute("SELECT record FROM executions WHERE id = %s"
-                           + (" FOR UPDATE" if lock else ""), (exec_id,)).fetchone()
+        """(record bytes or None, (seq, value bytes) of the newest savepoint or None).
+        Unless ``lock`` (the record's row locked first), one statement: one snapshot, as
+        LMDB reads both in one transaction -- two would pair a record with a savepoint
+        committed after a newer record."""
+        if not lock:
+            raw, seq, value = conn.execute(
+                "SELECT (SELECT record FROM executions WHERE id = %s), s.seq, s.value FROM "
+                "(SELECT 1) AS one LEFT JOIN LATERAL (SELECT seq, value FROM savepoints "
+                "WHERE exec_id = %s ORDER BY seq DESC LIMIT 1) AS s ON true",
+                (exec_id, exec_id)).fetchone()
+            return (None if raw is None else bytes(raw),
+                    None if seq is None else (seq, bytes(value)))
+        row = conn.execute("SELECT record FROM executions WHERE id = %s FOR UPDATE",
+                           (exec_id,)).fetchone()
         latest = conn.execute("SELECT seq, value FROM savepoints WHERE exec_id = %s "
                               "ORDER BY seq DESC LIMIT 1", (exec_id,)).fetchone()
         return (None if row is None else bytes(row[0]),
@@ -273,9 +284,15 @@ class PostgresStore(StoreProtocol):
             return self._head(exec_id, *self._execution_row(conn, exec_id))
 
     def executions(self):
-        with self._pool.connection() as conn, conn.transaction():
-            ids = [r[0] for r in conn.execute("SELECT id FROM executions ORDER BY id")]
-            return [self._head(i, *self._execution_row(conn, i)) for i in ids]
+        # one statement: every head from one snapshot (as LMDB's read transaction), in
+        # one round trip instead of two per execution
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT e.id, e.record, s.seq, s.value FROM executions e LEFT JOIN LATERAL "
+                "(SELECT seq, value FROM savepoints WHERE exec_id = e.id ORDER BY seq DESC "
+                "LIMIT 1) AS s ON true ORDER BY e.id").fetchall()
+        return [self._head(exec_id, bytes(raw), None if seq is None else (seq, bytes(value)))
+                for exec_id, raw, seq, value in rows]
 
     def ids_with_prefix(self, prefix, limit=2):
         with self._pool.connection() as conn:
