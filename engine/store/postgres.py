@@ -336,13 +336,15 @@ class PostgresStore(StoreProtocol):
                             (exec_id,)).fetchall()
         if not found and not gone:
             return False
+        unused = []
         for seq, raw in gone:
             try:
                 meta = records.meta_dict(self.tables.savepoint_value(bytes(raw), seq,
                                                                      exec_id)[0])
             except CorruptSavepoint:
                 meta = {}             # a damaged savepoint goes all the same
-            self._unref_chunks(conn, meta.get("chunks") or ())
+            unused += meta.get("chunks") or ()
+        self._unref_chunks(conn, unused)                # all at once: in one order
         conn.execute("DELETE FROM names WHERE exec_id = %s", (exec_id,))
         digests = [r[0] for r in conn.execute(
             "DELETE FROM code_users WHERE exec_id = %s RETURNING digest", (exec_id,))]
@@ -378,16 +380,22 @@ class PostgresStore(StoreProtocol):
             digest = _codec.fingerprint(code)
             if digest not in known:
                 new_codes[digest] = code
+        dropped = (execution.get("last_implicit_chunks") or ()) if drop else ()
         with self._transaction() as conn:
-            for digest, code in new_codes.items():
+            # code and chunks are shared by executions: their rows are locked in one order
+            # (code, then chunks, each by digest) -- two commits locking the same chunks
+            # in other orders deadlocked, where LMDB's one writer never fails a commit
+            for digest, code in sorted(new_codes.items()):
                 conn.execute("INSERT INTO code VALUES (%s, %s) ON CONFLICT DO NOTHING",
                              (digest, self.tables.seal(_codec.encode_code(code))))
                 conn.execute("INSERT INTO code_users VALUES (%s, %s) ON CONFLICT DO "
                              "NOTHING", (exec_id, digest))
-            for digest, blob in (chunks or {}).items():
-                conn.execute("INSERT INTO chunks VALUES (%s, %s, 1) ON CONFLICT (digest) "
-                             "DO UPDATE SET refs = chunks.refs + 1",
-                             (digest, self.tables.seal(blob)))
+            for digest in sorted({*(chunks or ()), *dropped}):
+                if chunks and digest in chunks:
+                    conn.execute("INSERT INTO chunks VALUES (%s, %s, 1) ON CONFLICT "
+                                 "(digest) DO UPDATE SET refs = chunks.refs + 1",
+                                 (digest, self.tables.seal(chunks[digest])))
+                self._unref_chunks(conn, [d for d in dropped if d == digest])
             # as LMDB's put: a process that lost the lease while inside a call (stopped,
             # say) may still commit the seq its successor wrote -- not fail the execution
             conn.execute("INSERT INTO savepoints VALUES (%s, %s, %s) ON CONFLICT (exec_id, "
@@ -396,10 +404,9 @@ class PostgresStore(StoreProtocol):
                 conn.execute("INSERT INTO names VALUES (%s, %s, %s) ON CONFLICT "
                              "(exec_id, name) DO UPDATE SET seq = excluded.seq",
                              (exec_id, name, seq))
-            if drop:
+            if drop:                                # (its chunks: above)
                 conn.execute("DELETE FROM savepoints WHERE exec_id = %s AND seq = %s",
                              (exec_id, previous))
-                self._unref_chunks(conn, execution.get("last_implicit_chunks") or ())
             if reschedule:
                 self._schedule(conn, exec_id, due)
         if new_codes:                              # once committed
@@ -413,7 +420,7 @@ class PostgresStore(StoreProtocol):
 
     @staticmethod
     def _unref_chunks(conn, digests):
-        for digest in digests:
+        for digest in sorted(digests):                  # in one order: see commit_savepoint
             left = conn.execute("UPDATE chunks SET refs = refs - 1 WHERE digest = %s "
                                 "RETURNING refs", (digest,)).fetchone()
             if left is not None and left[0] <= 0:

@@ -287,3 +287,27 @@ def test_opening_a_store_waits_for_no_writer(store, pg_url, schema):
         assert opened, "opening the store waited for a writer's transaction"
         opened[0].close()
         writer.rollback()
+
+
+def test_commits_sharing_chunks_in_other_orders_never_deadlock(store):
+    # chunks are shared by content: executions whose values hold the same big lists in
+    # other orders lock the same chunk rows -- in one order, or they deadlock
+    big = [list(range(5000)), [str(i) for i in range(5000)]]
+    errors = []
+
+    def commits(exec_id, value):
+        execution = {"id": exec_id, "status": "RUNNING", "due": None}
+        store.put_execution(execution)
+        try:
+            for i in range(100):
+                commit(store, execution, value=value, counter=i, retention="last")
+        except Exception as e:
+            errors.append(e)
+    threads = [threading.Thread(target=commits, args=(f"e{n}", big[::1 - 2 * (n % 2)]))
+               for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [len(store.savepoints(f"e{n}")) for n in range(4)] == [1] * 4
