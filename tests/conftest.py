@@ -5,13 +5,10 @@ fresh database on the session's PostgreSQL cluster (tests/support/pgcluster.py);
 ``new_store(name)`` makes more of them.  Tests that take either run once per store.  A machine without a PostgreSQL server fails those tests
 loudly -- they are never skipped.
 """
-import itertools
-
 import pytest
 
 STORES = ("lmdb", "postgres")
 SECRET = "the test suite's signing key"     # the PostgreSQL stores' key (processes share it)
-_databases = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +24,12 @@ def pg_cluster():
 
 @pytest.fixture
 def pg_url(pg_cluster, monkeypatch):
-    """The URL of a new empty database (and the signing key its processes share)."""
+    """The URL of an empty database (and the signing key its processes share); emptied
+    after the test for another one (pgcluster.Cluster.give_back)."""
     monkeypatch.setenv("ENGINE_SECRET_KEY", SECRET)
-    return pg_cluster.create_database(f"t{next(_databases)}")
+    url = pg_cluster.empty_database()
+    yield url
+    pg_cluster.give_back(url)
 
 
 @pytest.fixture(params=STORES)
@@ -62,5 +62,9 @@ def new_store(store_kind, tmp_path, request):
     unused = [request.getfixturevalue("pg_url")]     # (it sets the shared signing key)
 
     def make(name):
-        return unused.pop() if unused else cluster.create_database(f"t{next(_databases)}")
+        if unused:
+            return unused.pop()
+        url = cluster.empty_database()
+        request.addfinalizer(lambda: cluster.give_back(url))
+        return url
     return make

@@ -53,8 +53,8 @@ def _free_port():
 
 
 class Cluster:
-    """One PostgreSQL cluster: ``url(dbname)``, ``create_database()``, ``restart()``,
-    ``stop()``."""
+    """One PostgreSQL cluster: ``url(dbname)``, ``create_database()``, ``empty_database()``
+    and ``give_back()``, ``restart()``, ``stop()``."""
 
     def __init__(self):
         self.bin = binaries()
@@ -63,6 +63,8 @@ class Cluster:
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "log")
         self.port = _free_port()
+        self.free = []              # URLs of emptied databases (empty_database, give_back)
+        self.made = 0
         if self.ids:
             os.chown(self.dir, *self.ids)
         pwfile = os.path.join(self.dir, "pw")
@@ -124,6 +126,37 @@ class Cluster:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def empty_database(self):
+        """The URL of an empty database for a test: one a test gave back, else a new one.
+        (CREATE DATABASE copies template1: 0.1-0.2 s and 10 MB of files each, for each of
+        the suite's ~150 stores; emptying one for the next test takes ~30 ms.)"""
+        if self.free:
+            return self.free.pop()
+        self.made += 1
+        return self.create_database(f"t{self.made}")
+
+    def give_back(self, url):
+        """A test is done with the database at ``url``: drop every schema in it (the
+        store's and any other) and keep it for the next test -- unless something still
+        holds a lock there after a few seconds (a process the test left running): then it
+        is left as it is, and not handed out again."""
+        import psycopg
+        from psycopg import sql
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                conn.execute("SET lock_timeout = '5s'")
+                schemas = [r[0] for r in conn.execute(
+                    "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+                    "AND nspname <> 'information_schema'")]
+                with conn.transaction():
+                    for schema in schemas:
+                        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(
+                            sql.Identifier(schema)))
+                    conn.execute("CREATE SCHEMA public")
+        except psycopg.Error:
+            return
+        self.free.append(url)
 
     def wait_ready(self, seconds=30):
         import psycopg
