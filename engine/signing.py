@@ -50,6 +50,7 @@ def store_key(store_dir: str, *, create: bool) -> bytes:
         return derive(_read(named, "$ENGINE_SECRET_KEY_FILE"))
     path = os.path.join(store_dir, KEY_FILE)
     if create and not os.path.exists(path):
+        os.makedirs(store_dir, exist_ok=True)      # (made only when a key file is)
         # written whole under another name, then linked into place: a process opening
         # the store at the same moment sees no file or the whole key, never half of it
         partial = f"{path}.{os.getpid()}.new"

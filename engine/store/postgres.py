@@ -49,11 +49,12 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from engine import _codec, _commit, signing
-from engine.config import DURABILITIES, RETENTIONS, default_path
+from engine.config import DURABILITIES, RETENTIONS, SETTINGS, default_path
 from engine.errors import CorruptSavepoint, SavepointError
 from engine.store import pgconnect, records
 from engine.store.base import StoreProtocol, retention_error
 from engine.store.leases import BOOT_ID, Lease, Owner
+from engine.store.location import is_url, redacted
 from engine.store.lmdbtables import Tables
 
 FORMAT = 1                  # of the PostgreSQL schema; a newer one is refused
@@ -108,9 +109,14 @@ def held(lease, now):
 
 def _key_dir(url):
     """Where the key file of a store at ``url`` lives when no key is in the environment:
-    a directory per database under engine.config.default_path()."""
-    name = hashlib.blake2b(url.encode(), digest_size=8).hexdigest()
-    return os.path.join(default_path(), f"postgres-{name}")
+    a directory per database (named by the URL without its password: a new password
+    keeps the key) under engine.config.default_path() -- or under the default ./.engine
+    when that is a URL too ($ENGINE_PATH naming this very store)."""
+    name = hashlib.blake2b(redacted(url).encode(), digest_size=8).hexdigest()
+    base = default_path()
+    if is_url(base):
+        base = SETTINGS["path"][1]
+    return os.path.join(base, f"postgres-{name}")
 
 
 class PostgresStore(StoreProtocol):
@@ -135,10 +141,7 @@ class PostgresStore(StoreProtocol):
                                     kwargs={"autocommit": True, "options": options})
         self._open = True
         try:
-            key_dir = _key_dir(url)
-            if new:
-                os.makedirs(key_dir, exist_ok=True)
-            self._signer = _codec.Signer(signing.store_key(key_dir, create=new))
+            self._signer = _codec.Signer(signing.store_key(_key_dir(url), create=new))
             self.tables = Tables(None, self._signer, LAYOUT)   # its transaction-free part
             self._check_format()
         except BaseException:
