@@ -116,6 +116,7 @@ def test_config_shows_values_and_their_sources(cli):
     assert data["sleep_max_seconds"] == {"value": 60.0, "source": "default"}
     assert data["path"]["source"] == "$ENGINE_PATH"
     assert "source" in cli("config").stdout
+    assert PASSWORD not in cli("config").stdout          # a URL's is not shown
 
 
 def test_cancel_pause_resume_and_stats(cli):
