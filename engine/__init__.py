@@ -43,6 +43,6 @@ from engine._codec import Unbuilt  # noqa: E402  (what inspection shows for what
 
 __all__ = ["Engine", "Execution", "Savepoint", "FrameView", "Status", "System", "This",
            "Unbuilt", "EngineError",
-           "SavepointError", "CorruptSavepoint", "CorruptStore", "StoreFull", "StoreUnavailable",
-           "FlowError", "FlowNotFound", "ExecutionNotFound", "SavepointNotFound",
-           "InvalidTransition", "WorkerStartError"]
+           "SavepointError", "CorruptSavepoint", "CorruptStore", "StoreFull",
+           "StoreUnavailable", "FlowError", "FlowNotFound", "ExecutionNotFound",
+           "SavepointNotFound", "InvalidTransition", "WorkerStartError"]

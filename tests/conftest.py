@@ -1,9 +1,9 @@
 """Fixtures every test directory shares: the stores a test runs on.
 
-``store_path`` is where a test's engine keeps its store: an LMDB directory, or the URL of a
-fresh database on the session's PostgreSQL cluster (tests/support/pgcluster.py);
-``new_store(name)`` makes more of them.  Tests that take either run once per store.  A machine without a PostgreSQL server fails those tests
-loudly -- they are never skipped.
+``store_path`` is where a test's engine keeps its store: an LMDB directory, or the URL of
+an empty database on the session's PostgreSQL cluster (tests/support/pgcluster.py);
+``new_store(name)`` makes more of them.  Tests that take either run once per store.  A
+machine without a PostgreSQL server fails those tests loudly -- they are never skipped.
 """
 import pytest
 

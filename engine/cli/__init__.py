@@ -73,7 +73,8 @@ class _Parser(argparse.ArgumentParser):
 
 def parser():
     common = _Parser(add_help=False)
-    common.add_argument("--path", help="the store (default: $ENGINE_PATH or ./.engine)")
+    common.add_argument("--path", help="the store: a directory, or a postgresql:// URL "
+                        "(default: $ENGINE_PATH or ./.engine)")
     common.add_argument("--durability", help="sync (default) or async")
     common.add_argument("--sleep-max-seconds", dest="sleep_max_seconds", metavar="SECONDS",
                         help="waits longer than this unload the execution (default 60)")
