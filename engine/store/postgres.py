@@ -294,7 +294,8 @@ class PostgresStore(StoreProtocol):
                 "SELECT e.id, e.record, s.seq, s.value FROM executions e LEFT JOIN LATERAL "
                 "(SELECT seq, value FROM savepoints WHERE exec_id = e.id ORDER BY seq DESC "
                 "LIMIT 1) AS s ON true ORDER BY e.id").fetchall()
-        return [self._head(exec_id, bytes(raw), None if seq is None else (seq, bytes(value)))
+        return [self._head(exec_id, bytes(raw),
+                           None if seq is None else (seq, bytes(value)))
                 for exec_id, raw, seq, value in rows]
 
     def ids_with_prefix(self, prefix, limit=2):
@@ -402,7 +403,8 @@ class PostgresStore(StoreProtocol):
             # as LMDB's put: a process that lost the lease while inside a call (stopped,
             # say) may still commit the seq its successor wrote -- not fail the execution
             conn.execute("INSERT INTO savepoints VALUES (%s, %s, %s) ON CONFLICT (exec_id, "
-                         "seq) DO UPDATE SET value = excluded.value", (exec_id, seq, sealed))
+                         "seq) DO UPDATE SET value = excluded.value",
+                         (exec_id, seq, sealed))
             if name is not None:
                 conn.execute("INSERT INTO names VALUES (%s, %s, %s) ON CONFLICT "
                              "(exec_id, name) DO UPDATE SET seq = excluded.seq",
