@@ -46,7 +46,8 @@ def store_path(new_store):
 @pytest.fixture
 def new_store(store_kind, tmp_path, request):
     """Makes more stores of the test's kind: ``new_store(name)`` is a new LMDB directory
-    under tmp_path, or the URL of another new database (for tests that need several)."""
+    under tmp_path, or the URL of another empty database (for tests that need several;
+    the first is pg_url's)."""
     if store_kind == "lmdb":
         given = set()
 
