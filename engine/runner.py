@@ -450,7 +450,11 @@ class Run:
         savepoint (or the one it was restored to); if even that cannot be written, keep
         its lease: lease recovery puts it back once this process lets the lease lapse."""
         with self.lock:
-            stored = None if self.done else self.store.get_execution(self.execution_id)
+            try:
+                stored = None if self.done else self.store.get_execution(self.execution_id)
+            except StoreUnavailable:             # still no server: the lease lapses
+                self.keep_lease = True
+                return
             if stored is None or Status(stored["status"]) in ENDED:
                 return
             if resume_from is not None and self.record.get("last_seq") == last_seq:

@@ -15,9 +15,12 @@ if the commit had answered).  Other operations are idempotent, or harmless when 
 
 Broken connections leave the pool: one that fails is discarded when it comes back, and a
 failure has the pool test its idle connections (``ConnectionPool.check``) so that the next
-attempt does not pick up another dead one.  Connections are opened with TCP keepalives
-and a user timeout, so that a server that vanished without closing them is noticed in
-seconds, not when TCP gives up.
+attempt does not pick up another dead one.  The pool does not retry connecting on its own
+(reconnect_timeout 0: its backoff grows to minutes, and the server would be back long
+before the pool looked again): an operation waiting for a connection makes it try, at
+each attempt -- so a connection is made again within about a second of the server's
+return.  Connections are opened with TCP keepalives and a user timeout, so that a server
+that vanished without closing them is noticed in seconds, not when TCP gives up.
 """
 import logging
 import os
@@ -35,6 +38,7 @@ from engine.store.location import redacted
 RETRY_SECONDS = 30.0         # how long an operation waits for a lost server (default)
 RETRY_ENV = "ENGINE_PG_RETRY_SECONDS"
 FIRST_BACKOFF, LONGEST_BACKOFF = 0.05, 1.0   # between attempts (doubling)
+ATTEMPT_WAIT = 2.0           # longest wait for a connection in one attempt
 # libpq settings each connection gets unless the URL says otherwise: notice a server gone
 # silently (no FIN, no RST: a host down, a network cut) in about 25 s idle, 10 s busy
 CONNECTION_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "10",
@@ -105,7 +109,7 @@ class Pool:
         self.retry_seconds = retry
         self._local = threading.local()
         self._pool = ConnectionPool(url, min_size=1, max_size=max_size, open=True,
-                                    timeout=max(retry, 1.0),
+                                    timeout=ATTEMPT_WAIT, reconnect_timeout=0,
                                     kwargs=connection_options(url, autocommit=True,
                                                               **options))
 
@@ -118,11 +122,13 @@ class Pool:
 
     @contextmanager
     def connection(self):
-        """A connection of the pool: waiting for one no longer than the operation may."""
+        """A connection of the pool: waiting for one ATTEMPT_WAIT at most (then
+        PoolTimeout: the operation tries again, and the pool connects again), and no
+        longer than the operation may."""
         operation = self._operation()
-        timeout = None
+        timeout = ATTEMPT_WAIT
         if operation is not None and operation.deadline is not None:
-            timeout = max(0.0, operation.deadline - time.monotonic())
+            timeout = min(timeout, max(0.1, operation.deadline - time.monotonic()))
         with self._pool.connection(timeout=timeout) as conn:
             yield conn
 

@@ -31,3 +31,10 @@ def napper(system, this, inputs):
 def register(eng):
     eng.add_connector("pause", pause)
     eng.add_connector("now", time.time)
+
+
+def gated(system, this, inputs):
+    """Three steps; the test's "step" connector holds the second one."""
+    first = this.connect("step", tag="a")
+    second = this.connect("step", tag="gate")
+    return [first, second, this.connect("step", tag="b")]
