@@ -91,6 +91,7 @@ class Scheduler:
         self.told = None          # whether the store tells of new work (on_work); None:
                                   # not asked yet (at the first look)
         self.changes = 0          # counts what may make new work due: tasks ending, notify
+        self.notices = 0          # counts notify() calls
         self.closed = False
 
     # -- from any thread ----------------------------------------------------------------
@@ -98,6 +99,7 @@ class Scheduler:
         """New work may be due from ``due`` (a UNIX time; None: now) -- started in this
         process, or told by the store (Store.on_work): look then."""
         with self.cond:
+            self.notices += 1
             wait = 0.0 if due is None else due - time.time()
             if wait <= 0:
                 self.changes += 1
@@ -345,7 +347,7 @@ class Scheduler:
 
     def _poll(self):
         """Claim due work for the free threads (outside the lock: store I/O)."""
-        changes = self.changes
+        changes, notices = self.changes, self.notices
         free = self.concurrency - self.busy - len(self.ready)
         self.polling = True
         self.cond.release()
@@ -363,7 +365,10 @@ class Scheduler:
             claimer = next((s for s in self.sessions if s.claims), None)
             self._push(Task(exec_id, None, False, claimer))
         if not claimed:
-            self.next_poll = time.monotonic() + wait
+            later = time.monotonic() + wait
+            # a store that tells: what it told during the look (notify) stands
+            told_meanwhile = self.told and self.notices != notices
+            self.next_poll = min(self.next_poll, later) if told_meanwhile else later
             if self.changes == changes:          # nothing new came meanwhile
                 for s in self.sessions:
                     s.quiet_at = changes

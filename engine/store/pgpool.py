@@ -61,7 +61,7 @@ def connection_options(url, **options):
 def lost(error):
     """Whether ``error`` means the connection is gone (or none could be had): the server
     may be back a moment later."""
-    if isinstance(error, (PoolTimeout, StoreUnavailable)):
+    if isinstance(error, PoolTimeout):
         return True
     if not isinstance(error, psycopg.OperationalError):
         return False
@@ -72,7 +72,7 @@ def lost(error):
 def rolled_back(error):
     """Whether the server rolled the transaction back for a conflict (deadlock,
     serialization failure): nothing was written, it may simply run again."""
-    return isinstance(error, errors.TransactionRollback)
+    return isinstance(error, (errors.DeadlockDetected, errors.SerializationFailure))
 
 
 def retry_bound(value=None):
@@ -209,6 +209,8 @@ class Pool:
                 log.warning("%s: lost the connection (%s); trying again for up to %g s",
                             self.shown, _one_line(error), self.retry_seconds)
         if now >= operation.deadline:
+            if not lost(error):
+                raise error                  # rolled back again and again: as it is
             raise StoreUnavailable(
                 f"{self.shown} could not be reached for {self.retry_seconds:g} s"
                 + (f" ({unknown})" if unknown else "") + f": {_one_line(error)}") from None
