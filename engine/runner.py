@@ -15,7 +15,8 @@ import time
 from typing import Any, NamedTuple
 
 from engine import _codec, _flowapi, _frames
-from engine.errors import FlowNotFound, InvalidTransition, SavepointError, StoreFull
+from engine.errors import (FlowNotFound, InvalidTransition, SavepointError, StoreFull,
+                           StoreUnavailable)
 from engine.flowapi import FlowAPI, Success, until_timeout
 from engine.flows import import_flow_module, load_flow
 from engine.leaving import Fail, Gone, Idle, Load, Lost, Park, Stop, Timeout
@@ -30,6 +31,8 @@ from engine.watchdog import Watchdog
 log = logging.getLogger("engine")
 
 FLOW_IMPORT_RETRY_SECONDS = 5.0  # a flow module that cannot be imported: try again then
+_NOT_WRITTEN = (StoreFull, StoreUnavailable)   # a write the store could not make: the
+                                              # execution is not at fault, it goes on later
 
 
 class Counters(NamedTuple):
@@ -213,6 +216,10 @@ class Runner:
     def notify(self):
         """New work in the store, from this process: an idle engine looks at once."""
         self.scheduler.notify()
+
+    def next_due(self):
+        """When the store may next hand this process something (Store.next_due)."""
+        return self.store.next_due(owner=self.owner)
 
     # -- one execution --
     def _drive_claimed(self, exec_id, retry_delay, raise_missing=False):
@@ -426,32 +433,37 @@ class Run:
     def drive(self, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
         """Run the execution -- or go on from where it parked -- until it ends, parks or
         is unloaded.  FlowNotFound (and a KeyboardInterrupt) leave it QUEUED, as it was,
-        and are raised again; so does a full disk (StoreFull), from the write that
-        failed: see _store_full."""
+        and are raised again; so does a write the store could not make -- a full disk
+        (StoreFull), a database server gone for longer than the store waits for it
+        (StoreUnavailable) -- from the write that failed: see _store_full."""
         resume_from, last_seq = self.record.get("resume_from"), self.record.get("last_seq")
         park, self.parked = self.parked, None
         try:
             self._drive(retry_delay, park)
-        except StoreFull as e:
+        except _NOT_WRITTEN as e:
             self._store_full(e, retry_delay, resume_from, last_seq)
             raise
 
     def _store_full(self, error, retry_delay, resume_from, last_seq):
-        """A write failed for lack of space.  Unless the execution ended (or was ended
-        elsewhere), put it back on the queue, QUEUED to go on from its last savepoint
-        (or the one it was restored to); if even that cannot be written, keep its lease:
-        lease recovery puts it back once this process lets the lease lapse."""
+        """A write failed: no space, or no server.  Unless the execution ended (or was
+        ended elsewhere), put it back on the queue, QUEUED to go on from its last
+        savepoint (or the one it was restored to); if even that cannot be written, keep
+        its lease: lease recovery puts it back once this process lets the lease lapse."""
         with self.lock:
-            stored = None if self.done else self.store.get_execution(self.execution_id)
+            try:
+                stored = None if self.done else self.store.get_execution(self.execution_id)
+            except StoreUnavailable:             # still no server: the lease lapses
+                self.keep_lease = True
+                return
             if stored is None or Status(stored["status"]) in ENDED:
                 return
             if resume_from is not None and self.record.get("last_seq") == last_seq:
                 self.record["resume_from"] = resume_from     # no savepoint since
             self.record.update(status=Status.QUEUED.value, due=time.time() + retry_delay,
-                               error=f"StoreFull: {error}", output=None)
+                               error=f"{type(error).__name__}: {error}", output=None)
             try:
                 self.store.put_execution(self.record)
-            except StoreFull:
+            except _NOT_WRITTEN:
                 self.keep_lease = True
 
     def _drive(self, retry_delay, park):
@@ -481,7 +493,7 @@ class Run:
         except FlowNotFound as e:
             self._requeue(time.time() + retry_delay, error=f"FlowNotFound: {e}")
             raise
-        except StoreFull:
+        except _NOT_WRITTEN:
             raise                                    # drive puts it back on the queue
         except Exception as e:
             self.end(Status.ENDED_ERROR, error=f"{type(e).__name__}: {e}")

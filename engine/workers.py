@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from engine.errors import WorkerStartError
+from engine.errors import StoreUnavailable, WorkerStartError
 from engine.store import Owner
 
 log = logging.getLogger("engine.workers")
@@ -70,7 +70,7 @@ def _report(eng, me, index):
         now, done = time.monotonic(), eng.counters()
         span = now - last_at
         busy = (done.busy_seconds - last.busy_seconds) / eng.concurrency
-        eng.store.set_setting(me, {
+        report = {
             "pid": owner.pid, "start": owner.start, "boot": owner.boot,
             "index": index, "reported": time.time(),
             "busy_fraction": min(1.0, busy / span),
@@ -78,7 +78,11 @@ def _report(eng, me, index):
             "calls_per_s": (done.calls - last.calls) / span,
             "executions_per_s": (done.executions - last.executions) / span,
             "calls": done.calls, "executions": done.executions,
-            "commit_counts": list(done.commit_counts), "commit_seconds": done.commit_seconds})
+            "commit_counts": list(done.commit_counts), "commit_seconds": done.commit_seconds}
+        try:
+            eng.store.set_setting(me, report)
+        except StoreUnavailable as e:       # the worker outlives its store's outages
+            log.warning("worker %d: no report this time: %s", index, e)
         last_at, last = now, done
 
 

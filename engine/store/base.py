@@ -48,6 +48,10 @@ class StoreProtocol(Protocol):
 
     path: str          # where the store is (what Engine(path=...) names)
     durability: str    # "sync": a commit survives power loss; "async": a killed process
+    # How long an idle engine may go without looking at the run queue by itself: short
+    # for a store that cannot tell it of new work (LMDB: 0.02), long -- a safety net --
+    # for one that can (on_work).
+    poll_seconds: float
 
     def close(self) -> None:
         """Let go of the store; further calls are not allowed.  Idempotent."""
@@ -58,6 +62,17 @@ class StoreProtocol(Protocol):
 
     def __exit__(self, *exc: object) -> None:
         """close()"""
+        ...
+
+    def on_work(self, callback: Callable[[float | None], None]) -> bool:
+        """Have ``callback(due)`` called, from a thread of the store's own, whenever an
+        execution may have become claimable (put on the run queue, or its lease let go
+        while queued) by another process or this one: ``due`` is the UNIX time it is
+        due from, None for "look now" (what was said meanwhile may be lost).  Whether the
+        store can do this at all -- False for LMDB, where no process can wake another:
+        then an idle engine looks every poll_seconds.  A store that can still expects a
+        look every poll_seconds, and at the next_due time (a lease running out is told by
+        no one)."""
         ...
 
     # -- executions --
@@ -175,9 +190,9 @@ class StoreProtocol(Protocol):
         out something: the run queue's first due time, that of an execution ``owner``
         holds itself and something made due (see claim_many), the earliest expiry of a
         lease, or ``now`` if an owner holding leases is dead (checked once per owner).
-        None if nothing is queued or leased.  Read-only and cheap: idle workers poll it
-        (every ~20 ms) instead of claiming -- the LMDB way, where no process can wake
-        another; a PostgreSQL store will LISTEN/NOTIFY instead."""
+        None if nothing is queued or leased.  Read-only and cheap: an idle engine looks
+        here between claims -- every poll_seconds, or (a store that tells of new work,
+        on_work) when told and at the time this gives."""
         ...
 
     def claim_one(self, exec_id: str, owner: Owner, *, lease_seconds: float = 30.0,

@@ -160,6 +160,8 @@ class LmdbStore(StoreProtocol):
     ``env``, ``db`` (name -> database) and ``tables`` are LMDB-level access, for tests
     and engine doctor."""
 
+    poll_seconds = 0.02     # no process can wake another: idle engines look this often
+
     def __init__(self, path=None, *, durability="sync", map_size=64 << 20):
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
@@ -219,6 +221,10 @@ class LmdbStore(StoreProtocol):
             # leased executions off the queue) once
             lmdbclaims.index_leases(self.tables, txn)
             txn.put(_LEASES_INDEXED, b"1", db=self.db["meta"])
+
+    def on_work(self, callback):
+        """Nothing tells of new work here (base.StoreProtocol.on_work)."""
+        return False
 
     def close(self):
         if self._open:

@@ -23,71 +23,51 @@ machine (same boot id) -- the owner alive; an owner on another host is trusted u
 lease runs out (Owner.alive() cannot see other hosts).
 
 Durability "async" opens the pool's connections with synchronous_commit off: the same as
-SET LOCAL in every write transaction, without the extra round trip.
+SET LOCAL in every write transaction, without the extra round trip.  (A killed worker
+loses nothing; a crash of the database server may lose the last moments' commits.)
+
+Around it:
+    pgschema.py   the tables, the store's format and the migrations from older formats
+    pgpool.py     the connections: an operation outlasts a lost connection (retry_seconds,
+                  $ENGINE_PG_RETRY_SECONDS, default 30 s), then fails with StoreUnavailable
+    pglisten.py   wake-ups: idle engines LISTEN for work the database NOTIFYs (on_work),
+                  and look at the queue by themselves only every poll_seconds
+    pgkey.py      where this host keeps the signing key when the environment names none
 
 The signing key: $ENGINE_SECRET_KEY / $ENGINE_SECRET_KEY_FILE (what hosts sharing the
-store should use), else a key file in a local directory per database (see _key_dir).
+store must use), else a key file of the user's per store (pgkey.py).
 
 TODO (not done yet):
   - check(): verifies that every sealed value reads; repair does nothing yet.
-  - LISTEN/NOTIFY to wake idle workers instead of next_due polling.
   - commit_savepoint runs several statements per commit; a pipeline or one server-side
     function would make the common case one round trip.
   - the pool is not fork-safe: a forked child must open its own store.
   - head() and damaged heads reuse lmdbtables.Tables' transaction-free methods; they
     belong in a backend-neutral module.
 """
-import hashlib
+import functools
 import logging
 import os
 import threading
 import time
-from contextlib import contextmanager
-
-import psycopg
-from psycopg import sql
-from psycopg_pool import ConnectionPool
 
 from engine import _codec, _commit, signing
-from engine.config import DURABILITIES, RETENTIONS, SETTINGS, default_path
+from engine.config import DURABILITIES, RETENTIONS
 from engine.errors import CorruptSavepoint, SavepointError
-from engine.store import pgconnect, records
+from engine.store import pgkey, pgpool, pgschema, records
 from engine.store.base import StoreProtocol, retention_error
 from engine.store.leases import BOOT_ID, Lease, Owner
-from engine.store.location import is_url, redacted
 from engine.store.lmdbtables import Tables
+from engine.store.location import shown
+from engine.store.pglisten import Listener
 
-FORMAT = 1                  # of the PostgreSQL schema; a newer one is refused
+FORMAT = pgschema.FORMAT    # of the PostgreSQL schema; a newer one is refused
+SLOW_POLL_SECONDS = 1.0     # an idle engine looks at the queue unasked (see on_work)
 _KEY_CHECK = b"savepoint-engine: the key this store is signed with"
 LAYOUT = _commit.SavepointLayout(records.META_FIELDS, records.STATE_FIELDS)
 _NO_START = -1              # Owner.start None (no /proc to read it from)
 log = logging.getLogger("engine.store")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
-CREATE TABLE IF NOT EXISTS executions (id text COLLATE "C" PRIMARY KEY,
-    record bytea NOT NULL);
-CREATE TABLE IF NOT EXISTS savepoints (exec_id text COLLATE "C" NOT NULL,
-    seq bigint NOT NULL, value bytea NOT NULL, PRIMARY KEY (exec_id, seq));
-CREATE TABLE IF NOT EXISTS names (exec_id text COLLATE "C" NOT NULL,
-    name text COLLATE "C" NOT NULL, seq bigint NOT NULL, PRIMARY KEY (exec_id, name));
-CREATE TABLE IF NOT EXISTS code (digest bytea PRIMARY KEY, value bytea NOT NULL);
-CREATE TABLE IF NOT EXISTS code_users (exec_id text COLLATE "C" NOT NULL,
-    digest bytea NOT NULL, PRIMARY KEY (exec_id, digest));
-CREATE INDEX IF NOT EXISTS code_users_digest ON code_users (digest);
-CREATE TABLE IF NOT EXISTS chunks (digest bytea PRIMARY KEY, value bytea NOT NULL,
-    refs bigint NOT NULL);
-CREATE TABLE IF NOT EXISTS queue (exec_id text COLLATE "C" PRIMARY KEY,
-    due double precision NOT NULL);
-CREATE INDEX IF NOT EXISTS queue_due ON queue (due, exec_id);
-CREATE TABLE IF NOT EXISTS leases (exec_id text COLLATE "C" PRIMARY KEY,
-    pid integer NOT NULL, start bigint NOT NULL, boot text NOT NULL,
-    label text NOT NULL, expires double precision NOT NULL);
-CREATE INDEX IF NOT EXISTS leases_owner ON leases (boot, pid, start);
-CREATE INDEX IF NOT EXISTS leases_expires ON leases (expires);
-CREATE TABLE IF NOT EXISTS settings (name text COLLATE "C" PRIMARY KEY,
-    value bytea NOT NULL);
-"""
 _OWNER_IS = "pid = %s AND start = %s AND boot = %s"
 
 
@@ -107,25 +87,26 @@ def held(lease, now):
     return lease.owner.boot != BOOT_ID or lease.owner.alive()
 
 
-def _key_dir(url):
-    """Where the key file of a store at ``url`` lives when no key is in the environment:
-    a directory per database (named by the URL without its password: a new password
-    keeps the key) under engine.config.default_path() -- or under the default ./.engine
-    when that is a URL too ($ENGINE_PATH naming this very store)."""
-    name = hashlib.blake2b(redacted(url).encode(), digest_size=8).hexdigest()
-    base = default_path()
-    if is_url(base):
-        base = SETTINGS["path"][1]
-    return os.path.join(base, f"postgres-{name}")
+def _retried(operation):
+    """A store operation that runs again while the connection is lost, up to
+    retry_seconds (pgpool.Pool.retrying)."""
+    @functools.wraps(operation)
+    def run(self, *args, **kwargs):
+        return self._pool.retrying(operation, self, *args, **kwargs)
+    return run
 
 
 class PostgresStore(StoreProtocol):
     """A store in a PostgreSQL database (engine.store.base.StoreProtocol says what each
     method promises).  ``url``: a libpq connection string; ``schema``: where the tables
-    are; ``pool_size``: connections at most (threads beyond it wait for one)."""
+    are; ``pool_size``: connections at most (threads beyond it wait for one);
+    ``retry_seconds``: how long an operation waits for a lost server before it fails
+    with StoreUnavailable (default $ENGINE_PG_RETRY_SECONDS, else 30)."""
+
+    poll_seconds = SLOW_POLL_SECONDS
 
     def __init__(self, url, *, durability="sync", schema="savepoint_engine",
-                 pool_size=8):
+                 pool_size=8, retry_seconds=None):
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
         self.path, self.durability, self.schema = url, durability, schema
@@ -133,73 +114,60 @@ class PostgresStore(StoreProtocol):
         self._code = {}             # fingerprint -> code object (verified when loaded)
         self._pinned = {}           # execution id -> fingerprints known pinned for it
         self._pins_lock = threading.Lock()
+        retry = pgpool.retry_bound(retry_seconds)
         options = f"-c search_path={schema}"
         if durability == "async":
             options += " -c synchronous_commit=off"
-        new = self._create_schema(url, schema)
-        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True,
-                                    kwargs={"autocommit": True, "options": options})
+        pgschema.prepare(url, schema, self._shown())
+        self._pool = pgpool.Pool(url, shown=self._shown(), retry=retry,
+                                 max_size=pool_size, options={"options": options})
+        self._listener = Listener(url, pgschema.channel(schema), self._shown())
         self._open = True
         try:
-            self._signer = _codec.Signer(signing.store_key(_key_dir(url), create=new))
-            self.tables = Tables(None, self._signer, LAYOUT)   # its transaction-free part
-            self._check_format()
+            self._pool.retrying(self._check_key)
         except BaseException:
             self.close()
             raise
 
-    @staticmethod
-    def _create_schema(url, schema):
-        """Create the schema and its tables if they are not there; whether it is new."""
-        with pgconnect.connect(url, autocommit=True) as conn, conn.transaction():
-            # made already: no DDL.  CREATE INDEX IF NOT EXISTS locks its table (SHARE)
-            # even when the index is there -- it waited for the running workers' writes
-            # and deadlocked with them (a worker restarted in the chaos test)
-            if pgconnect.missing_in(conn, schema) is None:
-                return False
-            # one opener at a time: two hosts opening a new store must not both create it
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
-            found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
-                                 (schema,)).fetchone()
-            if found is None:
-                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-            conn.execute(sql.SQL("SET LOCAL search_path = {}").format(
-                sql.Identifier(schema)))
-            conn.execute(_SCHEMA)
-            return conn.execute("SELECT 1 FROM meta WHERE name = 'format'").fetchone() is None
-
-    def _check_format(self):
+    def _check_key(self):
+        """Sign with this process's key -- the store's first opener sets it (a key file
+        of this host's if the environment names none); refuse another."""
+        with self._pool.connection() as conn:
+            found = conn.execute("SELECT value FROM meta WHERE name = 'key-check'").fetchone()
+        key_dir = pgkey.key_dir(self.path, self.schema)
+        if found is None:
+            os.makedirs(key_dir, mode=0o700, exist_ok=True)
+        self._signer = _codec.Signer(signing.store_key(key_dir, create=found is None, missing=(
+            f"{self._shown()} holds a store, and this host has no key for it: set "
+            f"$ENGINE_SECRET_KEY or $ENGINE_SECRET_KEY_FILE to the secret it was made with "
+            f"(hosts sharing a store share its key), or copy its key file to "
+            f"{os.path.join(key_dir, signing.KEY_FILE)}")))
+        self.tables = Tables(None, self._signer, LAYOUT)   # its transaction-free part
         check = self._signer.tag(_KEY_CHECK)
         with self._transaction() as conn:
-            rows = dict(conn.execute("SELECT name, value FROM meta FOR UPDATE").fetchall())
-            if "format" not in rows:
-                conn.execute("INSERT INTO meta VALUES ('format', %s), ('key-check', %s)",
-                             (str(FORMAT).encode(), check))
-                return
-            found = int(bytes(rows["format"]))
-            if found != FORMAT:
-                raise SavepointError(f"{self._shown()} holds a savepoint-engine store of "
-                                     f"format {found}; this engine reads format {FORMAT}"
-                                     + (" (it is newer: upgrade the engine)"
-                                        if found > FORMAT else ""))
-            if bytes(rows.get("key-check", b"")) != check:
-                raise SavepointError(f"{self._shown()} was signed with another key than "
-                                     f"this process has ($ENGINE_SECRET_KEY, "
-                                     f"$ENGINE_SECRET_KEY_FILE or {_key_dir(self.path)}): "
-                                     f"its records cannot be trusted here")
+            conn.execute("INSERT INTO meta VALUES ('key-check', %s) ON CONFLICT DO NOTHING",
+                         (check,))
+            found = conn.execute("SELECT value FROM meta WHERE name = 'key-check'").fetchone()
+        if bytes(found[0]) != check:
+            raise SavepointError(f"{self._shown()} was signed with another key than this "
+                                 f"process has ($ENGINE_SECRET_KEY, $ENGINE_SECRET_KEY_FILE "
+                                 f"or a key file in {key_dir}): its records cannot be "
+                                 f"trusted here")
 
     def _shown(self):
-        """The store's url without a password, for messages."""
-        try:
-            info = psycopg.conninfo.conninfo_to_dict(self.path)
-        except psycopg.ProgrammingError:
-            return "the PostgreSQL store"
-        info.pop("password", None)
-        return f"PostgreSQL {info.get('dbname', '')} (schema {self.schema})"
+        """The store as messages name it: its URL without a password, and its schema."""
+        return f"{shown(self.path)} (schema {self.schema})"
+
+    def on_work(self, callback):
+        """callback(due) when an execution may have become claimable from ``due`` (None:
+        now), from the listener's thread (pglisten.py); True: the database tells."""
+        self._listener.add(callback)
+        return True
 
     def close(self):
         if self._open:
             self._open = False
+            self._listener.close()
             self._pool.close()
 
     def __enter__(self):
@@ -208,10 +176,9 @@ class PostgresStore(StoreProtocol):
     def __exit__(self, *exc):
         self.close()
 
-    @contextmanager
     def _transaction(self):
-        with self._pool.connection() as conn, conn.transaction():
-            yield conn
+        """A pooled connection in a transaction (pgpool.Pool.transaction)."""
+        return self._pool.transaction()
 
     # -- sealed values --
     def _execution_row(self, conn, exec_id, lock=False):
@@ -258,8 +225,12 @@ class PostgresStore(StoreProtocol):
         for note in records.NOT_STORED:
             execution.pop(note, None)
         exec_id = execution["id"]
+        sealed = self.tables.seal(execution)
+        # a COMMIT lost on the way counts as made if this record (its version is new) is there
+        self._pool.written_if("SELECT record FROM executions WHERE id = %s", (exec_id,),
+                              sealed)
         conn.execute("INSERT INTO executions VALUES (%s, %s) ON CONFLICT (id) DO UPDATE "
-                     "SET record = excluded.record", (exec_id, self.tables.seal(execution)))
+                     "SET record = excluded.record", (exec_id, sealed))
         self._schedule(conn, exec_id, execution.get("due"))
 
     @staticmethod
@@ -278,14 +249,17 @@ class PostgresStore(StoreProtocol):
         return None if row is None else Lease(_owner_of(*row[:4]), row[4])
 
     # -- executions --
+    @_retried
     def put_execution(self, execution):
         with self._transaction() as conn:
             self._put_execution(conn, execution)
 
+    @_retried
     def get_execution(self, exec_id):
         with self._pool.connection() as conn:
             return self._head(exec_id, *self._execution_row(conn, exec_id))
 
+    @_retried
     def executions(self):
         # one statement: every head from one snapshot (as LMDB's read transaction), in
         # one round trip instead of two per execution
@@ -298,6 +272,7 @@ class PostgresStore(StoreProtocol):
                            None if seq is None else (seq, bytes(value)))
                 for exec_id, raw, seq, value in rows]
 
+    @_retried
     def ids_with_prefix(self, prefix, limit=2):
         with self._pool.connection() as conn:
             rows = conn.execute("SELECT id FROM executions WHERE starts_with(id, %s) "
@@ -305,6 +280,7 @@ class PostgresStore(StoreProtocol):
                                 (prefix, prefix, limit)).fetchall()
         return [r[0] for r in rows]
 
+    @_retried
     def update_unless_leased(self, exec_id, change, now=None):
         now = time.time() if now is None else now
         with self._transaction() as conn:
@@ -321,6 +297,7 @@ class PostgresStore(StoreProtocol):
                          (records.SIGNAL_PREFIX + exec_id,))
             return "done", head
 
+    @_retried
     def delete_unless_leased(self, exec_id, now=None):
         now = time.time() if now is None else now
         with self._transaction() as conn:
@@ -330,6 +307,7 @@ class PostgresStore(StoreProtocol):
                 return "leased"
             return "done" if self._delete_execution(conn, exec_id) else "missing"
 
+    @_retried
     def delete_execution(self, exec_id):
         with self._transaction() as conn:
             return self._delete_execution(conn, exec_id)
@@ -364,6 +342,7 @@ class PostgresStore(StoreProtocol):
         return True
 
     # -- savepoints --
+    @_retried
     def commit_savepoint(self, execution, meta, record, codes=(), chunks=None, *,
                          retention="all"):
         if retention not in RETENTIONS:
@@ -386,6 +365,9 @@ class PostgresStore(StoreProtocol):
                 new_codes[digest] = code
         dropped = (execution.get("last_implicit_chunks") or ()) if drop else ()
         with self._transaction() as conn:
+            # a COMMIT lost on the way counts as made if this savepoint is there, byte for byte
+            self._pool.written_if("SELECT value FROM savepoints WHERE exec_id = %s AND "
+                                  "seq = %s", (exec_id, seq), sealed)
             # code and chunks are shared by executions: their rows are locked in one order
             # (code, then chunks, each by digest) -- two commits locking the same chunks
             # in other orders deadlocked, where LMDB's one writer never fails a commit
@@ -431,6 +413,7 @@ class PostgresStore(StoreProtocol):
             if left is not None and left[0] <= 0:
                 conn.execute("DELETE FROM chunks WHERE digest = %s", (digest,))
 
+    @_retried
     def savepoints(self, exec_id):
         with self._pool.connection() as conn:
             rows = conn.execute("SELECT seq, value FROM savepoints WHERE exec_id = %s "
@@ -444,6 +427,7 @@ class PostgresStore(StoreProtocol):
                 found.append(records.damaged_meta(seq, len(raw), str(e)))
         return found
 
+    @_retried
     def savepoint(self, exec_id, seq):
         with self._pool.connection() as conn:
             row = conn.execute("SELECT value FROM savepoints WHERE exec_id = %s AND "
@@ -453,6 +437,7 @@ class PostgresStore(StoreProtocol):
         meta, record, _ = self.tables.savepoint_value(bytes(row[0]), seq, exec_id)
         return records.meta_dict(meta), record
 
+    @_retried
     def seq_of(self, exec_id, name):
         with self._pool.connection() as conn:
             row = conn.execute("SELECT seq FROM names WHERE exec_id = %s AND name = %s",
@@ -460,6 +445,7 @@ class PostgresStore(StoreProtocol):
         return None if row is None else row[0]
 
     # -- pinned code and chunks --
+    @_retried
     def code(self, digest):
         code = self._code.get(digest)
         if code is None:
@@ -482,6 +468,7 @@ class PostgresStore(StoreProtocol):
             out[digest] = code
         return out
 
+    @_retried
     def chunk(self, digest):
         with self._pool.connection() as conn:
             row = conn.execute("SELECT value FROM chunks WHERE digest = %s",
@@ -496,6 +483,7 @@ class PostgresStore(StoreProtocol):
             self._pinned.pop(exec_id, None)
 
     # -- run queue and leases --
+    @_retried
     def lease(self, exec_id):
         with self._pool.connection() as conn:
             return self._lease(conn, exec_id)
@@ -522,6 +510,7 @@ class PostgresStore(StoreProtocol):
         taken = self.claim_many(owner, 1, lease_seconds=lease_seconds, now=now)
         return taken[0] if taken else None
 
+    @_retried
     def claim_many(self, owner, limit, *, lease_seconds=30.0, now=None):
         now = time.time() if now is None else now
         if limit <= 0:
@@ -558,6 +547,7 @@ class PostgresStore(StoreProtocol):
                 conn.execute("DELETE FROM queue WHERE exec_id = ANY(%s)", (taken,))
             return taken
 
+    @_retried
     def next_due(self, now=None, *, owner=None):
         now = time.time() if now is None else now
         me = _owner_row(owner) if owner is not None else (None, None, None)
@@ -576,6 +566,7 @@ class PostgresStore(StoreProtocol):
             when.append(now)
         return min(when) if when else None
 
+    @_retried
     def claim_one(self, exec_id, owner, *, lease_seconds=30.0, now=None):
         now = time.time() if now is None else now
         try:
@@ -605,6 +596,7 @@ class PostgresStore(StoreProtocol):
         return exec_id in self.renew_many((exec_id,), owner, lease_seconds=lease_seconds,
                                           now=now)
 
+    @_retried
     def renew_many(self, exec_ids, owner, *, lease_seconds=30.0, now=None):
         now = time.time() if now is None else now
         exec_ids = list(exec_ids)
@@ -616,6 +608,7 @@ class PostgresStore(StoreProtocol):
                 + " RETURNING exec_id", (now + lease_seconds, exec_ids,
                                          *_owner_row(owner)))}
 
+    @_retried
     def release(self, exec_id, owner, execution=None):
         with self._transaction() as conn:
             conn.execute("DELETE FROM leases WHERE exec_id = %s AND " + _OWNER_IS,
@@ -624,6 +617,7 @@ class PostgresStore(StoreProtocol):
                 self._put_execution(conn, execution)
         self.forget_pins(exec_id)
 
+    @_retried
     def queue_depth(self, now=None):
         now = time.time() if now is None else now
         with self._pool.connection() as conn:
@@ -632,6 +626,7 @@ class PostgresStore(StoreProtocol):
                                 "q.exec_id)", (now,)).fetchone()[0]
 
     # -- settings --
+    @_retried
     def get_setting(self, name, default=None):
         with self._pool.connection() as conn:
             row = conn.execute("SELECT value FROM settings WHERE name = %s",
@@ -639,16 +634,19 @@ class PostgresStore(StoreProtocol):
         return default if row is None else self.tables.unseal(bytes(row[0]),
                                                               f"setting {name!r}")
 
+    @_retried
     def set_setting(self, name, value):
         sealed = self.tables.seal(value)
         with self._transaction() as conn:
             conn.execute("INSERT INTO settings VALUES (%s, %s) ON CONFLICT (name) DO "
                          "UPDATE SET value = excluded.value", (name, sealed))
 
+    @_retried
     def delete_setting(self, name):
         with self._transaction() as conn:
             conn.execute("DELETE FROM settings WHERE name = %s", (name,))
 
+    @_retried
     def settings(self, prefix="", damaged=None):
         with self._pool.connection() as conn:
             rows = conn.execute("SELECT name, value FROM settings WHERE starts_with(name, "
@@ -665,6 +663,7 @@ class PostgresStore(StoreProtocol):
         return found
 
     # -- engine doctor --
+    @_retried
     def check(self, repair=False):
         """Every sealed value is read; a damaged one is a Problem.  (Repair: TODO.)"""
         checked, problems = {}, []

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 
 USER = "savepoint-pg"            # the system user owning the cluster when we are root
 PASSWORD = "engine-test"         # of the database superuser "postgres"
@@ -54,7 +55,7 @@ def _free_port():
 
 class Cluster:
     """One PostgreSQL cluster: ``url(dbname)``, ``create_database()``, ``empty_database()``
-    and ``give_back()``, ``restart()``, ``stop()``."""
+    and ``give_back()``, ``restart()``, ``down()``, ``stop()``."""
 
     def __init__(self):
         self.bin = binaries()
@@ -112,6 +113,16 @@ class Cluster:
     def restart(self):
         """pg_ctl restart -m fast: every connection is cut; back when it accepts again."""
         self._pg_ctl("restart", "-m", "fast")
+
+    @contextmanager
+    def down(self):
+        """The server stopped (pg_ctl stop -m fast: every connection cut, none accepted)
+        for the block; started again after it."""
+        self._pg_ctl("stop", "-m", "fast")
+        try:
+            yield
+        finally:
+            self.start()
 
     def stop(self):
         self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", check=False)
