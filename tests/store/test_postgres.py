@@ -1,7 +1,5 @@
 """The PostgreSQL store, on the session's real PostgreSQL cluster (tests/conftest.py); each
 test gets a database and a schema of its own."""
-import glob
-import os
 import subprocess
 import threading
 import uuid
@@ -13,7 +11,6 @@ from engine import SavepointError, _codec
 from engine.store import Owner
 from engine.store.leases import BOOT_ID, start_time
 from engine.store.postgres import PostgresStore
-from pgcluster import PASSWORD
 from store_records import commit
 
 SECRET = "test secret for the postgres store"
@@ -314,19 +311,3 @@ def test_commits_sharing_chunks_in_other_orders_never_deadlock(store):
         thread.join()
     assert errors == []
     assert [len(store.savepoints(f"e{n}")) for n in range(4)] == [1] * 4
-
-
-def test_a_key_file_is_made_only_without_a_key_and_never_under_the_url(pg_url, tmp_path,
-                                                                        monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ENGINE_PATH", pg_url)          # the default path is this URL
-    with PostgresStore(pg_url):                        # the key from the environment
-        pass
-    assert os.listdir(tmp_path) == []                  # no key file, no directory
-    monkeypatch.delenv("ENGINE_SECRET_KEY")
-    with PostgresStore(pg_url, schema="keyed") as store:   # a new store, no key given
-        store.set_setting("s", 1)
-    [key_file] = glob.glob(str(tmp_path / ".engine" / "postgres-*" / "secret.key"))
-    assert os.listdir(tmp_path) == [".engine"] and PASSWORD not in key_file
-    with PostgresStore(pg_url, schema="keyed") as store:   # found again
-        assert store.get_setting("s") == 1
