@@ -12,15 +12,16 @@ they sort as the LMDB keys do):
     code_users  (exec_id, digest)          which executions pin which code
     chunks      digest -> value, refs      sealed bytes, reference count
     queue       exec_id -> due             executions with a due time (index on due)
-    leases      exec_id -> owner, expires  owner: pid, start (-1: unknown), boot, label
+    leases      exec_id -> owner, expires  owner: pid, start (-1: unknown), boot (its
+                                           host: leases.this_host), label
     settings    name -> value              sealed
 
 The run queue is ``queue`` minus the leased executions: a leased one with a due time
 stays in ``queue`` and only its owner claims it (LMDB's ``held``).  Claims lock queue
 rows FOR UPDATE SKIP LOCKED, so two claimers never take the same execution and never
 wait for each other.  Whether a lease is held: not expired, and -- for an owner on this
-machine (same boot id) -- the owner alive; an owner on another host is trusted until its
-lease runs out (Owner.alive() cannot see other hosts).
+host (leases.this_host: the boot id, or $ENGINE_HOST_ID) -- the owner alive; an owner on
+another host is trusted until its lease runs out (its pid cannot be looked up here).
 
 Durability "async" opens the pool's connections with synchronous_commit off: the same as
 SET LOCAL in every write transaction, without the extra round trip.
@@ -53,7 +54,7 @@ from engine.config import DURABILITIES, RETENTIONS, default_path
 from engine.errors import CorruptSavepoint, SavepointError
 from engine.store import records
 from engine.store.base import StoreProtocol, retention_error
-from engine.store.leases import BOOT_ID, Lease, Owner
+from engine.store.leases import Lease, Owner, this_host
 from engine.store.lmdbtables import Tables
 
 FORMAT = 1                  # of the PostgreSQL schema; a newer one is refused
@@ -91,19 +92,19 @@ _OWNER_IS = "pid = %s AND start = %s AND boot = %s"
 
 
 def _owner_row(owner):
-    return owner.pid, _NO_START if owner.start is None else owner.start, owner.boot
+    return owner.pid, _NO_START if owner.start is None else owner.start, owner.host
 
 
-def _owner_of(pid, start, boot, label=""):
-    return Owner(pid, None if start == _NO_START else start, boot, label)
+def _owner_of(pid, start, host, label=""):
+    return Owner(pid, None if start == _NO_START else start, host, label)
 
 
 def held(lease, now):
-    """Whether a lease holds: not run out, and its owner alive if it is on this machine
+    """Whether a lease holds: not run out, and its owner alive if it is on this host
     (one on another host is trusted until its lease runs out)."""
     if lease.expires <= now:
         return False
-    return lease.owner.boot != BOOT_ID or lease.owner.alive()
+    return not lease.owner.here() or lease.owner.alive()
 
 
 def _key_dir(url):
@@ -465,10 +466,10 @@ class PostgresStore(StoreProtocol):
             return self._lease(conn, exec_id)
 
     def _recover(self, conn, now):
-        """Leases of dead owners on this machine, or run out, go; their executions go
+        """Leases of dead owners on this host, or run out, go; their executions go
         back on the queue -- at their due time if they have one, else due now."""
         owners = conn.execute("SELECT DISTINCT pid, start, boot FROM leases WHERE "
-                              "boot = %s", (BOOT_ID,)).fetchall()
+                              "boot = %s", (this_host(),)).fetchall()
         gone = []
         for pid, start, boot in owners:
             if not _owner_of(pid, start, boot).alive():
@@ -534,7 +535,7 @@ class PostgresStore(StoreProtocol):
                 "(SELECT min(expires) FROM leases)", me).fetchone()
             owners = [] if expiry is None else conn.execute(
                 "SELECT DISTINCT pid, start, boot FROM leases WHERE boot = %s",
-                (BOOT_ID,)).fetchall()
+                (this_host(),)).fetchall()
         when = [t for t in (free, mine, expiry) if t is not None]
         if any(not _owner_of(*row).alive() for row in owners):
             when.append(now)

@@ -9,7 +9,7 @@ import pytest
 
 from engine import SavepointError, _codec
 from engine.store import Owner
-from engine.store.leases import BOOT_ID, start_time
+from engine.store.leases import start_time, this_host
 from engine.store.postgres import PostgresStore
 from store_records import commit
 
@@ -36,7 +36,7 @@ def rows(url, schema, table):
 def dead_owner():
     """An Owner on this machine whose process has ended."""
     proc = subprocess.Popen(["sleep", "60"])
-    owner = Owner(proc.pid, start_time(proc.pid), BOOT_ID, "dead")
+    owner = Owner(proc.pid, start_time(proc.pid), this_host(), "dead")
     proc.kill()
     proc.wait()
     return owner
