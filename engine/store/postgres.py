@@ -149,6 +149,14 @@ class PostgresStore(StoreProtocol):
     @staticmethod
     def _create_schema(url, schema):
         """Create the schema and its tables if they are not there; whether it is new."""
+        meta = sql.Identifier(schema, "meta")
+        with psycopg.connect(url, autocommit=True) as conn:
+            # made already: no DDL -- CREATE INDEX IF NOT EXISTS still locks its table,
+            # and deadlocks with the workers writing to it
+            if conn.execute("SELECT to_regclass(%s)", (meta.as_string(conn),)).fetchone()[0] \
+                    and conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = 'format'")
+                                     .format(meta)).fetchone():
+                return False
         with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
             # one opener at a time: two hosts opening a new store must not both create it
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
