@@ -14,7 +14,7 @@ from engine.inspect import frame_views
 from engine.lifecycle import ask_runner, carry_out, new_execution, refuse_if_lost
 from engine.lookup import execution_record, find_seq, resolve_execution, savepoint_record
 from engine.runner import Counters, Runner
-from engine.store import CheckReport, Store, StoreProtocol
+from engine.store import CheckReport, Store, StoreProtocol, is_url
 from engine.types import Execution, FrameView, Savepoint, Status, parse_status
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -131,7 +131,9 @@ class Engine:
             finally:
                 self._runner.connectors.clear()
                 self._runner.connectors.update(own)
-        settings = {"path": os.path.abspath(self.path), "durability": self.durability,
+        # a directory as the worker would find it from its own working directory
+        path = self.path if is_url(self.path) else os.path.abspath(self.path)
+        settings = {"path": path, "durability": self.durability,
                     "savepoint_retention": self.savepoint_retention,
                     "sleep_max_seconds": self.sleep_max_seconds,
                     "lease_seconds": self.lease_seconds, "concurrency": self.concurrency}

@@ -9,6 +9,7 @@ import time
 
 from engine import Engine, Status, config
 from engine.errors import SavepointError, SavepointNotFound
+from engine.store import is_url
 from engine.store.leases import this_host
 from engine.cli.output import (emit, execution_dict, iso, log_lines, savepoint_dict, short,
                                table, terminal_width, text_of, type_shown, when)
@@ -45,7 +46,8 @@ def configuration(args):
 def open_engine(args, must_exist=True):
     settings = {name: value for name, (value, _) in configuration(args).items()}
     path = settings.pop("path")
-    if must_exist and not os.path.exists(os.path.join(path, "data.mdb")):
+    if must_exist and not is_url(path) and not os.path.exists(os.path.join(path,
+                                                                            "data.mdb")):
         raise CommandError(f"{path} is not an engine store (no data.mdb there)")
     try:
         return Engine(path, **settings)

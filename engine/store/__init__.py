@@ -17,14 +17,19 @@ from engine.store.lmdb import FORMAT, LmdbStore
 _URL_SCHEMES = ("postgresql://", "postgres://")
 
 
+def is_url(path):
+    """Whether ``path`` names a PostgreSQL database (a URL), not an LMDB directory."""
+    return path is not None and str(path).startswith(_URL_SCHEMES)
+
+
 def Store(path=None, *, durability="sync", **options) -> StoreProtocol:
     """The store Engine, the workers and the command open: PostgresStore for a
     "postgresql://" URL, else LmdbStore at the path.  (Imported only when asked for:
     psycopg is needed for PostgreSQL only.)"""
-    if path is not None and str(path).startswith(_URL_SCHEMES):
+    if is_url(path):
         from engine.store.postgres import PostgresStore
         return PostgresStore(str(path), durability=durability, **options)
     return LmdbStore(path, durability=durability, **options)
 
-__all__ = ["Store", "LmdbStore", "StoreProtocol", "CheckReport", "Problem", "Owner",
+__all__ = ["Store", "is_url", "LmdbStore", "StoreProtocol", "CheckReport", "Problem", "Owner",
            "Lease", "FORMAT", "retention_error"]
