@@ -32,8 +32,6 @@ store should use), else a key file in a local directory per database (see _key_d
 TODO (not done yet):
   - check(): verifies that every sealed value reads; repair does nothing yet.
   - LISTEN/NOTIFY to wake idle workers instead of next_due polling.
-  - commit_savepoint runs several statements per commit; a pipeline or one server-side
-    function would make the common case one round trip.
   - the pool is not fork-safe: a forked child must open its own store.
   - head() and damaged heads reuse lmdbtables.Tables' transaction-free methods; they
     belong in a backend-neutral module.
@@ -214,6 +212,16 @@ class PostgresStore(StoreProtocol):
         with self._pool.connection() as conn, conn.transaction():
             yield conn
 
+    def _execute_alone(self, query, params):
+        """One statement, a transaction of its own (the connections are autocommit).
+        Not pool.connection(): its commit() of an autocommit connection on the way out
+        costs a Flow-API call a quarter of a bare INSERT's time."""
+        conn = self._pool.getconn()
+        try:
+            conn.execute(query, params)
+        finally:
+            self._pool.putconn(conn)
+
     # -- sealed values --
     def _execution_row(self, conn, exec_id, lock=False):
         """(record bytes or None, (seq, value bytes) of the newest savepoint or None)."""
@@ -254,11 +262,7 @@ class PostgresStore(StoreProtocol):
 
     @staticmethod
     def _schedule(conn, exec_id, due):
-        if due is None:
-            conn.execute("DELETE FROM queue WHERE exec_id = %s", (exec_id,))
-        else:
-            conn.execute("INSERT INTO queue VALUES (%s, %s) ON CONFLICT (exec_id) DO "
-                         "UPDATE SET due = excluded.due", (exec_id, float(due)))
+        conn.execute(*_schedule_statement(exec_id, due))
 
     @staticmethod
     def _lease(conn, exec_id, lock=False):
@@ -365,28 +369,21 @@ class PostgresStore(StoreProtocol):
             digest = _codec.fingerprint(code)
             if digest not in known:
                 new_codes[digest] = code
-        with self._transaction() as conn:
-            for digest, code in new_codes.items():
-                conn.execute("INSERT INTO code VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                             (digest, self.tables.seal(_codec.encode_code(code))))
-                conn.execute("INSERT INTO code_users VALUES (%s, %s) ON CONFLICT DO "
-                             "NOTHING", (exec_id, digest))
-            for digest, blob in (chunks or {}).items():
-                conn.execute("INSERT INTO chunks VALUES (%s, %s, 1) ON CONFLICT (digest) "
-                             "DO UPDATE SET refs = chunks.refs + 1",
-                             (digest, self.tables.seal(blob)))
-            conn.execute("INSERT INTO savepoints VALUES (%s, %s, %s)",
-                         (exec_id, seq, sealed))
-            if name is not None:
-                conn.execute("INSERT INTO names VALUES (%s, %s, %s) ON CONFLICT "
-                             "(exec_id, name) DO UPDATE SET seq = excluded.seq",
-                             (exec_id, name, seq))
-            if drop:
-                conn.execute("DELETE FROM savepoints WHERE exec_id = %s AND seq = %s",
-                             (exec_id, previous))
-                self._unref_chunks(conn, execution.get("last_implicit_chunks") or ())
-            if reschedule:
-                self._schedule(conn, exec_id, due)
+        statement = _savepoint_statement(
+            exec_id, seq, sealed, name=name, dropped=previous if drop else None,
+            codes={digest: self.tables.seal(_codec.encode_code(code))
+                   for digest, code in new_codes.items()},
+            chunks={digest: self.tables.seal(blob) for digest, blob in
+                    (chunks or {}).items()},
+            schedule=_schedule_statement(exec_id, due) if reschedule else None)
+        unref = execution.get("last_implicit_chunks") if drop else None
+        if unref:
+            # a chunk's count must be read as it is decremented: statements of their own
+            with self._transaction() as conn:
+                conn.execute(*statement)
+                self._unref_chunks(conn, unref)
+        else:
+            self._execute_alone(*statement)
         if new_codes:                              # once committed
             with self._pins_lock:
                 self._pinned.setdefault(exec_id, set()).update(new_codes)
@@ -659,6 +656,49 @@ class PostgresStore(StoreProtocol):
                                          "problem": str(e), "repair": None,
                                          "repaired": False})
         return {"checked": checked, "problems": problems}
+
+
+def _schedule_statement(exec_id, due):
+    """(query, params) putting the execution on the run queue at ``due``, or off it."""
+    if due is None:
+        return "DELETE FROM queue WHERE exec_id = %s", (exec_id,)
+    return ("INSERT INTO queue VALUES (%s, %s) ON CONFLICT (exec_id) DO UPDATE SET "
+            "due = excluded.due", (exec_id, float(due)))
+
+
+def _savepoint_statement(exec_id, seq, sealed, *, name, dropped, codes, chunks, schedule):
+    """(query, params): a savepoint's commit as one statement -- one round trip, and a
+    transaction of its own.  Every write besides the savepoint's row is a data-modifying
+    WITH part: the code it pins ({digest: sealed}), its chunks (counted once more), its
+    name, the savepoint it replaces (``dropped``: a seq) and the run queue (``schedule``:
+    a (query, params)).  Each part writes rows no other part writes."""
+    parts, params = [], []
+    if codes:
+        parts += ["INSERT INTO code SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
+                  "ON CONFLICT DO NOTHING",
+                  "INSERT INTO code_users SELECT %s, d FROM unnest(%s::bytea[]) AS d "
+                  "ON CONFLICT DO NOTHING"]
+        params += [list(codes), list(codes.values()), exec_id, list(codes)]
+    if chunks:
+        parts.append("INSERT INTO chunks SELECT d, v, 1 FROM unnest(%s::bytea[], "
+                     "%s::bytea[]) AS c(d, v) ON CONFLICT (digest) DO UPDATE SET "
+                     "refs = chunks.refs + 1")
+        params += [list(chunks), list(chunks.values())]
+    if name is not None:
+        parts.append("INSERT INTO names VALUES (%s, %s, %s) ON CONFLICT (exec_id, name) "
+                     "DO UPDATE SET seq = excluded.seq")
+        params += [exec_id, name, seq]
+    if dropped is not None:
+        parts.append("DELETE FROM savepoints WHERE exec_id = %s AND seq = %s")
+        params += [exec_id, dropped]
+    if schedule is not None:
+        parts.append(schedule[0])
+        params += schedule[1]
+    query = "INSERT INTO savepoints VALUES (%s, %s, %s)"
+    if parts:
+        query = "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in
+                                    enumerate(parts)) + " " + query
+    return query, (*params, exec_id, seq, sealed)
 
 
 class _Refused(Exception):
