@@ -20,8 +20,8 @@ baseline measured in the same run.
   process alone, beside it.
 - scaling_1_to_4: executions/s of `engine worker -n 4` over `-n 1` (--concurrency 1,
   async), executions of SCALING_CALLS calls to a connector doing 5 ms of blocking I/O
-  (time.sleep); measured from the first savepoint to the last execution's end, so
-  worker start-up is left out.  One execution at a time per worker, so that 4 of them
+  (time.sleep), started once every worker of the pool reports (so their start-up is
+  left out); measured from the first savepoint to the last execution's end.  One execution at a time per worker, so that 4 of them
   are not short of this machine's 2 cores (with --concurrency 4 they are, and the
   ratio is ~2.4): the figure says whether workers hold each other up in the database.
 
@@ -32,7 +32,6 @@ baseline measured in the same run.
 
 Targets: call_sync_ratio <= 1.3; call_async_ratio <= 1.3; scaling_1_to_4 >= 3.
 """
-import argparse
 import importlib.util
 import json
 import os
@@ -47,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+import benchkit  # noqa: E402
 import concurrency_flows  # noqa: E402
 import engine_flows  # noqa: E402
 import psycopg  # noqa: E402
@@ -177,10 +177,7 @@ def claims(cluster, size):
 def pool_rate(cluster, processes, executions):
     """Executions/s of ``processes`` workers, from the first savepoint to the last end."""
     url = cluster.create_database(f"pool_{processes}")
-    with Engine(url, durability="async") as eng:
-        ids = [eng.start(concurrency_flows.calls, {"calls": SCALING_CALLS,
-                                                   "connector": "io"}).id
-               for _ in range(executions)]
+    Store(url, durability="async").close()       # the schema, before the workers open it
     pool = subprocess.Popen(
         [sys.executable, "-m", "engine", "worker", "-n", str(processes), "--path", url,
          "--durability", "async", "--concurrency", str(SCALING_CONCURRENCY),
@@ -189,6 +186,16 @@ def pool_rate(cluster, processes, executions):
         stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT
+        with Engine(url, durability="async") as eng:
+            # every worker up and looking for work before there is any: their start-up,
+            # staggered on a busy machine, is not in the rate
+            while len(eng.stats()["workers"]) < processes:
+                if pool.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the {processes} workers did not start")
+                time.sleep(0.2)
+            ids = [eng.start(concurrency_flows.calls, {"calls": SCALING_CALLS,
+                                                       "connector": "io"}).id
+                   for _ in range(executions)]
         with psycopg.connect(url, autocommit=True) as conn:
             # done: nothing queued, nothing leased (cheap to ask, unlike every head)
             while conn.execute(f"SELECT (SELECT count(*) FROM {SCHEMA}.queue) + "
@@ -223,36 +230,22 @@ def scaling(cluster, size):
             "scaling_1_to_4": round(rate_4 / rate_1, 2)}
 
 
-def measure(size, parts):
-    """The parts asked for, on a cluster of their own; one that fails is reported as
-    "<part>_error" and the others still run."""
+def measure(size, parts, args):
+    """The parts asked for, on a cluster of their own."""
     os.environ["ENGINE_SECRET_KEY"] = SECRET
     cluster = pgcluster().Cluster(fsync=True)
-    result = {}
     try:
-        for part, func in (("call", call_costs), ("claim", claims),
-                           ("scaling", scaling)):
-            if part in parts:
-                try:
-                    result.update(func(cluster, size))
-                except Exception as e:
-                    result[f"{part}_error"] = f"{type(e).__name__}: {e}"
+        return benchkit.run_parts(parts, (("call", call_costs), ("claim", claims),
+                                          ("scaling", scaling)), cluster, size)
     finally:
         cluster.stop()
-    return result
 
 
 def report(result, size, quick):
-    def line(label, key, unit="", extra=""):
-        if key in result:
-            target = f"(target {TARGETS[key]})" if key in TARGETS else ""
-            print(f"  {label:<44} {result[key]!s:>10} {unit:<4} {target} {extra}".rstrip())
-
+    line = benchkit.table(result, TARGETS)
     print(f"PostgreSQL store (fsync on), CPython {sys.version.split()[0]}, "
           f"{os.cpu_count()} cores{', --quick sizes' if quick else ''}")
-    for part in PARTS:
-        if f"{part}_error" in result:
-            print(f" {part}: FAILED: {result[f'{part}_error']}")
+    benchkit.print_failures(result, PARTS)
     if "call_sync_us" in result:
         print(f" one Flow-API call at depth 1 beside a bare INSERT of its "
               f"{result['savepoint_bytes']} bytes and commit, medians of "
@@ -276,25 +269,7 @@ def report(result, size, quick):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller sizes (to try the script; ratios are noisier)")
-    parser.add_argument("--only", default=",".join(PARTS),
-                        help=f"comma-separated parts to run, of {','.join(PARTS)}")
-    args = parser.parse_args(argv)
-    parts = set(args.only.split(","))
-    if not parts <= set(PARTS):
-        parser.error(f"--only takes {','.join(PARTS)}")
-    size = {key: values[1 if args.quick else 0] for key, values in SIZES.items()}
-    t0 = time.perf_counter()
-    result = measure(size, parts)
-    result["bench_seconds"] = round(time.perf_counter() - t0, 1)
-    if args.json:
-        print(json.dumps(result))
-        return
-    report(result, size, args.quick)
-    print(f"  (the whole benchmark took {result['bench_seconds']:.0f} s)")
+    benchkit.main(__doc__, PARTS, SIZES, measure, report, argv)
 
 
 if __name__ == "__main__":
