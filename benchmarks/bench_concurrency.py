@@ -359,9 +359,7 @@ def measure(size, parts, args):
 
 def report(result, size, quick):
     line = benchkit.table(result, TARGETS)
-    print(f"concurrency, CPython {sys.version.split()[0]}, {os.cpu_count()} cores"
-          f"{', --quick sizes' if quick else ''}")
-    benchkit.print_failures(result, PARTS)
+    benchkit.print_header("concurrency", result, PARTS, quick)
     if "io_speedup" in result:
         print(f" I/O connector ({IO_WAIT_SECONDS * 1000:.0f} ms sleep), {size['io_calls']} "
               f"calls per execution, async:")

@@ -243,9 +243,7 @@ def measure(size, parts, args):
 
 def report(result, size, quick):
     line = benchkit.table(result, TARGETS)
-    print(f"PostgreSQL store (fsync on), CPython {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cores{', --quick sizes' if quick else ''}")
-    benchkit.print_failures(result, PARTS)
+    benchkit.print_header("PostgreSQL store (fsync on)", result, PARTS, quick)
     if "call_sync_us" in result:
         print(f" one Flow-API call at depth 1 beside a bare INSERT of its "
               f"{result['savepoint_bytes']} bytes and commit, medians of "

@@ -3,6 +3,8 @@ running the parts asked for (one that fails is reported as "<part>_error" and th
 others still run), and the lines of the table."""
 import argparse
 import json
+import os
+import sys
 import time
 
 
@@ -29,7 +31,10 @@ def table(result, targets):
     return line
 
 
-def print_failures(result, parts):
+def print_header(title, result, parts, quick):
+    """The table's first lines: what is measured, on what, and the parts that failed."""
+    print(f"{title}, CPython {sys.version.split()[0]}, {os.cpu_count()} cores"
+          f"{', --quick sizes' if quick else ''}")
     for part in parts:
         if f"{part}_error" in result:
             print(f" {part}: FAILED: {result[f'{part}_error']}")
