@@ -63,7 +63,8 @@ class Engine:
     ENGINE_SAVEPOINT_RETENTION, ENGINE_SLEEP_MAX_SECONDS, ENGINE_LEASE_SECONDS,
     ENGINE_CONCURRENCY); an explicit argument wins.  Invalid values raise ValueError
     naming the setting; a PostgreSQL server that cannot be reached (or refuses the user)
-    raises StoreUnavailable."""
+    raises StoreUnavailable.  ENGINE_HOST_ID (no keyword: one per process) names this host
+    in the leases it holds, for stores shared by several hosts (engine.config.host_id)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  durability: str | None = None, savepoint_retention: str | None = None,
@@ -76,6 +77,7 @@ class Engine:
         self.sleep_max_seconds = config.value("sleep_max_seconds", sleep_max_seconds)
         self.lease_seconds = config.value("lease_seconds", lease_seconds)
         self.concurrency = config.value("concurrency", concurrency)
+        config.host_id()            # a bad $ENGINE_HOST_ID fails here, not at a claim
         self._store = Store(self.path, durability=self.durability)
         self._runner = Runner(self._store, lease_seconds=self.lease_seconds,
                               sleep_max_seconds=self.sleep_max_seconds,
@@ -202,8 +204,9 @@ class Engine:
         return self._runner.counters()
 
     def stats(self) -> dict[str, Any]:
-        """What a scaler watches: per worker its busy fraction and executions and
-        Flow-API calls per second (over its last report), and the queue depth."""
+        """What a scaler watches: per live worker, of every host sharing the store, its
+        busy fraction and executions and Flow-API calls per second (over its last
+        report), and the queue depth."""
         from engine import workers     # here: multiprocessing costs every import ~10 ms
         return workers.stats(self._store)
 

@@ -11,6 +11,7 @@ from engine import Engine, Status, config
 from engine.errors import SavepointError, SavepointNotFound, StoreUnavailable
 from engine.store import missing_store
 from engine.store.location import redacted, shown
+from engine.store.leases import this_host
 from engine.cli.output import (emit, execution_dict, iso, log_lines, savepoint_dict, short,
                                table, terminal_width, text_of, type_shown, when)
 
@@ -39,6 +40,7 @@ def configuration(args):
             out[name] = config.resolve(name, flag, f"--{name.replace('_', '-')}")
         except ValueError as e:
             raise CommandError(str(e)) from None
+    this_host()                 # a bad $ENGINE_HOST_ID: said before anything opens
     return out
 
 
@@ -315,9 +317,9 @@ def cmd_worker(args):
 def cmd_stats(args):
     with open_engine(args) as eng:
         data = eng.stats()
-    emit(args, data, lambda d: table(d["workers"], ["pid", "index", "busy_fraction",
-                                                    "running", "parked", "calls_per_s",
-                                                    "executions_per_s"]) +
+    emit(args, data, lambda d: table(d["workers"], ["host", "pid", "index",
+                                                    "busy_fraction", "running", "parked",
+                                                    "calls_per_s", "executions_per_s"]) +
          f"\nqueue depth: {d['queue_depth']}")
     return 0
 
@@ -325,6 +327,8 @@ def cmd_stats(args):
 def cmd_config(args):
     data = {name: {"value": shown(value) if name == "path" else value, "source": source}
             for name, (value, source) in configuration(args).items()}
+    data["host_id"] = {"value": this_host(), "source": f"${config.HOST_ID_VARIABLE}"
+                       if config.host_id() else "this machine (boot id)"}
     emit(args, data, lambda d: table([{"setting": k, **v} for k, v in d.items()],
                                      ["setting", "value", "source"]))
     return 0

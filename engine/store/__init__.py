@@ -42,5 +42,5 @@ def missing_store(path) -> str | None:
     return "no data.mdb there"
 
 
-__all__ = ["Store", "missing_store", "LmdbStore", "StoreProtocol", "CheckReport", "Problem",
-           "Owner", "Lease", "FORMAT", "retention_error"]
+__all__ = ["Store", "missing_store", "is_url", "LmdbStore", "StoreProtocol", "CheckReport",
+           "Problem", "Owner", "Lease", "FORMAT", "retention_error"]

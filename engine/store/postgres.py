@@ -12,15 +12,16 @@ they sort as the LMDB keys do):
     code_users  (exec_id, digest)          which executions pin which code
     chunks      digest -> value, refs      sealed bytes, reference count
     queue       exec_id -> due             executions with a due time (index on due)
-    leases      exec_id -> owner, expires  owner: pid, start (-1: unknown), boot, label
+    leases      exec_id -> owner, expires  owner: pid, start (-1: unknown), boot (its
+                                           host: leases.this_host), label
     settings    name -> value              sealed
 
 The run queue is ``queue`` minus the leased executions: a leased one with a due time
 stays in ``queue`` and only its owner claims it (LMDB's ``held``).  Claims lock queue
 rows FOR UPDATE SKIP LOCKED, so two claimers never take the same execution and never
 wait for each other.  Whether a lease is held: not expired, and -- for an owner on this
-machine (same boot id) -- the owner alive; an owner on another host is trusted until its
-lease runs out (Owner.alive() cannot see other hosts).
+host (leases.this_host: the boot id, or $ENGINE_HOST_ID) -- the owner alive; an owner on
+another host is trusted until its lease runs out (its pid cannot be looked up here).
 
 Durability "async" opens the pool's connections with synchronous_commit off: the same as
 SET LOCAL in every write transaction, without the extra round trip.  (A killed worker
@@ -39,8 +40,6 @@ store must use), else a key file of the user's per store (pgkey.py).
 
 TODO (not done yet):
   - check(): verifies that every sealed value reads; repair does nothing yet.
-  - commit_savepoint runs several statements per commit; a pipeline or one server-side
-    function would make the common case one round trip.
   - the pool is not fork-safe: a forked child must open its own store.
   - head() and damaged heads reuse lmdbtables.Tables' transaction-free methods; they
     belong in a backend-neutral module.
@@ -56,7 +55,7 @@ from engine.config import DURABILITIES, RETENTIONS
 from engine.errors import CorruptSavepoint, SavepointError
 from engine.store import pgkey, pgpool, pgschema, records
 from engine.store.base import StoreProtocol, retention_error
-from engine.store.leases import BOOT_ID, Lease, Owner
+from engine.store.leases import Lease, Owner, this_host
 from engine.store.lmdbtables import Tables
 from engine.store.location import shown
 from engine.store.pglisten import Listener
@@ -72,19 +71,19 @@ _OWNER_IS = "pid = %s AND start = %s AND boot = %s"
 
 
 def _owner_row(owner):
-    return owner.pid, _NO_START if owner.start is None else owner.start, owner.boot
+    return owner.pid, _NO_START if owner.start is None else owner.start, owner.host
 
 
-def _owner_of(pid, start, boot, label=""):
-    return Owner(pid, None if start == _NO_START else start, boot, label)
+def _owner_of(pid, start, host, label=""):
+    return Owner(pid, None if start == _NO_START else start, host, label)
 
 
 def held(lease, now):
-    """Whether a lease holds: not run out, and its owner alive if it is on this machine
+    """Whether a lease holds: not run out, and its owner alive if it is on this host
     (one on another host is trusted until its lease runs out)."""
     if lease.expires <= now:
         return False
-    return lease.owner.boot != BOOT_ID or lease.owner.alive()
+    return not lease.owner.here() or lease.owner.alive()
 
 
 def _retried(operation):
@@ -235,11 +234,7 @@ class PostgresStore(StoreProtocol):
 
     @staticmethod
     def _schedule(conn, exec_id, due):
-        if due is None:
-            conn.execute("DELETE FROM queue WHERE exec_id = %s", (exec_id,))
-        else:
-            conn.execute("INSERT INTO queue VALUES (%s, %s) ON CONFLICT (exec_id) DO "
-                         "UPDATE SET due = excluded.due", (exec_id, float(due)))
+        conn.execute(*_schedule_statement(exec_id, due))
 
     @staticmethod
     def _lease(conn, exec_id, lock=False):
@@ -363,14 +358,41 @@ class PostgresStore(StoreProtocol):
             digest = _codec.fingerprint(code)
             if digest not in known:
                 new_codes[digest] = code
+        written = ("SELECT value FROM savepoints WHERE exec_id = %s AND seq = %s",
+                   (exec_id, seq), sealed)   # a lost COMMIT counts as made if this reads
         dropped = (execution.get("last_implicit_chunks") or ()) if drop else ()
+        if dropped:
+            self._commit_dropping_chunks(exec_id, seq, sealed, name, previous, new_codes,
+                                         chunks, dropped, due if reschedule else _KEEP,
+                                         written)
+        else:
+            # the common case: one statement, one round trip.  Code and chunk rows are
+            # shared by executions: locked in one order (by digest) -- commits locking the
+            # same chunks in other orders deadlocked, where LMDB's one writer never fails
+            self._pool.execute(*_savepoint_statement(
+                exec_id, seq, sealed, name=name, dropped=previous if drop else None,
+                codes={digest: self.tables.seal(_codec.encode_code(code))
+                       for digest, code in sorted(new_codes.items())},
+                chunks={digest: self.tables.seal(blob) for digest, blob in
+                        sorted((chunks or {}).items())},
+                schedule=_schedule_statement(exec_id, due) if reschedule else None),
+                written_if=written)
+        if new_codes:                              # once committed
+            with self._pins_lock:
+                self._pinned.setdefault(exec_id, set()).update(new_codes)
+            for digest, code in new_codes.items():
+                self._code.setdefault(digest, code)
+        LAYOUT.apply(execution, state)
+        execution["_due_written"] = due
+        return seq
+
+    def _commit_dropping_chunks(self, exec_id, seq, sealed, name, previous, new_codes,
+                                chunks, dropped, due, written):
+        """commit_savepoint when retention "last" drops a savepoint holding chunks: a
+        chunk's count is read as it is decremented, so statements of their own -- taking
+        the chunk rows, added and dropped alike, in one order (by digest)."""
         with self._transaction() as conn:
-            # a COMMIT lost on the way counts as made if this savepoint is there, byte for byte
-            self._pool.written_if("SELECT value FROM savepoints WHERE exec_id = %s AND "
-                                  "seq = %s", (exec_id, seq), sealed)
-            # code and chunks are shared by executions: their rows are locked in one order
-            # (code, then chunks, each by digest) -- two commits locking the same chunks
-            # in other orders deadlocked, where LMDB's one writer never fails a commit
+            self._pool.written_if(*written)
             for digest, code in sorted(new_codes.items()):
                 conn.execute("INSERT INTO code VALUES (%s, %s) ON CONFLICT DO NOTHING",
                              (digest, self.tables.seal(_codec.encode_code(code))))
@@ -382,28 +404,15 @@ class PostgresStore(StoreProtocol):
                                  "(digest) DO UPDATE SET refs = chunks.refs + 1",
                                  (digest, self.tables.seal(chunks[digest])))
                 self._unref_chunks(conn, [d for d in dropped if d == digest])
-            # as LMDB's put: a process that lost the lease while inside a call (stopped,
-            # say) may still commit the seq its successor wrote -- not fail the execution
-            conn.execute("INSERT INTO savepoints VALUES (%s, %s, %s) ON CONFLICT (exec_id, "
-                         "seq) DO UPDATE SET value = excluded.value",
-                         (exec_id, seq, sealed))
+            conn.execute(_SAVEPOINT_ROW, (exec_id, seq, sealed))
             if name is not None:
                 conn.execute("INSERT INTO names VALUES (%s, %s, %s) ON CONFLICT "
                              "(exec_id, name) DO UPDATE SET seq = excluded.seq",
                              (exec_id, name, seq))
-            if drop:                                # (its chunks: above)
-                conn.execute("DELETE FROM savepoints WHERE exec_id = %s AND seq = %s",
-                             (exec_id, previous))
-            if reschedule:
+            conn.execute("DELETE FROM savepoints WHERE exec_id = %s AND seq = %s",
+                         (exec_id, previous))
+            if due is not _KEEP:
                 self._schedule(conn, exec_id, due)
-        if new_codes:                              # once committed
-            with self._pins_lock:
-                self._pinned.setdefault(exec_id, set()).update(new_codes)
-            for digest, code in new_codes.items():
-                self._code.setdefault(digest, code)
-        LAYOUT.apply(execution, state)
-        execution["_due_written"] = due
-        return seq
 
     @staticmethod
     def _unref_chunks(conn, digests):
@@ -489,10 +498,10 @@ class PostgresStore(StoreProtocol):
             return self._lease(conn, exec_id)
 
     def _recover(self, conn, now):
-        """Leases of dead owners on this machine, or run out, go; their executions go
+        """Leases of dead owners on this host, or run out, go; their executions go
         back on the queue -- at their due time if they have one, else due now."""
         owners = conn.execute("SELECT DISTINCT pid, start, boot FROM leases WHERE "
-                              "boot = %s", (BOOT_ID,)).fetchall()
+                              "boot = %s", (this_host(),)).fetchall()
         gone = []
         for pid, start, boot in owners:
             if not _owner_of(pid, start, boot).alive():
@@ -560,7 +569,7 @@ class PostgresStore(StoreProtocol):
                 "(SELECT min(expires) FROM leases)", me).fetchone()
             owners = [] if expiry is None else conn.execute(
                 "SELECT DISTINCT pid, start, boot FROM leases WHERE boot = %s",
-                (BOOT_ID,)).fetchall()
+                (this_host(),)).fetchall()
         when = [t for t in (free, mine, expiry) if t is not None]
         if any(not _owner_of(*row).alive() for row in owners):
             when.append(now)
@@ -685,6 +694,56 @@ class PostgresStore(StoreProtocol):
                                          "problem": str(e), "repair": None,
                                          "repaired": False})
         return {"checked": checked, "problems": problems}
+
+
+def _schedule_statement(exec_id, due):
+    """(query, params) putting the execution on the run queue at ``due``, or off it."""
+    if due is None:
+        return "DELETE FROM queue WHERE exec_id = %s", (exec_id,)
+    return ("INSERT INTO queue VALUES (%s, %s) ON CONFLICT (exec_id) DO UPDATE SET "
+            "due = excluded.due", (exec_id, float(due)))
+
+
+# as LMDB's put: a process that lost the lease while inside a call (stopped, say) may still
+# commit the seq its successor wrote -- not fail the execution
+_SAVEPOINT_ROW = ("INSERT INTO savepoints VALUES (%s, %s, %s) ON CONFLICT (exec_id, seq) "
+                  "DO UPDATE SET value = excluded.value")
+_KEEP = object()            # _commit_dropping_chunks: the run queue as it is
+
+
+def _savepoint_statement(exec_id, seq, sealed, *, name, dropped, codes, chunks, schedule):
+    """(query, params): a savepoint's commit as one statement -- one round trip, and a
+    transaction of its own.  Every write besides the savepoint's row is a data-modifying
+    WITH part: the code it pins ({digest: sealed}), its chunks (counted once more), its
+    name, the savepoint it replaces (``dropped``: a seq) and the run queue (``schedule``:
+    a (query, params)).  Each part writes rows no other part writes."""
+    parts, params = [], []
+    if codes:
+        parts += ["INSERT INTO code SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
+                  "ON CONFLICT DO NOTHING",
+                  "INSERT INTO code_users SELECT %s, d FROM unnest(%s::bytea[]) AS d "
+                  "ON CONFLICT DO NOTHING"]
+        params += [list(codes), list(codes.values()), exec_id, list(codes)]
+    if chunks:
+        parts.append("INSERT INTO chunks SELECT d, v, 1 FROM unnest(%s::bytea[], "
+                     "%s::bytea[]) AS c(d, v) ON CONFLICT (digest) DO UPDATE SET "
+                     "refs = chunks.refs + 1")
+        params += [list(chunks), list(chunks.values())]
+    if name is not None:
+        parts.append("INSERT INTO names VALUES (%s, %s, %s) ON CONFLICT (exec_id, name) "
+                     "DO UPDATE SET seq = excluded.seq")
+        params += [exec_id, name, seq]
+    if dropped is not None:
+        parts.append("DELETE FROM savepoints WHERE exec_id = %s AND seq = %s")
+        params += [exec_id, dropped]
+    if schedule is not None:
+        parts.append(schedule[0])
+        params += schedule[1]
+    query = _SAVEPOINT_ROW
+    if parts:
+        query = "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in
+                                    enumerate(parts)) + " " + query
+    return query, (*params, exec_id, seq, sealed)
 
 
 class _Refused(Exception):

@@ -9,7 +9,7 @@ import pytest
 
 from engine import SavepointError, _codec
 from engine.store import Owner
-from engine.store.leases import BOOT_ID, start_time
+from engine.store.leases import start_time, this_host
 from engine.store.postgres import PostgresStore
 from store_records import commit
 
@@ -36,7 +36,7 @@ def rows(url, schema, table):
 def dead_owner():
     """An Owner on this machine whose process has ended."""
     proc = subprocess.Popen(["sleep", "60"])
-    owner = Owner(proc.pid, start_time(proc.pid), BOOT_ID, "dead")
+    owner = Owner(proc.pid, start_time(proc.pid), this_host(), "dead")
     proc.kill()
     proc.wait()
     return owner
@@ -90,6 +90,34 @@ def test_retention_last_drops_the_previous_implicit_savepoint_and_its_chunks(
         commit(store, execution, value=list(range(5000 + i)), retention="last")
     assert [m["seq"] for m in store.savepoints("e1")] == [3]
     assert rows(pg_url, schema, "chunks") == 1
+
+
+def test_a_commit_writes_its_name_pins_chunks_and_due_time_all_at_once_or_not_at_all(
+        store, pg_url, schema):
+    big = list(range(5000))
+    execution = {"id": "e1", "status": "WAITING", "due": 100.0}
+    store.put_execution(execution)
+    execution["due"] = 50.0
+    assert commit(store, execution, kind="explicit", name="here", value=big) == 1
+    assert store.seq_of("e1", "here") == 1 and store.next_due() == 50.0
+    for table in ("code", "code_users", "chunks", "savepoints"):
+        assert rows(pg_url, schema, table) == 1, table
+    # a commit that fails (its seq is taken) leaves nothing of it behind
+    execution.update(last_seq=0, due=20.0)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        commit(store, execution, kind="explicit", name="there", value=big + [1])
+    assert store.seq_of("e1", "there") is None and store.next_due() == 50.0
+    assert rows(pg_url, schema, "chunks") == 1
+    # retention "last" keeping the chunk the dropped savepoint had: still counted once
+    execution = {"id": "e2", "status": "RUNNING", "due": None}
+    store.put_execution(execution)
+    for _ in range(3):
+        commit(store, execution, value=big, retention="last")
+    assert [m["seq"] for m in store.savepoints("e2")] == [3]
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute(f"SELECT refs FROM {schema}.chunks").fetchall() == [(2,)]
+    assert store.delete_execution("e2") and store.delete_execution("e1")
+    assert rows(pg_url, schema, "chunks") == 0
 
 
 def test_delete_takes_everything_of_the_execution_and_only_that(store, pg_url, schema):

@@ -274,7 +274,7 @@ def test_a_dead_owner_is_detected_at_once(store):
 
 def test_a_reused_pid_is_not_mistaken_for_the_owner(store):
     me = Owner.current()
-    impostor = Owner(me.pid, (me.start or 0) + 12345, me.boot)   # same pid, other process
+    impostor = Owner(me.pid, (me.start or 0) + 12345, me.host)   # same pid, other process
     assert not impostor.alive() and me.alive()
     other_boot = Owner(me.pid, me.start, "another-boot")
     assert not other_boot.alive()

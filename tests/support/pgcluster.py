@@ -55,9 +55,11 @@ def _free_port():
 
 class Cluster:
     """One PostgreSQL cluster: ``url(dbname)``, ``create_database()``, ``empty_database()``
-    and ``give_back()``, ``restart()``, ``down()``, ``stop()``."""
+    and ``give_back()``, ``restart()``, ``down()``, ``stop()``.  ``fsync``: whether the
+    server makes its commits durable -- off for the tests (the machine's durability is not
+    under test), on for benchmarks that time synchronous commits."""
 
-    def __init__(self):
+    def __init__(self, *, fsync=False):
         self.bin = binaries()
         self.ids = _system_user()
         self.dir = tempfile.mkdtemp(prefix="engine-pg-")
@@ -79,12 +81,12 @@ class Cluster:
                   "--locale=C")
         os.unlink(pwfile)
         with open(os.path.join(self.data, "postgresql.conf"), "a") as fh:
-            # a test server: durability of the machine is not under test (the store's
-            # own sync/async setting still decides how each commit is made)
+            # the store's own sync/async setting still decides how each commit is made
+            durable = "on" if fsync else "off"
             fh.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
                      f"unix_socket_directories = '{self.dir}'\n"
-                     "fsync = off\nfull_page_writes = off\nmax_connections = 400\n"
-                     "shared_buffers = 64MB\n")
+                     f"fsync = {durable}\nfull_page_writes = {durable}\n"
+                     "max_connections = 400\nshared_buffers = 64MB\n")
         self.start()
 
     def _run(self, tool, *args, check=True, timeout=60):
