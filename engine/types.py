@@ -1,5 +1,5 @@
 """The public types: an execution's status, and what the API returns about executions,
-savepoints and the frames of a savepoint."""
+savepoints (one at a time or a page at a time) and the frames of a savepoint."""
 import dataclasses
 import datetime
 import enum
@@ -106,6 +106,25 @@ class Savepoint:
                    created_at=_utc(meta["created_at"]), line=meta["line"],
                    action=meta["action"], command=meta["command"], size=meta["size"],
                    damaged=meta.get("damaged"))
+
+
+@dataclasses.dataclass
+class ExecutionPage:
+    """One page of a listing of executions (Engine.executions_page): newest first,
+    ``total`` of them match in all."""
+    executions: list[Execution]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclasses.dataclass
+class SavepointPage:
+    """One page of an execution's savepoints (Engine.savepoints_page); it has ``total``."""
+    savepoints: list[Savepoint]
+    total: int
+    offset: int
+    limit: int
 
 
 @dataclasses.dataclass
