@@ -14,11 +14,12 @@ from engine.inspect import frame_views
 from engine.lifecycle import ask_runner, carry_out, new_execution, refuse_if_lost
 from engine.lookup import execution_record, find_seq, resolve_execution
 from engine.runner import Counters, Runner
-from engine.store import Store, StoreProtocol
+from engine.store import Store, StoreProtocol, listing
 from engine.types import (Execution, ExecutionPage, FrameView, Savepoint, SavepointPage,
                           Status, parse_status)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+PREFIX_MATCHES = 1000     # executions_page(id_prefix=...) looks at the first this many
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,13 +235,21 @@ class Engine:
 
     # -- a page at a time (the Savepoints page: engine ui) --
     def executions_page(self, status: Status | str | None = None, flow: str | None = None,
-                        *, offset: int = 0, limit: int = 50) -> ExecutionPage:
+                        *, id_prefix: str | None = None, offset: int = 0,
+                        limit: int = 50) -> ExecutionPage:
         """One page of executions, newest first: of ``status`` only, of ``flow`` only
-        (the flow, its function name or a prefix of it, as `engine ls --flow`),
-        skipping ``offset``, at most ``limit``; with how many match in all.  A page
-        costs about the same with 100,000 executions as with 100."""
+        (the flow, its function name or a prefix of it, as `engine ls --flow`), whose
+        id starts with ``id_prefix`` (the first PREFIX_MATCHES such ids), skipping
+        ``offset``, at most ``limit``; with how many match in all.  A page costs about
+        the same with 100,000 executions as with 100."""
         wanted = None if status is None else parse_status(status).value
-        heads, total = self._store.list_executions(wanted, flow or None, offset, limit)
+        if id_prefix:
+            ids = self._store.ids_with_prefix(id_prefix, limit=PREFIX_MATCHES)
+            found = [h for h in map(self._store.get_execution, ids) if h is not None]
+            heads, total = listing.scan_page(found, wanted, flow or None, offset, limit)
+        else:
+            heads, total = self._store.list_executions(wanted, flow or None, offset,
+                                                       limit)
         return ExecutionPage([Execution.from_record(h) for h in heads], total, offset,
                              limit)
 
