@@ -15,6 +15,7 @@ their savepoints from a terminal, through the public API only.
     engine stats
     engine config
     engine doctor [--repair]
+    engine ui [--host 127.0.0.1] [--port 8765] [--token T]
 
 Every command takes --path, --durability, --sleep-max-seconds, --lease-seconds,
 --savepoint-retention and --concurrency; they come from the flag, else the environment
@@ -33,6 +34,7 @@ from engine.errors import EngineError
 from engine.cli.commands import (EXIT_USAGE, CommandError, Interrupted, cmd_config,
                                  cmd_doctor, cmd_inspect, cmd_logs, cmd_ls, cmd_run,
                                  cmd_savepoints, cmd_show, cmd_stats, cmd_worker, steer)
+from engine.cli.ui import cmd_ui
 
 
 def _positive_int(text):
@@ -53,6 +55,10 @@ def _port(text):
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"must be a port number (1-65535), not {value}")
     return value
+
+
+def _port_or_any(text):
+    return 0 if text.strip() == "0" else _port(text)
 
 
 def _status_name(text):
@@ -171,6 +177,15 @@ def parser():
                    help="also fix what can be fixed without losing anything: run-queue "
                    "entries out of step, dangling names, unused code and chunks, stale "
                    "leases (damaged executions and savepoints are only reported)")
+    p = command("ui", "serve the Savepoints page: executions, their savepoints, Load, Fork "
+                "and Inspect in a browser (needs savepoint-engine[ui])", cmd_ui)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on (default 127.0.0.1; another than "
+                   "loopback needs --token)")
+    p.add_argument("--port", type=_port_or_any, default=8765,
+                   help="the port (default 8765; 0: any free one)")
+    p.add_argument("--token", help="every request must carry this access token "
+                   "(default: $ENGINE_UI_TOKEN, else none: loopback only)")
     return top
 
 
