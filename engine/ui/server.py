@@ -54,5 +54,6 @@ def serve(engine, host="127.0.0.1", port=8765, token=None, announce=print):
     app = create_app(engine, token=token)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                            lifespan="off"))
-    announce(f"engine ui: serving {store_shown(engine.path)} at {address(sock, token)} (Ctrl-C stops)")
+    announce(f"engine ui: serving {store_shown(engine.path)} at {address(sock, token)} "
+             f"(Ctrl-C stops)")
     server.run(sockets=[sock])

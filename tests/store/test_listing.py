@@ -84,11 +84,17 @@ def test_pages_counts_and_children_follow_every_kind_of_write(store_path):
         assert_lists_as_the_heads_say(store)
 
 
+def running(store):
+    """A RUNNING execution "e1", stored."""
+    execution = {"id": "e1", "flow": "f:g", "status": "RUNNING", "created_at": 1.0,
+                 "due": None}
+    store.put_execution(execution)
+    return execution
+
+
 def test_a_status_a_savepoint_carries_after_one_put_commits_is_listed(store_path):
     with Store(store_path, durability="async") as store:
-        execution = {"id": "e1", "flow": "f:g", "status": "RUNNING", "created_at": 1.0,
-                     "due": None}
-        store.put_execution(execution)
+        execution = running(store)
         for _ in range(3):
             store_records.commit(store, execution)
         execution["status"] = "WAITING"
@@ -101,9 +107,7 @@ def test_a_status_a_savepoint_carries_after_one_put_commits_is_listed(store_path
 
 def test_savepoint_pages_read_newest_or_oldest_first(store_path):
     with Store(store_path, durability="async") as store:
-        execution = {"id": "e1", "flow": "f:g", "status": "RUNNING", "created_at": 1.0,
-                     "due": None}
-        store.put_execution(execution)
+        execution = running(store)
         for n in range(23):
             store_records.commit(store, execution, name=f"n{n}" if n % 5 == 0 else None)
         metas, total = store.savepoint_page("e1", 0, 10)

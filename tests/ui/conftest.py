@@ -4,12 +4,8 @@ children holding HTML in their locals -- its SQLite database and upload server, 
 `engine ui --token` subprocess serving it, and Chromium (Debian's, driven by Playwright;
 .ci/run installs it)."""
 import dataclasses
-import http.server
-import json
 import os
 import shutil
-import sqlite3
-import threading
 
 import pytest
 
@@ -17,29 +13,9 @@ import rt_flows
 import ui_flows
 import ui_server
 from engine import Engine, Status
+from seed_example import UploadServer, make_database
 
 CHROMIUM = shutil.which("chromium")
-
-
-class Uploads(http.server.BaseHTTPRequestHandler):
-    """The seed example's remote API: the first upload fails with HTTP 500, later ones
-    are kept in ``received``."""
-    attempts = 0
-    received: list = []
-
-    def do_POST(self):
-        type(self).attempts += 1
-        body = self.rfile.read(int(self.headers["Content-Length"] or 0))
-        if type(self).attempts == 1:
-            self.send_response(500)
-            self.end_headers()
-            return
-        type(self).received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
 
 
 @dataclasses.dataclass
@@ -51,24 +27,17 @@ class World:
     parent: str          # starts_children's execution
     holder: str          # its first child (holding_html), with the savepoint holding-html
     server: ui_server.UiServer
-    uploads: type
+    uploads: UploadServer
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
     db = root / "data.sqlite"
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE data (id INTEGER, name TEXT)")
-    con.executemany("INSERT INTO data VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
-    con.commit()
-    con.close()
-    uploads = type("Uploads", (Uploads,), {"attempts": 0, "received": []})
-    http_server = http.server.HTTPServer(("127.0.0.1", 0), uploads)
-    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    make_database(db)
+    uploads = UploadServer()
     env = ui_server.environment(UI_TEST_SQLITE=str(db), UI_TEST_READS=str(root / "reads"),
-                                UI_TEST_UPLOAD_URL=f"http://127.0.0.1:"
-                                                   f"{http_server.server_port}")
+                                UI_TEST_UPLOAD_URL=uploads.url)
     store = str(root / "store")
     with pytest.MonkeyPatch.context() as patch:
         for name in ("UI_TEST_SQLITE", "UI_TEST_READS", "UI_TEST_UPLOAD_URL"):
@@ -85,7 +54,7 @@ def world(tmp_path_factory):
         yield World(str(root), store, env, seed.id, parent.id, holder, server, uploads)
     finally:
         server.stop()
-        http_server.shutdown()
+        uploads.shutdown()
 
 
 @pytest.fixture(scope="module")
