@@ -37,7 +37,8 @@ def world(tmp_path_factory):
     make_database(db)
     uploads = UploadServer()
     env = ui_server.environment(UI_TEST_SQLITE=str(db), UI_TEST_READS=str(root / "reads"),
-                                UI_TEST_UPLOAD_URL=uploads.url)
+                                UI_TEST_UPLOAD_URL=uploads.url,
+                                UI_TEST_TRIPWIRE=str(root / "tripwire"))
     store = str(root / "store")
     with pytest.MonkeyPatch.context() as patch:
         for name in ("UI_TEST_SQLITE", "UI_TEST_READS", "UI_TEST_UPLOAD_URL"):

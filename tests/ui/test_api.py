@@ -3,10 +3,12 @@ subprocess: the shapes the CLI prints with --json, filters and pages, the button
 POSTs; and who may ask -- the access token, the CSRF token, loopback names only without a
 token, the one line when the ui extra is missing."""
 import json
+import os
 import subprocess
 import sys
 
 import ui_flows
+import ui_tripwire
 import ui_server
 from engine import Engine
 from ui_server import TOKEN, request
@@ -140,6 +142,31 @@ def test_load_and_fork_through_the_api(world):
         for exec_id in (done.id, forked["id"]):
             assert eng.get(exec_id).output == {"length": 31, "sum": 44850}
             eng.delete(exec_id)
+
+
+def test_no_request_imports_the_flow_or_builds_its_objects(world):
+    # the page's process would note it in the tripwire file; this one does not
+    with Engine(world.store, durability="async") as eng:
+        ex = eng.execute(ui_tripwire.holds_a_tripwire)
+        assert ex.output is True
+    csrf = {"X-CSRF-Token": csrf_of(world)}
+    for path in ("/", f"/executions/{ex.id}", f"/executions/{ex.id}/savepoints",
+                 f"/executions/{ex.id}/savepoints/1", f"/executions/{ex.id}/fragments/head",
+                 f"/executions/{ex.id}/fragments/details"):
+        status, _, body = api(world, path)
+        assert status == 200, (path, body)
+    assert "ui_tripwire.Tripwire" in api(world, f"/executions/{ex.id}/savepoints/1")[2]
+    frames = api(world, f"/api/executions/{ex.id}/savepoints/armed/frames?by=name")[2]
+    wire = next(row for row in frames[0]["locals"] if row["name"] == "wire")
+    assert wire["type"] == "ui_tripwire.Tripwire" and "armed" in wire["value"]
+    forked = api(world, f"/api/executions/{ex.id}/savepoints/1/fork", method="POST",
+                 headers=csrf)[2]
+    assert api(world, f"/api/executions/{ex.id}/savepoints/1/restore", method="POST",
+               headers=csrf)[0] == 200
+    assert not os.path.exists(world.env["UI_TEST_TRIPWIRE"])
+    with Engine(world.store, durability="async") as eng:
+        eng.delete(ex.id)
+        eng.delete(forked["id"])
 
 
 def test_without_a_token_it_answers_to_loopback_names_only(world):
