@@ -1,7 +1,8 @@
 """What the seeds' example (rt_flows.seed_example) works with, for real: the SQLite
 database it reads (rt_flows.db_reader), and the remote API it uploads to
 (rt_flows.uploader) -- an HTTP server on 127.0.0.1 whose first upload fails with HTTP
-500 and whose later uploads are kept."""
+500 and whose later uploads are kept (or, for the example with a wrong path,
+edit_flows.seed_wrong_path, one that answers 404 to any path but its own)."""
 import http.server
 import json
 import sqlite3
@@ -21,9 +22,10 @@ def make_database(path):
 
 class UploadServer:
     """Serving from construction until shutdown(); ``url``, ``attempts``, ``received``
-    (the JSON bodies of the uploads that succeeded)."""
+    (the JSON bodies of the uploads that succeeded).  ``fail_first``: the first upload
+    fails with HTTP 500; ``path``: uploads to any other path fail with HTTP 404."""
 
-    def __init__(self):
+    def __init__(self, fail_first=True, path=None):
         self.attempts, self.received = 0, []
         owner = self
 
@@ -31,8 +33,10 @@ class UploadServer:
             def do_POST(self):
                 owner.attempts += 1
                 body = self.rfile.read(int(self.headers["Content-Length"] or 0))
-                if owner.attempts == 1:
-                    self.send_response(500)            # the first upload fails
+                failure = 500 if fail_first and owner.attempts == 1 else \
+                    404 if path is not None and self.path != path else None
+                if failure is not None:
+                    self.send_response(failure)
                     self.end_headers()
                     return
                 owner.received.append(json.loads(body))
