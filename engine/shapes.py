@@ -1,6 +1,6 @@
-"""What executions, savepoints and frames look like as plain data: the dicts the `engine`
-command prints with --json and the page's API (/api/, engine.ui) answers with -- one
-shape for both -- and the bounded repr and type name inspection shows a value by."""
+"""What executions, savepoints, frames and changes look like as plain data: the dicts the
+`engine` command prints with --json and the page's API (/api/, engine.ui) answers with --
+one shape for both -- and the bounded repr and type name inspection shows a value by."""
 import reprlib
 
 from engine._codec import Unbuilt
@@ -42,3 +42,15 @@ def frame_dict(frame):
     rows += [{"name": name, "type": "-", "value": "<unbound>"} for name in frame.unbound]
     return {"function": frame.function, "file": frame.file, "line": frame.line,
             "locals": rows}
+
+
+def change_dict(change):
+    """What changed between two savepoints (engine.Change) as `engine diff --json` shows
+    it: the values as inspect shows them (a frame entered or left: its locals), None
+    where there is none."""
+    def shown(value, present):
+        return short.repr(value) if present else None
+    return {"frame": change.frame, "depth": change.depth, "name": change.name,
+            "kind": change.kind,
+            "before": shown(change.before, change.kind not in ("added", "entered")),
+            "after": shown(change.after, change.kind not in ("removed", "left"))}

@@ -7,8 +7,10 @@ their savepoints from a terminal, through the public API only.
     engine logs ID [--follow]
     engine savepoints ID
     engine inspect ID SAVEPOINT
-    engine restore ID SAVEPOINT [--by name|id] [--run [--flows MODULE ...]]
-    engine fork ID SAVEPOINT [--by name|id] [--run [--flows MODULE ...]]
+    engine diff ID SAVEPOINT_A [SAVEPOINT_B]
+    engine shell ID SAVEPOINT
+    engine restore ID SAVEPOINT [--by name|id] [--set NAME=VALUE ...] [--run [--flows MODULE ...]]
+    engine fork ID SAVEPOINT [--by name|id] [--set NAME=VALUE ...] [--run [--flows MODULE ...]]
     engine resume ID [--run [--flows MODULE ...]]
     engine delete|cancel|pause ID
     engine worker -n N --flows MODULE_OR_FILE ... [--metrics-port PORT]
@@ -34,6 +36,8 @@ from engine.errors import EngineError
 from engine.cli.commands import (EXIT_USAGE, CommandError, Interrupted, cmd_config,
                                  cmd_doctor, cmd_inspect, cmd_logs, cmd_ls, cmd_run,
                                  cmd_savepoints, cmd_show, cmd_stats, cmd_worker, steer)
+from engine.cli.edit import cmd_diff, cmd_shell
+from engine.cli.setlocals import set_item
 from engine.cli.ui import cmd_ui
 
 
@@ -140,8 +144,24 @@ def parser():
         p.add_argument("savepoint", help="seq number or id (or name, see --by)")
         p.add_argument("--by", choices=("name", "id"),
                        help="how SAVEPOINT names it (default: seq or id, else name)")
+        p.add_argument("--set", action="append", type=set_item, metavar="NAME=VALUE",
+                       help="go on with this local changed: NAME of the innermost frame, "
+                       "or FUNCTION.NAME; VALUE is JSON or a Python literal; repeatable "
+                       "(kept as the savepoint 'edit of SEQ')")
         p.add_argument("--run", action="store_true",
                        help="then run that execution here until it ends or waits")
+    p = command("diff", "what the locals did between two savepoints: changed, added, "
+                "removed, frames entered and left (runs nothing)", cmd_diff,
+                (common, listing))
+    p.add_argument("id", help="execution id or a unique prefix")
+    p.add_argument("savepoint_a", metavar="SAVEPOINT_A", help="seq number, id or name")
+    p.add_argument("savepoint_b", metavar="SAVEPOINT_B", nargs="?",
+                   help="compared with SAVEPOINT_A (default: SAVEPOINT_A is compared with "
+                   "the savepoint before it)")
+    p = command("shell", "a Python console on a savepoint's locals; save(name=value) "
+                "restores the execution with them changed", cmd_shell)
+    p.add_argument("id", help="execution id or a unique prefix")
+    p.add_argument("savepoint", help="seq number, id or name")
     p = command("resume", "a PAUSED execution goes on (a sleeper at its wake time)",
                 lambda a: steer(a, "resume"), (common, listing, running))
     p.add_argument("id", help="execution id or a unique prefix")

@@ -7,8 +7,8 @@ import shutil
 import sys
 
 # the dicts --json prints are the API's too (engine.shapes); the commands import them here
-from engine.shapes import (execution_dict, frame_dict, iso, savepoint_dict,  # noqa: F401
-                           short, type_shown)
+from engine.shapes import (change_dict, execution_dict, frame_dict, iso,  # noqa: F401
+                           savepoint_dict, short, type_shown)
 
 
 def text_of(value):
