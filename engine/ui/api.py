@@ -11,17 +11,23 @@ come a page at a time: {"executions": [...], "total", "offset", "limit", "counts
     GET  /api/executions/ID/savepoints?offset=&limit=&order=newest|oldest
     GET  /api/executions/ID/savepoints/SP[?by=name]   SP: seq, id (or name)
     GET  /api/executions/ID/savepoints/SP/frames      as `engine inspect ID SP --json`
+    GET  /api/executions/ID/savepoints/SP/diff[?from=SP_A]
+                                                      as `engine diff ID SP_A SP --json`
+                                                      (default: from the one before SP)
     POST /api/executions/ID/cancel|pause|resume|delete
     POST /api/executions/ID/savepoints/SP/restore|fork[?by=name]
+         body (optional): {"set_locals": {"name" or "function.name": value}}, values
+         as JSON -- as restore/fork --set
 
 Errors are {"error": "..."}: 404 for what does not exist, 409 for an operation the
 execution's state does not allow, 400 for a bad request.
 """
 import json
 
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from engine.shapes import execution_dict, frame_dict, savepoint_dict
+from engine.shapes import change_dict, execution_dict, frame_dict, savepoint_dict
 
 MAX_LIMIT = 500              # a page holds at most this many
 
@@ -130,11 +136,46 @@ def act(request):
     return Json(execution_dict(getattr(eng, action)(exec_id)))
 
 
-def act_on_savepoint(request):
-    """POST: restore the execution to the savepoint (Load), or fork a new one there."""
+def diff(request):
+    """What changed from savepoint ?from= (default: the one before) to this one."""
+    eng, p = engine_of(request), request.path_params
+    sp = eng.savepoint(p["id"], p["savepoint"], by=by_of(request))
+    start = request.query_params.get("from")
+    if start is None:
+        before = eng.previous_savepoint(sp.execution_id, sp.seq)
+    else:
+        before = eng.savepoint(sp.execution_id, start, by=by_of(request))
+    found = eng.diff(sp.execution_id, None if before is None else before.seq, sp.seq)
+    return Json({"from": None if before is None else before.seq, "to": sp.seq,
+                 "changes": [change_dict(c) for c in found]})
+
+
+async def set_locals_of(request):
+    """The body's {"set_locals": {...}}, or None without a body (ValueError if it is
+    not that)."""
+    body = await request.body()
+    if not body.strip():
+        return None
+    try:
+        asked = json.loads(body)
+    except ValueError as e:
+        raise ValueError(f"the body is not JSON: {e}") from None
+    if not isinstance(asked, dict) or set(asked) != {"set_locals"} or \
+            not isinstance(asked["set_locals"], dict):
+        raise ValueError('the body must be {"set_locals": {"name": value, ...}}')
+    return asked["set_locals"]
+
+
+async def act_on_savepoint(request):
+    """POST: restore the execution to the savepoint (Load), or fork a new one there --
+    with the locals the body's set_locals changes (Load with changes)."""
     eng, p = engine_of(request), request.path_params
     if p["action"] not in SAVEPOINT_ACTIONS:
         return Json({"error": f"no action {p['action']!r} (one of "
                               f"{', '.join(SAVEPOINT_ACTIONS)})"}, status_code=404)
-    sp = eng.savepoint(p["id"], p["savepoint"], by=by_of(request))
-    return Json(execution_dict(getattr(eng, p["action"])(sp.execution_id, sp.seq)))
+    set_locals = await set_locals_of(request)
+
+    def act():                         # Engine calls block: off the event loop
+        sp = eng.savepoint(p["id"], p["savepoint"], by=by_of(request))
+        return getattr(eng, p["action"])(sp.execution_id, sp.seq, set_locals=set_locals)
+    return Json(execution_dict(await run_in_threadpool(act)))

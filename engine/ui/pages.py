@@ -8,7 +8,9 @@ the fragments of them that the page's script fetches again to stay live:
     /executions/ID/fragments/head       live: status and the buttons that apply
     /executions/ID/fragments/details    live: details, log, outputs, children
     /executions/ID/fragments/savepoints live: the tab's table
-    /executions/ID/savepoints/SEQ       a savepoint's frames and locals (Inspect)
+    /executions/ID/savepoints/SEQ       a savepoint's frames and locals (Inspect), what
+                                        changed since the one before, an edit box per
+                                        local and "Load with changes"
 
 The buttons (Load, Fork, Cancel, ...) POST to the JSON API (engine.ui.api).
 """
@@ -19,6 +21,7 @@ from engine.errors import CorruptSavepoint
 from engine.lifecycle import ALLOWED
 from engine.types import Status
 from engine.ui.api import engine_of, page_filters, whole_number
+from engine.shapes import change_dict
 from engine.ui.inspection import frames_shown
 
 PER_PAGE = 50                  # executions on a page
@@ -115,14 +118,24 @@ def savepoints_fragment(request):
 
 
 def inspect(request):
-    """Every frame of the savepoint, outermost first, and its locals: decoded by
-    Engine.inspect, which runs no flow code."""
+    """Every frame of the savepoint, outermost first, and its locals, with what changed
+    since the savepoint before and an edit box per local: decoded by Engine.inspect and
+    Engine.diff, which run no flow code."""
     context = head_context(request)
     eng, ex = engine_of(request), context["ex"]
+    previous, changes = None, None
     try:
         sp = eng.savepoint(ex.id, request.path_params["savepoint"])
-        frames, problem = frames_shown(eng.inspect(ex.id, sp.seq)), None
+        frames, problem = eng.inspect(ex.id, sp.seq), None
     except CorruptSavepoint as e:         # said on the page; nothing else to show
         sp, frames, problem = None, [], str(e)
-    return render(request, "inspect.html", sp=sp, frames=frames, problem=problem,
+    if sp is not None:
+        try:
+            previous = eng.previous_savepoint(ex.id, sp.seq)
+            changes = eng.diff(ex.id, None if previous is None else previous.seq, sp.seq)
+        except CorruptSavepoint:          # the one before is damaged: no changes shown
+            changes = None
+    return render(request, "inspect.html", sp=sp, frames=frames_shown(frames, changes),
+                  problem=problem, previous=previous,
+                  changes=None if changes is None else [change_dict(c) for c in changes],
                   **context)

@@ -6,7 +6,11 @@
 //    escaped there), only when it changed;
 //  - runs the buttons marked data-post="URL": asks data-confirm in a dialog, then POSTs
 //    with the page's CSRF token and does data-after: "refresh" (the live parts now),
-//    "open" (the execution the answer names), "home", or "savepoints".
+//    "open" (the execution the answer names), "home", or "savepoints";
+//  - runs the button marked data-edit-post="URL" (Load with changes): the edit boxes
+//    (input.edit) whose text was changed, each parsed as JSON, are POSTed as
+//    {"set_locals": {data-key: value}}, then the execution's savepoints open.
+// Every text it shows (an error the server answered with, too) goes in as text.
 "use strict";
 
 (function () {
@@ -97,18 +101,60 @@
     if (button.dataset.confirm && !(await confirmed(button.dataset.confirm))) {
       return;
     }
+    await send(button, button.dataset.post, null, button.dataset.after);
+  }
+
+  // The edit boxes changed, as {data-key: value}; null (and said) if one is not JSON.
+  function edits() {
+    const changes = {};
+    for (const input of document.querySelectorAll("input.edit[data-key]")) {
+      if (input.value === input.dataset.initial) {
+        continue;
+      }
+      try {
+        changes[input.dataset.key] = JSON.parse(input.value);
+      } catch (e) {
+        flash("the new value of " + input.dataset.key + " is not JSON: " + e.message);
+        input.focus();
+        return null;
+      }
+    }
+    return changes;
+  }
+
+  async function postEdits(button) {
+    flash("");
+    const changes = edits();
+    if (changes === null) {
+      return;
+    }
+    const names = Object.keys(changes);
+    if (!names.length) {
+      flash("change a value in the boxes first (as JSON), then Load with changes");
+      return;
+    }
+    if (!(await confirmed(button.dataset.confirm + " Changed: " + names.join(", ")))) {
+      return;
+    }
+    await send(button, button.dataset.editPost, {set_locals: changes}, "savepoints");
+  }
+
+  async function send(button, url, body, after) {
     button.disabled = true;
     flash("");
     try {
-      const response = await fetch(button.dataset.post, {
-        method: "POST", credentials: "same-origin",
-        headers: {"X-CSRF-Token": csrf, "Accept": "application/json"}});
+      const headers = {"X-CSRF-Token": csrf, "Accept": "application/json"};
+      if (body !== null) {
+        headers["Content-Type"] = "application/json";
+      }
+      const response = await fetch(url, {
+        method: "POST", credentials: "same-origin", headers: headers,
+        body: body === null ? undefined : JSON.stringify(body)});
       const answer = await response.json().catch(function () { return {}; });
       if (!response.ok) {
         flash(answer.error || ("the server answered " + response.status));
         return;
       }
-      const after = button.dataset.after;
       if (after === "open") {
         window.location.assign("/executions/" + encodeURIComponent(answer.id));
       } else if (after === "home") {
@@ -131,6 +177,18 @@
     if (button) {
       event.preventDefault();
       post(button);
+    }
+    const editing = event.target.closest("button[data-edit-post]");
+    if (editing) {
+      event.preventDefault();
+      postEdits(editing);
+    }
+  });
+
+  document.addEventListener("input", function (event) {
+    if (event.target.matches("input.edit[data-key]")) {
+      event.target.classList.toggle("edited",
+                                    event.target.value !== event.target.dataset.initial);
     }
   });
 
