@@ -68,6 +68,8 @@ def cmd_shell(args):
             function=innermost.function,
             shadowed=f"(the locals {', '.join(shadowed)} are in frames[-1].locals)\n"
             if shadowed else "")
+        if not sys.stdin.isatty():        # read from a pipe: no prompts in the output
+            sys.ps1 = sys.ps2 = ""
         code.InteractiveConsole(namespace, filename="<engine shell>").interact(
             banner=banner, exitmsg="")
     return 0
