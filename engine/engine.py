@@ -11,13 +11,14 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from engine import config
 from engine.edit import edited_savepoint
-from engine.errors import CorruptSavepoint, EngineError, ExecutionNotFound
+from engine.errors import (CorruptSavepoint, EngineError, ExecutionNotFound,
+                           SavepointNotFound)
 from engine.inspect import changes, frame_views
 from engine.lifecycle import (apply_request, ask_runner, carry_out, check_transition,
                               drop_request, new_execution, refuse_if_lost)
 from engine.lookup import execution_record, find_seq, resolve_execution
 from engine.runner import Counters, Runner
-from engine.store import Store, StoreProtocol, listing
+from engine.store import CheckReport, Store, StoreProtocol, listing
 from engine.types import (Change, Execution, ExecutionPage, FrameView, Savepoint,
                           SavepointPage, Status, parse_status)
 
@@ -209,7 +210,7 @@ class Engine:
         from engine import workers     # here: multiprocessing costs every import ~10 ms
         return workers.stats(self._store)
 
-    def check(self, repair: bool = False) -> dict[str, Any]:
+    def check(self, repair: bool = False) -> CheckReport:
         """Verify every record of the store (`engine doctor`): {"checked": {database:
         entries}, "problems": [{"db", "key", "execution", "problem", "repair",
         "repaired"}, ...]}.  ``repair``: also fix what can be fixed without losing
@@ -282,8 +283,16 @@ class Engine:
                   by: str = "id") -> Savepoint:
         """One savepoint, named by id or seq (or by name with by="name")."""
         execution_id, seq = self._locate(execution_id, savepoint, by)
-        meta, _ = self._store.savepoint(execution_id, seq)
+        meta, _ = self._stored(execution_id, seq)
         return Savepoint.from_meta(execution_id, meta)
+
+    def _stored(self, execution_id, seq) -> tuple[dict[str, Any], bytes]:
+        """(meta, record) of a savepoint _locate found; SavepointNotFound if it went
+        since (the execution deleted)."""
+        found = self._store.savepoint(execution_id, seq)
+        if found is None:
+            raise SavepointNotFound(f"execution {execution_id} has no savepoint {seq}")
+        return found
 
     def inspect(self, execution_id: str, savepoint: int | str,
                 by: str = "id") -> list[FrameView]:
@@ -293,7 +302,7 @@ class Engine:
         return self._frame_views(execution_id, seq)
 
     def _frame_views(self, execution_id, seq):
-        _, record = self._store.savepoint(execution_id, seq)
+        _, record = self._stored(execution_id, seq)
         trust = self._runner.trust_for(execution_record(self._store, execution_id))
         return frame_views(self._store, record, trust)
 
@@ -361,8 +370,8 @@ class Engine:
         for restore): its first savepoint is the edited one, "edit of <seq>"; the
         execution forked from is not changed at all."""
         execution_id, seq = self._locate(execution_id, savepoint, by)
-        meta, record = self._store.savepoint(execution_id, seq)
-        source = self._store.get_execution(execution_id)
+        meta, record = self._stored(execution_id, seq)
+        source = execution_record(self._store, execution_id)
         refuse_if_lost("fork", source)
         if set_locals is not None:
             edit = self._edited(execution_id, seq, set_locals)
@@ -372,7 +381,7 @@ class Engine:
             chunks = {d: self._store.chunk(d) for d in meta.get("chunks") or ()}
         child = self.start(source["flow"], source.get("inputs"), name=source.get("name"),
                            savepoint_retention=source.get("retention"))
-        new = self._store.get_execution(child.id)
+        new = execution_record(self._store, child.id)
         self._store.commit_savepoint(new, {k: meta[k] for k in
                                            ("kind", "name", "created_at", "line", "action",
                                             "command")}, record, codes, chunks)
