@@ -252,10 +252,11 @@ def rewrite_locals(record, edits, *, cells=(), Trust trust=None, chunks=None,
     Frame.locals.  The slots in ``cells`` are cell variables (a variable closures share,
     or an inner function's free variable): the value goes into the cell, so every
     closure holding the cell sees it.  Any other slot is rebound, as an assignment
-    would: another slot or object that held the old value keeps it.  The values are encoded together (with
-    ``trust``), so one object given for several slots stays one object.  ``chunks``: the
-    record's chunks, as decode_savepoint takes them; ``new_chunks``: a dict that gets
-    the new record's (values of CHUNK_MIN bytes or more cut out again).  Raises
+    would: another slot or object that held the old value keeps it.  The values are
+    encoded together (with ``trust``), so one object given for several slots stays one
+    object.  ``chunks``: the record's chunks, as decode_savepoint takes them;
+    ``new_chunks``: a dict that gets the new record's (values of CHUNK_MIN bytes or more
+    cut out again).  Raises
     SavepointError for a value that cannot be saved, IndexError for a slot the record
     does not have (or a slot of ``cells`` that holds no cell), CorruptSavepoint for a
     damaged record."""

@@ -2,33 +2,15 @@
 against a real store, from a directory of their own that holds the flows (as a user runs
 them); the shell through a pipe."""
 import json
-import os
-import shutil
-import subprocess
 
 import pytest
 
-from locations import SUPPORT
-
-ENGINE = shutil.which("engine")
-
+from engine_cli import engine_cli
 
 @pytest.fixture
 def cli(tmp_path):
-    assert ENGINE, "the engine command is not installed (pip install -e .)"
-    work = tmp_path / "work"
-    work.mkdir()
-    shutil.copy(os.path.join(SUPPORT, "edit_flows.py"), work / "edit_flows.py")
-    env = dict(os.environ, ENGINE_PATH=str(tmp_path / "store"), ENGINE_DURABILITY="async",
-               COLUMNS="100")
-    env.pop("PYTHONPATH", None)
-
-    def run(*args, expect=0, stdin=None):
-        proc = subprocess.run([ENGINE, *map(str, args)], env=env, capture_output=True,
-                              text=True, timeout=120, cwd=work, input=stdin)
-        assert proc.returncode == expect, (proc.stdout, proc.stderr)
-        return proc
-    return run
+    return engine_cli(tmp_path / "work", tmp_path / "store",
+                      {"edit_flows.py": "edit_flows.py"})
 
 
 def failed_limit(cli):
