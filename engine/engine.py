@@ -379,15 +379,16 @@ class Engine:
         else:
             codes = list(self._store.codes_for(record).values())
             chunks = {d: self._store.chunk(d) for d in meta.get("chunks") or ()}
-        child = self.start(source["flow"], source.get("inputs"), name=source.get("name"),
-                           savepoint_retention=source.get("retention"))
-        new = execution_record(self._store, child.id)
+        new = new_execution(self._store, source["flow"], source.get("inputs"),
+                            name=source.get("name"),
+                            savepoint_retention=source.get("retention"), queued=False)
         self._store.commit_savepoint(new, {k: meta[k] for k in
                                            ("kind", "name", "created_at", "line", "action",
                                             "command")}, record, codes, chunks)
         new.update(status=Status.QUEUED.value, due=time.time(), resume_from=new["last_seq"])
-        self._store.put_execution(new)
-        return self.get(child.id)
+        self._store.put_execution(new)            # on the run queue only now
+        self._runner.notify()
+        return self.get(new["id"])
 
     def delete(self, execution_id: str, *, wait: float | None = None) -> None:
         """Delete the execution and all its savepoints.  A running one is stopped first

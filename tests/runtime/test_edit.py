@@ -110,6 +110,28 @@ def test_fork_with_set_locals_leaves_the_source_alone(eng):
     assert listed(eng, ex.id) == kept and eng.get(ex.id).status == Status.ENDED_ERROR
 
 
+def test_a_worker_looking_while_fork_stores_the_savepoint_finds_nothing_to_start(eng):
+    ex = eng.execute(edit_flows.wrong_limit)
+    other = subprocess.Popen(["sleep", "60"])      # a worker's process, claiming
+    owner = Owner(other.pid, start_time(other.pid), BOOT_ID, "worker")
+    claimed = []
+    commit = eng.store.commit_savepoint
+
+    def claiming_first(execution, *args, **kwargs):
+        claimed.extend(eng.store.claim_many(owner, 10))    # the moment a worker looks
+        return commit(execution, *args, **kwargs)
+    eng.store.commit_savepoint = claiming_first
+    try:
+        forked = eng.fork(ex.id, "checked", by="name", set_locals={"limit": 2})
+    finally:
+        del eng.store.commit_savepoint
+        other.kill()
+        other.wait()
+    # not the fork: a worker starting it before its savepoint would run the flow anew
+    assert claimed == []
+    assert finished(eng, forked.id) == {"limit": 2, "label": "limit"}
+
+
 # --- refusals: a ValueError naming the problem, nothing saved -----------------------------------
 
 @pytest.mark.parametrize("set_locals, words", [
