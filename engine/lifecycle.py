@@ -25,8 +25,11 @@ ALLOWED = {
 }
 
 
-def new_execution(store, flow, inputs, *, name=None, savepoint_retention=None, parent=None):
-    """Store a new QUEUED execution of ``flow`` and return its record."""
+def new_execution(store, flow, inputs, *, name=None, savepoint_retention=None, parent=None,
+                  queued=True):
+    """Store a new QUEUED execution of ``flow`` and return its record.  ``queued`` False:
+    not on the run queue yet -- a fork puts it there once its savepoint is stored, or a
+    worker could start the flow from its beginning meanwhile."""
     if savepoint_retention is not None and savepoint_retention not in config.RETENTIONS:
         raise retention_error(savepoint_retention)
     now = time.time()
@@ -34,7 +37,7 @@ def new_execution(store, flow, inputs, *, name=None, savepoint_retention=None, p
               "status": Status.QUEUED.value, "inputs": inputs, "output": None,
               "outputs": {}, "error": None, "created_at": now, "updated_at": now,
               "name": name, "restore_count": 0, "retention": savepoint_retention,
-              "parent": parent, "log": [], "last_seq": 0, "due": now}
+              "parent": parent, "log": [], "last_seq": 0, "due": now if queued else None}
     store.put_execution(record)
     return record
 
