@@ -8,7 +8,7 @@ import pytest
 import edit_flows
 import rt_flows
 from engine import Change, Engine, InvalidTransition, Status
-from engine.store.leases import BOOT_ID, Owner, start_time
+from engine.store.leases import Owner, start_time, this_host
 from seed_example import UploadServer, make_database
 
 
@@ -113,7 +113,7 @@ def test_fork_with_set_locals_leaves_the_source_alone(eng):
 def test_a_worker_looking_while_fork_stores_the_savepoint_finds_nothing_to_start(eng):
     ex = eng.execute(edit_flows.wrong_limit)
     other = subprocess.Popen(["sleep", "60"])      # a worker's process, claiming
-    owner = Owner(other.pid, start_time(other.pid), BOOT_ID, "worker")
+    owner = Owner(other.pid, start_time(other.pid), this_host(), "worker")
     claimed = []
     commit = eng.store.commit_savepoint
 
@@ -170,7 +170,7 @@ def test_an_execution_a_live_process_holds_is_refused_until_it_lets_go(eng):
     kept = listed(eng, ex.id)
     other = subprocess.Popen(["sleep", "60"])      # a live process that holds its lease
     try:
-        owner = Owner(other.pid, start_time(other.pid), BOOT_ID, "other")
+        owner = Owner(other.pid, start_time(other.pid), this_host(), "other")
         assert eng.store.claim_one(ex.id, owner)
         with pytest.raises(InvalidTransition, match="a process is running it; pause it"):
             eng.restore(ex.id, "checked", by="name", set_locals={"limit": 5})
