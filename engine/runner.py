@@ -306,11 +306,21 @@ class Runner:
     def wake_if_children_ended(self, run):
         """Just parked for its children: one may have ended before it was parked here,
         when nothing could wake it yet."""
-        for child_id in run.record.get("waiting_for") or ():
+        if self.children_ended(run.record):
+            self.scheduler.wake(run.execution_id)
+
+    def children_ended(self, record):
+        """Whether every child the execution waits for has ended."""
+        for child_id in record.get("waiting_for") or ():
             child = self.store.get_execution(child_id)
             if child is not None and Status(child["status"]) not in ENDED:
-                return
-        self.scheduler.wake(run.execution_id)
+                return False
+        return True
+
+    def holds(self, exec_id):
+        """Whether this process holds the execution (running, parked, about to run)."""
+        with self.holding:
+            return exec_id in self.running
 
     def finish(self, run, exec_id=None, release=True):
         """The execution is no longer held here: forget it, release its lease."""
@@ -355,12 +365,16 @@ class Runner:
         """A parked run goes back to the store (the engine stops): WAITING until its wake
         time, for any process."""
         with run.lock:
+            waits = not run.done and run.parked.wake_at is None    # for its children
             if not run.done:
                 run.record.update(status=Status.WAITING.value,
                                   due=until_timeout(run.record, run.parked.wake_at))
                 run.store.put_execution(run.record)
         run.parked = None
         self.finish(run)
+        # a child that ended while it was held here woke it here only (write_end)
+        if waits and self.children_ended(run.record):
+            wake_parent(self.store, run.execution_id)
 
     def put_back(self, task):
         """A task no thread took before the engine stopped: a claimed execution goes back
@@ -624,7 +638,11 @@ class Run:
         drop_request(self.store, self.execution_id)
         parent = record.get("parent")
         if parent:
-            wake_parent(self.store, parent)
+            # a parent held here is woken here, or looks at its children itself when it
+            # parks or is unloaded: rewriting its record from the store would race its own
+            # writes (its end was lost under a stale WAITING record)
+            if not self.runner.holds(parent):
+                wake_parent(self.store, parent)
             self.runner.scheduler.wake(parent)        # if it waits here
 
 
