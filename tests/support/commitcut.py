@@ -67,8 +67,8 @@ class CommitCutter:
             while data := client.recv(65536):
                 armed = self._take(data)
                 if armed is not None and armed[0] == "before":
+                    armed[1].set()               # before the client can see the cut
                     _close(client, server)
-                    armed[1].set()
                     return
                 if armed is not None:
                     link["cut_answer"] = armed[1]      # before the server can answer
@@ -83,8 +83,8 @@ class CommitCutter:
         try:
             while data := server.recv(65536):
                 if link["cut_answer"] is not None:
+                    link["cut_answer"].set()     # before the client can see the cut
                     _close(client, server)
-                    link["cut_answer"].set()
                     return
                 client.sendall(data)
         except OSError:
