@@ -124,9 +124,10 @@ class Pool:
         """How long to wait for a connection of the pool: ATTEMPT_WAIT at most (then
         PoolTimeout: the operation tries again, and the pool connects again), and no
         longer than the operation may."""
-        if operation is None or operation.deadline is None:
-            return ATTEMPT_WAIT
-        return min(ATTEMPT_WAIT, max(0.1, operation.deadline - time.monotonic()))
+        left = self.retry_seconds          # the first wait too: no longer than the bound
+        if operation is not None and operation.deadline is not None:
+            left = operation.deadline - time.monotonic()
+        return min(ATTEMPT_WAIT, max(0.1, left))
 
     @contextmanager
     def connection(self):
