@@ -12,7 +12,9 @@ writes nothing.
 from types import CodeType
 from typing import Any, Callable, Iterable, Protocol, Self, TypedDict
 
+from engine import _codec
 from engine.config import RETENTIONS
+from engine.errors import CorruptSavepoint
 from engine.store import listing
 from engine.store.leases import Lease, Owner
 
@@ -188,8 +190,15 @@ class StoreProtocol(Protocol):
 
     def codes_for(self, record: bytes) -> dict[bytes, CodeType]:
         """{fingerprint: code} of every code a savepoint record needs; CorruptSavepoint
-        naming the first one the store does not hold."""
-        ...
+        naming the first one the store does not hold.  (Both stores: by code().)"""
+        out = {}
+        for module, qualname, digest in _codec.read_header(record):
+            code = self.code(digest)
+            if code is None:
+                raise CorruptSavepoint(f"savepoint needs code {module}.{qualname} "
+                                       f"({digest.hex()}), which the store does not hold")
+            out[digest] = code
+        return out
 
     def chunk(self, digest: bytes) -> bytes | None:
         """A chunk's bytes, or None (decode_snapshot checks them against the hash)."""

@@ -500,16 +500,6 @@ class LmdbStore(StoreProtocol):
             code = self._code.setdefault(digest, _codec.decode_code(data, digest))
         return code
 
-    def codes_for(self, record):
-        out = {}
-        for module, qualname, digest in _codec.read_header(record):
-            code = self.code(digest)
-            if code is None:
-                raise CorruptSavepoint(f"savepoint needs code {module}.{qualname} "
-                                       f"({digest.hex()}), which the store does not hold")
-            out[digest] = code
-        return out
-
     def chunk(self, digest):
         raw = self._read(lambda txn: txn.get(digest, db=self.db["chunks"]))
         return None if raw is None else self.tables.unseal(raw, f"chunk {digest.hex()}")

@@ -467,16 +467,6 @@ class PostgresStore(StoreProtocol):
             code = self._code.setdefault(digest, _codec.decode_code(data, digest))
         return code
 
-    def codes_for(self, record):
-        out = {}
-        for module, qualname, digest in _codec.read_header(record):
-            code = self.code(digest)
-            if code is None:
-                raise CorruptSavepoint(f"savepoint needs code {module}.{qualname} "
-                                       f"({digest.hex()}), which the store does not hold")
-            out[digest] = code
-        return out
-
     @_retried
     def chunk(self, digest):
         with self._pool.connection() as conn:
