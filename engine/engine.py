@@ -144,14 +144,20 @@ class Engine:
 
     # -- executions --
     def start(self, flow: Callable[..., Any] | str, inputs: Any = None, *,
-              name: str | None = None, savepoint_retention: str | None = None,
+              id: str | None = None, name: str | None = None,
+              savepoint_retention: str | None = None,
               parent: str | None = None) -> Execution:
         """A new QUEUED execution of ``flow``: a module-level function, or
         "package.module:function".  A function of the script being run (__main__) is
-        recorded by the module name other processes import it by, or refused."""
-        record = new_execution(self._store, flow, inputs, name=name,
-                               savepoint_retention=savepoint_retention, parent=parent)
-        self._runner.notify()               # a run() of this engine takes it at once
+        recorded by the module name other processes import it by, or refused.
+        ``id``: the caller's id for it (letters, digits, ``. _ : @ -``); if an
+        execution has that id already, that one is returned and nothing is started --
+        also when processes race to start it (idempotent start)."""
+        record, created = new_execution(self._store, flow, inputs, name=name,
+                                        savepoint_retention=savepoint_retention,
+                                        parent=parent, exec_id=id)
+        if created:
+            self._runner.notify()           # a run() of this engine takes it at once
         return Execution.from_record(record)
 
     def run(self, until: str = "idle", *, execution_id: str | None = None) -> None:

@@ -177,7 +177,7 @@ class FlowAPI:
         inputs = dict(inputs or {}, **more) if (inputs is None or isinstance(inputs, dict)) \
             else inputs
         return Execution.from_record(new_execution(self.store, flow, inputs,
-                                                   parent=self.execution_id))
+                                                   parent=self.execution_id)[0])
 
     def child_id(self, child):
         return child.id if isinstance(child, Execution) else str(child)

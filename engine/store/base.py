@@ -83,6 +83,12 @@ class StoreProtocol(Protocol):
         in records.NOT_STORED are dropped from the dict."""
         ...
 
+    def add_execution(self, execution: ExecutionRecord) -> bool:
+        """put_execution, unless an execution with that id exists already: then nothing
+        is written.  Whether it was added (one transaction: of processes racing to add
+        one id, exactly one adds it)."""
+        ...
+
     def get_execution(self, exec_id: str) -> ExecutionRecord | None:
         """The execution's head -- its record with the state of its newest savepoint
         applied when that is newer -- or None if there is no such execution.  Never

@@ -272,6 +272,16 @@ class LmdbStore(StoreProtocol):
     def put_execution(self, execution):
         self._write(lambda txn: self.tables.put_execution(txn, execution))
 
+    def add_execution(self, execution):
+        def work(txn):
+            exec_id = execution["id"]
+            if txn.get(exec_key(exec_id), db=self.db["executions"]) is not None or \
+                    self.tables.newest_savepoint(txn, exec_id) is not None:
+                return False
+            self.tables.put_execution(txn, execution)
+            return True
+        return self._write(work)
+
     def get_execution(self, exec_id):
         return self._read(lambda txn: self.tables.head(txn, exec_id))
 

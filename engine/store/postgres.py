@@ -219,12 +219,15 @@ class PostgresStore(StoreProtocol):
             return tables.damaged_head(exec_id, raw, latest)
         return head
 
-    def _put_execution(self, conn, execution):
+    def _sealed(self, execution):
+        """(id, sealed record) of an execution about to be written, its version new."""
         execution["version"] = _commit.version_after(execution)
         for note in records.NOT_STORED:
             execution.pop(note, None)
-        exec_id = execution["id"]
-        sealed = self.tables.seal(execution)
+        return execution["id"], self.tables.seal(execution)
+
+    def _put_execution(self, conn, execution):
+        exec_id, sealed = self._sealed(execution)
         # a COMMIT lost on the way counts as made if this record (its version is new) is there
         self._pool.written_if("SELECT record FROM executions WHERE id = %s", (exec_id,),
                               sealed)
@@ -248,6 +251,20 @@ class PostgresStore(StoreProtocol):
     def put_execution(self, execution):
         with self._transaction() as conn:
             self._put_execution(conn, execution)
+
+    @_retried
+    def add_execution(self, execution):
+        exec_id, sealed = self._sealed(execution)
+        with self._transaction() as conn:
+            # the row lock of a racing INSERT makes this wait for it, then add nothing;
+            # a retry after a lost COMMIT finds its own record (True: it was added)
+            if conn.execute("INSERT INTO executions VALUES (%s, %s) ON CONFLICT (id) DO "
+                            "NOTHING", (exec_id, sealed)).rowcount == 0:
+                row = conn.execute("SELECT record FROM executions WHERE id = %s",
+                                   (exec_id,)).fetchone()
+                return row is not None and bytes(row[0]) == sealed
+            self._schedule(conn, exec_id, execution.get("due"))
+        return True
 
     @_retried
     def get_execution(self, exec_id):

@@ -1,0 +1,43 @@
+"""Flows for test_idempotent_start.py, test_messages.py and test_retries.py: a flow that
+waits for an approval message, one that receives with a timeout, one that connects to a
+connector failing a given number of times."""
+import json
+import sys
+import time
+
+
+def noop(system, this, inputs):
+    return inputs
+
+
+def approval(system, this, inputs):
+    this.log("waiting for approval")
+    value = this.receive("approval")
+    this.log("approved", value)
+    return value
+
+
+def receives_many(system, this, inputs):
+    got = []
+    for _ in range(inputs["count"]):
+        got.append(this.receive(inputs.get("topic", "t")))
+    return got
+
+
+def receives_with_timeout(system, this, inputs):
+    return this.receive("never", timeout=inputs["timeout"])
+
+
+def start_many(path, ids, ready_file):
+    """A process racing another at start(id=...): wait for the go file, start every id,
+    print {id: created_at}."""
+    from engine import Engine
+    with Engine(path, durability="async") as eng:
+        while not __import__("os").path.exists(ready_file):
+            time.sleep(0.001)
+        seen = {i: eng.start(noop, {"id": i}, id=i).created_at.timestamp() for i in ids}
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    start_many(sys.argv[1], sys.argv[3].split(","), sys.argv[2])
