@@ -9,9 +9,10 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
 
 from engine import config
-from engine.errors import CorruptSavepoint, EngineError
+from engine.errors import CorruptSavepoint, EngineError, ExecutionNotFound
 from engine.inspect import frame_views
-from engine.lifecycle import ask_runner, carry_out, new_execution, refuse_if_lost
+from engine.lifecycle import (ask_runner, carry_out, new_execution, receiver_waits,
+                              refuse_if_lost)
 from engine.lookup import execution_record, find_seq, resolve_execution, savepoint_record
 from engine.runner import Counters, Runner
 from engine.store import CheckReport, Store, StoreProtocol
@@ -293,6 +294,21 @@ class Engine:
         new.update(status=Status.QUEUED.value, due=time.time(), resume_from=new["last_seq"])
         self._store.put_execution(new)
         return self.get(child.id)
+
+    def send(self, execution_id: str, topic: str, value: Any) -> None:
+        """A message to an execution, stored durably after the ones sent before it;
+        this.receive(topic) there returns it.  A receiver waiting for it is woken --
+        here, or made due for the process that holds it.  ExecutionNotFound for an
+        unknown execution, InvalidTransition (a ValueError) for one that has ended."""
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"send takes a topic that is a non-empty str, not {topic!r}")
+        execution_id = self._resolve(execution_id)
+        outcome = self._store.add_message(execution_id, topic, value,
+                                          lambda head: receiver_waits(head, topic))
+        if outcome == "missing":
+            raise ExecutionNotFound(f"no execution {execution_id}")
+        if outcome == "woke" and not self._runner.scheduler.wake(execution_id):
+            self._runner.notify()
 
     def delete(self, execution_id: str, *, wait: float | None = None) -> None:
         """Delete the execution and all its savepoints.  A running one is stopped first

@@ -14,7 +14,7 @@ from time import perf_counter
 from engine import _codec, _frames
 from engine.command import command
 from engine.errors import FlowError, FlowNotFound
-from engine.leaving import Fail, Gone, Load, Lost, Park, Stop, Timeout
+from engine.leaving import Fail, Gone, Idle, Load, Lost, Park, Stop, Timeout
 from engine.lifecycle import new_execution
 from engine.lookup import find_seq
 from engine.types import ENDED, Execution, Status, savepoint_id
@@ -33,6 +33,17 @@ class Success:
 
     def __reduce__(self):
         return (Success, (self.value,))
+
+
+class Receiving:
+    """What the savepoint of a this.receive that waits records as its result: the topic
+    and the time it returns None at (or None: no timeout)."""
+
+    def __init__(self, topic, deadline):
+        self.topic, self.deadline = topic, deadline
+
+    def __reduce__(self):
+        return (Receiving, (self.topic, self.deadline))
 
 
 def until_timeout(record, due):
@@ -173,6 +184,55 @@ class FlowAPI:
             self.leave(Park(frames, action, None, wake_at), inside_flow)
         self.record["due"] = None
 
+    # -- messages (eng.send puts them in the store) --
+    def take_message(self, topic, timeout=None):
+        """(value,) of the oldest message on ``topic`` not received yet -- recorded as
+        received in the execution's state, which the call's savepoint commits -- or
+        None."""
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"receive takes a topic that is a non-empty str, not {topic!r}")
+        if timeout is not None and (isinstance(timeout, bool) or
+                                    not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError(f"receive takes a timeout of seconds >= 0 or None, "
+                             f"not {timeout!r}")
+        received = self.record.get("received") or {}
+        found = self.store.message(self.execution_id, topic, received.get(topic, 0))
+        if found is None:
+            return None
+        self.record.update(received={**received, topic: found[0]}, receiving=None)
+        return (found[1],)
+
+    def begin_receive(self, topic, timeout):
+        """The savepoint taken next records the wait: WAITING, due at its timeout."""
+        deadline = None if timeout is None else time.time() + timeout
+        self.record.update(status=Status.WAITING.value, receiving=topic,
+                           due=until_timeout(self.record, deadline))
+        return Receiving(topic, deadline)
+
+    def wait_for_message(self, frames, waiting, inside_flow=True):
+        """Wait for a message (a sender wakes it): parked in memory, unloaded after
+        sleep_max_seconds -- at once if its timeout is further away than that."""
+        self.record.update(status=Status.WAITING.value, receiving=waiting.topic,
+                           due=until_timeout(self.record, waiting.deadline))
+        deadline = waiting.deadline
+        if deadline is not None and deadline - time.time() > self.runner.sleep_max_seconds:
+            self.leave(Idle(), inside_flow)
+        self.leave(Park(frames, "receive", waiting, deadline), inside_flow)
+
+    def finish_receive(self, frames, waiting):
+        """Going on from a this.receive that waited: the message, its receipt committed
+        in a savepoint of its own before the flow sees it; None past the timeout; or
+        wait again."""
+        found = self.take_message(waiting.topic)
+        if found is None:
+            if waiting.deadline is None or time.time() < waiting.deadline:
+                self.wait_for_message(frames, waiting, inside_flow=False)
+            self.record.update(receiving=None, due=None)
+            return None
+        self.record["due"] = None
+        self.savepoint(frames, "receive", found[0])
+        return found[0]
+
     def start_child(self, flow, inputs, more):
         inputs = dict(inputs or {}, **more) if (inputs is None or isinstance(inputs, dict)) \
             else inputs
@@ -242,6 +302,8 @@ class FlowAPI:
                 result = self.children_result(result["await"], result["single"])
             except FlowError as e:
                 result, throw = e, True
+        if action == "receive" and isinstance(result, Receiving):
+            result = self.finish_receive(frames, result)
         if self.record.get("due") is not None and action in ("sleep", "sleep_until"):
             self.finish_sleep(self.record["due"], frames, action, inside_flow=False)
         return result, throw

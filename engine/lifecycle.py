@@ -66,6 +66,17 @@ def new_execution(store, flow, inputs, *, name=None, savepoint_retention=None, p
     return existing, False
 
 
+def receiver_waits(record, topic):
+    """For eng.send: whether the execution waits for a message on ``topic`` (to wake
+    it); InvalidTransition if it has ended (no one will ever receive it)."""
+    refuse_if_lost("send to", record)
+    status = Status(record["status"])
+    if status in ENDED:
+        raise InvalidTransition(f"cannot send to execution {record['id']}: it has ended "
+                                f"(status {status.value})")
+    return status == Status.WAITING and record.get("receiving") == topic
+
+
 def refuse_if_lost(operation, record):
     """InvalidTransition if the execution's own record is damaged beyond use (its flow
     unknown): then it can only be deleted."""

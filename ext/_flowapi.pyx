@@ -82,6 +82,17 @@ cdef class This:
     def sleep_until(self, when):
         self._wait(self._ctx.wake_time(until=when), "sleep_until")
 
+    def receive(self, topic, timeout=None):
+        self._ctx.check()
+        found = self._ctx.take_message(topic, timeout)
+        if found is not None:             # its savepoint records it received
+            self._save("receive", found[0])
+            return found[0]
+        waiting = self._ctx.begin_receive(topic, timeout)
+        frames = capture(self._root, self)
+        self._ctx.savepoint(frames, "receive", waiting)
+        self._ctx.wait_for_message(frames, waiting)     # parks or unloads the flow
+
     def flow(self, flow, inputs=None, wait=True, **more_inputs):
         self._ctx.check()
         child = self._ctx.start_child(flow, inputs, more_inputs)

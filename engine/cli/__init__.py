@@ -33,7 +33,8 @@ from engine import Status, __version__
 from engine.errors import EngineError
 from engine.cli.commands import (EXIT_USAGE, CommandError, Interrupted, cmd_config,
                                  cmd_doctor, cmd_inspect, cmd_logs, cmd_ls, cmd_run,
-                                 cmd_savepoints, cmd_show, cmd_stats, cmd_worker, steer)
+                                 cmd_savepoints, cmd_send, cmd_show, cmd_stats, cmd_worker,
+                                 steer)
 
 
 def _positive_int(text):
@@ -150,6 +151,11 @@ def parser():
                        ("pause", "pause an execution until `engine resume`")):
         p = command(name, text, lambda a, n=name: steer(a, n))
         p.add_argument("id", help="execution id or a unique prefix")
+    p = command("send", "send a message to an execution (this.receive(TOPIC) there gets it)",
+                cmd_send)
+    p.add_argument("id", help="execution id or a unique prefix")
+    p.add_argument("topic")
+    p.add_argument("value", metavar="JSON", help="the message, as JSON")
     p = command("worker", "run a pool of worker processes on the store (Ctrl-C or SIGTERM "
                 "stops it cleanly)", cmd_worker)
     p.add_argument("-n", "--processes", type=_positive_int, default=2,

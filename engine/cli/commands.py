@@ -291,6 +291,16 @@ def steer(args, action):
         return 0
 
 
+def cmd_send(args):
+    try:
+        value = json.loads(args.value)
+    except ValueError as e:
+        raise CommandError(f"the message is not JSON: {e}") from None
+    with open_engine(args) as eng:
+        eng.send(args.id, args.topic, value)
+    return 0
+
+
 def cmd_worker(args):
     names = []
     for spec in args.flows:

@@ -126,6 +126,23 @@ class StoreProtocol(Protocol):
         uses any more go too.  False if there was no such execution."""
         ...
 
+    # -- messages (eng.send, this.receive) --
+    def add_message(self, exec_id: str, topic: str, value: Any,
+                    accept: Callable[[ExecutionRecord], bool],
+                    now: float | None = None) -> str:
+        """In one transaction: call ``accept(head)`` (it may raise: then nothing is
+        written), append the message after the execution's others, and if accept said
+        True make the execution due now (its receiver waits for this topic).  "missing"
+        (no such execution), "sent" or "woke".  Ordered with ``message``: a receiver
+        that looks for messages after committing that it waits is either seen waiting
+        here or sees this message."""
+        ...
+
+    def message(self, exec_id: str, topic: str, after: int = 0) -> tuple[int, Any] | None:
+        """(n, value) of the execution's oldest message on ``topic`` numbered above
+        ``after`` (messages are numbered 1, 2, ... in the order sent), or None."""
+        ...
+
     # -- savepoints --
     def commit_savepoint(self, execution: ExecutionRecord, meta: SavepointMeta,
                          record: bytes, codes: Any = (),

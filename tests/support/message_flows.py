@@ -39,5 +39,44 @@ def start_many(path, ids, ready_file):
     print(json.dumps(seen))
 
 
+
+
+def hang_once(marker):
+    """A connector that, the first time (while ``marker`` does not exist), makes the
+    marker and hangs: the test SIGKILLs the process there."""
+    import os
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(600)
+    return "went on"
+
+
+def receive_then_hang(system, this, inputs):
+    got = this.receive("approval")
+    this.connect("hang", marker=inputs["marker"])
+    again = this.receive("approval", timeout=0)
+    return [got, again]
+
+
+def hang_then_receive(system, this, inputs):
+    this.connect("hang", marker=inputs["marker"])
+    return this.receive("approval", timeout=0)
+
+
+def register(eng):
+    eng.add_connector("hang", hang_once)
+
+
+def work(path):
+    """A worker process: runs what is runnable until idle."""
+    from engine import Engine
+    with Engine(path, durability="sync", sleep_max_seconds=0.3) as eng:
+        register(eng)
+        eng.run()
+
+
 if __name__ == "__main__":
-    start_many(sys.argv[1], sys.argv[3].split(","), sys.argv[2])
+    if sys.argv[1] == "work":
+        work(sys.argv[2])
+    else:
+        start_many(sys.argv[1], sys.argv[3].split(","), sys.argv[2])
