@@ -31,10 +31,12 @@ class EngineRecipe:
     connectors: dict[str, Callable[..., Any]]
     trust: Any                                      # an engine._codec.Trust
     connector_module: str | None = None
+    connector_retries: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)
 
     def build(self) -> "Engine":
         eng = Engine(**self.settings)
         eng._runner.connectors.update(self.connectors)
+        eng._runner.connector_retries.update(self.connector_retries)
         _register(eng, self.connector_module)
         # the recipe's trust holds what register(eng) added where the recipe was made
         eng._runner.replace_trust(self.trust.copy())
@@ -103,15 +105,33 @@ class Engine:
         return self._store
 
     # -- registration --
-    def add_connector(self, name: str, func: _F) -> _F:
+    def add_connector(self, name: str, func: _F, *, retries: int = 0,
+                      backoff: float = 1.0) -> _F:
+        """this.connect(name, **kw) calls func(**kw).  ``retries``: how many times a
+        call that raised is tried again, after backoff * 2**n seconds (n = 0, 1, ...:
+        a durable sleep -- a worker that dies meanwhile leaves the retry to another);
+        each failed attempt is logged on the execution, and after the last the
+        exception reaches the flow."""
         if not callable(func):
             raise TypeError(f"connector {name!r} must be callable")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"connector {name!r}: retries must be an int >= 0, "
+                             f"not {retries!r}")
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or \
+                not 0 <= backoff < float("inf"):
+            raise ValueError(f"connector {name!r}: backoff must be a number of seconds "
+                             f">= 0, not {backoff!r}")
         self._runner.connectors[name] = func
+        if retries:
+            self._runner.connector_retries[name] = (retries, float(backoff))
+        else:
+            self._runner.connector_retries.pop(name, None)
         return func
 
-    def connector(self, name: str) -> Callable[[_F], _F]:
+    def connector(self, name: str, *, retries: int = 0,
+                  backoff: float = 1.0) -> Callable[[_F], _F]:
         def register(func: _F) -> _F:
-            return self.add_connector(name, func)
+            return self.add_connector(name, func, retries=retries, backoff=backoff)
         return register
 
     @property
@@ -141,7 +161,8 @@ class Engine:
                     "lease_seconds": self.lease_seconds, "concurrency": self.concurrency}
         module = connectors if connectors is None or isinstance(connectors, str) \
             else connectors.__name__
-        return EngineRecipe(settings, own, self._runner.trust.copy(), module)
+        return EngineRecipe(settings, own, self._runner.trust.copy(), module,
+                            dict(self._runner.connector_retries))
 
     # -- executions --
     def start(self, flow: Callable[..., Any] | str, inputs: Any = None, *,

@@ -46,6 +46,17 @@ class Receiving:
         return (Receiving, (self.topic, self.deadline))
 
 
+class Retrying:
+    """What the savepoint of a failed connector call that will be tried again records as
+    its result: the call, which attempt is next, and when (UNIX time)."""
+
+    def __init__(self, name, kwargs, attempt, wake_at):
+        self.name, self.kwargs, self.attempt, self.wake_at = name, kwargs, attempt, wake_at
+
+    def __reduce__(self):
+        return (Retrying, (self.name, self.kwargs, self.attempt, self.wake_at))
+
+
 def until_timeout(record, due):
     """An unloaded execution must be back by its timeout, to end then."""
     timeout_at = record.get("timeout_at")
@@ -146,6 +157,49 @@ class FlowAPI:
             raise KeyError(f"no connector named {name!r}; register it with "
                            f"eng.add_connector({name!r}, func)") from None
         return func(**kwargs)
+
+    def retry_after(self, name, kwargs, error, attempt):
+        """Connector ``name`` failed at ``attempt`` (1: the first call): logged on the
+        execution, and Retrying for the next attempt, due backoff * 2**(attempt - 1)
+        seconds from now -- or None when it has no retries left."""
+        retries, backoff = self.runner.connector_retries.get(name, (0, 0.0))
+        if not retries:
+            return None
+        last = attempt > retries
+        delay = backoff * 2 ** (attempt - 1)
+        text = f"connector {name!r} attempt {attempt} of {retries + 1} failed: " \
+               f"{type(error).__name__}: {error}"
+        self.record.setdefault("log", []).append(
+            [time.time(), text if last else f"{text}; trying again in {delay:g} s"])
+        if last:
+            self._guarded_put()
+            return None
+        wake_at = time.time() + delay
+        self.begin_sleep(wake_at)           # due then, for any worker should this one die
+        self._guarded_put()
+        return Retrying(name, kwargs, attempt + 1, wake_at)
+
+    def finish_retry(self, frames, retry, inside_flow=True):
+        """Wait for the retry's time (parked, or unloaded past sleep_max_seconds), then
+        call the connector again: (its result, saved, False), or (the error, True) once
+        no attempt is left."""
+        while True:
+            if retry.wake_at - time.time() > self.runner.sleep_max_seconds:
+                self.leave(Idle(), inside_flow)
+            if retry.wake_at > time.time():
+                self.leave(Park(frames, "connect", retry, retry.wake_at), inside_flow)
+            self.record["due"] = None
+            try:
+                result = self.connect(retry.name, retry.kwargs)
+            except Exception as error:
+                retry_next = self.retry_after(retry.name, retry.kwargs, error, retry.attempt)
+                if retry_next is None:
+                    return error, True
+                retry = retry_next
+                self.savepoint(frames, "connect", retry)
+                continue
+            self.savepoint(frames, "connect", result)
+            return result, False
 
     def load_dump(self, name_or_id, by):
         """Where this.load_dump goes: Load(seq), or Fail past RESTORE_LOOP_LIMIT loads."""
@@ -302,6 +356,8 @@ class FlowAPI:
                 result = self.children_result(result["await"], result["single"])
             except FlowError as e:
                 result, throw = e, True
+        if action == "connect" and isinstance(result, Retrying):
+            result, throw = self.finish_retry(frames, result, inside_flow=False)
         if action == "receive" and isinstance(result, Receiving):
             result = self.finish_receive(frames, result)
         if self.record.get("due") is not None and action in ("sleep", "sleep_until"):

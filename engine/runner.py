@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from engine import _codec, _flowapi, _frames
 from engine.errors import (FlowNotFound, InvalidTransition, SavepointError, StoreFull,
                            StoreUnavailable)
-from engine.flowapi import FlowAPI, Receiving, Success, until_timeout
+from engine.flowapi import FlowAPI, Receiving, Retrying, Success, until_timeout
 from engine.flows import import_flow_module, load_flow
 from engine.leaving import Fail, Gone, Idle, Load, Lost, Park, Stop, Timeout
 from engine.metrics import Latencies
@@ -58,9 +58,11 @@ class Runner:
         self.sleep_max_seconds = sleep_max_seconds
         self.savepoint_retention = savepoint_retention
         self.connectors: dict[str, Any] = {}
+        # name -> (retries, backoff seconds) of the connectors tried again after a failure
+        self.connector_retries: dict[str, tuple[int, float]] = {}
         # the engine's own objects a savepoint may hold: not the runtime modules (a
         # record must never make the engine build an Engine, or anything else of ours)
-        self.trust = _codec.Trust([Success, Receiving, Execution, Savepoint,
+        self.trust = _codec.Trust([Success, Receiving, Retrying, Execution, Savepoint,
                                    _flowapi.Setting])
         self.trust_by_module: dict[str, Any] = {}   # trust_for's, shared by the runs
         self.owner = Owner.current("engine")

@@ -42,7 +42,19 @@ cdef class This:
 
     def connect(self, name, **kwargs):
         self._ctx.check()
-        result = self._ctx.connect(name, kwargs)
+        try:
+            result = self._ctx.connect(name, kwargs)
+        except Exception as error:
+            retry = self._ctx.retry_after(name, kwargs, error, 1)
+            if retry is None:                  # no retries (left): the flow gets it
+                raise
+            # the backoff is a durable sleep: its savepoint says which attempt is next
+            frames = capture(self._root, self)
+            self._ctx.savepoint(frames, "connect", retry)
+            result, throw = self._ctx.finish_retry(frames, retry)
+            if throw:
+                raise result
+            return result                      # finish_retry saved it
         self._save("connect", result)
         return result
 

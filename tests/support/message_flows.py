@@ -63,20 +63,44 @@ def hang_then_receive(system, this, inputs):
     return this.receive("approval", timeout=0)
 
 
+def flaky(counter, failures):
+    """Fails the first ``failures`` calls (counted in the file ``counter``, across
+    processes), then answers."""
+    import os
+    calls = os.path.getsize(counter) + 1 if os.path.exists(counter) else 1
+    with open(counter, "a") as f:
+        f.write("x")
+    if calls <= failures:
+        raise ConnectionError(f"call {calls} failed")
+    return f"answered at call {calls}"
+
+
+def calls_flaky(system, this, inputs):
+    try:
+        return this.connect("flaky", **inputs)
+    except ConnectionError as e:
+        return f"gave up: {e}"
+
+
 def register(eng):
+    import os
     eng.add_connector("hang", hang_once)
+    eng.add_connector("flaky", flaky, retries=3,
+                      backoff=float(os.environ.get("FLAKY_BACKOFF", "0.05")))
 
 
-def work(path):
-    """A worker process: runs what is runnable until idle."""
+def work(path, until="idle"):
+    """A worker process: runs what is runnable until idle (or, "stopped", until killed,
+    holding waiting executions in memory)."""
     from engine import Engine
-    with Engine(path, durability="sync", sleep_max_seconds=0.3) as eng:
+    with Engine(path, durability="sync",
+                sleep_max_seconds=0.3 if until == "idle" else 60) as eng:
         register(eng)
-        eng.run()
+        eng.run(until)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "work":
-        work(sys.argv[2])
+        work(*sys.argv[2:])
     else:
         start_many(sys.argv[1], sys.argv[3].split(","), sys.argv[2])
