@@ -15,6 +15,11 @@ from engine.lifecycle import (ask_runner, carry_out, new_execution, receiver_wai
                               refuse_if_lost)
 from engine.lookup import execution_record, find_seq, resolve_execution, savepoint_record
 from engine.runner import Counters, Runner
+from engine.schedules import PREFIX as SCHEDULE_PREFIX
+from engine.schedules import Schedule, new_schedule
+from engine.schedules import check_name as check_schedule_name
+from engine.schedules import from_setting as schedule_of
+from engine.schedules import to_setting as schedule_setting
 from engine.store import CheckReport, Store, StoreProtocol
 from engine.store.location import absolute
 from engine.types import Execution, FrameView, Savepoint, Status, parse_status
@@ -330,6 +335,32 @@ class Engine:
             raise ExecutionNotFound(f"no execution {execution_id}")
         if outcome == "woke" and not self._runner.scheduler.wake(execution_id):
             self._runner.notify()
+
+    # -- schedules (engine.schedules) --
+    def schedule(self, name: str, flow: Callable[..., Any] | str, *,
+                 every: float | None = None, cron: str | None = None,
+                 inputs: Any = None) -> Schedule:
+        """Start ``flow`` with ``inputs`` at each tick -- ``every`` seconds (>= 1), or
+        at the times of ``cron``, a 5-field cron expression in UTC -- once per tick
+        across every process and machine: a worker pool (eng.work, `engine worker`)
+        starts them.  The same name again replaces that schedule."""
+        schedule = new_schedule(name, flow, every, cron, inputs)
+        self._store.set_setting(*schedule_setting(schedule))
+        return schedule
+
+    def schedules(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        found = self._store.settings(SCHEDULE_PREFIX)
+        return [schedule_of(name, value) for name, value in sorted(found.items())]
+
+    def unschedule(self, name: str) -> None:
+        """Delete the schedule (the executions it started stay); KeyError if there is
+        none of that name."""
+        check_schedule_name(name)
+        key = SCHEDULE_PREFIX + name
+        if self._store.get_setting(key) is None:
+            raise KeyError(f"no schedule named {name!r}")
+        self._store.delete_setting(key)
 
     def delete(self, execution_id: str, *, wait: float | None = None) -> None:
         """Delete the execution and all its savepoints.  A running one is stopped first

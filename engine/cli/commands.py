@@ -301,6 +301,45 @@ def cmd_send(args):
     return 0
 
 
+def cmd_schedule(args):
+    """engine schedule add|ls|rm."""
+    if args.action == "add":
+        if ":" not in args.flow:
+            raise CommandError(f"flow {args.flow!r} must be FILE_OR_MODULE:FUNCTION")
+        target, _, function = args.flow.rpartition(":")
+        target, module = import_file_or_module(target)
+        if not callable(getattr(module, function, None)):
+            raise CommandError(f"{target} has no function {function!r}")
+        inputs = None
+        if args.inputs is not None:
+            try:
+                inputs = json.loads(args.inputs)
+            except ValueError as e:
+                raise CommandError(f"--inputs is not JSON: {e}") from None
+        with open_engine(args, must_exist=False) as eng:
+            eng.schedule(args.name, f"{target}:{function}", every=args.every,
+                         cron=args.cron, inputs=inputs)
+        return 0
+    with open_engine(args) as eng:
+        if args.action == "rm":
+            eng.unschedule(args.name)
+            return 0
+        found = eng.schedules()
+        now = time.time()
+    rows = [{"name": s.name, "flow": s.flow, "every": s.every, "cron": s.cron,
+             "inputs": s.inputs, "next": iso(_moment(s.next_tick(now), args))}
+            for s in found]
+    emit(args, rows, lambda rows: table(rows, ["name", "flow", "every", "cron", "next",
+                                               "inputs"]))
+    return 0
+
+
+def _moment(unix, args):
+    import datetime
+    zone = datetime.timezone.utc if getattr(args, "utc", False) else None
+    return datetime.datetime.fromtimestamp(unix, zone)
+
+
 def cmd_worker(args):
     names = []
     for spec in args.flows:
