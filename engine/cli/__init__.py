@@ -1,7 +1,7 @@
 """The `engine` command (also `python -m engine`): run, inspect and steer executions and
 their savepoints from a terminal, through the public API only.
 
-    engine run FILE_OR_MODULE:FUNCTION [--input KEY=VALUE ...] [--inputs JSON]
+    engine run FILE_OR_MODULE:FUNCTION [--input KEY=VALUE ...] [--inputs JSON] [--id ID]
     engine ls [--status S] [--flow NAME] [--limit N]
     engine show ID
     engine logs ID [--follow]
@@ -112,6 +112,8 @@ def parser():
     p.add_argument("--input", action="append", metavar="KEY=VALUE",
                    help="one input (VALUE is JSON, else a string); repeatable")
     p.add_argument("--inputs", metavar="JSON", help="all inputs as a JSON object")
+    p.add_argument("--id", help="the execution's id: if one has it already, nothing new "
+                   "is started (idempotent start)")
     p = command("ls", "list executions, newest first", cmd_ls, (common, listing))
     p.add_argument("--status", type=_status_name, help="only executions in this status")
     p.add_argument("--flow", help="only executions of this flow (module:function or part)")

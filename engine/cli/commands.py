@@ -165,7 +165,12 @@ def cmd_run(args):
         raise CommandError(f"{target} has no function {function!r}")
     inputs = _inputs(args)
     with open_engine(args, must_exist=False) as eng:
-        ex = eng.start(f"{target}:{function}", inputs)
+        if args.id is not None and eng.store.get_execution(args.id) is not None:
+            ex = eng.start(f"{target}:{function}", inputs, id=args.id)   # checks the id
+            emit(args, execution_dict(ex), lambda d: f"{d['id']}  {d['status']}  "
+                 f"(started before: nothing new started)")
+            return 0
+        ex = eng.start(f"{target}:{function}", inputs, id=args.id)
         return _run_here(eng, ex.id, args, args.flows or ())
 
 

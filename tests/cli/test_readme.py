@@ -10,16 +10,19 @@ from locations import ROOT
 
 
 
-def terminal_block():
+def terminal_block(heading="## From a terminal"):
     text = open(os.path.join(ROOT, "README.md")).read()
-    section = text[text.index("## From a terminal"):]
+    section = text[text.index(heading):]
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
 
 
-def test_the_readme_terminal_tour_runs(tmp_path, store_path):
+def run_block(tmp_path, store_path, heading):
+    """Each command of the section's bash block, run by bash in a copy of examples/:
+    (the commands, {index: exit status}, the output)."""
     shutil.copytree(os.path.join(ROOT, "examples"), tmp_path / "examples")
     script = ["set -u"]
-    commands = [line.split("  #")[0].strip() for line in terminal_block() if line.strip()]
+    commands = [line.split("  #")[0].strip() for line in terminal_block(heading)
+                if line.strip()]
     for n, command in enumerate(commands):
         if command.startswith("engine worker"):
             command = "timeout -s TERM 5 " + command      # it runs until stopped
@@ -32,7 +35,24 @@ def test_the_readme_terminal_tour_runs(tmp_path, store_path):
     assert "Traceback" not in out, out
     codes = dict(re.findall(r"^::(\d+) exit (\d+)$", proc.stdout, re.M))
     assert len(codes) == len(commands), out
+    return commands, codes, proc, out
+
+
+def test_the_readme_terminal_tour_runs(tmp_path, store_path):
+    commands, codes, proc, out = run_block(tmp_path, store_path, "## From a terminal")
     for n, command in enumerate(commands):
         expected = "1" if "fail=true" in command else "124" if "worker" in command else "0"
         assert codes[str(n)] == expected, (command, out)
     assert "ENDED_SUCCESS" in proc.stdout and "with-fetched-data" in proc.stdout
+
+
+def test_the_readme_messages_ids_retries_and_schedules_run(tmp_path, store_path):
+    commands, codes, proc, out = run_block(tmp_path, store_path,
+                                           "## Reaching a running execution")
+    for n, command in enumerate(commands):
+        expected = "124" if "worker" in command else "0"
+        assert codes[str(n)] == expected, (command, out)
+    assert "nothing new started" in proc.stdout
+    assert "ENDED_SUCCESS" in proc.stdout and "'approved_by': 'ann'" in proc.stdout
+    assert "attempt 1 of 4 failed: ConnectionError" in proc.stdout
+    assert proc.stdout.count("heartbeat@") >= 2
