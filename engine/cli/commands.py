@@ -156,21 +156,27 @@ def _run_here(eng, exec_id, args, flows=()):
     return EXIT_FAILED if str(ex.status) == "ENDED_ERROR" else 0
 
 
-def cmd_run(args):
-    if ":" not in args.flow:
-        raise CommandError(f"flow {args.flow!r} must be FILE_OR_MODULE:FUNCTION")
-    target, _, function = args.flow.rpartition(":")
+def flow_argument(text):
+    """"FILE_OR_MODULE:FUNCTION" as a flow name, its module imported to check it."""
+    if ":" not in text:
+        raise CommandError(f"flow {text!r} must be FILE_OR_MODULE:FUNCTION")
+    target, _, function = text.rpartition(":")
     target, module = import_file_or_module(target)
     if not callable(getattr(module, function, None)):
         raise CommandError(f"{target} has no function {function!r}")
+    return f"{target}:{function}"
+
+
+def cmd_run(args):
+    flow = flow_argument(args.flow)
     inputs = _inputs(args)
     with open_engine(args, must_exist=False) as eng:
         if args.id is not None and eng.store.get_execution(args.id) is not None:
-            ex = eng.start(f"{target}:{function}", inputs, id=args.id)   # checks the id
+            ex = eng.start(flow, inputs, id=args.id)          # checks the id
             emit(args, execution_dict(ex), lambda d: f"{d['id']}  {d['status']}  "
                  f"(started before: nothing new started)")
             return 0
-        ex = eng.start(f"{target}:{function}", inputs, id=args.id)
+        ex = eng.start(flow, inputs, id=args.id)
         return _run_here(eng, ex.id, args, args.flows or ())
 
 
@@ -309,12 +315,7 @@ def cmd_send(args):
 def cmd_schedule(args):
     """engine schedule add|ls|rm."""
     if args.action == "add":
-        if ":" not in args.flow:
-            raise CommandError(f"flow {args.flow!r} must be FILE_OR_MODULE:FUNCTION")
-        target, _, function = args.flow.rpartition(":")
-        target, module = import_file_or_module(target)
-        if not callable(getattr(module, function, None)):
-            raise CommandError(f"{target} has no function {function!r}")
+        flow = flow_argument(args.flow)
         inputs = None
         if args.inputs is not None:
             try:
@@ -322,7 +323,7 @@ def cmd_schedule(args):
             except ValueError as e:
                 raise CommandError(f"--inputs is not JSON: {e}") from None
         with open_engine(args, must_exist=False) as eng:
-            eng.schedule(args.name, f"{target}:{function}", every=args.every,
+            eng.schedule(args.name, flow, every=args.every,
                          cron=args.cron, inputs=inputs)
         return 0
     with open_engine(args) as eng:
