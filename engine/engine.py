@@ -1,6 +1,7 @@
 """Engine: the public facade (../shared/SPEC.md).  It opens the store and hands the work
 to the others: engine.lifecycle (new executions, requests from outside), engine.runner
-(running them here), engine.lookup (naming), engine.inspect, engine.workers."""
+(running them here), engine.lookup (naming), engine.inspect (reading savepoints),
+engine.edit (changing their locals), engine.workers."""
 import dataclasses
 import importlib
 import os
@@ -9,10 +10,11 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
 
 from engine import config
+from engine.edit import edited_savepoint
 from engine.errors import CorruptSavepoint, EngineError, ExecutionNotFound
-from engine.inspect import frame_views
-from engine.lifecycle import (ask_runner, carry_out, new_execution, receiver_waits,
-                              refuse_if_lost)
+from engine.inspect import changes, frame_views
+from engine.lifecycle import (apply_request, ask_runner, carry_out, check_transition,
+                              drop_request, new_execution, receiver_waits, refuse_if_lost)
 from engine.lookup import execution_record, find_seq, resolve_execution, savepoint_record
 from engine.runner import Counters, Runner
 from engine.schedules import PREFIX as SCHEDULE_PREFIX
@@ -20,11 +22,13 @@ from engine.schedules import Schedule, new_schedule
 from engine.schedules import check_name as check_schedule_name
 from engine.schedules import from_setting as schedule_of
 from engine.schedules import to_setting as schedule_setting
-from engine.store import CheckReport, Store, StoreProtocol
+from engine.store import CheckReport, Store, StoreProtocol, listing
 from engine.store.location import absolute
-from engine.types import Execution, FrameView, Savepoint, Status, parse_status
+from engine.types import (Change, Execution, ExecutionPage, FrameView, Savepoint,
+                          SavepointPage, Status, parse_status)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+PREFIX_MATCHES = 1000     # executions_page(id_prefix=...) looks at the first this many
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +274,43 @@ class Engine:
         return [Savepoint.from_meta(execution_id, m)
                 for m in self._store.savepoints(execution_id)]
 
+    # -- a page at a time (the Savepoints page: engine ui) --
+    def executions_page(self, status: Status | str | None = None, flow: str | None = None,
+                        *, id_prefix: str | None = None, offset: int = 0,
+                        limit: int = 50) -> ExecutionPage:
+        """One page of executions, newest first: of ``status`` only, of ``flow`` only
+        (the flow, its function name or a prefix of it, as `engine ls --flow`), whose
+        id starts with ``id_prefix`` (the first PREFIX_MATCHES such ids), skipping
+        ``offset``, at most ``limit``; with how many match in all.  A page costs about
+        the same with 100,000 executions as with 100."""
+        wanted = None if status is None else parse_status(status).value
+        if id_prefix:
+            ids = self._store.ids_with_prefix(id_prefix, limit=PREFIX_MATCHES)
+            found = [h for h in map(self._store.get_execution, ids) if h is not None]
+            heads, total = listing.scan_page(found, wanted, flow or None, offset, limit)
+        else:
+            heads, total = self._store.list_executions(wanted, flow or None, offset,
+                                                       limit)
+        return ExecutionPage([Execution.from_record(h) for h in heads], total, offset,
+                             limit)
+
+    def status_counts(self) -> dict[Status, int]:
+        """How many executions there are in each status (every status, zeros too)."""
+        return {Status(name): n for name, n in self._store.status_counts().items()}
+
+    def children(self, execution_id: str) -> list[str]:
+        """The ids of the executions this one started (this.flow), oldest first."""
+        return self._store.children(self._resolve(execution_id))
+
+    def savepoints_page(self, execution_id: str, *, offset: int = 0, limit: int = 100,
+                        newest_first: bool = True) -> SavepointPage:
+        """One page of the execution's savepoints, newest first (or oldest first), with
+        how many it has; only the page's savepoints are read."""
+        execution_id = self._resolve(execution_id)
+        metas, total = self._store.savepoint_page(execution_id, offset, limit, newest_first)
+        return SavepointPage([Savepoint.from_meta(execution_id, m) for m in metas], total,
+                             offset, limit)
+
     def _locate(self, execution_id, savepoint, by):
         """(execution id, seq) of the savepoint named."""
         execution_id = self._resolve(execution_id)
@@ -287,39 +328,102 @@ class Engine:
         """Every frame of a savepoint, outermost first, with its locals -- decoded
         without running any flow code, building any instance or importing any module."""
         execution_id, seq = self._locate(execution_id, savepoint, by)
+        return self._frame_views(execution_id, seq)
+
+    def _frame_views(self, execution_id, seq):
         _, record = savepoint_record(self._store, execution_id, seq)
         trust = self._runner.trust_for(execution_record(self._store, execution_id))
         return frame_views(self._store, record, trust)
 
-    def restore(self, execution_id: str, savepoint: int | str,
-                by: str = "id") -> Execution:
-        """Revert the execution to that savepoint; it is QUEUED to go on from there."""
-        execution_id, seq = self._locate(execution_id, savepoint, by)
-        return self._request(execution_id, ["restore", seq])
+    def diff(self, execution_id: str, savepoint_a: int | str | None,
+             savepoint_b: int | str, by: str = "id") -> list[Change]:
+        """What the flow's frames did from savepoint ``savepoint_a`` to ``savepoint_b``:
+        locals changed, added (bound) and removed, frames entered and left -- decoded as
+        inspect() decodes, running nothing.  ``savepoint_a`` None: from before the first
+        savepoint (every frame entered); see previous_savepoint()."""
+        execution_id, seq_b = self._locate(execution_id, savepoint_b, by)
+        before = [] if savepoint_a is None else \
+            self._frame_views(execution_id, find_seq(self._store, execution_id,
+                                                     savepoint_a, by))
+        return changes(before, self._frame_views(execution_id, seq_b))
 
-    def fork(self, execution_id: str, savepoint: int | str, by: str = "id") -> Execution:
-        """A new QUEUED execution that goes on from that savepoint."""
+    def previous_savepoint(self, execution_id: str, savepoint: int | str,
+                           by: str = "id") -> Savepoint | None:
+        """The newest savepoint before this one that can be read (retention and damage
+        leave gaps in the seqs), or None for the first."""
+        execution_id, seq = self._locate(execution_id, savepoint, by)
+        try:
+            found = self._store.savepoint(execution_id, seq - 1) if seq > 1 else None
+        except CorruptSavepoint:
+            found = None
+        if found is not None:
+            return Savepoint.from_meta(execution_id, found[0])
+        earlier = [m for m in self._store.savepoints(execution_id)
+                   if m["seq"] < seq and m["kind"] != "damaged"]
+        return Savepoint.from_meta(execution_id, earlier[-1]) if earlier else None
+
+    def _edited(self, execution_id, seq, set_locals):
+        trust = self._runner.trust_for(execution_record(self._store, execution_id))
+        return edited_savepoint(self._store, execution_id, seq, set_locals, trust)
+
+    def restore(self, execution_id: str, savepoint: int | str, by: str = "id", *,
+                set_locals: dict[str, Any] | None = None) -> Execution:
+        """Revert the execution to that savepoint; it is QUEUED to go on from there.
+
+        ``set_locals`` ({"name": value} for the innermost flow frame, {"function.name":
+        value} for the innermost frame of that function; engine.edit says how names and
+        shared values behave): the savepoint with these locals changed is kept first as
+        a new explicit savepoint named "edit of <seq>" (the original stays as it was),
+        and the execution goes on from that one.  ValueError naming the problem, and
+        nothing saved, for a name that is not a local there, an unknown or ambiguous
+        function, a value that cannot be saved; InvalidTransition while a process runs
+        the execution (pause it first)."""
+        execution_id, seq = self._locate(execution_id, savepoint, by)
+        if set_locals is None:
+            return self._request(execution_id, ["restore", seq])
+        edit = self._edited(execution_id, seq, set_locals)
+        with self._runner.hold(execution_id, "restore with set_locals") as record:
+            if record is None:
+                raise ExecutionNotFound(f"no execution {execution_id!r}")
+            check_transition("restore", record)
+            drop_request(self._store, execution_id)    # as a restore from outside does
+            edited = self._store.commit_savepoint(record, edit.meta, edit.record,
+                                                  edit.codes, edit.chunks)
+            apply_request(record, ["restore", edited])
+        self._runner.notify()
+        return self.get(execution_id)
+
+    def fork(self, execution_id: str, savepoint: int | str, by: str = "id", *,
+             set_locals: dict[str, Any] | None = None) -> Execution:
+        """A new QUEUED execution that goes on from that savepoint.  ``set_locals`` (as
+        for restore): its first savepoint is the edited one, "edit of <seq>"; the
+        execution forked from is not changed at all."""
         execution_id, seq = self._locate(execution_id, savepoint, by)
         meta, record = savepoint_record(self._store, execution_id, seq)
         source = execution_record(self._store, execution_id)
         refuse_if_lost("fork", source)
-        child = self.start(source["flow"], source.get("inputs"), name=source.get("name"),
-                           savepoint_retention=source.get("retention"))
-        new = execution_record(self._store, child.id)
-        codes = list(self._store.codes_for(record).values())
-        chunks = {}
-        for digest in meta.get("chunks") or ():
-            chunk = self._store.chunk(digest)
-            if chunk is None:
-                raise CorruptSavepoint(f"savepoint {seq} of execution {execution_id} "
-                                       f"needs chunk {digest.hex()}, which is gone")
-            chunks[digest] = chunk
+        if set_locals is not None:
+            edit = self._edited(execution_id, seq, set_locals)
+            meta, record, codes, chunks = edit.meta, edit.record, edit.codes, edit.chunks
+        else:
+            codes = list(self._store.codes_for(record).values())
+            chunks = {}
+            for digest in meta.get("chunks") or ():
+                chunk = self._store.chunk(digest)
+                if chunk is None:
+                    raise CorruptSavepoint(f"savepoint {seq} of execution {execution_id} "
+                                           f"needs chunk {digest.hex()}, which is gone")
+                chunks[digest] = chunk
+        new, _ = new_execution(self._store, source["flow"], source.get("inputs"),
+                               name=source.get("name"),
+                               savepoint_retention=source.get("retention"), queued=False)
         self._store.commit_savepoint(new, {k: meta[k] for k in
                                            ("kind", "name", "created_at", "line", "action",
                                             "command")}, record, codes, chunks)
         new.update(status=Status.QUEUED.value, due=time.time(), resume_from=new["last_seq"])
-        self._store.put_execution(new)
-        return self.get(child.id)
+        self._store.put_execution(new)            # on the run queue only now
+        self._runner.notify()
+        return self.get(new["id"])
 
     def send(self, execution_id: str, topic: str, value: Any) -> None:
         """A message to an execution, stored durably after the ones sent before it;

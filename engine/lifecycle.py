@@ -40,10 +40,12 @@ def check_execution_id(exec_id):
 
 
 def new_execution(store, flow, inputs, *, name=None, savepoint_retention=None, parent=None,
-                  exec_id=None):
-    """Store a new QUEUED execution of ``flow`` and return (its record, True).  With
-    ``exec_id`` (the caller's): if that execution exists already, (its record, False)
-    and nothing is written."""
+                  queued=True, exec_id=None):
+    """Store a new QUEUED execution of ``flow`` and return (its record, True).  ``queued``
+    False: not on the run queue yet -- a fork puts it there once its savepoint is stored,
+    or a worker could start the flow from its beginning meanwhile.  With ``exec_id`` (the
+    caller's): if that execution exists already, (its record, False) and nothing is
+    written."""
     if savepoint_retention is not None and savepoint_retention not in config.RETENTIONS:
         raise retention_error(savepoint_retention)
     if exec_id is not None:
@@ -53,7 +55,7 @@ def new_execution(store, flow, inputs, *, name=None, savepoint_retention=None, p
               "status": Status.QUEUED.value, "inputs": inputs, "output": None,
               "outputs": {}, "error": None, "created_at": now, "updated_at": now,
               "name": name, "restore_count": 0, "retention": savepoint_retention,
-              "parent": parent, "log": [], "last_seq": 0, "due": now}
+              "parent": parent, "log": [], "last_seq": 0, "due": now if queued else None}
     if exec_id is None:
         store.put_execution(record)
         return record, True
@@ -61,7 +63,7 @@ def new_execution(store, flow, inputs, *, name=None, savepoint_retention=None, p
         return record, True
     existing = store.get_execution(exec_id)
     if existing is None:            # deleted between the two: start it after all
-        return new_execution(store, flow, inputs, name=name, parent=parent,
+        return new_execution(store, flow, inputs, name=name, parent=parent, queued=queued,
                              savepoint_retention=savepoint_retention, exec_id=exec_id)
     return existing, False
 

@@ -8,6 +8,7 @@ engine.leaving event -- becomes the execution's next state (Park: it waits in me
 Every Flow-API call comes back through the run's FlowAPI (engine.flowapi); the runner's
 Watchdog (engine.watchdog) keeps the leases and may end a run from outside meanwhile.
 """
+import contextlib
 import ctypes
 import logging
 import threading
@@ -192,6 +193,28 @@ class Runner:
             self.let_go(exec_id)
             return False
         return True
+
+    @contextlib.contextmanager
+    def hold(self, exec_id, operation):
+        """Hold and lease the execution here without running it, for a change from
+        outside that no run may meet (Engine.restore with set_locals: a savepoint and a
+        state of its own).  Yields its head; what the block leaves in it is written with
+        the release, in one transaction -- also when the block fails part way.
+        InvalidTransition if this process or another live one holds it (running it, or
+        keeping it parked)."""
+        if not self._claim_here(exec_id):
+            raise InvalidTransition(f"cannot {operation} execution {exec_id}: a process "
+                                    f"is running it; pause it first, then try again")
+        record = None
+        try:
+            record = self.store.get_execution(exec_id)
+            yield record
+        finally:
+            self.lease_checked.pop(exec_id, None)
+            try:
+                self.store.release(exec_id, self.owner, execution=record)
+            finally:
+                self.let_go(exec_id)
 
     def run_one(self, exec_id):
         """Run that execution here (and the children it runs), if no one else holds it,

@@ -7,8 +7,10 @@ their savepoints from a terminal, through the public API only.
     engine logs ID [--follow]
     engine savepoints ID
     engine inspect ID SAVEPOINT
-    engine restore ID SAVEPOINT [--by name|id] [--run [--flows MODULE ...]]
-    engine fork ID SAVEPOINT [--by name|id] [--run [--flows MODULE ...]]
+    engine diff ID SAVEPOINT_A [SAVEPOINT_B]
+    engine shell ID SAVEPOINT
+    engine restore ID SAVEPOINT [--by name|id] [--set NAME=VALUE ...] [--run [--flows MODULE ...]]
+    engine fork ID SAVEPOINT [--by name|id] [--set NAME=VALUE ...] [--run [--flows MODULE ...]]
     engine resume ID [--run [--flows MODULE ...]]
     engine delete|cancel|pause ID
     engine send ID TOPIC JSON
@@ -18,6 +20,7 @@ their savepoints from a terminal, through the public API only.
     engine stats
     engine config
     engine doctor [--repair]
+    engine ui [--host 127.0.0.1] [--port 8765] [--token T]
 
 Every command takes --path, --durability, --sleep-max-seconds, --lease-seconds,
 --savepoint-retention and --concurrency; they come from the flag, else the environment
@@ -38,6 +41,9 @@ from engine.cli.commands import (EXIT_USAGE, CommandError, Interrupted, cmd_conf
                                  cmd_doctor, cmd_inspect, cmd_logs, cmd_ls, cmd_run,
                                  cmd_savepoints, cmd_schedule, cmd_send, cmd_show,
                                  cmd_stats, cmd_worker, steer)
+from engine.cli.edit import cmd_diff, cmd_shell
+from engine.cli.setlocals import set_item
+from engine.cli.ui import cmd_ui
 
 
 def _positive_int(text):
@@ -58,6 +64,10 @@ def _port(text):
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"must be a port number (1-65535), not {value}")
     return value
+
+
+def _port_or_any(text):
+    return 0 if text.strip() == "0" else _port(text)
 
 
 def _status_name(text):
@@ -142,8 +152,24 @@ def parser():
         p.add_argument("savepoint", help="seq number or id (or name, see --by)")
         p.add_argument("--by", choices=("name", "id"),
                        help="how SAVEPOINT names it (default: seq or id, else name)")
+        p.add_argument("--set", action="append", type=set_item, metavar="NAME=VALUE",
+                       help="go on with this local changed: NAME of the innermost frame, "
+                       "or FUNCTION.NAME; VALUE is JSON or a Python literal; repeatable "
+                       "(kept as the savepoint 'edit of SEQ')")
         p.add_argument("--run", action="store_true",
                        help="then run that execution here until it ends or waits")
+    p = command("diff", "what the locals did between two savepoints: changed, added, "
+                "removed, frames entered and left (runs nothing)", cmd_diff,
+                (common, listing))
+    p.add_argument("id", help="execution id or a unique prefix")
+    p.add_argument("savepoint_a", metavar="SAVEPOINT_A", help="seq number, id or name")
+    p.add_argument("savepoint_b", metavar="SAVEPOINT_B", nargs="?",
+                   help="compared with SAVEPOINT_A (default: SAVEPOINT_A is compared with "
+                   "the savepoint before it)")
+    p = command("shell", "a Python console on a savepoint's locals; save(name=value) "
+                "restores the execution with them changed", cmd_shell)
+    p.add_argument("id", help="execution id or a unique prefix")
+    p.add_argument("savepoint", help="seq number, id or name")
     p = command("resume", "a PAUSED execution goes on (a sleeper at its wake time)",
                 lambda a: steer(a, "resume"), (common, listing, running))
     p.add_argument("id", help="execution id or a unique prefix")
@@ -200,6 +226,15 @@ def parser():
                    help="also fix what can be fixed without losing anything: run-queue "
                    "entries out of step, dangling names, unused code and chunks, stale "
                    "leases (damaged executions and savepoints are only reported)")
+    p = command("ui", "serve the Savepoints page: executions, their savepoints, Load, Fork "
+                "and Inspect in a browser (needs savepoint-engine[ui])", cmd_ui)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on (default 127.0.0.1; another than "
+                   "loopback needs --token)")
+    p.add_argument("--port", type=_port_or_any, default=8765,
+                   help="the port (default 8765; 0: any free one)")
+    p.add_argument("--token", help="every request must carry this access token "
+                   "(default: $ENGINE_UI_TOKEN, else none: loopback only)")
     return top
 
 

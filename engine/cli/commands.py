@@ -12,6 +12,7 @@ from engine.errors import SavepointError, SavepointNotFound, StoreUnavailable
 from engine.store import missing_store
 from engine.store.location import redacted, shown
 from engine.store.leases import this_host
+from engine.cli.setlocals import set_locals_of
 from engine.cli.output import (emit, execution_dict, iso, log_lines, savepoint_dict, short,
                                table, terminal_width, text_of, type_shown, when)
 
@@ -289,7 +290,7 @@ def steer(args, action):
             raise CommandError("--flows is for --run")
         if action in ("restore", "fork"):
             sp = find_savepoint(eng, ex.id, args.savepoint, args.by)
-            ex = getattr(eng, action)(ex.id, sp.id)
+            ex = getattr(eng, action)(ex.id, sp.id, set_locals=set_locals_of(args))
         elif action == "delete":
             eng.delete(ex.id)
             print(f"deleted {ex.id}")

@@ -13,6 +13,7 @@ from types import CodeType
 from typing import Any, Callable, Iterable, Protocol, Self, TypedDict
 
 from engine.config import RETENTIONS
+from engine.store import listing
 from engine.store.leases import Lease, Owner
 
 ExecutionRecord = dict[str, Any]
@@ -99,6 +100,36 @@ class StoreProtocol(Protocol):
     def executions(self) -> list[ExecutionRecord]:
         """Every execution's head (as get_execution), in id order."""
         ...
+
+    # The listing (the Savepoints page, engine.store.listing).  Each has a body that reads
+    # every head: correct for any backend, but it reads every execution at every call.
+    # The LMDB store keeps indexes instead (engine.store.lmdblisting).
+    # TODO(PostgreSQL): list_executions, status_counts and children with SQL over
+    # status / flow / created_at / parent columns of executions, kept in step by
+    # put_execution and by commit_savepoint when the status changes; savepoint_page
+    # with ORDER BY seq LIMIT/OFFSET and a count(*).
+    def list_executions(self, status: str | None = None, flow: str | None = None,
+                        offset: int = 0, limit: int = 50
+                        ) -> tuple[list[ExecutionRecord], int]:
+        """(heads of one page of executions, how many match in all): newest first
+        (listing.newest_first), only those of ``status`` (a records.STATUSES name) and
+        ``flow`` (listing.flow_matches), skipping ``offset``, at most ``limit``.  Must
+        not read every execution for a page when no flow filter is given."""
+        return listing.scan_page(self.executions(), status, flow, offset, limit)
+
+    def status_counts(self) -> dict[str, int]:
+        """{status: how many executions have it}, every status (zeros too); cheap."""
+        return listing.scan_counts(self.executions())
+
+    def children(self, exec_id: str) -> list[str]:
+        """The ids of the executions whose parent is ``exec_id``, oldest first."""
+        return listing.scan_children(self.executions(), exec_id)
+
+    def savepoint_page(self, exec_id: str, offset: int = 0, limit: int = 100,
+                       newest: bool = True) -> tuple[list[SavepointMeta], int]:
+        """(one page of the execution's savepoints' meta dicts -- newest first if
+        ``newest``, else oldest first -- how many it has), reading only the page's."""
+        return listing.scan_savepoint_page(self.savepoints(exec_id), offset, limit, newest)
 
     def ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
         """Up to ``limit`` execution ids that start with ``prefix``, the exact id first

@@ -18,6 +18,8 @@ Named databases (keys -> values; "sealed": signed msgpack, engine._codec.seal):
     lease_expiry expires id -> ""            leases by when they run out (u64 microseconds)
     held         owner due id -> ""          leased executions with a due time, by owner
     settings     name -> value                                             sealed
+    listing, by_status, listed, status_counts, children
+                 the listing indexes (engine.store.lmdblisting)
     meta         b"format" -> format version; b"key-check" -> the tag of a fixed text
                  (a store opened with another key is refused at once)
 
@@ -38,12 +40,12 @@ import struct
 
 from engine import _codec, _commit
 from engine.errors import CorruptSavepoint
-from engine.store import records
+from engine.store import lmdblisting, records
 from engine.store.leases import Lease, Owner
 
 DATABASES = ("executions", "savepoints", "names", "code", "code_users", "exec_codes",
              "chunks", "chunk_refs", "queue", "due", "leases", "lease_owners",
-             "lease_expiry", "held", "settings", "meta", "messages")
+             "lease_expiry", "held", "settings", "meta", "messages") + lmdblisting.DATABASES
 U64 = struct.Struct(">Q")
 _OWNER = struct.Struct(">36sIQ")          # host (NUL-padded), pid, start (or NO_START)
 OWNER_KEY_SIZE = _OWNER.size
@@ -260,14 +262,15 @@ class Tables:
                 return None
 
     def put_execution(self, txn, execution):
-        """Write the execution record (setting its "version"), and its place on the run
-        queue."""
+        """Write the execution record (setting its "version"), its place on the run
+        queue and its listing entries."""
         execution["version"] = _commit.version_after(execution)
         for note in records.NOT_STORED:
             execution.pop(note, None)
         exec_id = execution["id"]
         txn.put(exec_key(exec_id), self.seal(execution), db=self.db["executions"])
         self.schedule(txn, exec_id, execution.get("due"))
+        lmdblisting.keep_listed(self.db, txn, execution)
 
     # -- the run queue --
     def schedule(self, txn, exec_id, due):

@@ -44,9 +44,9 @@ EXECUTION_FIELDS = {
     "last_implicit_chunks": "the chunks that savepoint uses",
 }
 # Set on an execution dict in memory, never stored: what this process last wrote as its
-# due time (the commit path moves the queue only when it changes), and what is damaged
-# (said when the head is read).
-NOT_STORED = ("_due_written", "damaged")
+# due time and status (the commit path moves the queue, and the LMDB listing, only when
+# they change), and what is damaged (said when the head is read).
+NOT_STORED = ("_due_written", "_status_written", "damaged")
 
 # The setting that holds a request for an execution a worker is running (the runtime's
 # cancel, pause, delete, ...): this prefix and the execution's id.  It goes when the

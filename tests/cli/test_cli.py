@@ -3,35 +3,19 @@ the store_path fixture): the installed console script, run from a directory of i
 that holds the flows (not on PYTHONPATH), as a user runs it."""
 import json
 import os
-import shutil
 import socket
 import subprocess
 
 import pytest
 
 import engine
-from locations import SUPPORT
+from engine_cli import ENGINE, engine_cli
 from pgcluster import PASSWORD
-
-ENGINE = shutil.which("engine")
 
 
 @pytest.fixture
 def cli(tmp_path, store_path):
-    assert ENGINE, "the engine command is not installed (pip install -e .)"
-    work = tmp_path / "work"
-    work.mkdir()
-    shutil.copy(os.path.join(SUPPORT, "user_flows.py"), work / "cli_flows.py")
-    env = dict(os.environ, ENGINE_PATH=store_path, ENGINE_DURABILITY="async",
-               COLUMNS="100")
-    env.pop("PYTHONPATH", None)
-
-    def run(*args, expect=0):
-        proc = subprocess.run([ENGINE, *map(str, args)], env=env, capture_output=True,
-                              text=True, timeout=120, cwd=work)
-        assert proc.returncode == expect, (proc.stdout, proc.stderr)
-        return proc
-    return run
+    return engine_cli(tmp_path / "work", store_path, {"cli_flows.py": "user_flows.py"})
 
 
 def test_run_list_show_savepoints_inspect(cli):

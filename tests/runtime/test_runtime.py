@@ -2,11 +2,9 @@
 Real stores (each test runs on LMDB and on PostgreSQL: the store_path fixture), real
 subprocesses killed with SIGKILL, a real SQLite database and a real HTTP server on
 127.0.0.1."""
-import http.server
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import rt_flows
 from engine import Engine, Status
 from locations import SUPPORT
+from seed_example import UploadServer, make_database
 
 RUNNER = os.path.join(SUPPORT, "rt_run.py")
 
@@ -36,42 +35,17 @@ def effects(tmp_path):
 
 # --- the seed example, for real ------------------------------------------------------------
 
-class _Upload(http.server.BaseHTTPRequestHandler):
-    received = []
-    attempts = 0
-
-    def do_POST(self):
-        type(self).attempts += 1
-        body = self.rfile.read(int(self.headers["Content-Length"] or 0))
-        if type(self).attempts == 1:
-            self.send_response(500)            # the first upload fails
-            self.end_headers()
-            return
-        type(self).received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_the_seed_example_restored_from_outside_reads_once_and_uploads_once(tmp_path,
                                                                               store_path):
-    _Upload.received, _Upload.attempts = [], 0          # a fresh server for each store
     db = tmp_path / "data.sqlite"
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE data (id INTEGER, name TEXT)")
-    con.executemany("INSERT INTO data VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
-    con.commit()
-    con.close()
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Upload)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    make_database(db)
+    server = UploadServer()
     reads = tmp_path / "reads"
     try:
         with Engine(store_path, durability="sync") as eng:
             eng.add_connector("database", rt_flows.db_reader(str(db), str(reads)))
             eng.connector("remote-api")(
-                rt_flows.uploader(f"http://127.0.0.1:{server.server_port}"))
+                rt_flows.uploader(server.url))
             ex = eng.execute(rt_flows.seed_example)
             assert ex.status == Status.ENDED_ERROR
             assert "upload failed with HTTP 500" in ex.error
@@ -87,7 +61,7 @@ def test_the_seed_example_restored_from_outside_reads_once_and_uploads_once(tmp_
     finally:
         server.shutdown()
     assert reads.read_text().split() == ["read"]
-    assert _Upload.received == [[[1, "a"], [2, "b"], [3, "c"]]]
+    assert server.received == [[[1, "a"], [2, "b"], [3, "c"]]]
 
 
 # --- savepoints --------------------------------------------------------------------------------

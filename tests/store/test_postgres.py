@@ -102,11 +102,18 @@ def test_a_commit_writes_its_name_pins_chunks_and_due_time_all_at_once_or_not_at
     assert store.seq_of("e1", "here") == 1 and store.next_due() == 50.0
     for table in ("code", "code_users", "chunks", "savepoints"):
         assert rows(pg_url, schema, table) == 1, table
-    # a commit that fails (its seq is taken) leaves nothing of it behind
-    execution.update(last_seq=0, due=20.0)
-    with pytest.raises(psycopg.errors.UniqueViolation):
+    # a commit that fails (the server refuses its name: a trigger of the test's) leaves
+    # nothing of it behind
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE FUNCTION {schema}.refuse() RETURNS trigger AS $$ BEGIN "
+                     "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql")
+        conn.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON {schema}.names FOR EACH ROW "
+                     f"WHEN (NEW.name = 'there') EXECUTE FUNCTION {schema}.refuse()")
+    execution.update(due=20.0)
+    with pytest.raises(psycopg.errors.RaiseException):
         commit(store, execution, kind="explicit", name="there", value=big + [1])
     assert store.seq_of("e1", "there") is None and store.next_due() == 50.0
+    assert [m["seq"] for m in store.savepoints("e1")] == [1]
     assert rows(pg_url, schema, "chunks") == 1
     # retention "last" keeping the chunk the dropped savepoint had: still counted once
     execution = {"id": "e2", "status": "RUNNING", "due": None}
