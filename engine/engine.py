@@ -14,9 +14,14 @@ from engine.edit import edited_savepoint
 from engine.errors import CorruptSavepoint, EngineError, ExecutionNotFound
 from engine.inspect import changes, frame_views
 from engine.lifecycle import (apply_request, ask_runner, carry_out, check_transition,
-                              drop_request, new_execution, refuse_if_lost)
+                              drop_request, new_execution, receiver_waits, refuse_if_lost)
 from engine.lookup import execution_record, find_seq, resolve_execution, savepoint_record
 from engine.runner import Counters, Runner
+from engine.schedules import PREFIX as SCHEDULE_PREFIX
+from engine.schedules import Schedule, new_schedule
+from engine.schedules import check_name as check_schedule_name
+from engine.schedules import from_setting as schedule_of
+from engine.schedules import to_setting as schedule_setting
 from engine.store import CheckReport, Store, StoreProtocol, listing
 from engine.store.location import absolute
 from engine.types import (Change, Execution, ExecutionPage, FrameView, Savepoint,
@@ -35,10 +40,12 @@ class EngineRecipe:
     connectors: dict[str, Callable[..., Any]]
     trust: Any                                      # an engine._codec.Trust
     connector_module: str | None = None
+    connector_retries: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)
 
     def build(self) -> "Engine":
         eng = Engine(**self.settings)
         eng._runner.connectors.update(self.connectors)
+        eng._runner.connector_retries.update(self.connector_retries)
         _register(eng, self.connector_module)
         # the recipe's trust holds what register(eng) added where the recipe was made
         eng._runner.replace_trust(self.trust.copy())
@@ -107,15 +114,33 @@ class Engine:
         return self._store
 
     # -- registration --
-    def add_connector(self, name: str, func: _F) -> _F:
+    def add_connector(self, name: str, func: _F, *, retries: int = 0,
+                      backoff: float = 1.0) -> _F:
+        """this.connect(name, **kw) calls func(**kw).  ``retries``: how many times a
+        call that raised is tried again, after backoff * 2**n seconds (n = 0, 1, ...:
+        a durable sleep -- a worker that dies meanwhile leaves the retry to another);
+        each failed attempt is logged on the execution, and after the last the
+        exception reaches the flow."""
         if not callable(func):
             raise TypeError(f"connector {name!r} must be callable")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"connector {name!r}: retries must be an int >= 0, "
+                             f"not {retries!r}")
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or \
+                not 0 <= backoff < float("inf"):
+            raise ValueError(f"connector {name!r}: backoff must be a number of seconds "
+                             f">= 0, not {backoff!r}")
         self._runner.connectors[name] = func
+        if retries:
+            self._runner.connector_retries[name] = (retries, float(backoff))
+        else:
+            self._runner.connector_retries.pop(name, None)
         return func
 
-    def connector(self, name: str) -> Callable[[_F], _F]:
+    def connector(self, name: str, *, retries: int = 0,
+                  backoff: float = 1.0) -> Callable[[_F], _F]:
         def register(func: _F) -> _F:
-            return self.add_connector(name, func)
+            return self.add_connector(name, func, retries=retries, backoff=backoff)
         return register
 
     @property
@@ -145,18 +170,25 @@ class Engine:
                     "lease_seconds": self.lease_seconds, "concurrency": self.concurrency}
         module = connectors if connectors is None or isinstance(connectors, str) \
             else connectors.__name__
-        return EngineRecipe(settings, own, self._runner.trust.copy(), module)
+        return EngineRecipe(settings, own, self._runner.trust.copy(), module,
+                            dict(self._runner.connector_retries))
 
     # -- executions --
     def start(self, flow: Callable[..., Any] | str, inputs: Any = None, *,
-              name: str | None = None, savepoint_retention: str | None = None,
+              id: str | None = None, name: str | None = None,
+              savepoint_retention: str | None = None,
               parent: str | None = None) -> Execution:
         """A new QUEUED execution of ``flow``: a module-level function, or
         "package.module:function".  A function of the script being run (__main__) is
-        recorded by the module name other processes import it by, or refused."""
-        record = new_execution(self._store, flow, inputs, name=name,
-                               savepoint_retention=savepoint_retention, parent=parent)
-        self._runner.notify()               # a run() of this engine takes it at once
+        recorded by the module name other processes import it by, or refused.
+        ``id``: the caller's id for it (letters, digits, ``. _ : @ -``); if an
+        execution has that id already, that one is returned and nothing is started --
+        also when processes race to start it (idempotent start)."""
+        record, created = new_execution(self._store, flow, inputs, name=name,
+                                        savepoint_retention=savepoint_retention,
+                                        parent=parent, exec_id=id)
+        if created:
+            self._runner.notify()           # a run() of this engine takes it at once
         return Execution.from_record(record)
 
     def run(self, until: str = "idle", *, execution_id: str | None = None) -> None:
@@ -382,9 +414,9 @@ class Engine:
                     raise CorruptSavepoint(f"savepoint {seq} of execution {execution_id} "
                                            f"needs chunk {digest.hex()}, which is gone")
                 chunks[digest] = chunk
-        new = new_execution(self._store, source["flow"], source.get("inputs"),
-                            name=source.get("name"),
-                            savepoint_retention=source.get("retention"), queued=False)
+        new, _ = new_execution(self._store, source["flow"], source.get("inputs"),
+                               name=source.get("name"),
+                               savepoint_retention=source.get("retention"), queued=False)
         self._store.commit_savepoint(new, {k: meta[k] for k in
                                            ("kind", "name", "created_at", "line", "action",
                                             "command")}, record, codes, chunks)
@@ -392,6 +424,47 @@ class Engine:
         self._store.put_execution(new)            # on the run queue only now
         self._runner.notify()
         return self.get(new["id"])
+
+    def send(self, execution_id: str, topic: str, value: Any) -> None:
+        """A message to an execution, stored durably after the ones sent before it;
+        this.receive(topic) there returns it.  A receiver waiting for it is woken --
+        here, or made due for the process that holds it.  ExecutionNotFound for an
+        unknown execution, InvalidTransition (a ValueError) for one that has ended."""
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"send takes a topic that is a non-empty str, not {topic!r}")
+        execution_id = self._resolve(execution_id)
+        outcome = self._store.add_message(execution_id, topic, value,
+                                          lambda head: receiver_waits(head, topic))
+        if outcome == "missing":
+            raise ExecutionNotFound(f"no execution {execution_id}")
+        if outcome == "woke" and not self._runner.scheduler.wake(execution_id):
+            self._runner.notify()
+
+    # -- schedules (engine.schedules) --
+    def schedule(self, name: str, flow: Callable[..., Any] | str, *,
+                 every: float | None = None, cron: str | None = None,
+                 inputs: Any = None) -> Schedule:
+        """Start ``flow`` with ``inputs`` at each tick -- ``every`` seconds (>= 1), or
+        at the times of ``cron``, a 5-field cron expression in UTC -- once per tick
+        across every process and machine: a worker pool (eng.work, `engine worker`)
+        starts them.  The same name again replaces that schedule."""
+        schedule = new_schedule(name, flow, every, cron, inputs)
+        self._store.set_setting(*schedule_setting(schedule))
+        return schedule
+
+    def schedules(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        found = self._store.settings(SCHEDULE_PREFIX)
+        return [schedule_of(name, value) for name, value in sorted(found.items())]
+
+    def unschedule(self, name: str) -> None:
+        """Delete the schedule (the executions it started stay); KeyError if there is
+        none of that name."""
+        check_schedule_name(name)
+        key = SCHEDULE_PREFIX + name
+        if self._store.get_setting(key) is None:
+            raise KeyError(f"no schedule named {name!r}")
+        self._store.delete_setting(key)
 
     def delete(self, execution_id: str, *, wait: float | None = None) -> None:
         """Delete the execution and all its savepoints.  A running one is stopped first

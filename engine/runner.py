@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from engine import _codec, _flowapi, _frames
 from engine.errors import (FlowNotFound, InvalidTransition, SavepointError, StoreFull,
                            StoreUnavailable)
-from engine.flowapi import FlowAPI, Success, until_timeout
+from engine.flowapi import FlowAPI, Receiving, Retrying, Success, until_timeout
 from engine.flows import import_flow_module, load_flow
 from engine.leaving import Fail, Gone, Idle, Load, Lost, Park, Stop, Timeout
 from engine.metrics import Latencies
@@ -59,9 +59,12 @@ class Runner:
         self.sleep_max_seconds = sleep_max_seconds
         self.savepoint_retention = savepoint_retention
         self.connectors: dict[str, Any] = {}
+        # name -> (retries, backoff seconds) of the connectors tried again after a failure
+        self.connector_retries: dict[str, tuple[int, float]] = {}
         # the engine's own objects a savepoint may hold: not the runtime modules (a
         # record must never make the engine build an Engine, or anything else of ours)
-        self.trust = _codec.Trust([Success, Execution, Savepoint, _flowapi.Setting])
+        self.trust = _codec.Trust([Success, Receiving, Retrying, Execution, Savepoint,
+                                   _flowapi.Setting])
         self.trust_by_module: dict[str, Any] = {}   # trust_for's, shared by the runs
         self.owner = Owner.current("engine")
         self.holding = threading.Lock()
@@ -322,6 +325,14 @@ class Runner:
         with self.holding:
             return exec_id in self.running
 
+    def message_came(self, record):
+        """Whether the message a receiver waits for is in the store."""
+        topic = record.get("receiving")
+        if topic is None:
+            return False
+        after = (record.get("received") or {}).get(topic, 0)
+        return self.store.message(record["id"], topic, after) is not None
+
     def finish(self, run, exec_id=None, release=True):
         """The execution is no longer held here: forget it, release its lease."""
         if run is not None:
@@ -370,6 +381,7 @@ class Runner:
                 run.record.update(status=Status.WAITING.value,
                                   due=until_timeout(run.record, run.parked.wake_at))
                 run.store.put_execution(run.record)
+        run.due_if_message_came()
         run.parked = None
         self.finish(run)
         # a child that ended while it was held here woke it here only (write_end)
@@ -592,13 +604,18 @@ class Run:
     def _left(self, event):
         match event:
             case Park(wake_at=wake_at):
-                if wake_at is None:                  # WAITING for children, found there
-                    self._write_unless_done()
+                receiving = self.record.get("receiving") is not None
+                if wake_at is None or receiving:     # WAITING for children or a message,
+                    self._write_unless_done()        # found there by who wakes it
                 self.runner.scheduler.park(self, event)
-                if wake_at is None:                  # a child that ended meanwhile
+                if receiving:                        # a message sent meanwhile
+                    if self.runner.message_came(self.record):
+                        self.runner.scheduler.wake(self.execution_id)
+                elif wake_at is None:                # a child that ended meanwhile
                     self.runner.wake_if_children_ended(self)
             case Idle():
                 self._write_unless_done()            # WAITING, with its due time
+                self.due_if_message_came()
             case Timeout():
                 self.end(Status.ENDED_ERROR, error=TIMEOUT_ERROR)
             case Fail(message):
@@ -607,6 +624,13 @@ class Run:
                 self._requeue(self.record.get("due") or time.time())
             case Lost() | Gone():     # another worker has it now / ended elsewhere
                 pass                                 # nothing to write
+
+    def due_if_message_came(self):
+        """Just unloaded WAITING for a message: one sent before the store said so found
+        no receiver to wake -- due now, then."""
+        if self.runner.message_came(self.record):
+            self.record["due"] = time.time()
+            self._write_unless_done()
 
     def _write_unless_done(self):
         with self.lock:

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 
+from engine import schedules
 from engine.errors import StoreUnavailable, WorkerStartError
 from engine.store import Owner
 from engine.store.leases import this_host
@@ -67,11 +68,15 @@ def _worker_main(recipe, sys_path, log_level, index, supervisor, started):
     reporter = threading.Thread(target=_report, args=(eng, me, index, supervisor),
                                 daemon=True, name="engine-report")
     reporter.start()
+    ticker = threading.Thread(target=schedules.tick_until_stopped, args=(eng,),
+                              daemon=True, name="engine-schedules")
+    ticker.start()
     try:
         eng.run(until="stopped")
     finally:
         eng.stop()                  # after an error too: the reporter's loop ends
         reporter.join()
+        ticker.join()
         eng.store.delete_setting(me)
         eng.close()
         log.info("worker %d (pid %d) stopped", index, os.getpid())

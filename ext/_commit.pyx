@@ -144,9 +144,10 @@ cdef class SavepointLayout:
         return seal([fields, record, state], signer), seq, state
 
     cpdef apply(self, dict execution, list state):
-        """Write a savepoint's state into the execution dict."""
+        """Write a savepoint's state into the execution dict.  A savepoint of a store
+        from before a field was added carries fewer: the others stay as they are."""
         cdef Py_ssize_t i
-        for i in range(len(self.state_fields)):
+        for i in range(min(len(self.state_fields), len(state))):
             execution[self.state_fields[i]] = state[i]
 
 

@@ -1,7 +1,7 @@
 """The `engine` command (also `python -m engine`): run, inspect and steer executions and
 their savepoints from a terminal, through the public API only.
 
-    engine run FILE_OR_MODULE:FUNCTION [--input KEY=VALUE ...] [--inputs JSON]
+    engine run FILE_OR_MODULE:FUNCTION [--input KEY=VALUE ...] [--inputs JSON] [--id ID]
     engine ls [--status S] [--flow NAME] [--limit N]
     engine show ID
     engine logs ID [--follow]
@@ -13,6 +13,9 @@ their savepoints from a terminal, through the public API only.
     engine fork ID SAVEPOINT [--by name|id] [--set NAME=VALUE ...] [--run [--flows MODULE ...]]
     engine resume ID [--run [--flows MODULE ...]]
     engine delete|cancel|pause ID
+    engine send ID TOPIC JSON
+    engine schedule add NAME FILE_OR_MODULE:FUNCTION (--every SECONDS | --cron EXPR) [--inputs JSON]
+    engine schedule ls | engine schedule rm NAME
     engine worker -n N --flows MODULE_OR_FILE ... [--metrics-port PORT]
     engine stats
     engine config
@@ -36,7 +39,8 @@ from engine import Status, __version__
 from engine.errors import EngineError
 from engine.cli.commands import (EXIT_USAGE, CommandError, Interrupted, cmd_config,
                                  cmd_doctor, cmd_inspect, cmd_logs, cmd_ls, cmd_run,
-                                 cmd_savepoints, cmd_show, cmd_stats, cmd_worker, steer)
+                                 cmd_savepoints, cmd_schedule, cmd_send, cmd_show,
+                                 cmd_stats, cmd_worker, steer)
 from engine.cli.edit import cmd_diff, cmd_shell
 from engine.cli.setlocals import set_item
 from engine.cli.ui import cmd_ui
@@ -118,6 +122,8 @@ def parser():
     p.add_argument("--input", action="append", metavar="KEY=VALUE",
                    help="one input (VALUE is JSON, else a string); repeatable")
     p.add_argument("--inputs", metavar="JSON", help="all inputs as a JSON object")
+    p.add_argument("--id", help="the execution's id: if one has it already, nothing new "
+                   "is started (idempotent start)")
     p = command("ls", "list executions, newest first", cmd_ls, (common, listing))
     p.add_argument("--status", type=_status_name, help="only executions in this status")
     p.add_argument("--flow", help="only executions of this flow (module:function or part)")
@@ -176,6 +182,27 @@ def parser():
                        ("pause", "pause an execution until `engine resume`")):
         p = command(name, text, lambda a, n=name: steer(a, n))
         p.add_argument("id", help="execution id or a unique prefix")
+    p = command("send", "send a message to an execution (this.receive(TOPIC) there gets it)",
+                cmd_send)
+    p.add_argument("id", help="execution id or a unique prefix")
+    p.add_argument("topic")
+    p.add_argument("value", metavar="JSON", help="the message, as JSON")
+    p = command("schedule", "start a flow at each tick, once per tick across all workers "
+                "(a worker pool starts them)", cmd_schedule, ())
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                               parser_class=_Parser)
+    add = actions.add_parser("add", help="add or replace a schedule", parents=[common])
+    add.add_argument("name")
+    add.add_argument("flow", metavar="FILE_OR_MODULE:FUNCTION")
+    when = add.add_mutually_exclusive_group(required=True)
+    when.add_argument("--every", type=float, metavar="SECONDS", help="a tick every N s")
+    when.add_argument("--cron", metavar="EXPR",
+                      help='a 5-field cron expression in UTC, e.g. "*/5 * * * *"')
+    add.add_argument("--inputs", metavar="JSON", help="the flow's inputs, as JSON")
+    actions.add_parser("ls", help="list the schedules and their next tick",
+                       parents=[common, listing])
+    rm = actions.add_parser("rm", help="delete a schedule", parents=[common])
+    rm.add_argument("name")
     p = command("worker", "run a pool of worker processes on the store (Ctrl-C or SIGTERM "
                 "stops it cleanly)", cmd_worker)
     p.add_argument("-n", "--processes", type=_positive_int, default=2,

@@ -157,16 +157,27 @@ def _run_here(eng, exec_id, args, flows=()):
     return EXIT_FAILED if str(ex.status) == "ENDED_ERROR" else 0
 
 
-def cmd_run(args):
-    if ":" not in args.flow:
-        raise CommandError(f"flow {args.flow!r} must be FILE_OR_MODULE:FUNCTION")
-    target, _, function = args.flow.rpartition(":")
+def flow_argument(text):
+    """"FILE_OR_MODULE:FUNCTION" as a flow name, its module imported to check it."""
+    if ":" not in text:
+        raise CommandError(f"flow {text!r} must be FILE_OR_MODULE:FUNCTION")
+    target, _, function = text.rpartition(":")
     target, module = import_file_or_module(target)
     if not callable(getattr(module, function, None)):
         raise CommandError(f"{target} has no function {function!r}")
+    return f"{target}:{function}"
+
+
+def cmd_run(args):
+    flow = flow_argument(args.flow)
     inputs = _inputs(args)
     with open_engine(args, must_exist=False) as eng:
-        ex = eng.start(f"{target}:{function}", inputs)
+        if args.id is not None and eng.store.get_execution(args.id) is not None:
+            ex = eng.start(flow, inputs, id=args.id)          # checks the id
+            emit(args, execution_dict(ex), lambda d: f"{d['id']}  {d['status']}  "
+                 f"(started before: nothing new started)")
+            return 0
+        ex = eng.start(flow, inputs, id=args.id)
         return _run_here(eng, ex.id, args, args.flows or ())
 
 
@@ -290,6 +301,50 @@ def steer(args, action):
             return _run_here(eng, ex.id, args, args.flows or ())
         print(f"{ex.id}  {ex.status}")
         return 0
+
+
+def cmd_send(args):
+    try:
+        value = json.loads(args.value)
+    except ValueError as e:
+        raise CommandError(f"the message is not JSON: {e}") from None
+    with open_engine(args) as eng:
+        eng.send(args.id, args.topic, value)
+    return 0
+
+
+def cmd_schedule(args):
+    """engine schedule add|ls|rm."""
+    if args.action == "add":
+        flow = flow_argument(args.flow)
+        inputs = None
+        if args.inputs is not None:
+            try:
+                inputs = json.loads(args.inputs)
+            except ValueError as e:
+                raise CommandError(f"--inputs is not JSON: {e}") from None
+        with open_engine(args, must_exist=False) as eng:
+            eng.schedule(args.name, flow, every=args.every,
+                         cron=args.cron, inputs=inputs)
+        return 0
+    with open_engine(args) as eng:
+        if args.action == "rm":
+            eng.unschedule(args.name)
+            return 0
+        found = eng.schedules()
+        now = time.time()
+    rows = [{"name": s.name, "flow": s.flow, "every": s.every, "cron": s.cron,
+             "inputs": s.inputs, "next": iso(_moment(s.next_tick(now), args))}
+            for s in found]
+    emit(args, rows, lambda rows: table(rows, ["name", "flow", "every", "cron", "next",
+                                               "inputs"]))
+    return 0
+
+
+def _moment(unix, args):
+    import datetime
+    zone = datetime.timezone.utc if getattr(args, "utc", False) else None
+    return datetime.datetime.fromtimestamp(unix, zone)
 
 
 def cmd_worker(args):

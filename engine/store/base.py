@@ -86,6 +86,12 @@ class StoreProtocol(Protocol):
         in records.NOT_STORED are dropped from the dict."""
         ...
 
+    def add_execution(self, execution: ExecutionRecord) -> bool:
+        """put_execution, unless an execution with that id exists already: then nothing
+        is written.  Whether it was added (one transaction: of processes racing to add
+        one id, exactly one adds it)."""
+        ...
+
     def get_execution(self, exec_id: str) -> ExecutionRecord | None:
         """The execution's head -- its record with the state of its newest savepoint
         applied when that is newer -- or None if there is no such execution.  Never
@@ -151,6 +157,23 @@ class StoreProtocol(Protocol):
         """Delete the execution with all its savepoints and their names, its queue
         entry, lease and pending request, in one transaction; code and chunks nothing
         uses any more go too.  False if there was no such execution."""
+        ...
+
+    # -- messages (eng.send, this.receive) --
+    def add_message(self, exec_id: str, topic: str, value: Any,
+                    accept: Callable[[ExecutionRecord], bool],
+                    now: float | None = None) -> str:
+        """In one transaction: call ``accept(head)`` (it may raise: then nothing is
+        written), append the message after the execution's others, and if accept said
+        True make the execution due now (its receiver waits for this topic).  "missing"
+        (no such execution), "sent" or "woke".  Ordered with ``message``: a receiver
+        that looks for messages after committing that it waits is either seen waiting
+        here or sees this message."""
+        ...
+
+    def message(self, exec_id: str, topic: str, after: int = 0) -> tuple[int, Any] | None:
+        """(n, value) of the execution's oldest message on ``topic`` numbered above
+        ``after`` (messages are numbered 1, 2, ... in the order sent), or None."""
         ...
 
     # -- savepoints --

@@ -27,7 +27,8 @@ from engine.errors import CorruptSavepoint, SavepointError
 from engine.store import check as store_check, lmdbclaims, lmdbfile, lmdblisting, records
 from engine.store.base import StoreProtocol, retention_error
 from engine.store.lmdbtables import (DATABASES, U64, Tables, code_user_key, due_key,
-                                     exec_code_key, exec_key, id_of, name_key,
+                                     exec_code_key, exec_key, id_of, message_key,
+                                     name_key,
                                      savepoint_key, shown, signal_key, with_prefix)
 
 FORMAT = 2                   # 2: every value signed (engine.signing); 1 had checksums
@@ -281,6 +282,16 @@ class LmdbStore(StoreProtocol):
     def put_execution(self, execution):
         self._write(lambda txn: self.tables.put_execution(txn, execution))
 
+    def add_execution(self, execution):
+        def work(txn):
+            exec_id = execution["id"]
+            if txn.get(exec_key(exec_id), db=self.db["executions"]) is not None or \
+                    self.tables.newest_savepoint(txn, exec_id) is not None:
+                return False
+            self.tables.put_execution(txn, execution)
+            return True
+        return self._write(work)
+
     def get_execution(self, exec_id):
         return self._read(lambda txn: self.tables.head(txn, exec_id))
 
@@ -320,6 +331,49 @@ class LmdbStore(StoreProtocol):
             txn.delete(signal_key(exec_id), db=self.db["settings"])
             return "done", head
         return self._write(work)
+
+    # -- messages --
+    def add_message(self, exec_id, topic, value, accept, now=None):
+        now = time.time() if now is None else now
+        sealed = self.tables.seal([topic, value, now])
+
+        def work(txn):
+            head = self.tables.head(txn, exec_id)
+            if head is None:
+                return "missing"
+            wake = accept(head)                 # raises for an ended one: nothing written
+            prefix = exec_key(exec_id) + b"\0"
+            cursor = txn.cursor(db=self.db["messages"])
+            # the execution's newest message: the entry before the first key past them
+            found = cursor.prev() if cursor.set_range(prefix + b"\xff" * 8) \
+                else cursor.last()
+            last = 0
+            if found and bytes(cursor.key()).startswith(prefix):
+                last = U64.unpack(bytes(cursor.key())[len(prefix):])[0]
+            txn.put(message_key(exec_id, last + 1), sealed, db=self.db["messages"])
+            if wake:
+                head["due"] = now
+                self.tables.put_execution(txn, head)
+                return "woke"
+            return "sent"
+        return self._write(work)
+
+    def message(self, exec_id, topic, after=0):
+        prefix = exec_key(exec_id) + b"\0"
+
+        def scan(txn):
+            cursor = txn.cursor(db=self.db["messages"])
+            if not cursor.set_range(message_key(exec_id, after + 1)):
+                return None
+            for key, raw in cursor:
+                if not key.startswith(prefix):
+                    return None
+                n = U64.unpack(bytes(key)[len(prefix):])[0]
+                found = self.tables.unseal(raw, f"message {n} of execution {exec_id}")
+                if found[0] == topic:
+                    return n, found[1]
+            return None
+        return self._read(scan)
 
     def delete_unless_leased(self, exec_id, now=None):
         now = time.time() if now is None else now
@@ -375,8 +429,9 @@ class LmdbStore(StoreProtocol):
             for digest in meta.get("chunks") or ():
                 self.tables.unref_chunk(txn, digest)
             txn.delete(key, db=self.db["savepoints"])
-        for key, _ in with_prefix(txn, self.db["names"], prefix):
-            txn.delete(key, db=self.db["names"])
+        for name in ("names", "messages"):
+            for key, _ in with_prefix(txn, self.db[name], prefix):
+                txn.delete(key, db=self.db[name])
         self._unpin(txn, exec_id)
         self.tables.drop_lease(txn, exec_id, requeue=False)
         self.tables.schedule(txn, exec_id, None)

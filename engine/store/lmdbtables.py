@@ -45,7 +45,7 @@ from engine.store.leases import Lease, Owner
 
 DATABASES = ("executions", "savepoints", "names", "code", "code_users", "exec_codes",
              "chunks", "chunk_refs", "queue", "due", "leases", "lease_owners",
-             "lease_expiry", "held", "settings", "meta") + lmdblisting.DATABASES
+             "lease_expiry", "held", "settings", "meta", "messages") + lmdblisting.DATABASES
 U64 = struct.Struct(">Q")
 _OWNER = struct.Struct(">36sIQ")          # host (NUL-padded), pid, start (or NO_START)
 OWNER_KEY_SIZE = _OWNER.size
@@ -59,6 +59,10 @@ def exec_key(exec_id):
 
 def savepoint_key(exec_id, seq):
     return exec_id.encode() + b"\0" + U64.pack(seq)
+
+
+def message_key(exec_id, n):
+    return exec_id.encode() + b"\0" + U64.pack(n)
 
 
 def name_key(exec_id, name):

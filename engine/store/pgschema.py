@@ -5,6 +5,8 @@ store of an older format up to this one.
     format 2   the triggers that wake idle workers (WORK_DUE): an execution put on the run
                queue, or freed of its lease while queued, NOTIFYs the store's channel
                with the time it is due from (engine/store/pglisten.py listens)
+    format 3   messages: what eng.send stored for an execution (MESSAGES), numbered
+               in the order sent
 
 prepare() opens a store at FORMAT: it makes a new one (the tables, then every migration:
 a new store is exactly a migrated one), brings an older one up to FORMAT, and refuses a
@@ -20,7 +22,7 @@ from psycopg import sql
 from engine.errors import SavepointError
 from engine.store import pgconnect
 
-FORMAT = 2                   # of the PostgreSQL schema; a newer one is refused
+FORMAT = 3                   # of the PostgreSQL schema; a newer one is refused
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
@@ -77,6 +79,12 @@ CREATE TRIGGER work_due AFTER DELETE ON {schema}.leases
 """
 
 
+MESSAGES = """
+CREATE TABLE IF NOT EXISTS {table} (exec_id text COLLATE "C" NOT NULL, n bigint NOT NULL,
+    topic text COLLATE "C" NOT NULL, value bytea NOT NULL, PRIMARY KEY (exec_id, n));
+"""
+
+
 def channel(schema):
     """The NOTIFY channel of the store in ``schema`` (at most 63 bytes, as PostgreSQL's
     names are)."""
@@ -92,8 +100,12 @@ def _work_due(conn, schema):
                                           channel=sql.Literal(channel(schema))))
 
 
+def _messages(conn, schema):
+    conn.execute(sql.SQL(MESSAGES).format(table=sql.Identifier(schema, "messages")))
+
+
 # format N -> N + 1, run in the transaction that then writes format N + 1
-MIGRATIONS = {1: _work_due}
+MIGRATIONS = {1: _work_due, 2: _messages}
 
 
 def prepare(url, schema, shown):

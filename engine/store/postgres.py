@@ -219,12 +219,15 @@ class PostgresStore(StoreProtocol):
             return tables.damaged_head(exec_id, raw, latest)
         return head
 
-    def _put_execution(self, conn, execution):
+    def _sealed(self, execution):
+        """(id, sealed record) of an execution about to be written, its version new."""
         execution["version"] = _commit.version_after(execution)
         for note in records.NOT_STORED:
             execution.pop(note, None)
-        exec_id = execution["id"]
-        sealed = self.tables.seal(execution)
+        return execution["id"], self.tables.seal(execution)
+
+    def _put_execution(self, conn, execution):
+        exec_id, sealed = self._sealed(execution)
         # a COMMIT lost on the way counts as made if this record (its version is new) is there
         self._pool.written_if("SELECT record FROM executions WHERE id = %s", (exec_id,),
                               sealed)
@@ -248,6 +251,20 @@ class PostgresStore(StoreProtocol):
     def put_execution(self, execution):
         with self._transaction() as conn:
             self._put_execution(conn, execution)
+
+    @_retried
+    def add_execution(self, execution):
+        exec_id, sealed = self._sealed(execution)
+        with self._transaction() as conn:
+            # the row lock of a racing INSERT makes this wait for it, then add nothing;
+            # a retry after a lost COMMIT finds its own record (True: it was added)
+            if conn.execute("INSERT INTO executions VALUES (%s, %s) ON CONFLICT (id) DO "
+                            "NOTHING", (exec_id, sealed)).rowcount == 0:
+                row = conn.execute("SELECT record FROM executions WHERE id = %s",
+                                   (exec_id,)).fetchone()
+                return row is not None and bytes(row[0]) == sealed
+            self._schedule(conn, exec_id, execution.get("due"))
+        return True
 
     @_retried
     def get_execution(self, exec_id):
@@ -292,6 +309,40 @@ class PostgresStore(StoreProtocol):
                          (records.SIGNAL_PREFIX + exec_id,))
             return "done", head
 
+    # -- messages --
+    @_retried
+    def add_message(self, exec_id, topic, value, accept, now=None):
+        now = time.time() if now is None else now
+        sealed = self.tables.seal([topic, value, now])
+        with self._transaction() as conn:
+            # the row lock orders this with a receiver's look (message): either it sees
+            # this message, or this sees it waiting and wakes it
+            head = self._head(exec_id, *self._execution_row(conn, exec_id, lock=True))
+            if head is None:
+                return "missing"
+            wake = accept(head)                 # raises for an ended one: nothing written
+            conn.execute("INSERT INTO messages SELECT %s, coalesce(max(n), 0) + 1, %s, %s "
+                         "FROM messages WHERE exec_id = %s",
+                         (exec_id, topic, sealed, exec_id))
+            if not wake:
+                return "sent"
+            head["due"] = now
+            self._put_execution(conn, head)
+        return "woke"
+
+    @_retried
+    def message(self, exec_id, topic, after=0):
+        with self._transaction() as conn:
+            # waits for a send in progress (add_message): see there
+            conn.execute("SELECT 1 FROM executions WHERE id = %s FOR SHARE", (exec_id,))
+            row = conn.execute("SELECT n, value FROM messages WHERE exec_id = %s AND "
+                               "topic = %s AND n > %s ORDER BY n LIMIT 1",
+                               (exec_id, topic, after)).fetchone()
+        if row is None:
+            return None
+        n, raw = row
+        return n, self.tables.unseal(bytes(raw), f"message {n} of execution {exec_id}")[1]
+
     @_retried
     def delete_unless_leased(self, exec_id, now=None):
         now = time.time() if now is None else now
@@ -323,6 +374,7 @@ class PostgresStore(StoreProtocol):
             unused += meta.get("chunks") or ()
         self._unref_chunks(conn, unused)                # all at once: in one order
         conn.execute("DELETE FROM names WHERE exec_id = %s", (exec_id,))
+        conn.execute("DELETE FROM messages WHERE exec_id = %s", (exec_id,))
         digests = [r[0] for r in conn.execute(
             "DELETE FROM code_users WHERE exec_id = %s RETURNING digest", (exec_id,))]
         if digests:

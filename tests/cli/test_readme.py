@@ -17,11 +17,12 @@ def terminal_block(heading):
     return re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
 
 
-def test_the_readme_terminal_tour_runs(tmp_path, store_path):
+def run_block(tmp_path, store_path, *headings):
+    """Each command of these sections' bash blocks, run by bash in a copy of examples/:
+    (the commands, {index: exit status}, the output)."""
     shutil.copytree(os.path.join(ROOT, "examples"), tmp_path / "examples")
     script = ["set -u"]
-    lines = terminal_block("## From a terminal") + \
-        terminal_block("## Changing a savepoint's state")
+    lines = [line for heading in headings for line in terminal_block(heading)]
     commands = [line.split("  #")[0].strip() for line in lines if line.strip()]
     for n, command in enumerate(commands):
         if command.startswith("engine worker"):
@@ -35,6 +36,12 @@ def test_the_readme_terminal_tour_runs(tmp_path, store_path):
     assert "Traceback" not in out, out
     codes = dict(re.findall(r"^::(\d+) exit (\d+)$", proc.stdout, re.M))
     assert len(codes) == len(commands), out
+    return commands, codes, proc, out
+
+
+def test_the_readme_terminal_tour_runs(tmp_path, store_path):
+    commands, codes, proc, out = run_block(tmp_path, store_path, "## From a terminal",
+                                           "## Changing a savepoint's state")
     for n, command in enumerate(commands):
         expected = "1" if "fail=true" in command else "124" if "worker" in command else "0"
         assert codes[str(n)] == expected, (command, out)
@@ -43,3 +50,15 @@ def test_the_readme_terminal_tour_runs(tmp_path, store_path):
     assert "uploaded 3 rows for bob" in proc.stdout and "edit of 2" in proc.stdout
     assert "uploaded 3 rows for eve" in proc.stdout
     assert "saved as savepoint" in proc.stdout and "'edit of 2'" in proc.stdout
+
+
+def test_the_readme_messages_ids_retries_and_schedules_run(tmp_path, store_path):
+    commands, codes, proc, out = run_block(tmp_path, store_path,
+                                           "## Reaching a running execution")
+    for n, command in enumerate(commands):
+        expected = "124" if "worker" in command else "0"
+        assert codes[str(n)] == expected, (command, out)
+    assert "nothing new started" in proc.stdout
+    assert "ENDED_SUCCESS" in proc.stdout and "'approved_by': 'ann'" in proc.stdout
+    assert "attempt 1 of 4 failed: ConnectionError" in proc.stdout
+    assert proc.stdout.count("heartbeat@") >= 2

@@ -24,7 +24,15 @@ def format_1(url):
                      "DROP TRIGGER work_due ON savepoint_engine.leases; "
                      "DROP FUNCTION savepoint_engine.queue_work_due(); "
                      "DROP FUNCTION savepoint_engine.lease_work_due(); "
+                     "DROP TABLE savepoint_engine.messages; "
                      "UPDATE savepoint_engine.meta SET value = '1' WHERE name = 'format'")
+
+
+def format_2(url):
+    """Make the store at ``url`` what format 2 was: no messages table."""
+    with psycopg.connect(url) as conn:
+        conn.execute("DROP TABLE savepoint_engine.messages; "
+                     "UPDATE savepoint_engine.meta SET value = '2' WHERE name = 'format'")
 
 
 def schema_state(url):
@@ -50,12 +58,22 @@ def test_a_format_1_store_is_upgraded_when_opened_and_works(pg_url):
     format_1(pg_url)
     assert schema_state(pg_url) == (1, [])
     with PostgresStore(pg_url) as store, PostgresStore(pg_url) as other:
-        assert schema_state(pg_url) == (2, ["leases", "queue"])
+        assert schema_state(pg_url) == (pgschema.FORMAT, ["leases", "queue"])
         assert store.get_execution("old")["due"] == 50.0
         told = []
         store.on_work(told.append)
         other.put_execution({"id": "new", "status": "QUEUED", "due": 60.0})
         assert wait_for(lambda: told == [60.0])
+
+
+def test_a_format_2_store_gets_its_messages_table_when_opened(pg_url):
+    with PostgresStore(pg_url) as store:
+        store.put_execution({"id": "old", "status": "WAITING", "due": None})
+    format_2(pg_url)
+    with PostgresStore(pg_url) as store:
+        assert schema_state(pg_url)[0] == pgschema.FORMAT == 3
+        assert store.add_message("old", "t", "hello", lambda head: False) == "sent"
+        assert store.message("old", "t") == (1, "hello")
 
 
 def test_processes_opening_a_format_1_store_at_once_upgrade_it_once(pg_url):
@@ -76,7 +94,7 @@ def test_processes_opening_a_format_1_store_at_once_upgrade_it_once(pg_url):
     for thread in threads:
         thread.join()
     assert failures == [] and opened == [None] * 6
-    assert schema_state(pg_url) == (2, ["leases", "queue"])
+    assert schema_state(pg_url) == (pgschema.FORMAT, ["leases", "queue"])
 
 
 @pytest.fixture
@@ -89,7 +107,7 @@ def newer(pg_url):
 
 
 def test_a_newer_store_is_refused_by_the_engine(newer):
-    with pytest.raises(SavepointError, match=r"format 99; this engine reads format 2 "
+    with pytest.raises(SavepointError, match=r"format 99; this engine reads format 3 "
                                              r"\(it is newer: upgrade the engine\)"):
         Engine(newer)
     assert schema_state(newer) == (99, ["leases", "queue"])        # left as it was

@@ -392,6 +392,7 @@ def test_the_runtime_writes_the_execution_fields_and_no_other(tmp_path):
     names, after starts, children, sleeps, timeouts, logs, outputs, load_dump, pause,
     resume, restore, fork and cancel."""
     import lifecycle_flows
+    import message_flows
     import rt_flows
     from engine import Engine
     from engine.store import records
@@ -408,6 +409,10 @@ def test_the_runtime_writes_the_execution_fields_and_no_other(tmp_path):
         eng.restore(sleeper, 1)
         eng.cancel(sleeper)
         eng.pause(eng.start(lifecycle_flows.sleeps, {"seconds": 1}).id)
+        receiver = eng.start(message_flows.approval).id
+        eng.run()                                  # waits for its message, unloaded
+        eng.send(receiver, "approval", 1)
+        eng.run()
         with Store(path, durability="async") as store, store.env.begin() as txn:
             fields = set()
             for key, raw in txn.cursor(db=store.db["executions"]):
