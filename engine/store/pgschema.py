@@ -5,6 +5,11 @@ store of an older format up to this one.
     format 2   the triggers that wake idle workers (WORK_DUE): an execution put on the run
                queue, or freed of its lease while queued, NOTIFYs the store's channel
                with the time it is due from (engine/store/pglisten.py listens)
+    format 3   the listing's columns of executions (LISTING): status, flow, created_at,
+               parent -- plain copies of what the sealed record and the newest savepoint
+               say, written with them -- and the indexes the Savepoints page lists by.
+               A row the migration added them to has status NULL until the store, which
+               holds the key to read its head, fills them in (PostgresStore at open)
 
 prepare() opens a store at FORMAT: it makes a new one (the tables, then every migration:
 a new store is exactly a migrated one), brings an older one up to FORMAT, and refuses a
@@ -20,7 +25,7 @@ from psycopg import sql
 from engine.errors import SavepointError
 from engine.store import pgconnect
 
-FORMAT = 2                   # of the PostgreSQL schema; a newer one is refused
+FORMAT = 3                   # of the PostgreSQL schema; a newer one is refused
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
@@ -92,8 +97,26 @@ def _work_due(conn, schema):
                                           channel=sql.Literal(channel(schema))))
 
 
+# status '' is a record without a status (listed, not counted); NULL: not listed yet.
+# created_at 0 is a record that lost it (listing.newest_first: the oldest)
+LISTING = """
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS status text COLLATE "C",
+    ADD COLUMN IF NOT EXISTS flow text COLLATE "C" NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS created_at double precision NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS parent text COLLATE "C";
+CREATE INDEX IF NOT EXISTS executions_newest ON {table} (created_at, id);
+CREATE INDEX IF NOT EXISTS executions_by_status ON {table} (status, created_at, id);
+CREATE INDEX IF NOT EXISTS executions_children ON {table} (parent, created_at, id)
+    WHERE parent IS NOT NULL;
+"""
+
+
+def _listing_columns(conn, schema):
+    conn.execute(sql.SQL(LISTING).format(table=sql.Identifier(schema, "executions")))
+
+
 # format N -> N + 1, run in the transaction that then writes format N + 1
-MIGRATIONS = {1: _work_due}
+MIGRATIONS = {1: _work_due, 2: _listing_columns}
 
 
 def prepare(url, schema, shown):
