@@ -38,7 +38,9 @@ def relist_statement(execution):
 
 
 def page(conn, status=None, flow=None, offset=0, limit=50):
-    """(ids of the page, newest first, how many match in all)."""
+    """(ids of the page, newest first, how many match in all).  Without a flow filter
+    the total comes from the counts (as LMDB's: a record without a status is listed,
+    not counted)."""
     listing.check_page(status, offset, limit)
     where, params = ["status IS NOT NULL"], {"offset": offset, "limit": limit}
     if status is not None:
@@ -48,22 +50,26 @@ def page(conn, status=None, flow=None, offset=0, limit=50):
         where.append(_FLOW_MATCHES)
         params["flow"] = flow
     condition = " WHERE " + " AND ".join(where)
-    total = conn.execute("SELECT count(*) FROM executions" + condition,
-                         params).fetchone()[0]
+    if flow is not None:
+        total = conn.execute("SELECT count(*) FROM executions" + condition,
+                             params).fetchone()[0]
+    elif status is not None:
+        total = counts(conn, (status,))[status]
+    else:
+        total = sum(counts(conn).values())
     ids = [r[0] for r in conn.execute(
         "SELECT id FROM executions" + condition + _NEWEST_FIRST +
         " LIMIT %(limit)s OFFSET %(offset)s", params)]
     return ids, total
 
 
-def counts(conn):
-    """{status: how many executions have it}, every status (zeros too)."""
-    out = dict.fromkeys(records.STATUSES, 0)
-    for status, count in conn.execute("SELECT status, count(*) FROM executions WHERE "
-                                      "status IS NOT NULL GROUP BY status"):
-        if status in out:
-            out[status] = count
-    return out
+def counts(conn, statuses=records.STATUSES):
+    """{status: how many executions have it} of each of ``statuses`` (zeros too).  A
+    count a status: an index-only scan of its part of executions_by_status (a scan of
+    the whole table, which GROUP BY takes, reads every record's bytes)."""
+    return dict(conn.execute(
+        "SELECT s, (SELECT count(*) FROM executions WHERE status = s) FROM "
+        "unnest(%s::text[]) AS s", (list(statuses),)).fetchall())
 
 
 def children(conn, parent):
