@@ -59,14 +59,20 @@ def new_execution(n, rng, parents):
             "parent": rng.choice(parents) if parents and rng.random() < 0.3 else None}
 
 
+def put_executions(store, count, rng):
+    """``count`` new executions, some started by others, stored; their dicts."""
+    live = []
+    for n in range(count):
+        execution = new_execution(n, rng, [e["id"] for e in live])
+        store.put_execution(execution)
+        live.append(execution)
+    return live
+
+
 def test_pages_counts_and_children_follow_every_kind_of_write(store_path):
     rng = random.Random(15)
     with Store(store_path, durability="async") as store:
-        live = []
-        for n in range(60):
-            execution = new_execution(n, rng, [e["id"] for e in live])
-            store.put_execution(execution)
-            live.append(execution)
+        live = put_executions(store, 60, rng)
         for step in range(150):
             execution = rng.choice(live)
             action = rng.random()
@@ -185,13 +191,8 @@ def test_engine_doctor_finds_and_rebuilds_a_listing_out_of_step(tmp_path):
 
 
 def test_a_postgres_store_of_format_2_gets_its_listing_columns_filled_in_when_opened(pg_url):
-    rng = random.Random(9)
     with Store(pg_url, durability="async") as store:
-        live = []
-        for n in range(30):
-            execution = new_execution(n, rng, [e["id"] for e in live])
-            store.put_execution(execution)
-            live.append(execution)
+        live = put_executions(store, 30, random.Random(9))
         for execution in live[::3]:           # the status only a savepoint carries
             execution["status"] = "WAITING"
             store_records.commit(store, execution)
