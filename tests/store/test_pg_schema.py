@@ -18,12 +18,14 @@ from waiting import wait_for
 
 def format_1(url):
     """Make the store at ``url`` what format 1 was: its triggers and their functions
-    gone, format 1 in meta (its data stays)."""
+    gone, and the listing's columns, format 1 in meta (its data stays)."""
     with psycopg.connect(url) as conn:
         conn.execute("DROP TRIGGER work_due ON savepoint_engine.queue; "
                      "DROP TRIGGER work_due ON savepoint_engine.leases; "
                      "DROP FUNCTION savepoint_engine.queue_work_due(); "
                      "DROP FUNCTION savepoint_engine.lease_work_due(); "
+                     "ALTER TABLE savepoint_engine.executions DROP COLUMN status, "
+                     "DROP COLUMN flow, DROP COLUMN created_at, DROP COLUMN parent; "
                      "UPDATE savepoint_engine.meta SET value = '1' WHERE name = 'format'")
 
 
@@ -50,8 +52,9 @@ def test_a_format_1_store_is_upgraded_when_opened_and_works(pg_url):
     format_1(pg_url)
     assert schema_state(pg_url) == (1, [])
     with PostgresStore(pg_url) as store, PostgresStore(pg_url) as other:
-        assert schema_state(pg_url) == (2, ["leases", "queue"])
+        assert schema_state(pg_url) == (pgschema.FORMAT, ["leases", "queue"])
         assert store.get_execution("old")["due"] == 50.0
+        assert store.status_counts()["QUEUED"] == 1
         told = []
         store.on_work(told.append)
         other.put_execution({"id": "new", "status": "QUEUED", "due": 60.0})
@@ -76,7 +79,7 @@ def test_processes_opening_a_format_1_store_at_once_upgrade_it_once(pg_url):
     for thread in threads:
         thread.join()
     assert failures == [] and opened == [None] * 6
-    assert schema_state(pg_url) == (2, ["leases", "queue"])
+    assert schema_state(pg_url) == (pgschema.FORMAT, ["leases", "queue"])
 
 
 @pytest.fixture
@@ -89,8 +92,9 @@ def newer(pg_url):
 
 
 def test_a_newer_store_is_refused_by_the_engine(newer):
-    with pytest.raises(SavepointError, match=r"format 99; this engine reads format 2 "
-                                             r"\(it is newer: upgrade the engine\)"):
+    with pytest.raises(SavepointError, match=rf"format 99; this engine reads format "
+                                             rf"{pgschema.FORMAT} \(it is newer: upgrade "
+                                             rf"the engine\)"):
         Engine(newer)
     assert schema_state(newer) == (99, ["leases", "queue"])        # left as it was
 
