@@ -64,12 +64,14 @@ def page(conn, status=None, flow=None, offset=0, limit=50):
 
 
 def counts(conn, statuses=records.STATUSES):
-    """{status: how many executions have it} of each of ``statuses`` (zeros too).  A
-    count a status: an index-only scan of its part of executions_by_status (a scan of
-    the whole table, which GROUP BY takes, reads every record's bytes)."""
-    return dict(conn.execute(
-        "SELECT s, (SELECT count(*) FROM executions WHERE status = s) FROM "
-        "unnest(%s::text[]) AS s", (list(statuses),)).fetchall())
+    """{status: how many executions have it} of each of ``statuses`` (zeros too), from
+    status_counts (pgschema.LISTING: a few rows a status)."""
+    out = dict.fromkeys(statuses, 0)
+    for status, count in conn.execute("SELECT status, sum(n)::bigint FROM status_counts "
+                                      "WHERE status = ANY(%s) GROUP BY status",
+                                      (list(statuses),)):
+        out[status] = count
+    return out
 
 
 def children(conn, parent):
@@ -97,11 +99,22 @@ def unlisted(conn):
                                        "ORDER BY id")]
 
 
+COUNT_ALL = ("DELETE FROM status_counts; INSERT INTO status_counts SELECT status, 0, "
+             "count(*) FROM executions WHERE status <> '' GROUP BY status")
+
+
 def out_of_step(conn, heads):
-    """[(execution id, what is wrong)]: the rows whose listing columns differ from what
-    their heads ({id: head}) say (a damaged execution's are not compared: its last
-    intact write made them)."""
+    """[(execution id or None, what is wrong)]: the rows whose listing columns differ
+    from what their heads ({id: head}) say (a damaged execution's are not compared: its
+    last intact write made them), and counts that differ from the columns (None)."""
     found = []
+    stored = {s: n for s, n in conn.execute(
+        "SELECT status, sum(n)::bigint FROM status_counts GROUP BY status") if n}
+    made = dict(conn.execute("SELECT status, count(*) FROM executions WHERE status <> '' "
+                             "GROUP BY status").fetchall())
+    if stored != made:
+        found.append((None, f"the counts by status {stored} differ from the executions' "
+                            f"statuses {made}"))
     for exec_id, *stored in conn.execute("SELECT id, status, flow, created_at, parent "
                                          "FROM executions ORDER BY id"):
         head = heads.get(exec_id)

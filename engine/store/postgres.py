@@ -755,12 +755,16 @@ class PostgresStore(StoreProtocol):
                                          "problem": str(e), "repair": None,
                                          "repaired": False})
             heads = {head["id"]: head for head in self._heads(conn)}
-            for exec_id, text in pglisting.out_of_step(conn, heads):
-                if repair:
+            wrong = pglisting.out_of_step(conn, heads)
+            for exec_id, text in wrong:
+                if repair and exec_id is not None:
                     conn.execute(*pglisting.relist_statement(heads[exec_id]))
-                problems.append({"db": "listing", "key": exec_id, "execution": exec_id,
-                                 "problem": text, "repair": "write the listing columns "
-                                 "from its head", "repaired": repair})
+                problems.append({"db": "listing", "key": exec_id or "counts",
+                                 "execution": exec_id, "problem": text,
+                                 "repair": "write the listing columns from the heads and "
+                                 "count them again", "repaired": repair})
+            if repair and wrong:
+                conn.execute(pglisting.COUNT_ALL)
         return {"checked": checked, "problems": problems}
 
 

@@ -200,8 +200,7 @@ def test_a_postgres_store_of_format_2_gets_its_listing_columns_filled_in_when_op
         assert store.status_counts()["WAITING"] == 10
     with psycopg.connect(pg_url, autocommit=True) as conn:   # as a store of before them
         conn.execute("SET search_path = savepoint_engine")
-        conn.execute("ALTER TABLE executions DROP COLUMN status, DROP COLUMN flow, "
-                     "DROP COLUMN created_at, DROP COLUMN parent")
+        conn.execute(store_records.PG_WITHOUT_LISTING)
         conn.execute("UPDATE meta SET value = '2' WHERE name = 'format'")
     with Store(pg_url, durability="async") as store:
         assert listed_pages(store, None, None, 8) == expected
