@@ -5,8 +5,10 @@ the plain columns of ``executions`` (status, flow, created_at, parent: pgschema.
 
 The columns are copies of what the execution's head says: PostgresStore writes them with
 every record it puts, and with a savepoint whose status differs from the one it last
-wrote.  Every function here runs on a connection it is given and reads no sealed value
-(PostgresStore turns the ids into heads).
+wrote.  The counts by status are a table of their own (status_counts), which a trigger
+keeps in step with the status column: a count is a few rows, not a scan.  Every function
+here runs on a connection it is given and reads no sealed value (PostgresStore turns the
+ids into heads).
 """
 from engine.store import listing, records
 

@@ -17,6 +17,7 @@ they sort as the LMDB keys do):
     leases      exec_id -> owner, expires  owner: pid, start (-1: unknown), boot (its
                                            host: leases.this_host), label
     settings    name -> value              sealed
+    status_counts  (status, shard) -> n    executions of each status (kept by a trigger)
 
 The run queue is ``queue`` minus the leased executions: a leased one with a due time
 stays in ``queue`` and only its owner claims it (LMDB's ``held``).  Claims lock queue
