@@ -32,7 +32,6 @@ baseline measured in the same run.
 
 Targets: call_sync_ratio <= 1.3; call_async_ratio <= 1.3; scaling_1_to_4 >= 3.
 """
-import importlib.util
 import json
 import os
 import signal
@@ -70,15 +69,6 @@ SECRET = "bench_postgres signing key"   # every process of the benchmark shares 
 
 TARGETS = {"call_sync_ratio": "<= 1.3", "call_async_ratio": "<= 1.3",
            "scaling_1_to_4": ">= 3"}
-
-
-def pgcluster():
-    """tests/support/pgcluster.py, imported by its path (it is the tests' harness)."""
-    spec = importlib.util.spec_from_file_location(
-        "pgcluster", os.path.join(ROOT, "tests", "support", "pgcluster.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- call cost beside a bare commit -------------------------------------------------------
@@ -233,7 +223,7 @@ def scaling(cluster, size):
 def measure(size, parts, args):
     """The parts asked for, on a cluster of their own."""
     os.environ["ENGINE_SECRET_KEY"] = SECRET
-    cluster = pgcluster().Cluster(fsync=True)
+    cluster = benchkit.pgcluster().Cluster(fsync=True)
     try:
         return benchkit.run_parts(parts, (("call", call_costs), ("claim", claims),
                                           ("scaling", scaling)), cluster, size)

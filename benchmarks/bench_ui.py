@@ -7,11 +7,15 @@ reading all 10,000 savepoints' metadata.
 
     python benchmarks/bench_ui.py            # table
     python benchmarks/bench_ui.py --json     # {"list_ms": ..., "savepoints_ms": ..., ...}
+    python benchmarks/bench_ui.py --store postgres   # the same on a PostgreSQL store, in
+                                             # a cluster of its own (tests/support/
+                                             # pgcluster.py; fsync off: it measures reads)
 
 Targets: list_ms <= 100 and savepoints_ms <= 100 (the first page of each; the other
 pages are shown too).
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import statistics
@@ -22,9 +26,13 @@ import time
 import urllib.request
 import uuid
 
-from engine import _frames
-from engine.store import Store, listing
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import benchkit  # noqa: E402
+from engine import _frames  # noqa: E402
+from engine.store import Store, is_url, listing  # noqa: E402
+
+SECRET = "bench_ui signing key"     # the PostgreSQL store's: the ui process shares it
 EXECUTIONS = 100_000
 SAVEPOINTS = 10_000
 STATUSES = ["ENDED_SUCCESS"] * 7 + ["ENDED_ERROR", "WAITING", "QUEUED"]
@@ -39,18 +47,24 @@ def holder():
 def build(path):
     """100,000 executions, each with a savepoint that carries its status, and one with
     10,000 savepoints; the id of that one."""
-    store = Store(path, durability="async", map_size=1 << 30)
+    store = Store(path, durability="async",
+                  **({} if is_url(path) else {"map_size": 1 << 30}))
     record, codes = os.urandom(500), [holder.__code__]
     meta = {"kind": "implicit", "name": None, "line": 12, "action": "connect",
             "command": "this.connect('db', fetch='SELECT * FROM data')"}
     now = time.time() - EXECUTIONS
-    for n in range(EXECUTIONS):
+
+    def one(n):
         execution = {"id": uuid.uuid4().hex, "flow": FLOWS[n % len(FLOWS)],
                      "status": "QUEUED", "created_at": now + n, "updated_at": now + n,
                      "due": None, "restore_count": 0, "inputs": {"n": n}, "log": []}
         store.put_execution(execution)
         execution["status"] = STATUSES[n % len(STATUSES)]
         store.commit_savepoint(execution, dict(meta, created_at=now + n), record, codes)
+    # PostgreSQL: round trips overlap on a few connections (LMDB has one writer)
+    with concurrent.futures.ThreadPoolExecutor(4 if is_url(path) else 1) as threads:
+        for _ in threads.map(one, range(EXECUTIONS), chunksize=256):
+            pass
     big = {"id": uuid.uuid4().hex, "flow": FLOWS[0], "status": "RUNNING",
            "created_at": time.time(), "updated_at": time.time(), "due": None,
            "restore_count": 0}
@@ -88,8 +102,7 @@ def get(url):
         assert response.status == 200 and body, url
 
 
-def measure(tmp, runs):
-    path = os.path.join(tmp, "store")
+def measure(path, runs):
     t0 = time.perf_counter()
     big = build(path)
     built_s = time.perf_counter() - t0
@@ -124,13 +137,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--runs", type=int, default=15, help="requests per page (median)")
+    parser.add_argument("--store", choices=("lmdb", "postgres"), default="lmdb",
+                        help="the store measured (postgres: a cluster of its own)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
-        result = {k: round(v, 2) for k, v in measure(tmp, args.runs).items()}
+    if args.store == "postgres":
+        os.environ["ENGINE_SECRET_KEY"] = SECRET
+        cluster = benchkit.pgcluster().Cluster()
+        try:
+            found = measure(cluster.empty_database(), args.runs)
+        finally:
+            cluster.stop()
+    else:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+            found = measure(os.path.join(tmp, "store"), args.runs)
+    result = {k: round(v, 2) for k, v in found.items()}
     if args.json:
         print(json.dumps(result))
         return
-    print(f"engine ui, CPython {sys.version.split()[0]}: {EXECUTIONS:,} executions, one "
+    print(f"engine ui on {args.store}, CPython {sys.version.split()[0]}: "
+          f"{EXECUTIONS:,} executions, one "
           f"with {SAVEPOINTS:,} savepoints (store built in {result['build_s']:.1f} s); "
           f"median request round trip")
     rows = [("executions page 1", "list_ms", "<= 100"),

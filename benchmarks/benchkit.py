@@ -2,10 +2,22 @@
 running the parts asked for (one that fails is reported as "<part>_error" and the
 others still run), and the lines of the table."""
 import argparse
+import importlib.util
 import json
 import os
 import sys
 import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pgcluster():
+    """tests/support/pgcluster.py, imported by its path (it is the tests' harness)."""
+    spec = importlib.util.spec_from_file_location(
+        "pgcluster", os.path.join(ROOT, "tests", "support", "pgcluster.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_parts(parts, funcs, *args):

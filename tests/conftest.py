@@ -32,6 +32,19 @@ def pg_url(pg_cluster, monkeypatch):
     pg_cluster.give_back(url)
 
 
+@pytest.fixture(scope="module", params=STORES)
+def module_store(request, tmp_path_factory):
+    """store_path for a module's fixture: (an LMDB directory or the URL of an empty
+    database, {variable: value} its processes need in their environment)."""
+    if request.param == "lmdb":
+        yield str(tmp_path_factory.mktemp("store") / "store"), {}
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.empty_database()
+    yield url, {"ENGINE_SECRET_KEY": SECRET}
+    cluster.give_back(url)
+
+
 @pytest.fixture(params=STORES)
 def store_kind(request):
     return request.param

@@ -105,11 +105,8 @@ class StoreProtocol(Protocol):
 
     # The listing (the Savepoints page, engine.store.listing).  Each has a body that reads
     # every head: correct for any backend, but it reads every execution at every call.
-    # The LMDB store keeps indexes instead (engine.store.lmdblisting).
-    # TODO(PostgreSQL): list_executions, status_counts and children with SQL over
-    # status / flow / created_at / parent columns of executions, kept in step by
-    # put_execution and by commit_savepoint when the status changes; savepoint_page
-    # with ORDER BY seq LIMIT/OFFSET and a count(*).
+    # The LMDB store keeps indexes instead (engine.store.lmdblisting), the PostgreSQL
+    # store columns of executions and counts by status (engine.store.pglisting).
     def list_executions(self, status: str | None = None, flow: str | None = None,
                         offset: int = 0, limit: int = 50
                         ) -> tuple[list[ExecutionRecord], int]:

@@ -7,6 +7,13 @@ store of an older format up to this one.
                with the time it is due from (engine/store/pglisten.py listens)
     format 3   messages: what eng.send stored for an execution (MESSAGES), numbered
                in the order sent
+    format 4   the listing's columns of executions (LISTING): status, flow, created_at,
+               parent -- plain copies of what the sealed record and the newest savepoint
+               say, written with them -- the indexes the Savepoints page lists by, and
+               status_counts, kept by a trigger on executions' status (in shards: not
+               every status change waits for one row's lock).  A row the migration
+               added the columns to has status NULL until the store, which holds the key
+               to read its head, fills them in (PostgresStore at open)
 
 prepare() opens a store at FORMAT: it makes a new one (the tables, then every migration:
 a new store is exactly a migrated one), brings an older one up to FORMAT, and refuses a
@@ -22,7 +29,7 @@ from psycopg import sql
 from engine.errors import SavepointError
 from engine.store import pgconnect
 
-FORMAT = 3                   # of the PostgreSQL schema; a newer one is refused
+FORMAT = 4                   # of the PostgreSQL schema; a newer one is refused
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
@@ -104,8 +111,49 @@ def _messages(conn, schema):
     conn.execute(sql.SQL(MESSAGES).format(table=sql.Identifier(schema, "messages")))
 
 
+
+# status '' is a record without a status (listed, not counted); NULL: not listed yet.
+# created_at 0 is a record that lost it (listing.newest_first: the oldest)
+LISTING = """
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS status text COLLATE "C",
+    ADD COLUMN IF NOT EXISTS flow text COLLATE "C" NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS created_at double precision NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS parent text COLLATE "C";
+CREATE INDEX IF NOT EXISTS executions_newest ON {table} (created_at, id);
+CREATE INDEX IF NOT EXISTS executions_by_status ON {table} (status, created_at, id);
+CREATE INDEX IF NOT EXISTS executions_children ON {table} (parent, created_at, id)
+    WHERE parent IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {counts} (status text COLLATE "C" NOT NULL,
+    shard integer NOT NULL, n bigint NOT NULL, PRIMARY KEY (status, shard));
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+    -- both rows in one statement, in status order: two changes never wait on each other
+    INSERT INTO {counts} AS c
+        SELECT d.status, pg_backend_pid() % 16, sum(d.step) FROM (
+            SELECT OLD.status, -1 WHERE TG_OP <> 'INSERT'
+            UNION ALL SELECT NEW.status, 1 WHERE TG_OP <> 'DELETE') AS d(status, step)
+        WHERE d.status <> '' GROUP BY d.status ORDER BY d.status
+        ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
+    RETURN NULL;
+END $body$;
+DROP TRIGGER IF EXISTS count_status ON {table};
+CREATE TRIGGER count_status AFTER INSERT OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION {function}();
+DROP TRIGGER IF EXISTS count_status_change ON {table};
+CREATE TRIGGER count_status_change AFTER UPDATE OF status ON {table}
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION {function}();
+"""
+
+
+def _listing_columns(conn, schema):
+    conn.execute(sql.SQL(LISTING).format(table=sql.Identifier(schema, "executions"),
+                                         counts=sql.Identifier(schema, "status_counts"),
+                                         function=sql.Identifier(schema, "count_status")))
+
+
 # format N -> N + 1, run in the transaction that then writes format N + 1
-MIGRATIONS = {1: _work_due, 2: _messages}
+MIGRATIONS = {1: _work_due, 2: _messages, 3: _listing_columns}
 
 
 def prepare(url, schema, shown):

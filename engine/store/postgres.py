@@ -5,7 +5,9 @@ many hosts can share a store.
 Tables (schema ``savepoint_engine`` unless told otherwise; ids and names COLLATE "C" so
 they sort as the LMDB keys do):
     meta        name -> value              "format" (FORMAT), "key-check" (see _KEY_CHECK)
-    executions  id -> record               sealed execution record
+    executions  id -> record, status, flow, created_at, parent
+                                           sealed execution record; the listing's
+                                           columns (pglisting.py) as its head says
     savepoints  (exec_id, seq) -> value    sealed [meta, record, state]
     names       (exec_id, name) -> seq
     code        digest -> value            sealed engine._codec.encode_code
@@ -15,6 +17,7 @@ they sort as the LMDB keys do):
     leases      exec_id -> owner, expires  owner: pid, start (-1: unknown), boot (its
                                            host: leases.this_host), label
     settings    name -> value              sealed
+    status_counts  (status, shard) -> n    executions of each status (kept by a trigger)
 
 The run queue is ``queue`` minus the leased executions: a leased one with a due time
 stays in ``queue`` and only its owner claims it (LMDB's ``held``).  Claims lock queue
@@ -34,6 +37,7 @@ Around it:
     pglisten.py   wake-ups: idle engines LISTEN for work the database NOTIFYs (on_work),
                   and look at the queue by themselves only every poll_seconds
     pgkey.py      where this host keeps the signing key when the environment names none
+    pglisting.py  the Savepoints page's listing, in SQL over the listing's columns
 
 The signing key: $ENGINE_SECRET_KEY / $ENGINE_SECRET_KEY_FILE (what hosts sharing the
 store must use), else a key file of the user's per store (pgkey.py).
@@ -53,7 +57,7 @@ import time
 from engine import _codec, _commit, signing
 from engine.config import DURABILITIES, RETENTIONS
 from engine.errors import CorruptSavepoint, SavepointError
-from engine.store import pgkey, pgpool, pgschema, records
+from engine.store import pgkey, pglisting, pgpool, pgschema, records
 from engine.store.base import StoreProtocol, retention_error
 from engine.store.leases import Lease, Owner, this_host
 from engine.store.lmdbtables import Tables
@@ -124,6 +128,7 @@ class PostgresStore(StoreProtocol):
         self._open = True
         try:
             self._pool.retrying(self._check_key)
+            self._pool.retrying(self._list_unlisted)
         except BaseException:
             self.close()
             raise
@@ -152,6 +157,18 @@ class PostgresStore(StoreProtocol):
                                  f"process has ($ENGINE_SECRET_KEY, $ENGINE_SECRET_KEY_FILE "
                                  f"or a key file in {key_dir}): its records cannot be "
                                  f"trusted here")
+
+    def _list_unlisted(self):
+        """Fill in the listing columns of the rows a migration to format 3 added them
+        to, from their heads (the migration has no key to read them with).  A writer
+        meanwhile sets them itself: only rows still unlisted are written."""
+        with self._pool.connection() as conn:
+            ids = pglisting.unlisted(conn)
+        for start in range(0, len(ids), 1000):
+            with self._transaction() as conn:
+                for head in self._heads(conn, ids[start:start + 1000]):
+                    conn.execute(pglisting.RELIST + " AND status IS NULL",
+                                 pglisting.relist_statement(head)[1])
 
     def _shown(self):
         """The store as messages name it: its URL without a password, and its schema."""
@@ -231,8 +248,7 @@ class PostgresStore(StoreProtocol):
         # a COMMIT lost on the way counts as made if this record (its version is new) is there
         self._pool.written_if("SELECT record FROM executions WHERE id = %s", (exec_id,),
                               sealed)
-        conn.execute("INSERT INTO executions VALUES (%s, %s) ON CONFLICT (id) DO UPDATE "
-                     "SET record = excluded.record", (exec_id, sealed))
+        conn.execute(pglisting.PUT, (exec_id, sealed, *pglisting.columns_of(execution)))
         self._schedule(conn, exec_id, execution.get("due"))
 
     @staticmethod
@@ -273,16 +289,52 @@ class PostgresStore(StoreProtocol):
 
     @_retried
     def executions(self):
-        # one statement: every head from one snapshot (as LMDB's read transaction), in
-        # one round trip instead of two per execution
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT e.id, e.record, s.seq, s.value FROM executions e LEFT JOIN LATERAL "
-                "(SELECT seq, value FROM savepoints WHERE exec_id = e.id ORDER BY seq DESC "
-                "LIMIT 1) AS s ON true ORDER BY e.id").fetchall()
+            return self._heads(conn)
+
+    def _heads(self, conn, ids=None):
+        """The heads of the executions ``ids`` (None: all), in id order.  One statement:
+        every head from one snapshot (as LMDB's read transaction), in one round trip
+        instead of two per execution."""
+        rows = conn.execute(
+            "SELECT e.id, e.record, s.seq, s.value FROM executions e LEFT JOIN LATERAL "
+            "(SELECT seq, value FROM savepoints WHERE exec_id = e.id ORDER BY seq DESC "
+            "LIMIT 1) AS s ON true" + ("" if ids is None else " WHERE e.id = ANY(%s)") +
+            " ORDER BY e.id", () if ids is None else (list(ids),)).fetchall()
         return [self._head(exec_id, bytes(raw),
                            None if seq is None else (seq, bytes(value)))
                 for exec_id, raw, seq, value in rows]
+
+    # -- the listing (pglisting.py) --
+    @_retried
+    def list_executions(self, status=None, flow=None, offset=0, limit=50):
+        with self._pool.connection() as conn:
+            ids, total = pglisting.page(conn, status, flow, offset, limit)
+            heads = {h["id"]: h for h in self._heads(conn, ids)} if ids else {}
+        return [heads[exec_id] for exec_id in ids if exec_id in heads], total
+
+    @_retried
+    def status_counts(self):
+        with self._pool.connection() as conn:
+            return pglisting.counts(conn)
+
+    @_retried
+    def children(self, exec_id):
+        with self._pool.connection() as conn:
+            return pglisting.children(conn, exec_id)
+
+    @_retried
+    def savepoint_page(self, exec_id, offset=0, limit=100, newest=True):
+        with self._pool.connection() as conn:
+            rows, total = pglisting.savepoint_rows(conn, exec_id, offset, limit, newest)
+        metas = []
+        for seq, raw in rows:
+            try:
+                metas.append(records.meta_dict(
+                    self.tables.savepoint_value(raw, seq, exec_id)[0]))
+            except CorruptSavepoint as e:
+                metas.append(records.damaged_meta(seq, len(raw), str(e)))
+        return metas, total
 
     @_retried
     def ids_with_prefix(self, prefix, limit=2):
@@ -403,6 +455,10 @@ class PostgresStore(StoreProtocol):
         name = meta.get("name")
         due = execution.get("due")
         reschedule = "_due_written" not in execution or execution["_due_written"] != due
+        # the listing follows the status the savepoint carries
+        status = execution.get("status")
+        relist = ("_status_written" not in execution or
+                  execution["_status_written"] != status)
         drop = retention == "last" and previous and meta.get("kind") == "implicit"
         known = self._pinned.get(exec_id, ())
         new_codes = {}
@@ -416,7 +472,7 @@ class PostgresStore(StoreProtocol):
         if dropped:
             self._commit_dropping_chunks(exec_id, seq, sealed, name, previous, new_codes,
                                          chunks, dropped, due if reschedule else _KEEP,
-                                         written)
+                                         relist and execution, written)
         else:
             # the common case: one statement, one round trip.  Code and chunk rows are
             # shared by executions: locked in one order (by digest) -- commits locking the
@@ -427,7 +483,8 @@ class PostgresStore(StoreProtocol):
                        for digest, code in sorted(new_codes.items())},
                 chunks={digest: self.tables.seal(blob) for digest, blob in
                         sorted((chunks or {}).items())},
-                schedule=_schedule_statement(exec_id, due) if reschedule else None),
+                schedule=_schedule_statement(exec_id, due) if reschedule else None,
+                relist=pglisting.relist_statement(execution) if relist else None),
                 written_if=written)
         if new_codes:                              # once committed
             with self._pins_lock:
@@ -436,13 +493,15 @@ class PostgresStore(StoreProtocol):
                 self._code.setdefault(digest, code)
         LAYOUT.apply(execution, state)
         execution["_due_written"] = due
+        execution["_status_written"] = status
         return seq
 
     def _commit_dropping_chunks(self, exec_id, seq, sealed, name, previous, new_codes,
-                                chunks, dropped, due, written):
+                                chunks, dropped, due, relisted, written):
         """commit_savepoint when retention "last" drops a savepoint holding chunks: a
         chunk's count is read as it is decremented, so statements of their own -- taking
-        the chunk rows, added and dropped alike, in one order (by digest)."""
+        the chunk rows, added and dropped alike, in one order (by digest).  ``relisted``:
+        the execution whose listing columns change, or False."""
         with self._transaction() as conn:
             self._pool.written_if(*written)
             for digest, code in sorted(new_codes.items()):
@@ -465,6 +524,8 @@ class PostgresStore(StoreProtocol):
                          (exec_id, previous))
             if due is not _KEEP:
                 self._schedule(conn, exec_id, due)
+            if relisted:
+                conn.execute(*pglisting.relist_statement(relisted))
 
     @staticmethod
     def _unref_chunks(conn, digests):
@@ -716,7 +777,8 @@ class PostgresStore(StoreProtocol):
     # -- engine doctor --
     @_retried
     def check(self, repair=False):
-        """Every sealed value is read; a damaged one is a Problem.  (Repair: TODO.)"""
+        """Every sealed value is read; a damaged one is a Problem (repair: TODO), and
+        listing columns out of step with their heads (repair: written from the head)."""
         checked, problems = {}, []
         tables = {"executions": "SELECT id, id, record FROM executions",
                   "savepoints": "SELECT exec_id || ':' || seq, exec_id, value FROM "
@@ -735,6 +797,17 @@ class PostgresStore(StoreProtocol):
                         problems.append({"db": table, "key": key, "execution": exec_id,
                                          "problem": str(e), "repair": None,
                                          "repaired": False})
+            heads = {head["id"]: head for head in self._heads(conn)}
+            wrong = pglisting.out_of_step(conn, heads)
+            for exec_id, text in wrong:
+                if repair and exec_id is not None:
+                    conn.execute(*pglisting.relist_statement(heads[exec_id]))
+                problems.append({"db": "listing", "key": exec_id or "counts",
+                                 "execution": exec_id, "problem": text,
+                                 "repair": "write the listing columns from the heads and "
+                                 "count them again", "repaired": repair})
+            if repair and wrong:
+                conn.execute(pglisting.COUNT_ALL)
         return {"checked": checked, "problems": problems}
 
 
@@ -753,12 +826,14 @@ _SAVEPOINT_ROW = ("INSERT INTO savepoints VALUES (%s, %s, %s) ON CONFLICT (exec_
 _KEEP = object()            # _commit_dropping_chunks: the run queue as it is
 
 
-def _savepoint_statement(exec_id, seq, sealed, *, name, dropped, codes, chunks, schedule):
+def _savepoint_statement(exec_id, seq, sealed, *, name, dropped, codes, chunks, schedule,
+                         relist=None):
     """(query, params): a savepoint's commit as one statement -- one round trip, and a
     transaction of its own.  Every write besides the savepoint's row is a data-modifying
     WITH part: the code it pins ({digest: sealed}), its chunks (counted once more), its
-    name, the savepoint it replaces (``dropped``: a seq) and the run queue (``schedule``:
-    a (query, params)).  Each part writes rows no other part writes."""
+    name, the savepoint it replaces (``dropped``: a seq), the run queue (``schedule``:
+    a (query, params)) and the listing columns (``relist``: a (query, params)).  Each
+    part writes rows no other part writes."""
     parts, params = [], []
     if codes:
         parts += ["INSERT INTO code SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
@@ -778,9 +853,10 @@ def _savepoint_statement(exec_id, seq, sealed, *, name, dropped, codes, chunks, 
     if dropped is not None:
         parts.append("DELETE FROM savepoints WHERE exec_id = %s AND seq = %s")
         params += [exec_id, dropped]
-    if schedule is not None:
-        parts.append(schedule[0])
-        params += schedule[1]
+    for statement in (schedule, relist):
+        if statement is not None:
+            parts.append(statement[0])
+            params += statement[1]
     query = _SAVEPOINT_ROW
     if parts:
         query = "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in

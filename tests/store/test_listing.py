@@ -2,9 +2,11 @@
 children, savepoint_page; Engine.executions_page ...): every store lists exactly what
 reading every head says, page by page -- the LMDB store from its indexes, kept in step by
 every write that changes a status (a record, a savepoint, a delete), and rebuilt for a
-store written before them."""
+store written before them; the PostgreSQL store from its listing columns, filled in for a
+store of format 3."""
 import random
 
+import psycopg
 import pytest
 
 import store_records
@@ -57,14 +59,20 @@ def new_execution(n, rng, parents):
             "parent": rng.choice(parents) if parents and rng.random() < 0.3 else None}
 
 
+def put_executions(store, count, rng):
+    """``count`` new executions, some started by others, stored; their dicts."""
+    live = []
+    for n in range(count):
+        execution = new_execution(n, rng, [e["id"] for e in live])
+        store.put_execution(execution)
+        live.append(execution)
+    return live
+
+
 def test_pages_counts_and_children_follow_every_kind_of_write(store_path):
     rng = random.Random(15)
     with Store(store_path, durability="async") as store:
-        live = []
-        for n in range(60):
-            execution = new_execution(n, rng, [e["id"] for e in live])
-            store.put_execution(execution)
-            live.append(execution)
+        live = put_executions(store, 60, rng)
         for step in range(150):
             execution = rng.choice(live)
             action = rng.random()
@@ -177,6 +185,42 @@ def test_engine_doctor_finds_and_rebuilds_a_listing_out_of_step(tmp_path):
         assert [p["execution"] for p in problems] == ["e2"]
         assert "out of step" in problems[0]["problem"]
         assert problems[0]["repair"] == "rebuild the listing indexes"
+        store.check(repair=True)
+        assert store.check()["problems"] == []
+        assert_lists_as_the_heads_say(store)
+
+
+def test_a_postgres_store_of_format_3_gets_its_listing_columns_filled_in_when_opened(pg_url):
+    with Store(pg_url, durability="async") as store:
+        live = put_executions(store, 30, random.Random(9))
+        for execution in live[::3]:           # the status only a savepoint carries
+            execution["status"] = "WAITING"
+            store_records.commit(store, execution)
+        expected = expected_pages(store, None, None, 8)
+        assert store.status_counts()["WAITING"] == 10
+    with psycopg.connect(pg_url, autocommit=True) as conn:   # as a store of before them
+        conn.execute("SET search_path = savepoint_engine")
+        conn.execute(store_records.PG_WITHOUT_LISTING)
+        conn.execute("UPDATE meta SET value = '3' WHERE name = 'format'")
+    with Store(pg_url, durability="async") as store:
+        assert listed_pages(store, None, None, 8) == expected
+        assert store.status_counts()["WAITING"] == 10
+        assert_lists_as_the_heads_say(store)
+
+
+def test_engine_doctor_finds_and_rewrites_postgres_listing_columns_out_of_step(pg_url):
+    with Store(pg_url, durability="async") as store:
+        for n, status in enumerate(("QUEUED", "RUNNING", "ENDED_SUCCESS")):
+            store.put_execution({"id": f"e{n}", "flow": "f:g", "status": status,
+                                 "created_at": float(n), "due": None})
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE savepoint_engine.executions SET status = 'QUEUED' "
+                     "WHERE id = 'e2'")
+    with Store(pg_url, durability="async") as store:
+        assert store.status_counts()["QUEUED"] == 2
+        problems = [p for p in store.check()["problems"] if p["db"] == "listing"]
+        assert [p["execution"] for p in problems] == ["e2"]
+        assert "out of step" in problems[0]["problem"]
         store.check(repair=True)
         assert store.check()["problems"] == []
         assert_lists_as_the_heads_say(store)

@@ -12,26 +12,32 @@ import pytest
 from engine import Engine, SavepointError
 from engine.store import pgschema
 from engine.store.postgres import PostgresStore
+import store_records
 from locations import SUPPORT
 from waiting import wait_for
 
 
+TRIGGERS = ["executions", "executions", "leases", "queue"]    # the tables they are on
+
+
 def format_1(url):
     """Make the store at ``url`` what format 1 was: its triggers and their functions
-    gone, format 1 in meta (its data stays)."""
+    gone, and the listing's columns, format 1 in meta (its data stays)."""
     with psycopg.connect(url) as conn:
         conn.execute("DROP TRIGGER work_due ON savepoint_engine.queue; "
                      "DROP TRIGGER work_due ON savepoint_engine.leases; "
                      "DROP FUNCTION savepoint_engine.queue_work_due(); "
                      "DROP FUNCTION savepoint_engine.lease_work_due(); "
                      "DROP TABLE savepoint_engine.messages; "
+                     + store_records.PG_WITHOUT_LISTING + "; "
                      "UPDATE savepoint_engine.meta SET value = '1' WHERE name = 'format'")
 
 
 def format_2(url):
-    """Make the store at ``url`` what format 2 was: no messages table."""
+    """Make the store at ``url`` what format 2 was: no messages table, no listing."""
     with psycopg.connect(url) as conn:
         conn.execute("DROP TABLE savepoint_engine.messages; "
+                     + store_records.PG_WITHOUT_LISTING + "; "
                      "UPDATE savepoint_engine.meta SET value = '2' WHERE name = 'format'")
 
 
@@ -49,7 +55,7 @@ def schema_state(url):
 
 def test_a_new_store_is_of_this_format(pg_url):
     PostgresStore(pg_url).close()
-    assert schema_state(pg_url) == (pgschema.FORMAT, ["leases", "queue"])
+    assert schema_state(pg_url) == (pgschema.FORMAT, TRIGGERS)
 
 
 def test_a_format_1_store_is_upgraded_when_opened_and_works(pg_url):
@@ -58,8 +64,9 @@ def test_a_format_1_store_is_upgraded_when_opened_and_works(pg_url):
     format_1(pg_url)
     assert schema_state(pg_url) == (1, [])
     with PostgresStore(pg_url) as store, PostgresStore(pg_url) as other:
-        assert schema_state(pg_url) == (pgschema.FORMAT, ["leases", "queue"])
+        assert schema_state(pg_url) == (pgschema.FORMAT, TRIGGERS)
         assert store.get_execution("old")["due"] == 50.0
+        assert store.status_counts()["QUEUED"] == 1
         told = []
         store.on_work(told.append)
         other.put_execution({"id": "new", "status": "QUEUED", "due": 60.0})
@@ -71,7 +78,7 @@ def test_a_format_2_store_gets_its_messages_table_when_opened(pg_url):
         store.put_execution({"id": "old", "status": "WAITING", "due": None})
     format_2(pg_url)
     with PostgresStore(pg_url) as store:
-        assert schema_state(pg_url)[0] == pgschema.FORMAT == 3
+        assert schema_state(pg_url)[0] == pgschema.FORMAT
         assert store.add_message("old", "t", "hello", lambda head: False) == "sent"
         assert store.message("old", "t") == (1, "hello")
 
@@ -94,7 +101,7 @@ def test_processes_opening_a_format_1_store_at_once_upgrade_it_once(pg_url):
     for thread in threads:
         thread.join()
     assert failures == [] and opened == [None] * 6
-    assert schema_state(pg_url) == (pgschema.FORMAT, ["leases", "queue"])
+    assert schema_state(pg_url) == (pgschema.FORMAT, TRIGGERS)
 
 
 @pytest.fixture
@@ -107,10 +114,11 @@ def newer(pg_url):
 
 
 def test_a_newer_store_is_refused_by_the_engine(newer):
-    with pytest.raises(SavepointError, match=r"format 99; this engine reads format 3 "
-                                             r"\(it is newer: upgrade the engine\)"):
+    with pytest.raises(SavepointError, match=rf"format 99; this engine reads format "
+                                             rf"{pgschema.FORMAT} \(it is newer: upgrade "
+                                             rf"the engine\)"):
         Engine(newer)
-    assert schema_state(newer) == (99, ["leases", "queue"])        # left as it was
+    assert schema_state(newer) == (99, TRIGGERS)        # left as it was
 
 
 def test_a_newer_store_is_refused_by_the_command_in_one_line(newer):

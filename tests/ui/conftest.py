@@ -33,29 +33,44 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
+    yield from made_world(root, str(root / "store"))
+
+
+@pytest.fixture(scope="module")
+def world_on_each_store(module_store, tmp_path_factory):
+    """world, once on each kind of store (module_store)."""
+    path, environ = module_store
+    yield from made_world(tmp_path_factory.mktemp("ui"), path, **environ)
+
+
+def made_world(root, store, **environ):
+    """(a generator for a fixture) The World of a new store at ``store`` (a directory or
+    a URL), ``environ`` set in this process and the server's while it lasts."""
     db = root / "data.sqlite"
     make_database(db)
     uploads = UploadServer()
     env = ui_server.environment(UI_TEST_SQLITE=str(db), UI_TEST_READS=str(root / "reads"),
                                 UI_TEST_UPLOAD_URL=uploads.url,
-                                UI_TEST_TRIPWIRE=str(root / "tripwire"))
-    store = str(root / "store")
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("UI_TEST_SQLITE", "UI_TEST_READS", "UI_TEST_UPLOAD_URL"):
-            patch.setenv(name, env[name])
-        with Engine(store, durability="async") as eng:
-            ui_flows.register(eng)
-            seed = eng.execute(rt_flows.seed_example)
-            assert seed.status == Status.ENDED_ERROR, seed.error
-            parent = eng.execute(ui_flows.starts_children)
-            assert parent.status == Status.ENDED_SUCCESS, parent.error
-            holder = eng.children(parent.id)[0]
-    server = ui_server.UiServer(store, "--token", ui_server.TOKEN, env=env)
-    try:
-        yield World(str(root), store, env, seed.id, parent.id, holder, server, uploads)
-    finally:
-        server.stop()
-        uploads.shutdown()
+                                UI_TEST_TRIPWIRE=str(root / "tripwire"), **environ)
+    with pytest.MonkeyPatch.context() as kept:
+        for name, value in environ.items():
+            kept.setenv(name, value)
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ("UI_TEST_SQLITE", "UI_TEST_READS", "UI_TEST_UPLOAD_URL"):
+                patch.setenv(name, env[name])
+            with Engine(store, durability="async") as eng:
+                ui_flows.register(eng)
+                seed = eng.execute(rt_flows.seed_example)
+                assert seed.status == Status.ENDED_ERROR, seed.error
+                parent = eng.execute(ui_flows.starts_children)
+                assert parent.status == Status.ENDED_SUCCESS, parent.error
+                holder = eng.children(parent.id)[0]
+        server = ui_server.UiServer(store, "--token", ui_server.TOKEN, env=env)
+        try:
+            yield World(str(root), store, env, seed.id, parent.id, holder, server, uploads)
+        finally:
+            server.stop()
+            uploads.shutdown()
 
 
 @pytest.fixture(scope="module")

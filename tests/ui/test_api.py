@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import ui_flows
 import ui_tripwire
 import ui_server
@@ -14,6 +16,12 @@ from engine import Engine
 from ui_server import TOKEN, request
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def world(world_on_each_store):
+    """The page's world, on an LMDB store and on a PostgreSQL one."""
+    return world_on_each_store
 
 
 def api(world, path, **options):
