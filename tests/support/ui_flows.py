@@ -2,10 +2,12 @@
 seed_example: a SQLite read, the named savepoint "with-fetched-data", an upload that
 fails) with its connectors set up from the environment -- so the worker a test starts
 (`engine worker --flows ui_flows`) has them too -- and flows whose locals, log and
-outputs hold HTML, and that start children."""
+outputs hold HTML, that start children, and one left waiting for a message."""
 import os
 
+import message_flows
 import rt_flows
+from engine import Engine, Status
 
 HTML = "<script>alert('owned')</script>"
 
@@ -31,3 +33,13 @@ def starts_children(system, this, inputs):
     first = this.flow(holding_html)
     second = this.flow(holding_html)
     return [first, second]
+
+
+def waiting_for_approval(store):
+    """The id of a new execution of message_flows.approval, run until it waits for an
+    "approval" message and unloaded (WAITING in the store, held by no process)."""
+    with Engine(store, durability="async", sleep_max_seconds=0) as eng:
+        ex = eng.start(message_flows.approval)
+        eng.run()
+        assert eng.get(ex.id).status == Status.WAITING
+        return ex.id
