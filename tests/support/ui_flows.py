@@ -35,11 +35,12 @@ def starts_children(system, this, inputs):
     return [first, second]
 
 
-def waiting_for_approval(store):
-    """The id of a new execution of message_flows.approval, run until it waits for an
-    "approval" message and unloaded (WAITING in the store, held by no process)."""
+def waiting_for_message(store, flow=message_flows.approval, inputs=None):
+    """The id of a new execution of ``flow`` (by default message_flows.approval), run
+    until it waits for a message and unloaded (WAITING in the store, held by no
+    process)."""
     with Engine(store, durability="async", sleep_max_seconds=0) as eng:
-        ex = eng.start(message_flows.approval)
+        ex = eng.start(flow, inputs)
         eng.run()
         assert eng.get(ex.id).status == Status.WAITING
         return ex.id

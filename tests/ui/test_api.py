@@ -215,7 +215,7 @@ def test_without_the_ui_extra_engine_ui_says_so_in_one_line(world):
 
 
 def test_a_message_sent_through_the_api_ends_the_flow_waiting_for_it(world, tmp_path):
-    exec_id = ui_flows.waiting_for_approval(world.store)
+    exec_id = ui_flows.waiting_for_message(world.store)
     url = f"/api/executions/{exec_id}/messages"
     shown = api(world, f"/api/executions/{exec_id}")[2]
     assert shown["status"] == "WAITING" and shown["receiving"] == "approval"
