@@ -3,7 +3,8 @@
 opened, its Savepoints tab read, loaded back to "with-fetched-data" with a click, and a
 worker takes it to ENDED_SUCCESS while the page watches without reloading; a savepoint
 inspected; HTML in a local shown as text; filters, paging, live rows and the buttons
-that apply.  Each test saves screenshots under its tmp dir and prints where."""
+that apply; a flow waiting for a message sent one from the page's form.  Each test
+saves screenshots under its tmp dir and prints where."""
 import inspect
 import re
 
