@@ -15,7 +15,8 @@ def execution_dict(ex):
             "output": ex.output, "outputs": ex.outputs, "error": ex.error,
             "created_at": iso(ex.created_at), "updated_at": iso(ex.updated_at),
             "restore_count": ex.restore_count, "name": ex.name, "parent": ex.parent,
-            "log": [[iso(at), text] for at, text in ex.log], "damaged": ex.damaged}
+            "log": [[iso(at), text] for at, text in ex.log], "damaged": ex.damaged,
+            "receiving": ex.receiving}
 
 
 def savepoint_dict(sp):

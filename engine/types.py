@@ -58,6 +58,8 @@ class Execution:
     # Its record damaged: ENDED_ERROR, flow "" (lost); it can only be deleted.  Its
     # newest savepoint damaged: as its record says; restore to an intact savepoint.
     damaged: str | None = None
+    # the topic a this.receive waits on while it is WAITING for a message, else None
+    receiving: str | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Execution":
@@ -70,7 +72,9 @@ class Execution:
                    updated_at=_utc(record.get("updated_at")), name=record.get("name"),
                    restore_count=record.get("restore_count") or 0,
                    parent=record.get("parent"), log=_log_entries(record.get("log")),
-                   damaged=record.get("damaged"))
+                   damaged=record.get("damaged"),
+                   receiving=record.get("receiving")
+                   if record["status"] == Status.WAITING.value else None)
 
 
 def _log_entries(stored):

@@ -18,6 +18,8 @@ come a page at a time: {"executions": [...], "total", "offset", "limit", "counts
     POST /api/executions/ID/savepoints/SP/restore|fork[?by=name]
          body (optional): {"set_locals": {"name" or "function.name": value}}, values
          as JSON -- as restore/fork --set
+    POST /api/executions/ID/messages                  body {"topic": T, "value": V}: as
+                                                      `engine send ID T V`; {"sent": T}
 
 Errors are {"error": "..."}: 404 for what does not exist, 409 for an operation the
 execution's state does not allow, 400 for a bad request.
@@ -150,16 +152,20 @@ def diff(request):
                  "changes": [change_dict(c) for c in found]})
 
 
+async def json_body(request):
+    """The request's body parsed as JSON (ValueError if it is not JSON)."""
+    try:
+        return json.loads(await request.body())
+    except ValueError as e:
+        raise ValueError(f"the body is not JSON: {e}") from None
+
+
 async def set_locals_of(request):
     """The body's {"set_locals": {...}}, or None without a body (ValueError if it is
     not that)."""
-    body = await request.body()
-    if not body.strip():
+    if not (await request.body()).strip():
         return None
-    try:
-        asked = json.loads(body)
-    except ValueError as e:
-        raise ValueError(f"the body is not JSON: {e}") from None
+    asked = await json_body(request)
     if not isinstance(asked, dict) or set(asked) != {"set_locals"} or \
             not isinstance(asked["set_locals"], dict):
         raise ValueError('the body must be {"set_locals": {"name": value, ...}}')
@@ -179,3 +185,15 @@ async def act_on_savepoint(request):
         sp = eng.savepoint(p["id"], p["savepoint"], by=by_of(request))
         return getattr(eng, p["action"])(sp.execution_id, sp.seq, set_locals=set_locals)
     return Json(execution_dict(await run_in_threadpool(act)))
+
+
+async def send_message(request):
+    """POST: a message to the execution (Engine.send): 404 for an unknown execution, 409
+    for one that has ended, 400 for a body that is not {"topic": str, "value": ...}."""
+    asked = await json_body(request)
+    if not isinstance(asked, dict) or set(asked) != {"topic", "value"} or \
+            not isinstance(asked["topic"], str):
+        raise ValueError('the body must be {"topic": "...", "value": JSON value}')
+    eng, exec_id = engine_of(request), request.path_params["id"]
+    await run_in_threadpool(eng.send, exec_id, asked["topic"], asked["value"])
+    return Json({"sent": asked["topic"]})

@@ -107,6 +107,7 @@ ROUTES = [
     Route("/api/executions/{id}/savepoints/{savepoint}", api.savepoint),
     Route("/api/executions/{id}/savepoints/{savepoint}/frames", api.frames),
     Route("/api/executions/{id}/savepoints/{savepoint}/diff", api.diff),
+    Route("/api/executions/{id}/messages", api.send_message, methods=["POST"]),
     Route("/api/executions/{id}/{action}", api.act, methods=["POST"]),
     Route("/api/executions/{id}/savepoints/{savepoint}/{action}", api.act_on_savepoint,
           methods=["POST"]),

@@ -5,14 +5,17 @@ the fragments of them that the page's script fetches again to stay live:
     /fragments/executions               its live part (counts, rows, pager)
     /executions/ID                      an execution: its details
     /executions/ID/savepoints           its Savepoints tab (?page=N)
-    /executions/ID/fragments/head       live: status and the buttons that apply
+    /executions/ID/fragments/head       live: status and the buttons that apply; while
+                                        it waits for a message, on which topic and a
+                                        form that sends one
     /executions/ID/fragments/details    live: details, log, outputs, children
     /executions/ID/fragments/savepoints live: the tab's table
     /executions/ID/savepoints/SEQ       a savepoint's frames and locals (Inspect), what
                                         changed since the one before, an edit box per
                                         local and "Load with changes"
 
-The buttons (Load, Fork, Cancel, ...) POST to the JSON API (engine.ui.api).
+The buttons (Load, Fork, Cancel, ...) and the message form POST to the JSON API
+(engine.ui.api).
 """
 import math
 import urllib.parse

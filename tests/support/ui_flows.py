@@ -2,10 +2,12 @@
 seed_example: a SQLite read, the named savepoint "with-fetched-data", an upload that
 fails) with its connectors set up from the environment -- so the worker a test starts
 (`engine worker --flows ui_flows`) has them too -- and flows whose locals, log and
-outputs hold HTML, and that start children."""
+outputs hold HTML, that start children, and one left waiting for a message."""
 import os
 
+import message_flows
 import rt_flows
+from engine import Engine, Status
 
 HTML = "<script>alert('owned')</script>"
 
@@ -31,3 +33,14 @@ def starts_children(system, this, inputs):
     first = this.flow(holding_html)
     second = this.flow(holding_html)
     return [first, second]
+
+
+def waiting_for_message(store, flow=message_flows.approval, inputs=None):
+    """The id of a new execution of ``flow`` (by default message_flows.approval), run
+    until it waits for a message and unloaded (WAITING in the store, held by no
+    process)."""
+    with Engine(store, durability="async", sleep_max_seconds=0) as eng:
+        ex = eng.start(flow, inputs)
+        eng.run()
+        assert eng.get(ex.id).status == Status.WAITING
+        return ex.id

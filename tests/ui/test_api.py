@@ -1,19 +1,25 @@
 """The page's JSON API through a plain HTTP client (urllib) against a real `engine ui`
 subprocess: the shapes the CLI prints with --json, filters and pages, the buttons'
 POSTs; and who may ask -- the access token, the CSRF token, loopback names only without a
-token, the one line when the ui extra is missing."""
+token, the one line when the ui extra is missing; a message sent to a waiting flow."""
 import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+
+import pytest
 
 import pytest
 
 import ui_flows
 import ui_tripwire
 import ui_server
-from engine import Engine
+from engine import Engine, Status
+from engine.types import ENDED
 from ui_server import TOKEN, request
+from waiting import wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -214,3 +220,44 @@ def test_without_the_ui_extra_engine_ui_says_so_in_one_line(world):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert "pip install 'savepoint-engine[ui]'" in proc.stderr
+
+
+def test_a_message_sent_through_the_api_ends_the_flow_waiting_for_it(world, tmp_path):
+    exec_id = ui_flows.waiting_for_message(world.store)
+    url = f"/api/executions/{exec_id}/messages"
+    shown = api(world, f"/api/executions/{exec_id}")[2]
+    assert shown["status"] == "WAITING" and shown["receiving"] == "approval"
+    message = {"topic": "approval", "value": {"by": "ann", "ok": True}}
+    status, _, body = api(world, url, method="POST", body=message)
+    assert status == 403 and "CSRF" in body["error"]               # no token: refused
+    csrf = {"X-CSRF-Token": csrf_of(world)}
+    for bad in ([1], {"topic": "approval"}, {"topic": 7, "value": 1}):
+        status, _, body = api(world, url, method="POST", headers=csrf, body=bad)
+        assert status == 400 and "the body must be" in body["error"], body
+    raw = urllib.request.Request(world.server.base + url, data=b"{not json", method="POST",
+                                 headers=dict(AUTH, **csrf))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(raw, timeout=30)
+    assert refused.value.code == 400
+    assert "not JSON" in json.loads(refused.value.read())["error"]
+    status, _, body = api(world, "/api/executions/nosuchexecution/messages", method="POST",
+                          headers=csrf, body=message)
+    assert status == 404 and "no execution" in body["error"]
+    with Engine(world.store, durability="async") as eng:
+        assert eng.get(exec_id).status == Status.WAITING             # nothing sent yet
+
+    assert api(world, url, method="POST", headers=csrf, body=message)[:3:2] == \
+        (200, {"sent": "approval"})
+    worker = ui_server.start_worker(world.store, world.env, tmp_path / "worker.log")
+    try:
+        with Engine(world.store, durability="async") as eng:
+            assert wait_for(lambda: eng.get(exec_id).status in ENDED, 60)
+            done = eng.get(exec_id)
+    finally:
+        ui_server.stop_worker(worker)
+    assert done.status == Status.ENDED_SUCCESS and done.output == message["value"]
+    assert done.receiving is None
+    status, _, body = api(world, url, method="POST", headers=csrf, body=message)
+    assert status == 409 and "ended" in body["error"], body           # ended: no one receives
+    with Engine(world.store, durability="async") as eng:
+        eng.delete(exec_id)                     # leave the others' store as it was

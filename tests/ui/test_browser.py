@@ -3,12 +3,14 @@
 opened, its Savepoints tab read, loaded back to "with-fetched-data" with a click, and a
 worker takes it to ENDED_SUCCESS while the page watches without reloading; a savepoint
 inspected; HTML in a local shown as text; filters, paging, live rows and the buttons
-that apply.  Each test saves screenshots under its tmp dir and prints where."""
+that apply; a flow waiting for a message sent one from the page's form.  Each test
+saves screenshots under its tmp dir and prints where."""
 import inspect
 import re
 
 from playwright.sync_api import expect
 
+import message_flows
 import rt_flows
 import ui_flows
 import ui_server
@@ -226,3 +228,49 @@ def test_paging_walks_every_execution(page, world, shot):
         with Engine(world.store, durability="async") as eng:
             for exec_id in made:
                 eng.delete(exec_id)
+
+
+def test_a_message_sent_from_the_page_ends_the_flow_waiting_for_it(page, world, shot,
+                                                                    tmp_path):
+    exec_id = ui_flows.waiting_for_message(world.store)
+    open_execution(page, world, exec_id)
+    page.evaluate("window.notReloaded = true")
+    expect(page.locator("#status")).to_have_text("WAITING")
+    expect(page.locator("#receiving")).to_have_text("waiting for a message on approval")
+    form = page.locator("form#send-message")
+    expect(form.locator("input[name=topic]")).to_have_value("approval")
+    form.locator("input[name=value]").fill("{not json")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#flash")).to_contain_text("the value is not JSON")
+    page.evaluate("document.querySelector('form#send-message').noValidate = true")
+    form.locator("input[name=topic]").fill("")          # the server refuses it: shown
+    form.locator("input[name=value]").fill('"yes"')
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#flash")).to_contain_text("send takes a topic that is a non-empty")
+    expect(page.locator("#status")).to_have_text("WAITING")
+    shot(page, "message-form")
+
+    form.locator("input[name=topic]").fill("approval")
+    form.locator("input[name=value]").fill('{"by": "ann", "ok": true}')
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#flash")).to_be_hidden()
+    worker = ui_server.start_worker(world.store, world.env, tmp_path / "worker.log")
+    try:
+        expect(page.locator("#status")).to_have_text("ENDED_SUCCESS", timeout=LONG)
+    finally:
+        ui_server.stop_worker(worker)
+    expect(page.locator("#receiving")).to_have_count(0)
+    expect(form).to_have_count(0)                     # no one waits: no form
+    expect(page.locator("#output")).to_contain_text('"by": "ann"')
+    assert page.evaluate("window.notReloaded") is True          # never reloaded
+    shot(page, "message-received")
+
+    odd = ui_flows.waiting_for_message(world.store, message_flows.receives_many,
+                                       {"count": 1, "topic": ui_flows.HTML})
+    open_execution(page, world, odd)
+    expect(page.locator("#receiving")).to_have_text(
+        f"waiting for a message on {ui_flows.HTML}")           # as text, never run
+    expect(page.locator("form#send-message input[name=topic]")).to_have_value(ui_flows.HTML)
+    with Engine(world.store, durability="async") as eng:
+        for done in (exec_id, odd):
+            eng.delete(done)                    # leave the others' store as it was

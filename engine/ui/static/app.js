@@ -9,7 +9,9 @@
 //    "open" (the execution the answer names), "home", or "savepoints";
 //  - runs the button marked data-edit-post="URL" (Load with changes): the edit boxes
 //    (input.edit) whose text was changed, each parsed as JSON, are POSTed as
-//    {"set_locals": {data-key: value}}, then the execution's savepoints open.
+//    {"set_locals": {data-key: value}}, then the execution's savepoints open;
+//  - sends the form marked data-message-post="URL" (a message to an execution waiting
+//    for one): {"topic": its topic, "value": its value parsed as JSON}, then refreshes.
 // Every text it shows (an error the server answered with, too) goes in as text.
 "use strict";
 
@@ -139,6 +141,21 @@
     await send(button, button.dataset.editPost, {set_locals: changes}, "savepoints");
   }
 
+  async function postMessage(form) {
+    flash("");
+    const topic = form.elements.topic.value;
+    let value;
+    try {
+      value = JSON.parse(form.elements.value.value);
+    } catch (e) {
+      flash("the value is not JSON: " + e.message);
+      form.elements.value.focus();
+      return;
+    }
+    await send(form.querySelector("button[type=submit]"), form.dataset.messagePost,
+               {topic: topic, value: value}, "refresh");
+  }
+
   async function send(button, url, body, after) {
     button.disabled = true;
     flash("");
@@ -182,6 +199,14 @@
     if (editing) {
       event.preventDefault();
       postEdits(editing);
+    }
+  });
+
+  document.addEventListener("submit", function (event) {
+    const form = event.target.closest("form[data-message-post]");
+    if (form) {
+      event.preventDefault();
+      postMessage(form);
     }
   });
 
