@@ -180,8 +180,13 @@ class Tables:
     def head(self, txn, exec_id):
         """The execution's head: the newer of its record and its latest savepoint's, or
         None.  A damaged record never makes it fail: see damaged_head."""
-        raw = txn.get(exec_key(exec_id), db=self.db["executions"])
-        latest = self.newest_savepoint(txn, exec_id)
+        return self.head_of(exec_id, txn.get(exec_key(exec_id), db=self.db["executions"]),
+                            self.newest_savepoint(txn, exec_id))
+
+    def head_of(self, exec_id, raw, latest):
+        """As head, from what was read already: the record's bytes (or None) and the
+        newest savepoint's (seq, value bytes) (or None).  Needs no transaction (the
+        PostgreSQL store reads both in one statement)."""
         try:
             head = None if raw is None else self.execution_record(raw, exec_id)
             if latest is not None:

@@ -217,25 +217,6 @@ class PostgresStore(StoreProtocol):
         return (None if row is None else bytes(row[0]),
                 None if latest is None else (latest[0], bytes(latest[1])))
 
-    def _head(self, exec_id, raw, latest):
-        """As lmdbtables.Tables.head, from rows read already."""
-        if raw is None and latest is None:
-            return None
-        tables = self.tables
-        try:
-            head = None if raw is None else tables.execution_record(raw, exec_id)
-            if latest is not None:
-                state = tables.savepoint_value(latest[1], latest[0], exec_id)[2]
-                if head is None:
-                    head = {"id": exec_id}
-                if state[0] > head.get("version", 0):
-                    LAYOUT.apply(head, state)
-            if head is None:
-                raise CorruptSavepoint(f"execution {exec_id} has no execution record")
-        except CorruptSavepoint:
-            return tables.damaged_head(exec_id, raw, latest)
-        return head
-
     def _sealed(self, execution):
         """(id, sealed record) of an execution about to be written, its version new."""
         execution["version"] = _commit.version_after(execution)
@@ -285,7 +266,7 @@ class PostgresStore(StoreProtocol):
     @_retried
     def get_execution(self, exec_id):
         with self._pool.connection() as conn:
-            return self._head(exec_id, *self._execution_row(conn, exec_id))
+            return self.tables.head_of(exec_id, *self._execution_row(conn, exec_id))
 
     @_retried
     def executions(self):
@@ -301,7 +282,7 @@ class PostgresStore(StoreProtocol):
             "(SELECT seq, value FROM savepoints WHERE exec_id = e.id ORDER BY seq DESC "
             "LIMIT 1) AS s ON true" + ("" if ids is None else " WHERE e.id = ANY(%s)") +
             " ORDER BY e.id", () if ids is None else (list(ids),)).fetchall()
-        return [self._head(exec_id, bytes(raw),
+        return [self.tables.head_of(exec_id, bytes(raw),
                            None if seq is None else (seq, bytes(value)))
                 for exec_id, raw, seq, value in rows]
 
@@ -348,7 +329,7 @@ class PostgresStore(StoreProtocol):
     def update_unless_leased(self, exec_id, change, now=None):
         now = time.time() if now is None else now
         with self._transaction() as conn:
-            head = self._head(exec_id, *self._execution_row(conn, exec_id, lock=True))
+            head = self.tables.head_of(exec_id, *self._execution_row(conn, exec_id, lock=True))
             if head is None:
                 return "missing", None
             lease = self._lease(conn, exec_id, lock=True)
@@ -369,7 +350,7 @@ class PostgresStore(StoreProtocol):
         with self._transaction() as conn:
             # the row lock orders this with a receiver's look (message): either it sees
             # this message, or this sees it waiting and wakes it
-            head = self._head(exec_id, *self._execution_row(conn, exec_id, lock=True))
+            head = self.tables.head_of(exec_id, *self._execution_row(conn, exec_id, lock=True))
             if head is None:
                 return "missing"
             wake = accept(head)                 # raises for an ended one: nothing written
