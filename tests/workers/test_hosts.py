@@ -129,7 +129,8 @@ def test_each_pool_serves_its_own_workers_metrics_and_stats_show_every_host(pg_u
                                                                             tmp_path):
     (tmp_path / "effects").mkdir()
     with Engine(pg_url, durability="async") as eng:
-        for n in range(4):
+        # more executions than host-b's two workers hold (8 each): host-a always gets some
+        for n in range(24):
             eng.start(host_flows.hops, {"steps": 1000, "seed": n})
     port = free_port()
     host_a = start_pool(pg_url, "host-a", 1, tmp_path, metrics_port=port)
