@@ -1,18 +1,26 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The frame core: capture and restore live chains of plain-function frames.
+"""The frame core: capture and restore live chains of plain-function and generator frames.
 
 A flow runs under a :class:`Root`.  Inside it, a call to a C-level Flow-API method may call
 :func:`capture`, which returns the frames between the root and the call site as a tuple of
 :class:`Frame` (outermost first).  :func:`resume` rebuilds such a tuple -- in this process
 or another -- and continues it at the instruction after that call, with a value (or an
-exception) as the call's result.  The C side lives in ``frames/*.h``; every CPython 3.11
+exception) as the call's result.
+
+A generator's frame may be in the chain when a flow frame drives it directly (a for loop,
+``yield from``, next(), send(), throw() or close()): its Frame carries the generator
+object (``gen``) and how it is driven (``via``), and restore puts the frame back into that
+very object.  Suspended generators held as values are the codec's (generator_state,
+blank_generator, fill_generator).  The C side lives in ``frames/*.h``; every CPython 3.11
 internal it touches is named in ``cpython/py311.h``.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_XDECREF
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 
-from types import CodeType as _CodeType
+import builtins
+from types import CodeType as _CodeType, GeneratorType as _GeneratorType
 
 from engine.errors import SavepointError
 
@@ -56,24 +64,49 @@ cdef class Root:
         self.active = False
         self.tstate = NULL
         self.boundary = NULL
+        self.links = None
+        if self.leaving:               # the flow is left: generators dropped now are its
+            self.leaving = False       # own code's business again
+            sp_quiet_exit()
+
+
+# How the frame before a generator's frame drives it (Frame.via), by SP_VIA_* number
+cdef dict _VIA_NAMES = {SP_VIA_FOR: "for", SP_VIA_YIELD_FROM: "yield from",
+                        SP_VIA_NEXT: "next", SP_VIA_CLOSE: "close"}
+cdef dict _VIA_NUMBERS = {name: number for number, name in _VIA_NAMES.items()}
+# ... and the site the driving frame stands on for each
+cdef dict _VIA_SITES = {SP_VIA_FOR: SP_SITE_FOR, SP_VIA_YIELD_FROM: SP_SITE_SEND,
+                        SP_VIA_NEXT: SP_SITE_CALL, SP_VIA_CLOSE: SP_SITE_CALL}
 
 
 cdef class Frame:
     """One saved frame: the function (for its globals and builtins), the code it runs,
-    the byte offset of the call it waits on, its local slots (locals, cells, free
-    variables; :data:`EMPTY` for unbound ones), the value-stack items below the callable,
-    and the exception being handled at that point (or ``None``)."""
+    the byte offset of the instruction it waits in (a call; FOR_ITER or SEND when it
+    drives a generator), its local slots (locals, cells, free variables; :data:`EMPTY`
+    for unbound ones), the value-stack items below the callable (with the iterator or
+    receiver at FOR_ITER or SEND), and the exception being handled at that point (or
+    ``None``).
 
-    def __init__(self, func, code, int offset, tuple locals, tuple stack, exc=None):
-        self.fill(func, code, offset, locals, stack, exc)
+    A generator's frame also has the generator object (``gen``; its own code's handled
+    exception is ``exc``), how the frame before it drives it (``via``: "for",
+    "yield from", "next" -- next(), send(), throw() -- or "close") and next()'s
+    ``default`` (:data:`EMPTY` when there is none)."""
 
-    cdef fill(self, func, code, int offset, tuple locals, tuple stack, exc):
+    def __init__(self, func, code, int offset, tuple locals, tuple stack, exc=None,
+                 gen=None, via=None, default=EMPTY):
+        self.fill(func, code, offset, locals, stack, exc, gen, via, default)
+
+    cdef fill(self, func, code, int offset, tuple locals, tuple stack, exc, gen, via,
+              default):
         self.func = func
         self.code = code
         self.offset = offset
         self.locals = locals
         self.stack = stack
         self.exc = exc
+        self.gen = gen
+        self.via = via
+        self.default = default
 
     @property
     def line(self):
@@ -83,15 +116,17 @@ cdef class Frame:
         return PyCode_Addr2Line(<PyCodeObject *>self.code, self.offset)
 
     def __repr__(self):
+        via = f" via={self.via!r}" if self.gen is not None else ""
         return (f"<Frame {self.code.co_qualname} at {self.code.co_filename}:{self.line}"
-                f" offset={self.offset} locals={len(self.locals)} stack={len(self.stack)}>")
+                f" offset={self.offset} locals={len(self.locals)} stack={len(self.stack)}"
+                f"{via}>")
 
 
 cdef Frame new_frame(object func, object code, int offset, tuple locals, tuple stack,
-                     object exc):
+                     object exc, object gen=None, object via=None, object default=EMPTY):
     """A Frame without going through __init__ (the capture walk and the codec)."""
     cdef Frame frame = Frame.__new__(Frame)
-    frame.fill(func, code, offset, locals, stack, exc)
+    frame.fill(func, code, offset, locals, stack, exc, gen, via, default)
     return frame
 
 
@@ -116,30 +151,32 @@ cpdef tuple capture(Root root, object api=None):
         sp_refuse_current(tstate, b"the Flow-API was called from a thread other than the "
                                   b"flow's; call it from the thread that runs the flow")
     cdef sp_walk_item *items = NULL
+    cdef sp_walk_item *item
     cdef Py_ssize_t cap = 0, n, i
     cdef sp_iframe *f
     cdef PyCodeObject *co
     cdef Frame fr
-    cdef PyObject *exc
-    cdef object handled = None
+    cdef PyObject *links = <PyObject *>root.links if root.links is not None else NULL
     try:
-        n = sp_walk(tstate, root.boundary, <PyObject *>api, &items, &cap)
-        frames = [None] * n
-        exc = PyErr_GetHandledException()    # new reference, or NULL
-        if exc != NULL:
-            handled = <object>exc
-            Py_XDECREF(exc)
+        n = sp_walk(tstate, root.boundary, <PyObject *>api, links, &items, &cap)
+        frames = PyTuple_New(n)
         for i in range(n):   # innermost first
-            f = items[i].frame
+            item = &items[i]
+            f = item.frame
             co = sp_frame_code(f)
             fr = new_frame(<object>sp_frame_func(f), <object><PyObject *>co,
-                           items[i].site.resume * SP_CODEUNIT_BYTES,
+                           item.site.resume * SP_CODEUNIT_BYTES,
                            sp_slots_tuple(sp_frame_locals(f), sp_code_nlocalsplus(co)),
-                           sp_slots_tuple(sp_frame_stack(f), items[i].site.below),
-                           handled)
-            frames[n - 1 - i] = fr
-            handled = <object>sp_exc_outside(f, items[i].site, <PyObject *>handled)
-        return tuple(frames)
+                           sp_slots_tuple(sp_frame_stack(f), item.site.below),
+                           <object>item.exc if item.exc != NULL else None)
+            if item.gen != NULL:
+                fr.gen = <object><PyObject *>item.gen
+                fr.via = _VIA_NAMES[item.via]
+                if item.deflt != NULL:
+                    fr.default = <object>item.deflt
+            Py_INCREF(fr)
+            PyTuple_SET_ITEM(frames, n - 1 - i, fr)
+        return frames
     finally:
         PyMem_Free(items)
 
@@ -148,45 +185,191 @@ def resume(Root root, frames, value=None, *, bint throw=False):
     """Rebuild ``frames`` (as :func:`capture` returned them) under ``root`` and continue
     them: the innermost call returns ``value`` -- or, with ``throw=True``, raises the
     exception ``value``.  Returns what the outermost frame returns, or raises what it
-    raises.  Every frame is validated first; nothing invalid reaches the interpreter."""
+    raises.  Every frame is validated first; nothing invalid reaches the interpreter.
+    A generator frame goes back into its own generator object, which must be finished
+    (as the unwinding of the flow left it, or as the codec builds it)."""
     frames = tuple(frames)
     cdef Py_ssize_t n = len(frames), i, built = 0
     if n == 0:
         raise ValueError("resume() needs at least one frame")
     if throw and not isinstance(value, BaseException):
         raise TypeError("resume(throw=True) needs an exception instance as the value")
-    cdef Frame fr
-    for i in range(n):
-        if not isinstance(frames[i], Frame):
-            raise TypeError(f"frames[{i}] is a {type(frames[i]).__name__}, not a Frame")
-        fr = <Frame>frames[i]
-        if fr.offset % SP_CODEUNIT_BYTES:
-            raise ValueError(f"frames[{i}]: offset {fr.offset} is not an instruction offset")
-        sp_check_frame(<PyObject *>fr.func, <PyObject *>fr.code, fr.offset // SP_CODEUNIT_BYTES,
-                       <PyObject *>fr.locals, <PyObject *>fr.stack, <PyObject *>fr.exc)
-    cdef PyGenObject **gens = <PyGenObject **>PyMem_Malloc(n * sizeof(PyGenObject *))
-    if gens == NULL:
+    cdef sp_link *links = <sp_link *>PyMem_Malloc(n * sizeof(sp_link))
+    if links == NULL:
         raise MemoryError()
     cdef sp_tstate *tstate = PyThreadState_Get()
     try:
+        chain_links = _check_chain(frames, links)
         for i in range(n):
-            fr = <Frame>frames[i]
-            gens[i] = sp_build_gen(<PyObject *>fr.func, <PyObject *>fr.code,
-                                   fr.offset // SP_CODEUNIT_BYTES,
-                                   <PyObject *>fr.locals, <PyObject *>fr.stack,
-                                   <PyObject *>fr.exc)
+            _build(<Frame>frames[i], &links[i])
             built += 1
         root.enter()
+        root.links = chain_links
     except BaseException:
         for i in range(built):
-            sp_abandon(tstate, gens[i])
-        PyMem_Free(gens)
+            sp_abandon(tstate, links[i].gen)
+        PyMem_Free(links)
         raise
     try:
-        return sp_drive_chain(tstate, gens, n, <PyObject *>value, throw, <PyObject *>Unwind)
+        return sp_drive_chain(tstate, links, n, <PyObject *>value, throw, <PyObject *>Unwind)
     finally:
         root.leave()
-        PyMem_Free(gens)
+        PyMem_Free(links)
+
+
+cdef dict _check_chain(tuple frames, sp_link *links):
+    """Validate every frame of a chain and fill in how each is driven (links: all but
+    the generators); returns {generator: (via, default)} for the capture walk."""
+    cdef Py_ssize_t n = len(frames), i
+    cdef Frame fr, child
+    cdef int kind, via
+    cdef object outer = None
+    cdef dict chain_links = {}
+    for i in range(n):
+        if not isinstance(frames[i], Frame):
+            raise TypeError(f"frames[{i}] is a {type(frames[i]).__name__}, not a Frame")
+    for i in range(n):
+        fr = <Frame>frames[i]
+        if fr.offset % SP_CODEUNIT_BYTES:
+            raise ValueError(f"frames[{i}]: offset {fr.offset} is not an instruction offset")
+        kind = SP_SITE_CALL
+        if i + 1 < n and (<Frame>frames[i + 1]).gen is not None:
+            child = <Frame>frames[i + 1]
+            if child.via not in _VIA_NUMBERS:
+                raise ValueError(f"frames[{i + 1}]: a generator frame's via must be one of "
+                                 f"{sorted(_VIA_NUMBERS)}, not {child.via!r}")
+            kind = _VIA_SITES[_VIA_NUMBERS[child.via]]
+        via = SP_VIA_CALL
+        links[i].gen = NULL
+        links[i].real = fr.gen is not None
+        links[i].deflt = NULL
+        links[i].outer = NULL
+        if fr.gen is not None:
+            if i == 0:
+                raise ValueError("frames[0] is a generator's frame: a flow's outermost "
+                                 "frame is a plain function's")
+            if fr.gen in chain_links:
+                raise ValueError(f"frames[{i}]: its generator is in the chain twice")
+            via = _VIA_NUMBERS[fr.via]
+            sp_check_gen(<PyObject *>fr.gen, <PyObject *>fr.code)
+            if fr.default is not EMPTY and via != SP_VIA_NEXT:
+                raise ValueError(f"frames[{i}]: only next() has a default")
+            chain_links[fr.gen] = (via, fr.default)
+            if fr.default is not EMPTY:
+                links[i].deflt = <PyObject *>fr.default
+            outer = _outer_exc(frames, i)
+            if outer is not None:
+                links[i].outer = <PyObject *>outer   # the Frame before it holds it
+        elif fr.via is not None or fr.default is not EMPTY:
+            raise ValueError(f"frames[{i}]: a plain frame has no via or default")
+        links[i].via = via
+        links[i].site = sp_check_frame(<PyObject *>fr.func, <PyObject *>fr.code,
+                                       fr.offset // SP_CODEUNIT_BYTES, <PyObject *>fr.locals,
+                                       <PyObject *>fr.stack, <PyObject *>fr.exc, kind,
+                                       fr.gen is not None)
+        if kind != SP_SITE_CALL and fr.stack[len(fr.stack) - 1] is not child.gen:
+            raise ValueError(f"frames[{i}]: the {child.via} loop does not drive the "
+                             f"generator of frames[{i + 1}]")
+    return chain_links
+
+
+cdef object _outer_exc(tuple frames, Py_ssize_t i):
+    """The exception handled around the generator of frames[i]: where the frame driving it
+    stands -- a plain frame's handled exception, or a generator's own, else the one
+    around that generator."""
+    cdef Frame driver
+    while i > 0:
+        i -= 1
+        driver = <Frame>frames[i]
+        if driver.gen is None or driver.exc is not None:
+            return driver.exc
+    return None
+
+
+cdef int _build(Frame fr, sp_link *link) except -1:
+    """Build the frame ``fr`` (validated by _check_chain) and keep its generator in link."""
+    cdef int lasti = fr.offset // SP_CODEUNIT_BYTES
+    if fr.gen is None:
+        link.gen = sp_build_gen(<PyObject *>fr.func, <PyObject *>fr.code, lasti,
+                                <PyObject *>fr.locals, <PyObject *>fr.stack,
+                                <PyObject *>fr.exc)
+    else:
+        sp_gen_fill(<PyObject *>fr.gen, <PyObject *>fr.func, lasti, <PyObject *>fr.locals,
+                    <PyObject *>fr.stack, <PyObject *>fr.exc, 0)
+        Py_INCREF(fr.gen)
+        link.gen = <PyGenObject *>fr.gen
+    return 0
+
+
+# --- generators held as values (for the codec) ---------------------------------------------
+
+GEN_CREATED = SP_GEN_CREATED
+GEN_SUSPENDED = SP_GEN_SUSPENDED
+GEN_RUNNING = SP_GEN_RUNNING
+GEN_FINISHED = SP_GEN_FINISHED
+
+
+cdef tuple generator_state(object gen):
+    """What a generator holds: (status, func, code, offset, locals, stack, exc) -- status
+    one of GEN_*; the rest None unless it is created or suspended, when its frame stands
+    at RETURN_GENERATOR or a yield with those slots, handling ``exc``."""
+    cdef PyGenObject *g = <PyGenObject *>gen
+    cdef int status = sp_gen_status(g)
+    cdef sp_iframe *f
+    cdef PyCodeObject *co
+    cdef sp_table *table
+    cdef const sp_site *site
+    cdef PyObject *exc
+    if status == SP_GEN_RUNNING or status == SP_GEN_FINISHED:
+        return (status, None, None, None, None, None, None)
+    f = sp_gen_frame(g)
+    co = sp_frame_code(f)
+    table = sp_table_get(co)
+    site = sp_site_waiting_at(table, sp_frame_lasti(f),
+                              SP_SITE_START if status == SP_GEN_CREATED else SP_SITE_YIELD)
+    if site == NULL or sp_frame_is_executing(f) or sp_frame_stack_depth(f) != site.below:
+        raise SavepointError(f"cannot save the generator {gen.__qualname__}: internal "
+                             f"error: its frame disagrees with the static stack table")
+    exc = sp_gen_exc(g)
+    return (status, <object>sp_frame_func(f), <object><PyObject *>co,
+            site.resume * SP_CODEUNIT_BYTES,
+            sp_slots_tuple(sp_frame_locals(f), sp_code_nlocalsplus(co)),
+            sp_slots_tuple(sp_frame_stack(f), site.below),
+            <object>exc if exc != NULL else None)
+
+
+cdef object blank_generator(object code, object name, object qualname):
+    """A finished generator object of ``code`` (a generator function's), named as given:
+    fill_generator puts a saved frame into it, resume a chain's."""
+    return sp_gen_blank(<PyObject *>code, <PyObject *>name, <PyObject *>qualname)
+
+
+cdef int fill_generator(object gen, object func, int state, int offset, tuple locals,
+                        tuple stack, object exc) except -1:
+    """Put the saved frame of a created or suspended generator into ``gen`` (from
+    blank_generator), validated first: nothing invalid reaches the interpreter."""
+    if state != SP_GEN_CREATED and state != SP_GEN_SUSPENDED:
+        raise ValueError("a generator is filled as created or suspended")
+    code = gen.gi_code if type(gen) is _GeneratorType else None
+    sp_check_gen(<PyObject *>gen, <PyObject *>code)
+    if offset % SP_CODEUNIT_BYTES:
+        raise ValueError(f"offset {offset} is not an instruction offset")
+    sp_check_frame(<PyObject *>func, <PyObject *>code, offset // SP_CODEUNIT_BYTES,
+                   <PyObject *>locals, <PyObject *>stack, <PyObject *>exc,
+                   SP_SITE_START if state == SP_GEN_CREATED else SP_SITE_YIELD, 1)
+    sp_gen_fill(<PyObject *>gen, <PyObject *>func, offset // SP_CODEUNIT_BYTES,
+                <PyObject *>locals, <PyObject *>stack, <PyObject *>exc,
+                state == SP_GEN_CREATED)
+    return 0
+
+
+cdef void quiet_enter():
+    """From here, generators dropped on this thread do not run their finally blocks."""
+    sp_quiet_enter()
+
+
+cdef void quiet_exit():
+    sp_quiet_exit()
 
 
 cdef dict _handlerless = {}    # code object -> its copy without an exception table
@@ -199,7 +382,11 @@ def strip_handlers(Root root):
     objects; keep them until the Unwind has left the flow."""
     if not root.active or root.tstate != PyThreadState_Get():
         raise RuntimeError("strip_handlers() must run inside the flow, on its thread")
-    return sp_strip_handlers(root.tstate, root.boundary, _handlerless)
+    originals = sp_strip_handlers(root.tstate, root.boundary, _handlerless)
+    if not root.leaving:             # until the flow is left (Root.leave), a generator
+        root.leaving = True          # its frames drop does not run its finally blocks
+        sp_quiet_enter()
+    return originals
 
 
 def run(Root root, func, *args, **kwargs):
@@ -221,12 +408,22 @@ def stack_table(code):
     cdef sp_table *t = sp_table_get(<PyCodeObject *><PyObject *>code)
     if t.error != NULL:
         raise ValueError(f"cannot analyse {code.co_qualname}: {t.error.decode()}")
-    return {t.sites[i].resume * SP_CODEUNIT_BYTES: t.sites[i].below for i in range(t.nsites)}
+    return {t.sites[i].resume * SP_CODEUNIT_BYTES: t.sites[i].below for i in range(t.nsites)
+            if t.sites[i].kind == SP_SITE_CALL}
 
 
 _SELF_API = capture
 sp_SavepointError = <PyObject *>SavepointError
 sp_EMPTY = <PyObject *>EMPTY
+# what a flow frame may drive a generator with (capture.h sp_call_via); held for good
+_GEN_DRIVERS = (builtins.next, _GeneratorType.send, _GeneratorType.throw,
+                _GeneratorType.close, _GeneratorType.__next__)
+sp_builtin_next = <PyObject *>_GEN_DRIVERS[0]
+sp_gen_send = <PyObject *>_GEN_DRIVERS[1]
+sp_gen_throw = <PyObject *>_GEN_DRIVERS[2]
+sp_gen_close = <PyObject *>_GEN_DRIVERS[3]
+sp_gen_next = <PyObject *>_GEN_DRIVERS[4]
+sp_install_gen_finalizer()
 sp_extra_index = sp_request_code_extra_index(sp_table_free)
 if sp_extra_index < 0:
     raise ImportError("engine._frames: no code-object extra slot is available")
