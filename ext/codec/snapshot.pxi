@@ -312,7 +312,8 @@ def decode_savepoint(record, codes, *, externals=None, Trust trust=None, chunks=
                                    "frame of the chain is")
         return tuple(frames), result     # frames as engine._frames.capture gives them
     except Exception as e:
-        raise _damaged(e) from None
+        frames = None        # its generators go now, while they cannot run (quiet)
+        raise _damaged(e.with_traceback(None)) from None
     finally:
         _done_decoding(dec)
         quiet_exit()

@@ -20,6 +20,9 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 
 import builtins
+import collections
+import gc
+import types
 from types import CodeType as _CodeType, GeneratorType as _GeneratorType
 
 from engine.errors import SavepointError
@@ -212,6 +215,8 @@ def resume(Root root, frames, value=None, *, bint throw=False):
         raise
     try:
         return sp_drive_chain(tstate, links, n, <PyObject *>value, throw, <PyObject *>Unwind)
+    except Unwind as unwind:
+        raise _left(root, unwind)
     finally:
         root.leave()
         PyMem_Free(links)
@@ -221,7 +226,7 @@ cdef dict _check_chain(tuple frames, sp_link *links):
     """Validate every frame of a chain and fill in how each is driven (links: all but
     the generators); returns {generator: (via, default)} for the capture walk."""
     cdef Py_ssize_t n = len(frames), i
-    cdef Frame fr, child
+    cdef Frame fr, child, driver
     cdef int kind, via
     cdef object outer = None
     cdef dict chain_links = {}
@@ -252,6 +257,11 @@ cdef dict _check_chain(tuple frames, sp_link *links):
                 raise ValueError(f"frames[{i}]: its generator is in the chain twice")
             via = _VIA_NUMBERS[fr.via]
             sp_check_gen(<PyObject *>fr.gen, <PyObject *>fr.code)
+            driver = <Frame>frames[i - 1]       # its loop's stack was checked: not empty
+            if (via == SP_VIA_FOR or via == SP_VIA_YIELD_FROM) and \
+                    driver.stack[len(driver.stack) - 1] is not fr.gen:
+                raise ValueError(f"frames[{i - 1}]: the {fr.via} loop does not drive the "
+                                 f"generator of frames[{i}]")
             if fr.default is not EMPTY and via != SP_VIA_NEXT:
                 raise ValueError(f"frames[{i}]: only next() has a default")
             chain_links[fr.gen] = (via, fr.default)
@@ -267,9 +277,6 @@ cdef dict _check_chain(tuple frames, sp_link *links):
                                        fr.offset // SP_CODEUNIT_BYTES, <PyObject *>fr.locals,
                                        <PyObject *>fr.stack, <PyObject *>fr.exc, kind,
                                        fr.gen is not None)
-        if kind != SP_SITE_CALL and fr.stack[len(fr.stack) - 1] is not child.gen:
-            raise ValueError(f"frames[{i}]: the {child.via} loop does not drive the "
-                             f"generator of frames[{i + 1}]")
     return chain_links
 
 
@@ -372,6 +379,38 @@ cdef void quiet_exit():
     sp_quiet_exit()
 
 
+# What abandon() looks through for generators: the containers a flow's state is made of
+# (never functions, modules or classes, which lead to the rest of the program)
+cdef tuple _HOLDERS = (tuple, list, dict, set, frozenset, types.CellType, Frame,
+                       collections.deque)
+
+
+def abandon(frames):
+    """Give up ``frames`` (as :func:`capture` or the codec made them) without resuming them:
+    the generators they hold -- in their slots, and in the containers and instances there
+    -- are marked finished, so that dropping them runs none of their code, as leaving a
+    flow does.  For frames a parked flow kept in memory when it is dropped instead."""
+    seen = set()
+    todo = list(frames)
+    cdef PyGenObject *gen
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if type(obj) is _GeneratorType:
+            gen = <PyGenObject *>obj
+            status = sp_gen_status(gen)
+            if status == SP_GEN_CREATED or status == SP_GEN_SUSPENDED:
+                todo.extend(gc.get_referents(obj))       # its frame's slots, first
+                sp_gen_mark_completed(gen)
+        elif isinstance(obj, _HOLDERS):
+            todo.extend(gc.get_referents(obj))
+        elif hasattr(obj, "__dict__") and not isinstance(obj, (type, types.ModuleType,
+                                                               types.FunctionType)):
+            todo.append(getattr(obj, "__dict__"))
+
+
 cdef dict _handlerless = {}    # code object -> its copy without an exception table
 
 
@@ -395,8 +434,20 @@ def run(Root root, func, *args, **kwargs):
     root.enter()
     try:
         return func(*args, **kwargs)
+    except Unwind as unwind:
+        raise _left(root, unwind)
     finally:
         root.leave()
+
+
+cdef object _left(Root root, unwind):
+    """The Unwind leaving a flow, without its traceback when the flow is being left: the
+    traceback's frame objects hold the flow's locals, and a generator among them must be
+    dropped now, while it cannot run its finally blocks (Root.leave ends that)."""
+    if root.leaving:
+        unwind.__traceback__ = None
+        unwind.__context__ = None
+    return unwind
 
 
 def stack_table(code):

@@ -86,6 +86,7 @@ cdef extern from "frames/frames.h":
     void sp_abandon(sp_tstate *, PyGenObject *)
     object sp_drive_chain(sp_tstate *, sp_link *, Py_ssize_t, PyObject *, int, PyObject *)
     int sp_gen_status(PyGenObject *)
+    void sp_gen_mark_completed(PyGenObject *)
     PyObject *sp_gen_exc(PyGenObject *)
     PyObject *sp_gen_name(PyGenObject *)
     PyObject *sp_gen_qualname(PyGenObject *)

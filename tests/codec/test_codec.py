@@ -176,9 +176,13 @@ def test_open_file_error_names_local_function_file_line_and_type(tmp_path):
     assert "close it before the Flow-API call" in message
 
 
+async def async_gen():
+    yield 1
+
+
 @pytest.mark.parametrize("value, words", [
     (threading.Lock(), "a lock"),
-    ((x for x in []), "a generator object"),
+    (async_gen(), "async generators cannot be saved (not yet)"),
     (io.StringIO(), "an open file"),
     (codec_values.Item("untrusted", []), "eng.trust(Item)"),
 ])
