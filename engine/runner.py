@@ -282,6 +282,7 @@ class Runner:
     def finish(self, run, exec_id=None, release=True):
         """The execution is no longer held here: forget it, release its lease."""
         if run is not None:
+            run.drop_park()              # ended elsewhere while parked: it goes no further
             exec_id = run.execution_id
             if self.runs.get(exec_id) is run:
                 with self.holding:             # counted once, whichever thread finishes
@@ -326,7 +327,7 @@ class Runner:
                 run.record.update(status=Status.WAITING.value,
                                   due=until_timeout(run.record, run.parked.wake_at))
                 run.store.put_execution(run.record)
-        run.parked = None
+        run.drop_park()
         self.finish(run)
 
     def put_back(self, task):
@@ -380,6 +381,14 @@ class Run:
         self.calls = 0                   # Flow-API calls served (Runner.counters)
         self.thread = None               # the flow's thread, while it runs flow code
         self.in_flow = False
+
+    def drop_park(self):
+        """Forget the Park this run waits in without going on from it (the execution goes
+        on from its savepoint, elsewhere or later, or not at all): the generators its
+        frames hold must not run their finally blocks when they are dropped."""
+        park, self.parked = self.parked, None
+        if park is not None:
+            _frames.abandon(park.frames)
 
     # -- ended from outside the flow's thread (the watchdog) --
     def take_request(self, request):

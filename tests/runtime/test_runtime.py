@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import rt_flows
 from engine import Engine, Status
 from locations import SUPPORT
+from waiting import wait_for
 
 RUNNER = os.path.join(SUPPORT, "rt_run.py")
 
@@ -246,6 +247,50 @@ def test_killed_at_a_random_call_of_a_random_flow(tmp_path_factory, data):
     want, calls = uninterrupted(tmp_path, flow, inputs)
     k = data.draw(st.integers(1, len(calls)))
     assert crash_at(tmp_path, flow, inputs, k) == (want, calls)
+
+
+GENERATOR_FLOWS = ["gen_paging", "gen_yield_from", "gen_expression", "gen_held", "gen_helpers",
+                   "gen_send_throw", "gen_close_after_restore"]
+
+
+@pytest.mark.parametrize("flow", GENERATOR_FLOWS)
+def test_generator_flows_killed_at_every_flow_api_call_finish_the_same(tmp_path, flow):
+    # generators calling this.connect, held across calls, driven by for, next, send,
+    # throw, yield from and close: each call is done once, the output is the same
+    want, calls = uninterrupted(tmp_path, flow, {})
+    assert len(calls) == len(set(calls)) >= 2
+    for k in range(1, len(calls) + 1):
+        assert crash_at(tmp_path, flow, {}, k) == (want, calls), k
+
+
+def test_a_generator_held_while_the_flow_is_unloaded_runs_its_finally_once(eng, tmp_path):
+    ex = eng.execute(rt_flows.gen_close_after_restore, {"seconds": 0.6})
+    assert eng.get(ex.id).status == Status.WAITING
+    assert effects(tmp_path) == ["holding"]          # unloading ran no finally
+    time.sleep(0.7)
+    runner(eng.path, tmp_path / "effects", "run")
+    done = eng.get(ex.id)
+    assert done.status == Status.ENDED_SUCCESS, done.error
+    assert done.output == ["one", "HOLDING", "two", "GEN-FINALLY"]
+    assert effects(tmp_path) == ["holding", "gen-finally"]
+
+
+def test_a_parked_flow_ended_from_outside_drops_its_generators_without_running_them(tmp_path):
+    marker = tmp_path / "marker"
+    with Engine(tmp_path / "store", durability="async", sleep_max_seconds=60) as eng:
+        eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "effects"))
+        worker = threading.Thread(target=eng.run, kwargs={"until": "stopped"})
+        worker.start()
+        try:
+            ex = eng.start(rt_flows.gen_parked, {"marker": str(marker), "seconds": 30})
+            assert wait_for(lambda: eng.counters().parked == 1)
+            eng.cancel(ex.id)
+            assert wait_for(lambda: eng.counters().parked == 0)
+        finally:
+            eng.stop()
+            worker.join()
+        assert eng.get(ex.id).status == Status.ENDED_CANCELLED
+    assert effects(tmp_path) == ["parking"] and not marker.exists()
 
 
 def test_killed_before_any_savepoint_starts_over(tmp_path):
