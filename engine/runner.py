@@ -381,6 +381,7 @@ class Run:
         self.calls = 0                   # Flow-API calls served (Runner.counters)
         self.thread = None               # the flow's thread, while it runs flow code
         self.in_flow = False
+        self.interrupted = False         # an Interrupted was sent to that thread
 
     def drop_park(self):
         """Forget the Park this run waits in without going on from it (the execution goes
@@ -419,13 +420,19 @@ class Run:
             self.done = True
             if self.in_flow and self.thread is not None:
                 _set_async_exc(self.thread, Interrupted)      # stops a computation
+                self.interrupted = True
         return True
 
     def _stop_interrupts(self):
-        """The flow's code is over: no interrupt may land in the engine's own code."""
+        """The flow's code is over: no interrupt may land in the engine's own code.
+        Only one that was sent is cleared: PyThreadState_SetAsyncExc signals the
+        interpreter even when it clears (Python/pystate.c, 3.11), which leaves every
+        thread's eval breaker set until an exception is delivered -- slower code, and a
+        traced function call (sys.settrace: debuggers, coverage) that never returns."""
         with self.lock:
-            if self.in_flow and self.thread is not None:
+            if self.interrupted and self.in_flow and self.thread is not None:
                 _set_async_exc(self.thread, None)   # NULL: clear a pending one
+            self.interrupted = False
             self.in_flow = False
 
     # -- the driver --
