@@ -250,6 +250,29 @@ def test_killed_at_a_random_call_of_a_random_flow(tmp_path_factory, data):
     assert crash_at(tmp_path, flow, inputs, k) == (want, calls)
 
 
+TRACED_AFTER_A_RUN = '''
+import sys
+import rt_flows
+from engine import Engine
+with Engine(sys.argv[1], durability="async") as eng:
+    eng.add_connector("effect", rt_flows.effect_recorder(sys.argv[2]))
+    assert eng.execute(rt_flows.straight_line).output == ["A", "B"]
+def traced():
+    return "returned"
+sys.settrace(lambda frame, event, arg: None)
+print(traced())
+'''
+
+
+def test_a_traced_call_after_a_run_in_this_process_returns(tmp_path):
+    # clearing an interrupt that was never sent left the interpreter's eval breaker set,
+    # and a traced call then looped in its RESUME forever (a debugger, coverage)
+    proc = subprocess.run([sys.executable, "-c", TRACED_AFTER_A_RUN, str(tmp_path / "store"),
+                           str(tmp_path / "effects")], capture_output=True, text=True,
+                          timeout=60, cwd=SUPPORT)
+    assert proc.returncode == 0 and proc.stdout == "returned\n", proc.stderr
+
+
 GENERATOR_FLOWS = ["gen_paging", "gen_yield_from", "gen_expression", "gen_held", "gen_helpers",
                    "gen_send_throw", "gen_close_after_restore"]
 
