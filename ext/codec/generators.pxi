@@ -11,11 +11,6 @@
 # object first (finished, holding nothing), so that its own slots may refer to it, then
 # fills its frame through the frame core, which validates everything first.
 
-GEN_CREATED = 0
-GEN_SUSPENDED = 1
-GEN_FINISHED = 2
-GEN_IN_CHAIN = 3
-
 # The frame core's status of a generator -> the record's state
 cdef dict _GEN_STATES = {_FRAMES_GEN_CREATED: GEN_CREATED,
                          _FRAMES_GEN_SUSPENDED: GEN_SUSPENDED,

@@ -3,8 +3,9 @@
     python tests/fuzz/fuzz_codec.py [seconds]      # default 600
 
 Feeds the decoder random bytes, mutated and truncated records, and mutated bodies whose
-checksum was forged to match (so the damage reaches the body decoder), and resumes any
-frames that still decode.  Any exception but SavepointError (CorruptSavepoint is one) is
+checksum was forged to match (so the damage reaches the body decoder) -- of a record of
+plain frames and of one with generators in every state and in the chain -- and resumes
+any frames that still decode.  Any exception but SavepointError (CorruptSavepoint is one) is
 a finding; so is a crash, which ends the run with a non-zero status.
 """
 import os
@@ -34,6 +35,41 @@ def flow(n):
     return total, rows, codec_values.Item("x", [1, 2.5, (3, "4")])
 
 
+def counted():
+    for i in range(3):
+        yield i
+    return "counted"
+
+
+def delegating():
+    got = yield from counted()
+    yield got
+
+
+def paged():
+    for _ in range(2):
+        yield _frames.capture(root)
+
+
+def generators_flow():
+    # generators in every state the format holds: created, suspended inside a yield
+    # from, finished, shared, and two in the chain (driven by for and yield from)
+    created = counted()
+    finished = counted()
+    for _ in finished:
+        pass
+    suspended = delegating()
+    next(suspended)
+    shared = [suspended, created, finished]
+
+    def chained():
+        yield from paged()
+    for got in chained():
+        if type(got) is tuple:
+            return got
+    return shared
+
+
 def forge(head, body):
     mask = (1 << 64) - 1
     value = _codec.checksum(head) ^ ((_codec.checksum(body) * 0x9E3779B185EBCA87) & mask)
@@ -41,16 +77,18 @@ def forge(head, body):
 
 
 def main(seconds):
-    frames = _frames.run(root, flow, 4)
-    record, codes = _codec.encode_snapshot(frames, trust=trust)
-    pinned = {_codec.fingerprint(c): c for c in codes}
-    head = record[:record.index(b"\xcf") + 1]
-    body = record[len(head) + 8:]
+    samples = []
+    for frames in (_frames.run(root, flow, 4), _frames.run(root, generators_flow)):
+        record, codes = _codec.encode_snapshot(frames, trust=trust)
+        samples.append((record, {_codec.fingerprint(c): c for c in codes}))
     rng = random.Random()
     deadline = time.monotonic() + seconds
     runs = decoded = 0
     while time.monotonic() < deadline:
         runs += 1
+        record, pinned = samples[runs % len(samples)]
+        head = record[:record.index(b"\xcf") + 1]
+        body = record[len(head) + 8:]
         kind = rng.randrange(4)
         if kind == 0:
             data = bytes(rng.randrange(256) for _ in range(rng.randrange(400)))
