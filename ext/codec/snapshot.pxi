@@ -39,10 +39,10 @@ cdef _encode_frames(Encoder enc, frames):
             raise TypeError(f"encode_snapshot() takes Frame objects, not "
                             f"{type(item).__name__}")
     for frame in <tuple>frames:       # generators whose frame is in the chain
-        if frame.gen is not None:
+        if frame.link is not None:
             if enc.chain is None:
                 enc.chain = {}
-            enc.chain[id(frame.gen)] = _frame_module(frame)
+            enc.chain[id(frame.link[0])] = _frame_module(frame)
     enc.skip_index()              # the list of frames
     cd_array_header(&enc.buf, len(frames))
     for frame in frames:
@@ -50,7 +50,7 @@ cdef _encode_frames(Encoder enc, frames):
         module = _frame_module(frame)
         enc.module = module
         enc.skip_index()          # the frame's list
-        cd_array_header(&enc.buf, 6 if frame.gen is None else 9)
+        cd_array_header(&enc.buf, 6 if frame.link is None else 9)
         enc.encode(enc.code_ref(code, module))
         enc.encode(module)
         enc.encode(frame.offset)
@@ -85,14 +85,15 @@ cdef _encode_frames(Encoder enc, frames):
             raise SavepointError(f"the exception being handled in {_where(frame)} holds "
                                  f"{e.what}; a savepoint cannot hold it -- {e.advice}") \
                 from None
-        if frame.gen is not None:
-            if type(frame.gen) is not _GeneratorType or frame.via not in _VIAS:
+        if frame.link is not None:
+            gen, via, default = frame.link
+            if type(gen) is not _GeneratorType or via not in _VIAS:
                 raise TypeError(f"{_where(frame)}: a generator frame needs its generator "
                                 f"and one of {sorted(_VIAS)} as via")
-            enc.encode(frame.gen)
-            enc.encode(frame.via)
+            enc.encode(gen)
+            enc.encode(via)
             try:
-                enc.encode(frame.default)
+                enc.encode(default)
             except _Unencodable as e:
                 raise SavepointError(f"the default of the next() call driving "
                                      f"{_where(frame)} holds {e.what}; a savepoint cannot "
@@ -347,4 +348,4 @@ cdef object _read_frame(Decoder dec):
     if via not in _VIAS or not any(g is gen for g in dec.chain):
         raise CorruptSavepoint("malformed generator frame")
     dec.chain = [g for g in dec.chain if g is not gen]   # each is one frame of the chain
-    return new_frame(func, code, offset, locals_, stack, exc, gen, via, default)
+    return new_frame(func, code, offset, locals_, stack, exc, (gen, via, default))

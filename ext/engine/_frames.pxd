@@ -20,15 +20,12 @@ cdef class Frame:
     cdef readonly tuple locals
     cdef readonly tuple stack
     cdef readonly object exc
-    cdef readonly object gen
-    cdef readonly object via
-    cdef readonly object default
-    cdef fill(self, func, code, int offset, tuple locals, tuple stack, exc, gen, via,
-              default)
+    cdef tuple link             # None; for a generator's frame, (generator, via, default)
+    cdef fill(self, func, code, int offset, tuple locals, tuple stack, exc, tuple link)
 
 
 cdef Frame new_frame(object func, object code, int offset, tuple locals, tuple stack,
-                     object exc, object gen=*, object via=*, object default=*)
+                     object exc, tuple link=*)
 
 
 cpdef tuple capture(Root root, object api=*)

@@ -43,6 +43,7 @@ cdef class EmptySlot:
 
 
 EMPTY = EmptySlot()
+cdef object _EMPTY = EMPTY        # a C global: no module lookup on the hot paths
 
 
 class Unwind(BaseException):
@@ -97,19 +98,30 @@ cdef class Frame:
 
     def __init__(self, func, code, int offset, tuple locals, tuple stack, exc=None,
                  gen=None, via=None, default=EMPTY):
-        self.fill(func, code, offset, locals, stack, exc, gen, via, default)
+        self.fill(func, code, offset, locals, stack, exc,
+                  None if gen is None and via is None and default is _EMPTY
+                  else (gen, via, default))
 
-    cdef fill(self, func, code, int offset, tuple locals, tuple stack, exc, gen, via,
-              default):
+    cdef fill(self, func, code, int offset, tuple locals, tuple stack, exc, tuple link):
         self.func = func
         self.code = code
         self.offset = offset
         self.locals = locals
         self.stack = stack
         self.exc = exc
-        self.gen = gen
-        self.via = via
-        self.default = default
+        self.link = link           # one field for all three: plain frames stay small
+
+    @property
+    def gen(self):
+        return None if self.link is None else self.link[0]
+
+    @property
+    def via(self):
+        return None if self.link is None else self.link[1]
+
+    @property
+    def default(self):
+        return _EMPTY if self.link is None else self.link[2]
 
     @property
     def line(self):
@@ -126,10 +138,10 @@ cdef class Frame:
 
 
 cdef Frame new_frame(object func, object code, int offset, tuple locals, tuple stack,
-                     object exc, object gen=None, object via=None, object default=EMPTY):
+                     object exc, tuple link=None):
     """A Frame without going through __init__ (the capture walk and the codec)."""
     cdef Frame frame = Frame.__new__(Frame)
-    frame.fill(func, code, offset, locals, stack, exc, gen, via, default)
+    frame.fill(func, code, offset, locals, stack, exc, link)
     return frame
 
 
@@ -173,10 +185,8 @@ cpdef tuple capture(Root root, object api=None):
                            sp_slots_tuple(sp_frame_stack(f), item.site.below),
                            <object>item.exc if item.exc != NULL else None)
             if item.gen != NULL:
-                fr.gen = <object><PyObject *>item.gen
-                fr.via = _VIA_NAMES[item.via]
-                if item.deflt != NULL:
-                    fr.default = <object>item.deflt
+                fr.link = (<object><PyObject *>item.gen, _VIA_NAMES[item.via],
+                           <object>item.deflt if item.deflt != NULL else _EMPTY)
             Py_INCREF(fr)
             PyTuple_SET_ITEM(frames, n - 1 - i, fr)
         return frames
@@ -201,10 +211,16 @@ def resume(Root root, frames, value=None, *, bint throw=False):
     if links == NULL:
         raise MemoryError()
     cdef sp_tstate *tstate = PyThreadState_Get()
+    cdef Frame fr
+    cdef dict chain_links = None       # {generator: (via, default)}, for the capture walk
     try:
-        chain_links = _check_chain(frames, links)
-        for i in range(n):
-            _build(<Frame>frames[i], &links[i])
+        for i in range(n):             # each frame validated, then built
+            fr = _checked(frames, i, &links[i], chain_links)
+            if fr.link is not None:
+                if chain_links is None:
+                    chain_links = {}
+                chain_links[fr.link[0]] = (links[i].via, fr.link[2])
+            _build(fr, &links[i])
             built += 1
         root.enter()
         root.links = chain_links
@@ -222,62 +238,67 @@ def resume(Root root, frames, value=None, *, bint throw=False):
         PyMem_Free(links)
 
 
-cdef dict _check_chain(tuple frames, sp_link *links):
-    """Validate every frame of a chain and fill in how each is driven (links: all but
-    the generators); returns {generator: (via, default)} for the capture walk."""
-    cdef Py_ssize_t n = len(frames), i
-    cdef Frame fr, child, driver
-    cdef int kind, via
-    cdef object outer = None
-    cdef dict chain_links = {}
-    for i in range(n):
-        if not isinstance(frames[i], Frame):
-            raise TypeError(f"frames[{i}] is a {type(frames[i]).__name__}, not a Frame")
-    for i in range(n):
-        fr = <Frame>frames[i]
-        if fr.offset % SP_CODEUNIT_BYTES:
-            raise ValueError(f"frames[{i}]: offset {fr.offset} is not an instruction offset")
-        kind = SP_SITE_CALL
-        if i + 1 < n and (<Frame>frames[i + 1]).gen is not None:
-            child = <Frame>frames[i + 1]
-            if child.via not in _VIA_NUMBERS:
+cdef inline Frame _checked(tuple frames, Py_ssize_t i, sp_link *link, dict chain_links):
+    """frames[i], validated -- as its neighbours say it must be: frames[i - 1] drives it,
+    frames[i + 1] is what it waits on -- with how it is driven filled in ``link``
+    (all but the generator); ``chain_links`` holds the generators of the frames before."""
+    cdef Py_ssize_t n = len(frames)
+    cdef object item = frames[i]
+    cdef tuple child_link
+    cdef int kind = SP_SITE_CALL, via
+    if not isinstance(item, Frame):
+        raise TypeError(f"frames[{i}] is a {type(item).__name__}, not a Frame")
+    cdef Frame fr = <Frame>item
+    if fr.offset % SP_CODEUNIT_BYTES:
+        raise ValueError(f"frames[{i}]: offset {fr.offset} is not an instruction offset")
+    if i + 1 < n and isinstance(frames[i + 1], Frame):
+        child_link = (<Frame>frames[i + 1]).link
+        if child_link is not None and child_link[0] is not None:
+            if child_link[1] not in _VIA_NUMBERS:
                 raise ValueError(f"frames[{i + 1}]: a generator frame's via must be one of "
-                                 f"{sorted(_VIA_NUMBERS)}, not {child.via!r}")
-            kind = _VIA_SITES[_VIA_NUMBERS[child.via]]
-        via = SP_VIA_CALL
-        links[i].gen = NULL
-        links[i].real = fr.gen is not None
-        links[i].deflt = NULL
-        links[i].outer = NULL
-        if fr.gen is not None:
-            if i == 0:
-                raise ValueError("frames[0] is a generator's frame: a flow's outermost "
-                                 "frame is a plain function's")
-            if fr.gen in chain_links:
-                raise ValueError(f"frames[{i}]: its generator is in the chain twice")
-            via = _VIA_NUMBERS[fr.via]
-            sp_check_gen(<PyObject *>fr.gen, <PyObject *>fr.code)
-            driver = <Frame>frames[i - 1]       # its loop's stack was checked: not empty
-            if (via == SP_VIA_FOR or via == SP_VIA_YIELD_FROM) and \
-                    driver.stack[len(driver.stack) - 1] is not fr.gen:
-                raise ValueError(f"frames[{i - 1}]: the {fr.via} loop does not drive the "
-                                 f"generator of frames[{i}]")
-            if fr.default is not EMPTY and via != SP_VIA_NEXT:
-                raise ValueError(f"frames[{i}]: only next() has a default")
-            chain_links[fr.gen] = (via, fr.default)
-            if fr.default is not EMPTY:
-                links[i].deflt = <PyObject *>fr.default
-            outer = _outer_exc(frames, i)
-            if outer is not None:
-                links[i].outer = <PyObject *>outer   # the Frame before it holds it
-        elif fr.via is not None or fr.default is not EMPTY:
-            raise ValueError(f"frames[{i}]: a plain frame has no via or default")
-        links[i].via = via
-        links[i].site = sp_check_frame(<PyObject *>fr.func, <PyObject *>fr.code,
-                                       fr.offset // SP_CODEUNIT_BYTES, <PyObject *>fr.locals,
-                                       <PyObject *>fr.stack, <PyObject *>fr.exc, kind,
-                                       fr.gen is not None)
-    return chain_links
+                                 f"{sorted(_VIA_NUMBERS)}, not {child_link[1]!r}")
+            kind = _VIA_SITES[_VIA_NUMBERS[child_link[1]]]
+    link.gen = NULL
+    link.real = fr.link is not None
+    link.via = SP_VIA_CALL
+    link.deflt = NULL
+    link.outer = NULL
+    if fr.link is not None:
+        _check_link(frames, i, link, chain_links)
+    link.site = sp_check_frame(<PyObject *>fr.func, <PyObject *>fr.code,
+                               fr.offset // SP_CODEUNIT_BYTES, <PyObject *>fr.locals,
+                               <PyObject *>fr.stack, <PyObject *>fr.exc, kind,
+                               fr.link is not None)
+    return fr
+
+
+cdef int _check_link(tuple frames, Py_ssize_t i, sp_link *link, dict chain_links) except -1:
+    """The generator part of frames[i]: its generator, how it is driven, by whom."""
+    cdef Frame fr = <Frame>frames[i], driver
+    gen, via_name, default = fr.link
+    if gen is None:
+        raise ValueError(f"frames[{i}]: a plain frame has no via or default")
+    if i == 0:
+        raise ValueError("frames[0] is a generator's frame: a flow's outermost frame is a "
+                         "plain function's")
+    if chain_links is not None and gen in chain_links:
+        raise ValueError(f"frames[{i}]: its generator is in the chain twice")
+    cdef int via = _VIA_NUMBERS[via_name]     # checked while frames[i - 1] was
+    sp_check_gen(<PyObject *>gen, <PyObject *>fr.code)
+    driver = <Frame>frames[i - 1]             # its loop's stack was checked: not empty
+    if (via == SP_VIA_FOR or via == SP_VIA_YIELD_FROM) and \
+            driver.stack[len(driver.stack) - 1] is not gen:
+        raise ValueError(f"frames[{i - 1}]: the {via_name} loop does not drive the "
+                         f"generator of frames[{i}]")
+    if default is not _EMPTY:
+        if via != SP_VIA_NEXT:
+            raise ValueError(f"frames[{i}]: only next() has a default")
+        link.deflt = <PyObject *>default      # the Frame holds it
+    link.via = via
+    outer = _outer_exc(frames, i)
+    if outer is not None:
+        link.outer = <PyObject *>outer        # the Frame before it holds it
+    return 0
 
 
 cdef object _outer_exc(tuple frames, Py_ssize_t i):
@@ -288,23 +309,24 @@ cdef object _outer_exc(tuple frames, Py_ssize_t i):
     while i > 0:
         i -= 1
         driver = <Frame>frames[i]
-        if driver.gen is None or driver.exc is not None:
+        if driver.link is None or driver.exc is not None:
             return driver.exc
     return None
 
 
-cdef int _build(Frame fr, sp_link *link) except -1:
+cdef inline int _build(Frame fr, sp_link *link) except -1:
     """Build the frame ``fr`` (validated by _check_chain) and keep its generator in link."""
     cdef int lasti = fr.offset // SP_CODEUNIT_BYTES
-    if fr.gen is None:
+    if fr.link is None:
         link.gen = sp_build_gen(<PyObject *>fr.func, <PyObject *>fr.code, lasti,
                                 <PyObject *>fr.locals, <PyObject *>fr.stack,
                                 <PyObject *>fr.exc)
     else:
-        sp_gen_fill(<PyObject *>fr.gen, <PyObject *>fr.func, lasti, <PyObject *>fr.locals,
+        gen = fr.link[0]
+        sp_gen_fill(<PyObject *>gen, <PyObject *>fr.func, lasti, <PyObject *>fr.locals,
                     <PyObject *>fr.stack, <PyObject *>fr.exc, 0)
-        Py_INCREF(fr.gen)
-        link.gen = <PyGenObject *>fr.gen
+        Py_INCREF(gen)
+        link.gen = <PyGenObject *>gen
     return 0
 
 

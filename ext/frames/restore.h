@@ -31,7 +31,7 @@ sp_site_words(int kind)
 /* Validate a saved frame against its code: standing at `lasti`, a site of `kind`; a
  * generator's frame if `generator`.  Returns the site or NULL with an exception.
  * Everything sp_build_gen and sp_gen_fill rely on is checked here. */
-static const sp_site *
+static inline Py_ALWAYS_INLINE const sp_site *
 sp_check_frame(PyObject *func, PyObject *code, int lasti, PyObject *locals, PyObject *stack,
                PyObject *exc, int kind, int generator)
 {
@@ -176,7 +176,7 @@ sp_check_gen(PyObject *gen, PyObject *code)
 
 /* Fill an interpreter frame to run `fn`'s code `co` from unit `lasti` with the given
  * local slots and value stack (EMPTY: C NULL). */
-static void
+static inline Py_ALWAYS_INLINE void
 sp_frame_fill(sp_iframe *frame, PyFunctionObject *fn, PyCodeObject *co, int lasti,
               PyObject *locals, PyObject *stack)
 {

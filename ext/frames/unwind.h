@@ -28,7 +28,9 @@ static destructor sp_gen_finalize_default = NULL;
 static void
 sp_gen_finalize(PyObject *self)
 {
-    if (sp_quiet > 0) {
+    /* a finished generator has nothing to run (the default returns at once too): most
+     * are, and the thread-local read is the costlier test */
+    if (sp_gen_status((PyGenObject *)self) == SP_GEN_FINISHED || sp_quiet > 0) {
         return;
     }
     sp_gen_finalize_default(self);
