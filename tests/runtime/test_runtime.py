@@ -299,6 +299,24 @@ def test_a_generator_held_while_the_flow_is_unloaded_runs_its_finally_once(eng, 
     assert effects(tmp_path) == ["holding", "gen-finally"]
 
 
+def test_a_generator_that_sleeps_parks_in_memory_and_goes_on_in_the_same_generator(eng, tmp_path):
+    ex = eng.execute(rt_flows.gen_sleeping, {"seconds": 0.05})
+    done = eng.get(ex.id)
+    assert done.status == Status.ENDED_SUCCESS, done.error
+    assert done.output == ["SLEPT0", "SLEPT1"] and effects(tmp_path) == ["slept0", "slept1"]
+
+
+def test_a_generator_that_sleeps_long_is_unloaded_and_resumed_by_another_process(eng, tmp_path):
+    ex = eng.execute(rt_flows.gen_sleeping, {"seconds": 0.3})
+    for round in range(2):
+        assert eng.get(ex.id).status == Status.WAITING, round
+        time.sleep(0.35)
+        runner(eng.path, tmp_path / "effects", "run")
+    done = eng.get(ex.id)
+    assert done.status == Status.ENDED_SUCCESS, done.error
+    assert done.output == ["SLEPT0", "SLEPT1"] and effects(tmp_path) == ["slept0", "slept1"]
+
+
 def test_a_parked_flow_ended_from_outside_drops_its_generators_without_running_them(tmp_path):
     marker = tmp_path / "marker"
     with Engine(tmp_path / "store", durability="async", sleep_max_seconds=60) as eng:

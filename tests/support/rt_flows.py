@@ -359,3 +359,11 @@ def gen_parked(system, this, inputs):
     this.connect("effect", tag="parking")
     this.sleep(inputs["seconds"])           # parked in memory; ended from outside meanwhile
     return [first, next(gen)]
+
+
+def gen_sleeping(system, this, inputs):
+    def pages():
+        for i in range(2):
+            this.sleep(inputs["seconds"])   # inside the generator: parked or unloaded
+            yield this.connect("effect", tag=f"slept{i}")
+    return [page for page in pages()]
