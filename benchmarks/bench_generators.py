@@ -21,26 +21,15 @@ around the chain is in both kinds and counted in neither).
 """
 import argparse
 import json
-import statistics
 import sys
-from time import perf_counter_ns
 
 from engine import _frames
 
-RUNS = 12_000
-DEPTHS = (1, 3, 5)
-root = _frames.Root()
+# the same timing, the same ~10 locals a frame and the same root as bench_frames.py
+from bench_frames import (FRAME_LOCALS, RUNS, median_ns, root, time_calls,
+                          timed_captures, timer_overhead)
 
-_LOCALS = """
-    d = a + 1
-    e = [a, b]
-    f = "text"
-    g = 2.5
-    h = None
-    i = (a, b)
-    j = {"k": a}
-    k = b * 2
-"""
+DEPTHS = (1, 3, 5)
 _SOURCE = []
 # generators: gen_<kind>_<n> delegates to gen_<kind>_<n-1>; gen_<kind>_0 is the leaf
 _GEN_LEAVES = {"captures": "    yield timed_captures(c)\n",
@@ -57,12 +46,12 @@ _FN_LEAVES = {"captures": "    return timed_captures(c)\n",
                          "    return got\n",
               "run": "    return c\n"}
 for _kind in _GEN_LEAVES:
-    _SOURCE.append(f"def gen_{_kind}_0(a, b, c):\n{_LOCALS}{_GEN_LEAVES[_kind]}")
-    _SOURCE.append(f"def fn_{_kind}_0(a, b, c):\n{_LOCALS}{_FN_LEAVES[_kind]}")
+    _SOURCE.append(f"def gen_{_kind}_0(a, b, c):\n{FRAME_LOCALS}{_GEN_LEAVES[_kind]}")
+    _SOURCE.append(f"def fn_{_kind}_0(a, b, c):\n{FRAME_LOCALS}{_FN_LEAVES[_kind]}")
     for _depth in range(1, max(DEPTHS)):
-        _SOURCE.append(f"def gen_{_kind}_{_depth}(a, b, c):\n{_LOCALS}"
+        _SOURCE.append(f"def gen_{_kind}_{_depth}(a, b, c):\n{FRAME_LOCALS}"
                        f"    return (yield from gen_{_kind}_{_depth - 1}(a, b, c))\n")
-        _SOURCE.append(f"def fn_{_kind}_{_depth}(a, b, c):\n{_LOCALS}"
+        _SOURCE.append(f"def fn_{_kind}_{_depth}(a, b, c):\n{FRAME_LOCALS}"
                        f"    return fn_{_kind}_{_depth - 1}(a, b, c)\n")
     # the flow frame: iterates the generator chain, or calls the plain one
     _SOURCE.append(f"def drive_gen_{_kind}(depth, c):\n"
@@ -74,46 +63,10 @@ for _kind in _GEN_LEAVES:
                    f"    return chains['fn_{_kind}_' + str(depth - 1)](1, 2, c)\n")
 
 
-def timed_captures(runs):
-    # runs in the innermost frame of the chain: each capture walks the whole chain
-    timings = []
-    append = timings.append
-    capture = _frames.capture
-    for _ in range(runs):
-        t0 = perf_counter_ns()
-        capture(root)
-        t1 = perf_counter_ns()
-        append(t1 - t0)
-    return timings
-
-
 chains = {"timed_captures": timed_captures, "capture": _frames.capture, "root": root,
           "Unwind": _frames.Unwind, "strip_handlers": _frames.strip_handlers}
 chains["chains"] = chains
 exec(compile("\n".join(_SOURCE), __file__ + ":generated", "exec"), chains)
-
-
-def timer_overhead():
-    samples = []
-    for _ in range(RUNS):
-        t0 = perf_counter_ns()
-        t1 = perf_counter_ns()
-        samples.append(t1 - t0)
-    return statistics.median(samples)
-
-
-def median_ns(samples, overhead):
-    return max(statistics.median(samples) - overhead, 0.0)
-
-
-def time_calls(func, *args):
-    samples = []
-    for _ in range(RUNS):
-        t0 = perf_counter_ns()
-        func(*args)
-        t1 = perf_counter_ns()
-        samples.append(t1 - t0)
-    return samples
 
 
 def left_snapshot(drive, depth):

@@ -385,44 +385,28 @@ sp_code_has_handlers(PyCodeObject *co)
     return PyBytes_GET_SIZE(co->co_exceptiontable) != 0;
 }
 
-/* Instructions where a frame drives a generator (Python/ceval.c, 3.11): FOR_ITER calls
- * the iterator's tp_iternext (gen_iternext for a generator), SEND calls PyIter_Send on
- * the receiver of a `yield from`.  Neither has inline caches in 3.11. */
-static inline int
-sp_op_is_for_iter(int op)
-{
-    return op == FOR_ITER;
-}
+/* Where a frame can stand while it waits (Python/ceval.c, 3.11): in a Python-level call
+ * (CALL, CALL_FUNCTION_EX); driving a generator -- FOR_ITER calls the iterator's
+ * tp_iternext (gen_iternext for a generator), SEND calls PyIter_Send on the receiver of
+ * a `yield from`, neither has inline caches; or, a generator's own frame, suspended:
+ * YIELD_VALUE leaves prev_instr on itself with the yielded value popped
+ * (TARGET(YIELD_VALUE)), and a generator not started yet stands on RETURN_GENERATOR with
+ * an empty stack (TARGET(RETURN_GENERATOR) copies the frame there, after the
+ * MAKE_CELL/COPY_FREE_VARS prologue). */
+enum { SP_SITE_CALL, SP_SITE_FOR, SP_SITE_SEND, SP_SITE_YIELD, SP_SITE_START };
 
+/* The kind of site an instruction is, or -1. */
 static inline int
-sp_op_is_send(int op)
+sp_op_site_kind(int op)
 {
-    return op == SEND;
-}
-
-/* Where a generator's own frame stands while it is not running: YIELD_VALUE leaves
- * prev_instr on itself with the yielded value popped (Python/ceval.c TARGET(YIELD_VALUE),
- * 3.11); a generator not started yet stands on RETURN_GENERATOR with an empty stack
- * (TARGET(RETURN_GENERATOR) copies the frame there, after the MAKE_CELL/COPY_FREE_VARS
- * prologue). */
-static inline int
-sp_op_is_yield(int op)
-{
-    return op == YIELD_VALUE;
-}
-
-static inline int
-sp_op_is_return_generator(int op)
-{
-    return op == RETURN_GENERATOR;
-}
-
-/* The instructions a frame can be waiting in for a Python-level call: CALL and
- * CALL_FUNCTION_EX (Python/ceval.c, 3.11). */
-static inline int
-sp_op_is_call(int op)
-{
-    return op == CALL || op == CALL_FUNCTION_EX;
+    switch (op) {
+    case CALL: case CALL_FUNCTION_EX: return SP_SITE_CALL;
+    case FOR_ITER: return SP_SITE_FOR;
+    case SEND: return SP_SITE_SEND;
+    case YIELD_VALUE: return SP_SITE_YIELD;
+    case RETURN_GENERATOR: return SP_SITE_START;
+    default: return -1;
+    }
 }
 
 /* CALL_FUNCTION_EX holds [NULL, func] below its arguments; CALL [NULL or method, func]

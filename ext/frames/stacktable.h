@@ -20,12 +20,10 @@ typedef struct {
     uint64_t bits[SP_NKINDS];   /* SP_K_* (py311.h): bit i = the item at depth i */
 } sp_kinds;
 
-/* What a frame stands on at a site.  A frame in a saved chain waits in a call (its
- * callee is the next frame) or, driving a generator that is the next frame, in FOR_ITER
- * or SEND; a suspended generator's own frame stands on YIELD_VALUE, or on
- * RETURN_GENERATOR before it first runs. */
-enum { SP_SITE_CALL, SP_SITE_FOR, SP_SITE_SEND, SP_SITE_YIELD, SP_SITE_START };
-
+/* A site is where a frame stands while it waits (SP_SITE_*, py311.h).  A frame in a
+ * saved chain waits in a call (its callee is the next frame) or, driving a generator that
+ * is the next frame, in FOR_ITER or SEND; a suspended generator's own frame stands on
+ * YIELD_VALUE, or on RETURN_GENERATOR before it first runs. */
 typedef struct {
     int kind;        /* SP_SITE_* */
     int call;        /* code unit of the instruction */
@@ -247,18 +245,6 @@ sp_analyse_pass(PyCodeObject *co, sp_pass *p)
     return NULL;
 }
 
-/* The kind of site an instruction is, or -1. */
-static int
-sp_site_kind(int op)
-{
-    if (sp_op_is_call(op)) return SP_SITE_CALL;
-    if (sp_op_is_for_iter(op)) return SP_SITE_FOR;
-    if (sp_op_is_send(op)) return SP_SITE_SEND;
-    if (sp_op_is_yield(op)) return SP_SITE_YIELD;
-    if (sp_op_is_return_generator(op)) return SP_SITE_START;
-    return -1;
-}
-
 /* The site of the instruction at unit i, reached with p->depth[i] items. */
 static void
 sp_site_fill(sp_site *s, int kind, const sp_pass *p, int i)
@@ -337,7 +323,7 @@ sp_analyse(PyCodeObject *co)
     if (table->error == NULL) {
         int nsites = 0;
         for (int i = 0; i < n; i++) {
-            if (p.depth[i] >= 0 && sp_site_kind(p.op[i]) >= 0) {
+            if (p.depth[i] >= 0 && sp_op_site_kind(p.op[i]) >= 0) {
                 nsites++;
             }
         }
@@ -347,7 +333,7 @@ sp_analyse(PyCodeObject *co)
             goto fail;
         }
         for (int i = 0; i < n; i++) {
-            int kind = p.depth[i] >= 0 ? sp_site_kind(p.op[i]) : -1;
+            int kind = p.depth[i] >= 0 ? sp_op_site_kind(p.op[i]) : -1;
             if (kind < 0) {
                 continue;
             }

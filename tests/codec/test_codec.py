@@ -10,13 +10,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import codec_values
+import generator_states
 from codec_values import same, values
 from engine import CorruptSavepoint, SavepointError, _codec, _frames
 from locations import SUPPORT
 from forging import forge_checksum
 
 root = _frames.Root()
-TRUST = _codec.Trust([codec_values, __name__])
+TRUST = _codec.Trust([codec_values, generator_states, __name__])
 FUZZ_EXAMPLES = int(os.environ.get("CODEC_FUZZ_EXAMPLES", 10_000))
 
 
@@ -289,62 +290,33 @@ def test_decoding_arbitrary_value_bytes_never_crashes(data):
         pass
 
 
-def test_mutated_bodies_with_a_fixed_up_checksum_never_crash():
-    # tampering that recomputes the checksum reaches the body decoder: it must still
-    # raise, or produce frames that engine._frames validates before running
-    rng = random.Random(1234)
-    head = RECORD[:RECORD.index(b"\xcf") + 1]
-    for _ in range(3000):
-        body = bytearray(RECORD[len(head) + 8:])
+def resume_mutations(record, pinned, seed, rounds=3000, under=root):
+    """Records whose body is damaged and whose checksum is fixed up to match: the damage
+    reaches the body decoder, which must raise, or produce frames that engine._frames
+    validates before running them."""
+    rng = random.Random(seed)
+    head = record[:record.index(b"\xcf") + 1]
+    for _ in range(rounds):
+        body = bytearray(record[len(head) + 8:])
         for _ in range(rng.randint(1, 3)):
             body[rng.randrange(len(body))] = rng.randrange(256)
         forged = head + forge_checksum(head, bytes(body)) + bytes(body)
         try:
-            frames = _codec.decode_snapshot(forged, PINNED, trust=TRUST)
+            frames = _codec.decode_snapshot(forged, pinned, trust=TRUST)
         except SavepointError:
             continue
         try:
-            _frames.resume(root, frames, None)
+            _frames.resume(under, frames, None)
         except Exception:
             pass
 
 
-def counted():
-    for i in range(3):
-        yield i
-    return "counted"
-
-
-def delegating():
-    got = yield from counted()
-    yield got
-
-
-def paged():
-    for _ in range(2):
-        yield _frames.capture(root)
-
-
-def chained():
-    yield from paged()
-
-
-def generators_flow():
-    created = counted()
-    finished = counted()
-    for _ in finished:
-        pass
-    suspended = delegating()
-    next(suspended)
-    shared = [suspended, created, finished]
-    for got in chained():
-        if type(got) is tuple:
-            return got
-    return shared
+def test_mutated_bodies_with_a_fixed_up_checksum_never_crash():
+    resume_mutations(RECORD, PINNED, 1234)
 
 
 def generator_record():
-    frames = _frames.run(root, generators_flow)
+    frames = _frames.run(generator_states.ROOT, generator_states.generators_flow)
     assert [f.via for f in frames] == [None, "for", "yield from"]
     record, codes = _codec.encode_snapshot(frames, trust=TRUST)
     return record, {_codec.fingerprint(c): c for c in codes}
@@ -359,29 +331,14 @@ def test_generators_round_trip_in_their_state_and_the_chain_resumes():
     assert held["shared"] == [held["suspended"], held["created"], held["finished"]]
     assert held["suspended"].gi_yieldfrom.gi_frame.f_locals["i"] == 0
     assert frames[1].gen is frames[0].stack[-1] and frames[2].gen is frames[1].stack[-1]
-    shared = _frames.resume(root, frames, None)
+    shared = _frames.resume(generator_states.ROOT, frames, None)
     assert type(shared) is tuple                 # the second capture, inside the chain
     assert list(held["suspended"]) == [1, 2, "counted"] and list(held["created"]) == [0, 1, 2]
 
 
 def test_mutated_generator_records_with_a_fixed_up_checksum_never_crash():
     # the damage reaches the generators' parts: states, offsets, slots, the chain's links
-    record, pinned = generator_record()
-    rng = random.Random(4321)
-    head = record[:record.index(b"\xcf") + 1]
-    for _ in range(3000):
-        body = bytearray(record[len(head) + 8:])
-        for _ in range(rng.randint(1, 3)):
-            body[rng.randrange(len(body))] = rng.randrange(256)
-        forged = head + forge_checksum(head, bytes(body)) + bytes(body)
-        try:
-            frames = _codec.decode_snapshot(forged, pinned, trust=TRUST)
-        except SavepointError:
-            continue
-        try:
-            _frames.resume(root, frames, None)
-        except Exception:
-            pass
+    resume_mutations(*generator_record(), 4321, under=generator_states.ROOT)
 
 
 def test_checksum_is_xxh64():

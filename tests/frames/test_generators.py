@@ -11,24 +11,9 @@ import pytest
 
 import carrier
 from engine import CorruptSavepoint, _codec, _frames
+from snapshots import root, take, taken
 
-root = _frames.Root()
 EVENTS = []          # what generators' finally blocks did (module level: survives copies)
-
-
-def take(saved):
-    """Capture here and keep the snapshot as bytes; returns what a restore sends in."""
-    got = _frames.capture(root)
-    if type(got) is tuple:
-        saved.append(carrier.dumps(got))
-        return "fresh"
-    return got
-
-
-def snapshots(flow, *args):
-    saved = []
-    result = _frames.run(root, flow, saved, *args)
-    return result, [carrier.loads(data) for data in saved]
 
 
 def leave_here():
@@ -97,7 +82,7 @@ def by_throw_and_close(saved):
     (by_throw_and_close, [[None, "next", None], [None, "close", None]]),
 ])
 def test_each_driver_is_recorded_with_the_generator(flow, chains):
-    _, snaps = snapshots(flow)
+    _, snaps = taken(flow)
     assert [[f.via for f in snap] for snap in snaps] == chains
     for snap in snaps:
         for frame in snap:
@@ -107,15 +92,15 @@ def test_each_driver_is_recorded_with_the_generator(flow, chains):
 
 
 def test_next_records_its_default():
-    _, snaps = snapshots(by_next)
+    _, snaps = taken(by_next)
     assert snaps[1][1].default is _frames.EMPTY      # gen.send("sent")
-    _, snaps = snapshots(lambda saved: next(pages(saved), ["the default"]))
+    _, snaps = taken(lambda saved: next(pages(saved), ["the default"]))
     assert snaps[0][1].via == "next" and snaps[0][1].default == ["the default"]
 
 
 @pytest.mark.parametrize("flow", [by_for, by_next, by_yield_from, by_throw_and_close])
 def test_every_capture_resumes_to_the_uninterrupted_result(flow):
-    want, snaps = snapshots(flow)
+    want, snaps = taken(flow)
     for snap in snaps:
         assert _frames.resume(root, snap, "fresh") == want
 
@@ -131,7 +116,7 @@ def holder(saved):
 
 
 def test_the_generator_the_flow_holds_is_the_one_restored():
-    _, snaps = snapshots(holder)
+    _, snaps = taken(holder)
     snap = snaps[0]                      # inside next(gen): gen is in the chain
     flow_frame, gen_frame = snap[0], snap[1]
     names = flow_frame.code.co_varnames
@@ -146,7 +131,7 @@ def test_the_generator_the_flow_holds_is_the_one_restored():
 
 
 def test_the_iterator_slot_of_a_for_loop_holds_the_restored_generator():
-    _, snaps = snapshots(by_for)
+    _, snaps = taken(by_for)
     listcomp, gen_frame = snaps[0][1], snaps[0][2]
     assert listcomp.stack[-1] is gen_frame.gen
 
@@ -165,7 +150,7 @@ def frame_inspector(saved):
 
 
 def test_a_restored_generator_shows_its_frame_and_is_driven_by_its_caller():
-    want, snaps = snapshots(frame_inspector)
+    want, snaps = taken(frame_inspector)
     got = _frames.resume(root, snaps[0], "fresh")
     assert got == want
     assert got[2] == "visible" and got[1] == ("visible", "sent", "frame_inspector")
@@ -182,7 +167,7 @@ def raising_after(saved):
 
 
 def test_pep_479_still_applies_to_a_restored_generator():
-    want, snaps = snapshots(raising_after)
+    want, snaps = taken(raising_after)
     assert _frames.resume(root, snaps[0], "fresh") == want
     assert want == ("RuntimeError('generator raised StopIteration')",
                     "StopIteration('inside')")
@@ -197,18 +182,17 @@ def failing(saved):
 
 
 def test_traceback_runs_through_the_restored_generator():
-    _, snaps = [], None
+    saved = []
     with pytest.raises(ValueError):
-        _frames.run(root, failing, _)
-    snaps = [carrier.loads(data) for data in _]
+        _frames.run(root, failing, saved)
     with pytest.raises(ValueError) as info:
-        _frames.resume(root, snaps[0], "fresh")
+        _frames.resume(root, carrier.loads(saved[0]), "fresh")
     names = [entry.name for entry in traceback.extract_tb(info.value.__traceback__)]
     assert names[-2:] == ["failing", "gen"]
 
 
 def test_settrace_sees_the_restored_generator_called():
-    _, snaps = snapshots(by_for)
+    _, snaps = taken(by_for)
     events = []
 
     def tracer(frame, event, arg):
@@ -263,7 +247,7 @@ def suspended_pages(make):
 
 
 def test_a_generator_that_ran_since_its_snapshot_is_refused():
-    _, snaps = snapshots(holder)
+    _, snaps = taken(holder)
     snap = snaps[0]
     _frames.resume(root, snap, "first")            # runs the generator to its end: finished
     assert _frames.resume(root, snap, "again")[3] == "again"   # finished: can be put back
@@ -284,7 +268,7 @@ def unwinding_inside(saved):
 
 
 def test_unwind_through_a_restored_chain_leaves_the_waiting_generator_finished():
-    _, snaps = snapshots(unwinding_inside)
+    _, snaps = taken(unwinding_inside)
     snap = snaps[0]
     with pytest.raises(_frames.Unwind):
         _frames.resume(root, snap, _frames.Unwind(), throw=True)
@@ -347,11 +331,7 @@ def test_a_record_found_damaged_drops_its_generators_without_running_them():
     saved = []
     _frames.run(root, holds_suspended, saved)
     EVENTS.clear()
-    record, pinned = _codec.decode_value(saved[0])
-    codes = {}
-    for blob in pinned:
-        code = _codec.decode_code(blob)
-        codes[_codec.fingerprint(code)] = code
+    record, codes = carrier.record_and_codes(saved[0])
     trust = _codec.Trust([__name__])
     snap = _codec.decode_snapshot(record, codes, trust=trust)
     assert _frames.resume(root, snap, None) == 2 and EVENTS == []
@@ -383,7 +363,7 @@ def kept(saved):
 
 def test_created_suspended_and_finished_generators_round_trip():
     EVENTS.clear()
-    _, snaps = snapshots(kept)
+    _, snaps = taken(kept)
     EVENTS.clear()
     created, suspended, finished, renamed, both = _frames.resume(root, snaps[0], None)
     assert created.gi_frame.f_lasti == 0 and created.gi_frame.f_lineno == \
@@ -397,14 +377,9 @@ def test_created_suspended_and_finished_generators_round_trip():
 
 
 def test_inspection_shows_generators_without_building_them():
-    _, snaps = [], None
     saved = []
     _frames.run(root, kept, saved)
-    record, pinned = _codec.decode_value(saved[0])
-    codes = {}
-    for blob in pinned:
-        code = _codec.decode_code(blob)
-        codes[_codec.fingerprint(code)] = code
+    record, codes = carrier.record_and_codes(saved[0])
     frames, _ = _codec.decode_savepoint(record, codes, inspect=True)
     names = frames[0].code.co_varnames
     suspended = frames[0].locals[names.index("suspended")]
@@ -423,7 +398,7 @@ def replace(snap, index, **changes):
 
 
 def chain_of(flow):
-    return snapshots(flow)[1][0]
+    return taken(flow)[1][0]
 
 
 def test_a_generator_frame_must_say_how_it_is_driven():

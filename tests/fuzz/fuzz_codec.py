@@ -16,10 +16,11 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support"))
 
 import codec_values  # noqa: E402
+import generator_states  # noqa: E402
 from engine import SavepointError, _codec, _frames  # noqa: E402
 
 root = _frames.Root()
-trust = _codec.Trust([codec_values, __name__])
+trust = _codec.Trust([codec_values, generator_states, __name__])
 
 
 def flow(n):
@@ -35,41 +36,6 @@ def flow(n):
     return total, rows, codec_values.Item("x", [1, 2.5, (3, "4")])
 
 
-def counted():
-    for i in range(3):
-        yield i
-    return "counted"
-
-
-def delegating():
-    got = yield from counted()
-    yield got
-
-
-def paged():
-    for _ in range(2):
-        yield _frames.capture(root)
-
-
-def generators_flow():
-    # generators in every state the format holds: created, suspended inside a yield
-    # from, finished, shared, and two in the chain (driven by for and yield from)
-    created = counted()
-    finished = counted()
-    for _ in finished:
-        pass
-    suspended = delegating()
-    next(suspended)
-    shared = [suspended, created, finished]
-
-    def chained():
-        yield from paged()
-    for got in chained():
-        if type(got) is tuple:
-            return got
-    return shared
-
-
 def forge(head, body):
     mask = (1 << 64) - 1
     value = _codec.checksum(head) ^ ((_codec.checksum(body) * 0x9E3779B185EBCA87) & mask)
@@ -78,15 +44,17 @@ def forge(head, body):
 
 def main(seconds):
     samples = []
-    for frames in (_frames.run(root, flow, 4), _frames.run(root, generators_flow)):
+    for under, frames in ((root, _frames.run(root, flow, 4)),
+                          (generator_states.ROOT, _frames.run(generator_states.ROOT,
+                                                              generator_states.generators_flow))):
         record, codes = _codec.encode_snapshot(frames, trust=trust)
-        samples.append((record, {_codec.fingerprint(c): c for c in codes}))
+        samples.append((record, {_codec.fingerprint(c): c for c in codes}, under))
     rng = random.Random()
     deadline = time.monotonic() + seconds
     runs = decoded = 0
     while time.monotonic() < deadline:
         runs += 1
-        record, pinned = samples[runs % len(samples)]
+        record, pinned, under = samples[runs % len(samples)]
         head = record[:record.index(b"\xcf") + 1]
         body = record[len(head) + 8:]
         kind = rng.randrange(4)
@@ -105,7 +73,7 @@ def main(seconds):
             continue
         decoded += 1
         try:
-            _frames.resume(root, out, None)
+            _frames.resume(under, out, None)
         except Exception:
             pass
     print(f"{runs} inputs, {decoded} decoded to frames, no crash")

@@ -9,6 +9,7 @@ uninterrupted run returns.
 """
 import functools
 
+from driving import first_two, send_counts, the_rest
 from engine import _frames
 
 ROOT = _frames.Root()
@@ -393,16 +394,7 @@ def top():
 
 
 def flow_gen_yield_from():
-    out = []
-    gen = top()
-    item = next(gen)
-    while True:
-        out.append(item)
-        try:
-            item = gen.send(len(out))
-        except StopIteration as stop:
-            out.append(("stop", stop.value))
-            return out
+    return send_counts(top())
 
 
 def flow_gen_expression():
@@ -437,20 +429,12 @@ def reader(n):
     return "reader done"
 
 
-def first_two(gen):
-    return [next(gen), next(gen)]
-
-
-def rest_of(gen):
-    return [row for row in gen]
-
-
 def flow_gen_between_helpers():
     gen = reader(5)
     alias = gen
     head = first_two(gen)
     middle = sp("between helpers")
-    tail = rest_of(alias)
+    tail = the_rest(alias)
     return head, middle, tail, alias is gen, next(gen, "exhausted")
 
 

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from time import time_ns
 
+from driving import first_two, send_counts, the_rest
+
 
 def seed_example(system, this, inputs):
     # the page's example: fetch, save a named savepoint, then upload
@@ -262,15 +264,7 @@ def gen_yield_from(system, this, inputs):
     def top():
         result = yield from gen_level1(this, "a")
         yield ("level 1 returned", result)
-    out = []
-    gen = top()
-    item = next(gen)
-    while True:
-        out.append(item)
-        try:
-            item = gen.send(len(out))
-        except StopIteration:
-            return out
+    return send_counts(top())
 
 
 def gen_expression(system, this, inputs):
@@ -288,14 +282,6 @@ def gen_held(system, this, inputs):
         out.append(next(rows))
     out.append(next(rows, "no more rows"))
     return out
-
-
-def first_two(rows):
-    return [next(rows), next(rows)]
-
-
-def the_rest(rows):
-    return [row for row in rows]
 
 
 def gen_helpers(system, this, inputs):
