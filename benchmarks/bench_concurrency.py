@@ -41,7 +41,6 @@ Targets: io_speedup >= 40; parked_kib_per_execution <= 8; parked_threads <= conc
 + 4; wake_late_p99_ms <= 50; group_commit_speedup >= 8; process_scaling >= 1.6;
 call_async_us_depth1 <= 8.
 """
-import argparse
 import collections
 import json
 import os
@@ -56,6 +55,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import benchkit  # noqa: E402
 import concurrency_flows  # noqa: E402
 from engine import Engine, Status  # noqa: E402
 from engine.store import Store  # noqa: E402
@@ -347,32 +347,19 @@ def call_cost(tmp, size):
     return {"call_async_us_depth1": round(us, 2)}
 
 
-def measure(tmp, size, parts, parked_timeout):
-    """The parts asked for; one that fails is reported as "<part>_error" and the others
-    still run."""
-    result = {}
-    for part, func in (("io", io_rates), ("group", group_commit), ("call", call_cost),
-                       ("process", process_scaling),
-                       ("parked", lambda tmp, size: parked(tmp, size, parked_timeout))):
-        if part in parts:
-            try:
-                result.update(func(tmp, size))
-            except Exception as e:
-                result[f"{part}_error"] = f"{type(e).__name__}: {e}"
-    return result
+def measure(size, parts, args):
+    """The parts asked for, in a temporary directory."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        return benchkit.run_parts(
+            parts, (("io", io_rates), ("group", group_commit), ("call", call_cost),
+                    ("process", process_scaling),
+                    ("parked", lambda tmp, size: parked(tmp, size, args.parked_timeout))),
+            tmp, size)
 
 
 def report(result, size, quick):
-    def line(label, key, unit="", extra=""):
-        if key in result:
-            target = f"(target {TARGETS[key]})" if key in TARGETS else ""
-            print(f"  {label:<44} {result[key]!s:>10} {unit:<4} {target} {extra}".rstrip())
-
-    print(f"concurrency, CPython {sys.version.split()[0]}, {os.cpu_count()} cores"
-          f"{', --quick sizes' if quick else ''}")
-    for part in PARTS:
-        if f"{part}_error" in result:
-            print(f" {part}: FAILED: {result[f'{part}_error']}")
+    line = benchkit.table(result, TARGETS)
+    benchkit.print_header("concurrency", result, PARTS, quick)
     if "io_speedup" in result:
         print(f" I/O connector ({IO_WAIT_SECONDS * 1000:.0f} ms sleep), {size['io_calls']} "
               f"calls per execution, async:")
@@ -428,28 +415,10 @@ def report(result, size, quick):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller sizes (to try the script; ratios are noisier)")
-    parser.add_argument("--only", default=",".join(PARTS),
-                        help=f"comma-separated parts to run, of {','.join(PARTS)}")
-    parser.add_argument("--parked-timeout", type=float, default=PARKED_CHILD_TIMEOUT,
-                        help="seconds the 10,000-sleeper child may take before it is killed")
-    args = parser.parse_args(argv)
-    parts = set(args.only.split(","))
-    if not parts <= set(PARTS):
-        parser.error(f"--only takes {','.join(PARTS)}")
-    size = {key: values[1 if args.quick else 0] for key, values in SIZES.items()}
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
-        result = measure(tmp, size, parts, args.parked_timeout)
-    result["bench_seconds"] = round(time.perf_counter() - t0, 1)
-    if args.json:
-        print(json.dumps(result))
-        return
-    report(result, size, args.quick)
-    print(f"  (the whole benchmark took {result['bench_seconds']:.0f} s)")
+    benchkit.main(__doc__, PARTS, SIZES, measure, report, argv, options=[
+        (("--parked-timeout",), {"type": float, "default": PARKED_CHILD_TIMEOUT,
+                                 "help": "seconds the 10,000-sleeper child may take "
+                                         "before it is killed"})])
 
 
 if __name__ == "__main__":

@@ -34,14 +34,17 @@ del _check_compiled_core
 
 from engine.errors import (CorruptSavepoint, CorruptStore, EngineError,  # noqa: E402
                            ExecutionNotFound, FlowError, FlowNotFound, InvalidTransition,
-                           SavepointError, SavepointNotFound, StoreFull, WorkerStartError)
+                           SavepointError, SavepointNotFound, StoreFull, StoreUnavailable,
+                           WorkerStartError)
 from engine.engine import Engine  # noqa: E402
-from engine.types import Execution, FrameView, Savepoint, Status  # noqa: E402
+from engine.types import (Change, Execution, ExecutionPage, FrameView,  # noqa: E402
+                          Savepoint, SavepointPage, Status)
 from engine._flowapi import System, This  # noqa: E402  (to annotate a flow's parameters)
 from engine._codec import Unbuilt  # noqa: E402  (what inspection shows for what it did not build)
 
-__all__ = ["Engine", "Execution", "Savepoint", "FrameView", "Status", "System", "This",
+__all__ = ["Engine", "Execution", "ExecutionPage", "Savepoint", "SavepointPage",
+           "FrameView", "Change", "Status", "System", "This",
            "Unbuilt", "EngineError",
-           "SavepointError", "CorruptSavepoint", "CorruptStore", "StoreFull", "FlowError",
-           "FlowNotFound", "ExecutionNotFound", "SavepointNotFound", "InvalidTransition",
-           "WorkerStartError"]
+           "SavepointError", "CorruptSavepoint", "CorruptStore", "StoreFull",
+           "StoreUnavailable", "FlowError", "FlowNotFound", "ExecutionNotFound",
+           "SavepointNotFound", "InvalidTransition", "WorkerStartError"]

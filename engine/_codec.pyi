@@ -59,6 +59,10 @@ def decode_savepoint(record: bytes,
                      trust: Trust | None = ...,
                      chunks: Mapping[bytes, bytes] | Callable[[bytes], bytes] | None = ...,
                      inspect: bool = ...) -> tuple[tuple[Frame, ...], Any]: ...
+def rewrite_locals(record: bytes, edits: Mapping[tuple[int, int], Any], *,
+                   cells: Iterable[tuple[int, int]] = ..., trust: Trust | None = ...,
+                   chunks: Mapping[bytes, bytes] | Callable[[bytes], bytes] | None = ...,
+                   new_chunks: dict[bytes, bytes] | None = ...) -> bytes: ...
 def seal(value: Any, signer: Signer, *, externals: Mapping[str, Any] | None = ...,
          trust: Trust | None = ...) -> bytes: ...
 def unseal(data: bytes, what: str, signer: Signer, *,

@@ -5,6 +5,7 @@ the default; an invalid value raises ValueError naming the setting and where it 
 """
 import math
 import os
+import re
 
 DURABILITIES = ("sync", "async")
 RETENTIONS = ("all", "last")
@@ -87,6 +88,26 @@ def resolve(name, explicit=None, source=None):
 def value(name, explicit=None):
     """The value of one setting (see resolve)."""
     return resolve(name, explicit)[0]
+
+
+HOST_ID_VARIABLE = "ENGINE_HOST_ID"
+HOST_ID_MAX = 36            # what an LMDB lease key holds (a boot id's length)
+_HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+
+
+def host_id():
+    """$ENGINE_HOST_ID: the name this host's processes give themselves in the leases they
+    hold (engine.store.leases), instead of this machine's boot id; None when unset.
+    Processes that present the same host id must see each other's pids: one per machine,
+    or per container.  ValueError for what could not name a host."""
+    raw = os.environ.get(HOST_ID_VARIABLE)
+    if not raw:
+        return None
+    if len(raw) > HOST_ID_MAX or not _HOST_ID.fullmatch(raw):
+        raise ValueError(f"{HOST_ID_VARIABLE} must be 1 to {HOST_ID_MAX} letters, digits, "
+                         f"'.', '_', ':' or '-', starting with a letter or digit (it names "
+                         f"this host in the leases its processes hold), not {raw!r}")
+    return raw
 
 
 def default_path():

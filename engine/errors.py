@@ -30,6 +30,13 @@ class CorruptStore(EngineError):
     was changed.  (A store directory without data.mdb is a new store, not this.)"""
 
 
+class StoreUnavailable(EngineError, ConnectionError):
+    """The store's database server cannot be reached or refused the connection: a wrong
+    host or port, a server that is down, a wrong user, password or database name.  The
+    message names the server -- never the password -- and what it answered, in one
+    line."""
+
+
 class StoreFull(EngineError, OSError):
     """No space is left on the device holding the store: the write was not made, and
     what was stored before is intact.  The Flow-API call that needed the write fails

@@ -14,7 +14,7 @@ from time import perf_counter
 from engine import _codec, _frames
 from engine.command import command
 from engine.errors import FlowError, FlowNotFound
-from engine.leaving import Fail, Gone, Load, Lost, Park, Stop, Timeout
+from engine.leaving import Fail, Gone, Idle, Load, Lost, Park, Stop, Timeout
 from engine.lifecycle import new_execution
 from engine.lookup import find_seq
 from engine.types import ENDED, Execution, Status, savepoint_id
@@ -33,6 +33,28 @@ class Success:
 
     def __reduce__(self):
         return (Success, (self.value,))
+
+
+class Receiving:
+    """What the savepoint of a this.receive that waits records as its result: the topic
+    and the time it returns None at (or None: no timeout)."""
+
+    def __init__(self, topic, deadline):
+        self.topic, self.deadline = topic, deadline
+
+    def __reduce__(self):
+        return (Receiving, (self.topic, self.deadline))
+
+
+class Retrying:
+    """What the savepoint of a failed connector call that will be tried again records as
+    its result: the call, which attempt is next, and when (UNIX time)."""
+
+    def __init__(self, name, kwargs, attempt, wake_at):
+        self.name, self.kwargs, self.attempt, self.wake_at = name, kwargs, attempt, wake_at
+
+    def __reduce__(self):
+        return (Retrying, (self.name, self.kwargs, self.attempt, self.wake_at))
 
 
 def until_timeout(record, due):
@@ -136,6 +158,49 @@ class FlowAPI:
                            f"eng.add_connector({name!r}, func)") from None
         return func(**kwargs)
 
+    def retry_after(self, name, kwargs, error, attempt):
+        """Connector ``name`` failed at ``attempt`` (1: the first call): logged on the
+        execution, and Retrying for the next attempt, due backoff * 2**(attempt - 1)
+        seconds from now -- or None when it has no retries left."""
+        retries, backoff = self.runner.connector_retries.get(name, (0, 0.0))
+        if not retries:
+            return None
+        last = attempt > retries
+        delay = backoff * 2 ** (attempt - 1)
+        text = f"connector {name!r} attempt {attempt} of {retries + 1} failed: " \
+               f"{type(error).__name__}: {error}"
+        self.record.setdefault("log", []).append(
+            [time.time(), text if last else f"{text}; trying again in {delay:g} s"])
+        if last:
+            self._guarded_put()
+            return None
+        wake_at = time.time() + delay
+        self.begin_sleep(wake_at)           # due then, for any worker should this one die
+        self._guarded_put()
+        return Retrying(name, kwargs, attempt + 1, wake_at)
+
+    def finish_retry(self, frames, retry, inside_flow=True):
+        """Wait for the retry's time (parked, or unloaded past sleep_max_seconds), then
+        call the connector again: (its result, saved, False), or (the error, True) once
+        no attempt is left."""
+        while True:
+            if retry.wake_at - time.time() > self.runner.sleep_max_seconds:
+                self.leave(Idle(), inside_flow)
+            if retry.wake_at > time.time():
+                self.leave(Park(frames, "connect", retry, retry.wake_at), inside_flow)
+            self.record["due"] = None
+            try:
+                result = self.connect(retry.name, retry.kwargs)
+            except Exception as error:
+                retry_next = self.retry_after(retry.name, retry.kwargs, error, retry.attempt)
+                if retry_next is None:
+                    return error, True
+                retry = retry_next
+                self.savepoint(frames, "connect", retry)
+                continue
+            self.savepoint(frames, "connect", result)
+            return result, False
+
     def load_dump(self, name_or_id, by):
         """Where this.load_dump goes: Load(seq), or Fail past RESTORE_LOOP_LIMIT loads."""
         seq = find_seq(self.store, self.execution_id, name_or_id, by)
@@ -173,11 +238,60 @@ class FlowAPI:
             self.leave(Park(frames, action, None, wake_at), inside_flow)
         self.record["due"] = None
 
+    # -- messages (eng.send puts them in the store) --
+    def take_message(self, topic, timeout=None):
+        """(value,) of the oldest message on ``topic`` not received yet -- recorded as
+        received in the execution's state, which the call's savepoint commits -- or
+        None."""
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"receive takes a topic that is a non-empty str, not {topic!r}")
+        if timeout is not None and (isinstance(timeout, bool) or
+                                    not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError(f"receive takes a timeout of seconds >= 0 or None, "
+                             f"not {timeout!r}")
+        received = self.record.get("received") or {}
+        found = self.store.message(self.execution_id, topic, received.get(topic, 0))
+        if found is None:
+            return None
+        self.record.update(received={**received, topic: found[0]}, receiving=None)
+        return (found[1],)
+
+    def begin_receive(self, topic, timeout):
+        """The savepoint taken next records the wait: WAITING, due at its timeout."""
+        deadline = None if timeout is None else time.time() + timeout
+        self.record.update(status=Status.WAITING.value, receiving=topic,
+                           due=until_timeout(self.record, deadline))
+        return Receiving(topic, deadline)
+
+    def wait_for_message(self, frames, waiting, inside_flow=True):
+        """Wait for a message (a sender wakes it): parked in memory, unloaded after
+        sleep_max_seconds -- at once if its timeout is further away than that."""
+        self.record.update(status=Status.WAITING.value, receiving=waiting.topic,
+                           due=until_timeout(self.record, waiting.deadline))
+        deadline = waiting.deadline
+        if deadline is not None and deadline - time.time() > self.runner.sleep_max_seconds:
+            self.leave(Idle(), inside_flow)
+        self.leave(Park(frames, "receive", waiting, deadline), inside_flow)
+
+    def finish_receive(self, frames, waiting):
+        """Going on from a this.receive that waited: the message, its receipt committed
+        in a savepoint of its own before the flow sees it; None past the timeout; or
+        wait again."""
+        found = self.take_message(waiting.topic)
+        if found is None:
+            if waiting.deadline is None or time.time() < waiting.deadline:
+                self.wait_for_message(frames, waiting, inside_flow=False)
+            self.record.update(receiving=None, due=None)
+            return None
+        self.record["due"] = None
+        self.savepoint(frames, "receive", found[0])
+        return found[0]
+
     def start_child(self, flow, inputs, more):
         inputs = dict(inputs or {}, **more) if (inputs is None or isinstance(inputs, dict)) \
             else inputs
         return Execution.from_record(new_execution(self.store, flow, inputs,
-                                                   parent=self.execution_id))
+                                                   parent=self.execution_id)[0])
 
     def child_id(self, child):
         return child.id if isinstance(child, Execution) else str(child)
@@ -242,6 +356,10 @@ class FlowAPI:
                 result = self.children_result(result["await"], result["single"])
             except FlowError as e:
                 result, throw = e, True
+        if action == "connect" and isinstance(result, Retrying):
+            result, throw = self.finish_retry(frames, result, inside_flow=False)
+        if action == "receive" and isinstance(result, Receiving):
+            result = self.finish_receive(frames, result)
         if self.record.get("due") is not None and action in ("sleep", "sleep_until"):
             self.finish_sleep(self.record["due"], frames, action, inside_flow=False)
         return result, throw

@@ -3,6 +3,7 @@ apply in which state (one table, used by the API, the CLI and the worker that ca
 a request for an execution it is running), and how such a request reaches the process
 running the execution."""
 import logging
+import re
 import time
 import uuid
 
@@ -25,18 +26,57 @@ ALLOWED = {
 }
 
 
-def new_execution(store, flow, inputs, *, name=None, savepoint_retention=None, parent=None):
-    """Store a new QUEUED execution of ``flow`` and return its record."""
+# A caller's execution id: what a URL, a shell and every store key take as it is
+_CALLER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+
+
+def check_execution_id(exec_id):
+    """ValueError unless ``exec_id`` can name an execution (start(id=...))."""
+    if not isinstance(exec_id, str):
+        raise ValueError(f"execution id must be a str, not {type(exec_id).__name__}")
+    if not _CALLER_ID.fullmatch(exec_id):
+        raise ValueError(f"execution id {exec_id!r} is not allowed: 1 to 128 characters, "
+                         f"letters, digits and . _ : @ -, starting with a letter or digit")
+
+
+def new_execution(store, flow, inputs, *, name=None, savepoint_retention=None, parent=None,
+                  queued=True, exec_id=None):
+    """Store a new QUEUED execution of ``flow`` and return (its record, True).  ``queued``
+    False: not on the run queue yet -- a fork puts it there once its savepoint is stored,
+    or a worker could start the flow from its beginning meanwhile.  With ``exec_id`` (the
+    caller's): if that execution exists already, (its record, False) and nothing is
+    written."""
     if savepoint_retention is not None and savepoint_retention not in config.RETENTIONS:
         raise retention_error(savepoint_retention)
+    if exec_id is not None:
+        check_execution_id(exec_id)
     now = time.time()
-    record = {"id": uuid.uuid4().hex, "flow": flow_name(flow),
+    record = {"id": exec_id or uuid.uuid4().hex, "flow": flow_name(flow),
               "status": Status.QUEUED.value, "inputs": inputs, "output": None,
               "outputs": {}, "error": None, "created_at": now, "updated_at": now,
               "name": name, "restore_count": 0, "retention": savepoint_retention,
-              "parent": parent, "log": [], "last_seq": 0, "due": now}
-    store.put_execution(record)
-    return record
+              "parent": parent, "log": [], "last_seq": 0, "due": now if queued else None}
+    if exec_id is None:
+        store.put_execution(record)
+        return record, True
+    if store.add_execution(record):
+        return record, True
+    existing = store.get_execution(exec_id)
+    if existing is None:            # deleted between the two: start it after all
+        return new_execution(store, flow, inputs, name=name, parent=parent, queued=queued,
+                             savepoint_retention=savepoint_retention, exec_id=exec_id)
+    return existing, False
+
+
+def receiver_waits(record, topic):
+    """For eng.send: whether the execution waits for a message on ``topic`` (to wake
+    it); InvalidTransition if it has ended (no one will ever receive it)."""
+    refuse_if_lost("send to", record)
+    status = Status(record["status"])
+    if status in ENDED:
+        raise InvalidTransition(f"cannot send to execution {record['id']}: it has ended "
+                                f"(status {status.value})")
+    return status == Status.WAITING and record.get("receiving") == topic
 
 
 def refuse_if_lost(operation, record):

@@ -4,8 +4,11 @@ Each worker reports its figures to the store every second (engine.workers); the 
 supervisor serves them at /metrics, read from those reports at each scrape: per worker
 its busy fraction, executions running and parked, Flow-API calls per second; for the
 pool the same summed, the queue depth, and a histogram of savepoint commit latency.
+Only this pool's own workers count (a scaler scrapes each pod for its own load; `engine
+stats` shows the workers of every host); the queue depth is the store's, shared.
 prometheus-client is an extra: pip install 'savepoint-engine[metrics]'.
 """
+import os
 from bisect import bisect_left
 
 from engine.errors import EngineError
@@ -32,8 +35,8 @@ class Latencies:
 
 
 def serve(store, port, host="0.0.0.0"):
-    """Serve the pool's metrics over HTTP on ``port`` (a thread of this process);
-    returns the server (its shutdown() stops it)."""
+    """Serve the metrics of the pool this process supervises over HTTP on ``port`` (a
+    thread of this process); returns the server (its shutdown() stops it)."""
     try:
         from prometheus_client import CollectorRegistry, start_http_server
     except ImportError:
@@ -49,15 +52,16 @@ def serve(store, port, host="0.0.0.0"):
 
 
 class _PoolCollector:
-    """Reads the workers' reports at each scrape."""
+    """Reads the reports of this process's workers at each scrape."""
 
     def __init__(self, store):
         self.store = store
+        self.supervisor = os.getpid()
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
         from engine import workers          # here: multiprocessing costs every import
-        stats = workers.stats(self.store)
+        stats = workers.stats(self.store, supervisor=self.supervisor)
         gauges = {
             "busy_fraction": ("engine_worker_busy_fraction",
                               "share of the worker's threads' time spent running flows"),

@@ -8,6 +8,7 @@ engine.leaving event -- becomes the execution's next state (Park: it waits in me
 Every Flow-API call comes back through the run's FlowAPI (engine.flowapi); the runner's
 Watchdog (engine.watchdog) keeps the leases and may end a run from outside meanwhile.
 """
+import contextlib
 import ctypes
 import logging
 import threading
@@ -15,8 +16,9 @@ import time
 from typing import Any, NamedTuple
 
 from engine import _codec, _flowapi, _frames
-from engine.errors import FlowNotFound, InvalidTransition, SavepointError, StoreFull
-from engine.flowapi import FlowAPI, Success, until_timeout
+from engine.errors import (FlowNotFound, InvalidTransition, SavepointError, StoreFull,
+                           StoreUnavailable)
+from engine.flowapi import FlowAPI, Receiving, Retrying, Success, until_timeout
 from engine.flows import import_flow_module, load_flow
 from engine.leaving import Fail, Gone, Idle, Load, Lost, Park, Stop, Timeout
 from engine.metrics import Latencies
@@ -30,6 +32,8 @@ from engine.watchdog import Watchdog
 log = logging.getLogger("engine")
 
 FLOW_IMPORT_RETRY_SECONDS = 5.0  # a flow module that cannot be imported: try again then
+_NOT_WRITTEN = (StoreFull, StoreUnavailable)   # a write the store could not make: the
+                                              # execution is not at fault, it goes on later
 
 
 class Counters(NamedTuple):
@@ -55,9 +59,12 @@ class Runner:
         self.sleep_max_seconds = sleep_max_seconds
         self.savepoint_retention = savepoint_retention
         self.connectors: dict[str, Any] = {}
+        # name -> (retries, backoff seconds) of the connectors tried again after a failure
+        self.connector_retries: dict[str, tuple[int, float]] = {}
         # the engine's own objects a savepoint may hold: not the runtime modules (a
         # record must never make the engine build an Engine, or anything else of ours)
-        self.trust = _codec.Trust([Success, Execution, Savepoint, _flowapi.Setting])
+        self.trust = _codec.Trust([Success, Receiving, Retrying, Execution, Savepoint,
+                                   _flowapi.Setting])
         self.trust_by_module: dict[str, Any] = {}   # trust_for's, shared by the runs
         self.owner = Owner.current("engine")
         self.holding = threading.Lock()
@@ -187,6 +194,28 @@ class Runner:
             return False
         return True
 
+    @contextlib.contextmanager
+    def hold(self, exec_id, operation):
+        """Hold and lease the execution here without running it, for a change from
+        outside that no run may meet (Engine.restore with set_locals: a savepoint and a
+        state of its own).  Yields its head; what the block leaves in it is written with
+        the release, in one transaction -- also when the block fails part way.
+        InvalidTransition if this process or another live one holds it (running it, or
+        keeping it parked)."""
+        if not self._claim_here(exec_id):
+            raise InvalidTransition(f"cannot {operation} execution {exec_id}: a process "
+                                    f"is running it; pause it first, then try again")
+        record = None
+        try:
+            record = self.store.get_execution(exec_id)
+            yield record
+        finally:
+            self.lease_checked.pop(exec_id, None)
+            try:
+                self.store.release(exec_id, self.owner, execution=record)
+            finally:
+                self.let_go(exec_id)
+
     def run_one(self, exec_id):
         """Run that execution here (and the children it runs), if no one else holds it,
         until it ends or is unloaded.  FlowNotFound is raised."""
@@ -214,6 +243,10 @@ class Runner:
         """New work in the store, from this process: an idle engine looks at once."""
         self.scheduler.notify()
 
+    def next_due(self):
+        """When the store may next hand this process something (Store.next_due)."""
+        return self.store.next_due(owner=self.owner)
+
     # -- one execution --
     def _drive_claimed(self, exec_id, retry_delay, raise_missing=False):
         if self.watchdog is None:
@@ -240,7 +273,10 @@ class Runner:
                 return
             log.info("execution %s (%s) %s", exec_id, record["flow"],
                      "resumed" if record.get("last_seq") else "started")
+            idle = not self.runs
             self.runs[exec_id] = run
+            if idle:                 # the watchdog idles up to IDLE_WATCH_SECONDS: look now
+                self.watchdog.poke.set()
             self.watch_deadline(run)
             try:
                 run.drive(retry_delay)
@@ -273,11 +309,29 @@ class Runner:
     def wake_if_children_ended(self, run):
         """Just parked for its children: one may have ended before it was parked here,
         when nothing could wake it yet."""
-        for child_id in run.record.get("waiting_for") or ():
+        if self.children_ended(run.record):
+            self.scheduler.wake(run.execution_id)
+
+    def children_ended(self, record):
+        """Whether every child the execution waits for has ended."""
+        for child_id in record.get("waiting_for") or ():
             child = self.store.get_execution(child_id)
             if child is not None and Status(child["status"]) not in ENDED:
-                return
-        self.scheduler.wake(run.execution_id)
+                return False
+        return True
+
+    def holds(self, exec_id):
+        """Whether this process holds the execution (running, parked, about to run)."""
+        with self.holding:
+            return exec_id in self.running
+
+    def message_came(self, record):
+        """Whether the message a receiver waits for is in the store."""
+        topic = record.get("receiving")
+        if topic is None:
+            return False
+        after = (record.get("received") or {}).get(topic, 0)
+        return self.store.message(record["id"], topic, after) is not None
 
     def finish(self, run, exec_id=None, release=True):
         """The execution is no longer held here: forget it, release its lease."""
@@ -323,12 +377,17 @@ class Runner:
         """A parked run goes back to the store (the engine stops): WAITING until its wake
         time, for any process."""
         with run.lock:
+            waits = not run.done and run.parked.wake_at is None    # for its children
             if not run.done:
                 run.record.update(status=Status.WAITING.value,
                                   due=until_timeout(run.record, run.parked.wake_at))
                 run.store.put_execution(run.record)
+        run.due_if_message_came()
         run.drop_park()
         self.finish(run)
+        # a child that ended while it was held here woke it here only (write_end)
+        if waits and self.children_ended(run.record):
+            wake_parent(self.store, run.execution_id)
 
     def put_back(self, task):
         """A task no thread took before the engine stopped: a claimed execution goes back
@@ -439,32 +498,37 @@ class Run:
     def drive(self, retry_delay=FLOW_IMPORT_RETRY_SECONDS):
         """Run the execution -- or go on from where it parked -- until it ends, parks or
         is unloaded.  FlowNotFound (and a KeyboardInterrupt) leave it QUEUED, as it was,
-        and are raised again; so does a full disk (StoreFull), from the write that
-        failed: see _store_full."""
+        and are raised again; so does a write the store could not make -- a full disk
+        (StoreFull), a database server gone for longer than the store waits for it
+        (StoreUnavailable) -- from the write that failed: see _store_full."""
         resume_from, last_seq = self.record.get("resume_from"), self.record.get("last_seq")
         park, self.parked = self.parked, None
         try:
             self._drive(retry_delay, park)
-        except StoreFull as e:
+        except _NOT_WRITTEN as e:
             self._store_full(e, retry_delay, resume_from, last_seq)
             raise
 
     def _store_full(self, error, retry_delay, resume_from, last_seq):
-        """A write failed for lack of space.  Unless the execution ended (or was ended
-        elsewhere), put it back on the queue, QUEUED to go on from its last savepoint
-        (or the one it was restored to); if even that cannot be written, keep its lease:
-        lease recovery puts it back once this process lets the lease lapse."""
+        """A write failed: no space, or no server.  Unless the execution ended (or was
+        ended elsewhere), put it back on the queue, QUEUED to go on from its last
+        savepoint (or the one it was restored to); if even that cannot be written, keep
+        its lease: lease recovery puts it back once this process lets the lease lapse."""
         with self.lock:
-            stored = None if self.done else self.store.get_execution(self.execution_id)
+            try:
+                stored = None if self.done else self.store.get_execution(self.execution_id)
+            except StoreUnavailable:             # still no server: the lease lapses
+                self.keep_lease = True
+                return
             if stored is None or Status(stored["status"]) in ENDED:
                 return
             if resume_from is not None and self.record.get("last_seq") == last_seq:
                 self.record["resume_from"] = resume_from     # no savepoint since
             self.record.update(status=Status.QUEUED.value, due=time.time() + retry_delay,
-                               error=f"StoreFull: {error}", output=None)
+                               error=f"{type(error).__name__}: {error}", output=None)
             try:
                 self.store.put_execution(self.record)
-            except StoreFull:
+            except _NOT_WRITTEN:
                 self.keep_lease = True
 
     def _drive(self, retry_delay, park):
@@ -494,7 +558,7 @@ class Run:
         except FlowNotFound as e:
             self._requeue(time.time() + retry_delay, error=f"FlowNotFound: {e}")
             raise
-        except StoreFull:
+        except _NOT_WRITTEN:
             raise                                    # drive puts it back on the queue
         except Exception as e:
             self.end(Status.ENDED_ERROR, error=f"{type(e).__name__}: {e}")
@@ -556,13 +620,18 @@ class Run:
     def _left(self, event):
         match event:
             case Park(wake_at=wake_at):
-                if wake_at is None:                  # WAITING for children, found there
-                    self._write_unless_done()
+                receiving = self.record.get("receiving") is not None
+                if wake_at is None or receiving:     # WAITING for children or a message,
+                    self._write_unless_done()        # found there by who wakes it
                 self.runner.scheduler.park(self, event)
-                if wake_at is None:                  # a child that ended meanwhile
+                if receiving:                        # a message sent meanwhile
+                    if self.runner.message_came(self.record):
+                        self.runner.scheduler.wake(self.execution_id)
+                elif wake_at is None:                # a child that ended meanwhile
                     self.runner.wake_if_children_ended(self)
             case Idle():
                 self._write_unless_done()            # WAITING, with its due time
+                self.due_if_message_came()
             case Timeout():
                 self.end(Status.ENDED_ERROR, error=TIMEOUT_ERROR)
             case Fail(message):
@@ -571,6 +640,13 @@ class Run:
                 self._requeue(self.record.get("due") or time.time())
             case Lost() | Gone():     # another worker has it now / ended elsewhere
                 pass                                 # nothing to write
+
+    def due_if_message_came(self):
+        """Just unloaded WAITING for a message: one sent before the store said so found
+        no receiver to wake -- due now, then."""
+        if self.runner.message_came(self.record):
+            self.record["due"] = time.time()
+            self._write_unless_done()
 
     def _write_unless_done(self):
         with self.lock:
@@ -602,7 +678,11 @@ class Run:
         drop_request(self.store, self.execution_id)
         parent = record.get("parent")
         if parent:
-            wake_parent(self.store, parent)
+            # a parent held here is woken here, or looks at its children itself when it
+            # parks or is unloaded: rewriting its record from the store would race its own
+            # writes (its end was lost under a stale WAITING record)
+            if not self.runner.holds(parent):
+                wake_parent(self.store, parent)
             self.runner.scheduler.wake(parent)        # if it waits here
 
 

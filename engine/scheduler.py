@@ -13,11 +13,18 @@ other process takes it; if this process dies, another resumes it from that savep
 
 New work is claimed from the store only while a thread is free.  The run queue is also
 how another process wakes an execution parked here (a child of it ended there): the
-store hands our own parked execution back to our claim, and that wakes it.  LMDB cannot
-signal other processes, so an engine with a free thread looks at the queue every
-POLL_SECONDS (Store.claim_many: a read-only look, the write lock only when something is
-due); work started in this process wakes it at once (notify).  One idle thread, the
-watcher, keeps that time and the timers; the others sleep until there is a task.
+store hands our own parked execution back to our claim, and that wakes it.  Work started
+in this process wakes an idle engine at once (notify); work from elsewhere, as the store
+allows (Store.poll_seconds, Store.on_work):
+  - LMDB cannot signal other processes: an engine with a free thread looks at the queue
+    every 20 ms (Store.claim_many: a read-only look, the write lock only when something
+    is due);
+  - PostgreSQL tells (LISTEN/NOTIFY, notify() from the store's thread, with the time the
+    work is due): between those, an idle engine looks only at the queue's next due time
+    (Store.next_due) or after the store's slow poll, whichever comes first.
+One idle thread, the watcher, keeps that time and the timers; the others sleep until
+there is a task.  A store that cannot be reached (StoreUnavailable, once it gave up
+waiting for it) ends a session that ends when idle; a worker's logs it and goes on.
 """
 import heapq
 import itertools
@@ -26,9 +33,10 @@ import threading
 import time
 from collections import deque
 
+from engine.errors import StoreUnavailable
+
 log = logging.getLogger("engine")
 
-POLL_SECONDS = 0.02          # how often an engine with a free thread looks for due work
 LONGEST_WAIT = 1.0           # an idle thread looks around at least this often
 
 
@@ -61,7 +69,7 @@ class Scheduler:
         self.concurrency = concurrency
         # Threads waiting for a task wait on ``cond``; one idle thread, the watcher, waits
         # on ``watch`` for the next timer or look at the store (and is woken for new
-        # work): 32 idle threads all waking every POLL_SECONDS cost 8% of a core.  One
+        # work): 32 idle threads all waking every 20 ms cost 8% of a core.  One
         # RLock under both: stop() may run in a signal handler on a thread holding it.
         lock = threading.RLock()
         self.cond = threading.Condition(lock)
@@ -80,15 +88,24 @@ class Scheduler:
         self.unloading = 0        # runs and tasks being put back in the store now
         self.watching = False     # an idle thread is the watcher
         self.next_poll = 0.0      # monotonic time of the next claim when nothing was due
+        self.told = None          # whether the store tells of new work (on_work); None:
+                                  # not asked yet (at the first look)
         self.changes = 0          # counts what may make new work due: tasks ending, notify
+        self.notices = 0          # counts notify() calls
         self.closed = False
 
     # -- from any thread ----------------------------------------------------------------
-    def notify(self):
-        """New work may be due (started in this process): look at once."""
+    def notify(self, due=None):
+        """New work may be due from ``due`` (a UNIX time; None: now) -- started in this
+        process, or told by the store (Store.on_work): look then."""
         with self.cond:
-            self.changes += 1
-            self.next_poll = 0.0
+            self.notices += 1
+            wait = 0.0 if due is None else due - time.time()
+            if wait <= 0:
+                self.changes += 1
+                self.next_poll = 0.0
+            else:
+                self.next_poll = min(self.next_poll, time.monotonic() + wait)
             self.watch.notify()
 
     def wake_all(self):
@@ -214,11 +231,13 @@ class Scheduler:
             except Exception as e:
                 # what execute raises ends a session (FlowNotFound of the execution
                 # eng.execute() runs, a full disk): the one that asked for the task, else
-                # any; with none left, it is only logged
+                # any; with none left -- or a worker's, which outlives a store that went
+                # away -- it is only logged
                 with self.cond:
                     owner = task.session if task.session in self.sessions else \
                         next(iter(self.sessions), None)
-                    if owner is None:
+                    if owner is None or owner.until_stopped and \
+                            isinstance(e, StoreUnavailable):
                         log.error("execution %s: %s: %s", task.exec_id,
                                   type(e).__name__, e)
                     elif owner.error is None:
@@ -328,25 +347,59 @@ class Scheduler:
 
     def _poll(self):
         """Claim due work for the free threads (outside the lock: store I/O)."""
-        changes = self.changes
+        changes, notices = self.changes, self.notices
         free = self.concurrency - self.busy - len(self.ready)
         self.polling = True
         self.cond.release()
+        failed = None
         try:
-            claimed = self.runner.claim(free)
+            claimed, wait = self._look(free)
+        except StoreUnavailable as e:
+            claimed, wait, failed = [], self.runner.store.poll_seconds, e
         finally:
             self.cond.acquire()
             self.polling = False
+        if failed is not None:
+            self._unavailable(failed)
         for exec_id in claimed:
             claimer = next((s for s in self.sessions if s.claims), None)
             self._push(Task(exec_id, None, False, claimer))
         if not claimed:
-            self.next_poll = time.monotonic() + POLL_SECONDS
+            later = time.monotonic() + wait
+            # a store that tells: what it told during the look (notify) stands
+            told_meanwhile = self.told and self.notices != notices
+            self.next_poll = min(self.next_poll, later) if told_meanwhile else later
             if self.changes == changes:          # nothing new came meanwhile
                 for s in self.sessions:
                     s.quiet_at = changes
                 if not self.busy and self._may_end():    # it may end on this look
                     self._wake_everyone()
+
+    def _look(self, free):
+        """Outside the lock: (the ids claimed for up to ``free`` threads, and -- if none --
+        how long until the next look).  A store that tells of new work is asked to at
+        the first look (before it, so nothing said after it is missed); then only its
+        next due time is read until something is due."""
+        store = self.runner.store
+        if self.told is None:
+            self.told = store.on_work(self.notify)
+        if not self.told:
+            return self.runner.claim(free), store.poll_seconds
+        due, now = self.runner.next_due(), time.time()
+        if due is None or due > now:
+            return [], store.poll_seconds if due is None else \
+                min(store.poll_seconds, due - now)
+        return self.runner.claim(free), store.poll_seconds
+
+    def _unavailable(self, error):
+        """Under the lock: a look at the store gave up waiting for it.  Sessions that end
+        when idle end with the error; a worker's logs it and looks again later."""
+        for session in self.sessions:
+            if session.until_stopped:
+                log.error("%s", error)
+            elif session.error is None:
+                session.error = error
+        self._wake_everyone()
 
     def _due_timers(self):
         """Under the lock: sleepers whose wake time has come go to the ready queue;

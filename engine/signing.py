@@ -6,6 +6,7 @@ Where the key comes from, first found:
     ENGINE_SECRET_KEY        the secret itself (any text)
     ENGINE_SECRET_KEY_FILE   a file holding it
     <store>/secret.key       for an LMDB store: created with the store, mode 0600
+    a file of the user's     for a PostgreSQL store (engine/store/pgkey.py)
 
 The key file protects against someone who can write data.mdb but not read secret.key
 (another user given write access to the data file, a tampered backup or copy of it, a
@@ -39,9 +40,10 @@ def _read(path, what):
     return secret
 
 
-def store_key(store_dir: str, *, create: bool) -> bytes:
+def store_key(store_dir: str, *, create: bool, missing: str | None = None) -> bytes:
     """The signing key of the store in ``store_dir``: from the environment, else its key
-    file -- created (mode 0600) when ``create`` (a new store), else it must exist."""
+    file -- created (mode 0600) when ``create`` (a new store), else it must exist
+    (``missing``: what the ValueError says when it does not)."""
     text = os.environ.get("ENGINE_SECRET_KEY")
     if text:
         return derive(text.encode())
@@ -50,6 +52,7 @@ def store_key(store_dir: str, *, create: bool) -> bytes:
         return derive(_read(named, "$ENGINE_SECRET_KEY_FILE"))
     path = os.path.join(store_dir, KEY_FILE)
     if create and not os.path.exists(path):
+        os.makedirs(store_dir, exist_ok=True)      # (made only when a key file is)
         # written whole under another name, then linked into place: a process opening
         # the store at the same moment sees no file or the whole key, never half of it
         partial = f"{path}.{os.getpid()}.new"
@@ -65,6 +68,8 @@ def store_key(store_dir: str, *, create: bool) -> bytes:
         finally:
             os.unlink(partial)
     elif not os.path.exists(path):
+        if missing is not None:
+            raise ValueError(missing)
         raise ValueError(f"the store {store_dir} was signed with a key that is not here: "
                          f"no {KEY_FILE} beside it and neither $ENGINE_SECRET_KEY nor "
                          f"$ENGINE_SECRET_KEY_FILE is set")

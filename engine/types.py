@@ -1,5 +1,6 @@
 """The public types: an execution's status, and what the API returns about executions,
-savepoints and the frames of a savepoint."""
+savepoints (one at a time or a page at a time), the frames of a savepoint and what changed
+between two."""
 import dataclasses
 import datetime
 import enum
@@ -57,6 +58,8 @@ class Execution:
     # Its record damaged: ENDED_ERROR, flow "" (lost); it can only be deleted.  Its
     # newest savepoint damaged: as its record says; restore to an intact savepoint.
     damaged: str | None = None
+    # the topic a this.receive waits on while it is WAITING for a message, else None
+    receiving: str | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Execution":
@@ -69,7 +72,9 @@ class Execution:
                    updated_at=_utc(record.get("updated_at")), name=record.get("name"),
                    restore_count=record.get("restore_count") or 0,
                    parent=record.get("parent"), log=_log_entries(record.get("log")),
-                   damaged=record.get("damaged"))
+                   damaged=record.get("damaged"),
+                   receiving=record.get("receiving")
+                   if record["status"] == Status.WAITING.value else None)
 
 
 def _log_entries(stored):
@@ -109,6 +114,25 @@ class Savepoint:
 
 
 @dataclasses.dataclass
+class ExecutionPage:
+    """One page of a listing of executions (Engine.executions_page): newest first,
+    ``total`` of them match in all."""
+    executions: list[Execution]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclasses.dataclass
+class SavepointPage:
+    """One page of an execution's savepoints (Engine.savepoints_page); it has ``total``."""
+    savepoints: list[Savepoint]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclasses.dataclass
 class FrameView:
     """One frame of a savepoint as inspection shows it (Engine.inspect): nothing of the
     flow ran to make it, no module was imported; instances, iterators and names of
@@ -119,3 +143,22 @@ class FrameView:
     line: int | None
     locals: dict[str, Any]
     unbound: list[str] = dataclasses.field(default_factory=list)   # no value yet
+
+
+CHANGE_KINDS = ("changed", "added", "removed", "entered", "left")
+
+
+@dataclasses.dataclass
+class Change:
+    """One thing the flow's frames did between two savepoints (Engine.diff): in the frame
+    running ``frame`` (a function's qualified name) at ``depth`` (0: the outermost), the
+    local ``name`` went from ``before`` to ``after`` -- kind "changed", or "added" (bound
+    since: ``before`` is None) or "removed" (unbound since: ``after`` is None); or the
+    whole frame was "entered" or "left" (``name`` None; ``after`` or ``before`` holds its
+    locals).  Values are decoded as FrameView's are: nothing of the flow ran."""
+    frame: str
+    name: str | None
+    before: Any
+    after: Any
+    kind: str = "changed"           # one of CHANGE_KINDS
+    depth: int = 0

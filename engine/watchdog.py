@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 
+from engine.errors import StoreUnavailable
 from engine.lifecycle import TIMEOUT_ERROR, pending_requests
 from engine.types import Status
 
@@ -49,6 +50,8 @@ class Watchdog:
                     runner.renew_all()
                 if runner.runs:
                     _watch(runner)
+            except StoreUnavailable as e:       # the store gave up waiting for its server
+                log.warning("watchdog: %s", e)
             except Exception:                   # closed meanwhile: the next round stops
                 if self.stopped.is_set():
                     return

@@ -9,6 +9,10 @@ worker claims the next due execution, so the least busy one takes it; each runs 
 thread.  SIGTERM or Ctrl-C
 stops the pool cleanly: each worker's running flow leaves at its next Flow-API call, back
 to the queue, and nothing stays claimed.
+
+Each worker reports what it does to the store every REPORT_SECONDS, as the setting
+"worker:HOST:PID" (HOST: engine.store.leases.this_host); stats() reads them: a worker
+on this host is live while its process runs, one on another host while it reports.
 """
 import logging
 import multiprocessing
@@ -19,22 +23,34 @@ import sys
 import threading
 import time
 
-from engine.errors import WorkerStartError
+from engine import schedules
+from engine.errors import StoreUnavailable, WorkerStartError
 from engine.store import Owner
+from engine.store.leases import this_host
 
 log = logging.getLogger("engine.workers")
 
 REPORT_SECONDS = 1.0
+REPORT_PREFIX = "worker:"
+SILENT_SECONDS = 5 * REPORT_SECONDS     # a worker on another host that has not reported
+                                        # for this long is taken for gone
+FORGET_SECONDS = 600.0       # a report this old, of a worker not alive, is deleted
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"   # workers and their CLI
 START_ATTEMPTS = 5           # a worker that fails to start that many times in a row:
                              # the pool gives up
 RESPAWN_BACKOFF = (0.5, 30.0)   # first and longest wait before starting it again
 
 
-def _worker_main(recipe, sys_path, log_level, index, started):
+def report_name(host, pid):
+    """The setting a worker's reports go to."""
+    return f"{REPORT_PREFIX}{host}:{pid}"
+
+
+def _worker_main(recipe, sys_path, log_level, index, supervisor, started):
     """A worker process: its own Engine on the same store, until told to stop.
     ``started`` (a queue) hears (pid, None) once it is ready, or (pid, why) if it
-    cannot start."""
+    cannot start; ``supervisor``: the pid of the pool's supervisor (its reports name
+    it, so the pool's metrics show its own workers)."""
     sys.path[:0] = [p for p in sys_path if p not in sys.path]
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     try:
@@ -45,23 +61,28 @@ def _worker_main(recipe, sys_path, log_level, index, started):
     started.put((os.getpid(), None))
     signal.signal(signal.SIGTERM, lambda *_: eng.stop())
     signal.signal(signal.SIGINT, lambda *_: eng.stop())
-    me = f"worker:{os.getpid()}"
+    me = report_name(this_host(), os.getpid())
     log.info("worker %d (pid %d) started, %d executions at once", index, os.getpid(),
              eng.concurrency)
-    reporter = threading.Thread(target=_report, args=(eng, me, index), daemon=True,
-                                name="engine-report")
+    _forget_old_reports(eng.store)
+    reporter = threading.Thread(target=_report, args=(eng, me, index, supervisor),
+                                daemon=True, name="engine-report")
     reporter.start()
+    ticker = threading.Thread(target=schedules.tick_until_stopped, args=(eng,),
+                              daemon=True, name="engine-schedules")
+    ticker.start()
     try:
         eng.run(until="stopped")
     finally:
         eng.stop()                  # after an error too: the reporter's loop ends
         reporter.join()
+        ticker.join()
         eng.store.delete_setting(me)
         eng.close()
         log.info("worker %d (pid %d) stopped", index, os.getpid())
 
 
-def _report(eng, me, index):
+def _report(eng, me, index, supervisor):
     """Every REPORT_SECONDS, what this worker did (engine stats): its busy fraction --
     of all its threads -- and its rates."""
     owner = Owner.current("worker")
@@ -70,15 +91,19 @@ def _report(eng, me, index):
         now, done = time.monotonic(), eng.counters()
         span = now - last_at
         busy = (done.busy_seconds - last.busy_seconds) / eng.concurrency
-        eng.store.set_setting(me, {
-            "pid": owner.pid, "start": owner.start, "boot": owner.boot,
-            "index": index, "reported": time.time(),
+        report = {
+            "pid": owner.pid, "start": owner.start, "host": owner.host,
+            "supervisor": supervisor, "index": index, "reported": time.time(),
             "busy_fraction": min(1.0, busy / span),
             "running": done.running, "parked": done.parked,
             "calls_per_s": (done.calls - last.calls) / span,
             "executions_per_s": (done.executions - last.executions) / span,
             "calls": done.calls, "executions": done.executions,
-            "commit_counts": list(done.commit_counts), "commit_seconds": done.commit_seconds})
+            "commit_counts": list(done.commit_counts), "commit_seconds": done.commit_seconds}
+        try:
+            eng.store.set_setting(me, report)
+        except StoreUnavailable as e:       # the worker outlives its store's outages
+            log.warning("worker %d: no report this time: %s", index, e)
         last_at, last = now, done
 
 
@@ -100,6 +125,7 @@ class Pool:
                     f"define it at module level, or register it from a module's "
                     f"register(eng) named with eng.work(connectors=...)") from None
         self.processes = processes
+        self.store = eng.store
         try:                                # fails here, once, not in every worker
             self.recipe = eng.recipe(connectors)
         except Exception as e:
@@ -119,7 +145,7 @@ class Pool:
     def _spawn(self, index):
         proc = self.context.Process(target=_worker_main, name=f"engine-worker-{index}",
                                     args=(self.recipe, self.sys_path, self.log_level,
-                                          index, self.started))
+                                          index, os.getpid(), self.started))
         proc.start()
         self.children[index] = proc
         return proc
@@ -139,17 +165,23 @@ class Pool:
     def _died(self, index, proc, respawn_at):
         """A worker died: start another -- at once if it had started (killed, crashed),
         after a growing wait if it could not even start; give up after START_ATTEMPTS
-        failed starts in a row."""
+        failed starts in a row.  One SIGKILLed from outside while it started (an
+        operator, a chaos test, the OOM killer) did not fail: it starts again at once,
+        and its failures so far stand -- killing workers never stops the pool."""
         self._heard()
+        self.store.delete_setting(report_name(this_host(), proc.pid))   # it cannot
         started = proc.pid in self.ready
         self.ready.discard(proc.pid)
-        self.failures[index] = 0 if started else self.failures.get(index, 0) + 1
+        killed = not started and proc.exitcode == -signal.SIGKILL
+        if not killed:
+            self.failures[index] = 0 if started else self.failures.get(index, 0) + 1
         why = self.why.pop(proc.pid, None) or f"exit status {proc.exitcode}"
-        if self.failures[index] >= START_ATTEMPTS:
+        if not killed and self.failures[index] >= START_ATTEMPTS:
             raise WorkerStartError(f"worker {index} failed to start {self.failures[index]} "
                                    f"times in a row; giving up. Last: {why}")
         first, longest = RESPAWN_BACKOFF
-        delay = 0.0 if started else min(longest, first * 2 ** (self.failures[index] - 1))
+        delay = 0.0 if started or killed else \
+            min(longest, first * 2 ** (self.failures[index] - 1))
         log.warning("worker %d (pid %s) died (%s); starting another%s", index, proc.pid,
                     why, f" in {delay:g} s" if delay else "")
         respawn_at[index] = time.monotonic() + delay
@@ -189,17 +221,46 @@ class Pool:
                 signal.signal(sig, handler)
 
 
-def stats(store):
-    """Per live worker: busy fraction, executions running and parked, Flow-API calls and
-    executions per second (over its last report); and the queue depth."""
+def _live(report, now):
+    """Whether the worker a report is from still runs: on this host, its process; on
+    another, it reported within SILENT_SECONDS."""
+    owner = Owner(report["pid"], report["start"], report["host"])
+    if owner.here():
+        return owner.alive()
+    return now - report["reported"] <= SILENT_SECONDS
+
+
+def _reports(store):
+    """{setting name: report} of every worker that reported (of any host; a report of
+    an older engine names the host "boot")."""
+    return {name: {"host": report.get("boot"), **report}
+            for name, report in store.settings(REPORT_PREFIX).items()
+            if isinstance(report, dict)}
+
+
+def _forget_old_reports(store):
+    """Delete the reports of workers long gone (a host that died cannot)."""
+    now = time.time()
+    for name, report in _reports(store).items():
+        if now - report["reported"] > FORGET_SECONDS and not _live(report, now):
+            store.delete_setting(name)
+
+
+def stats(store, *, supervisor=None):
+    """Per live worker -- of every host, or only those of the pool whose supervisor is
+    this host's process ``supervisor`` -- its host, busy fraction, executions running
+    and parked, Flow-API calls and executions per second (over its last report); and
+    the queue depth."""
+    now, here = time.time(), this_host()
     workers = []
-    for name, report in sorted(store.settings("worker:").items()):
-        if report is None:
+    for name, report in sorted(_reports(store).items()):
+        if supervisor is not None and (report["host"] != here or
+                                       report.get("supervisor") != supervisor):
             continue
-        if not Owner(report["pid"], report["start"], report["boot"]).alive():
+        if not _live(report, now):
             continue
         workers.append({key: report.get(key) for key in (
-            "pid", "index", "busy_fraction", "running", "parked", "calls_per_s",
+            "host", "pid", "index", "busy_fraction", "running", "parked", "calls_per_s",
             "executions_per_s", "calls", "executions", "reported", "commit_counts",
             "commit_seconds")})
     return {"workers": workers, "queue_depth": store.queue_depth(),

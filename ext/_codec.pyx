@@ -132,5 +132,6 @@ include "codec/encoder.pxi"
 include "codec/decoder.pxi"
 include "codec/signing.pxi"
 include "codec/snapshot.pxi"
+include "codec/rewrite.pxi"
 
 _CYFUNCTION = type(checksum)      # a def function of this module: Cython's function type

@@ -4,8 +4,8 @@ and the transactions of many threads.
 
 engine.store.lmdb.LmdbStore.commit_savepoint runs at every Flow-API call.  In the common
 case -- its code already pinned, no chunks, no name, no older savepoint to drop, the due
-time unchanged -- a savepoint is one LMDB put, and the Python around that put cost more
-than the put itself (benchmarks/bench_store.py).  try_commit is that path, compiled;
+time and the status unchanged -- a savepoint is one LMDB put, and the Python around that
+put cost more than the put itself (benchmarks/bench_store.py).  try_commit is that path, compiled;
 everything else stays in engine/store/lmdb.py.  Both seal the savepoint and update the
 execution with one SavepointLayout, built from engine/store/records.py's field orders.
 
@@ -144,9 +144,10 @@ cdef class SavepointLayout:
         return seal([fields, record, state], signer), seq, state
 
     cpdef apply(self, dict execution, list state):
-        """Write a savepoint's state into the execution dict."""
+        """Write a savepoint's state into the execution dict.  A savepoint of a store
+        from before a field was added carries fewer: the others stay as they are."""
         cdef Py_ssize_t i
-        for i in range(len(self.state_fields)):
+        for i in range(min(len(self.state_fields), len(state))):
             execution[self.state_fields[i]] = state[i]
 
 
@@ -164,6 +165,9 @@ def try_commit(SavepointLayout layout not None, Writer writer not None, db, dict
         return None
     due = execution.get("due")
     if "_due_written" not in execution or execution["_due_written"] != due:
+        return None
+    # a new status changes the listing indexes (engine.store.lmdblisting): slow path
+    if execution.get("_status_written") != execution.get("status"):
         return None
     ids = known.get(exec_id)
     if ids is None:

@@ -42,7 +42,19 @@ cdef class This:
 
     def connect(self, name, **kwargs):
         self._ctx.check()
-        result = self._ctx.connect(name, kwargs)
+        try:
+            result = self._ctx.connect(name, kwargs)
+        except Exception as error:
+            retry = self._ctx.retry_after(name, kwargs, error, 1)
+            if retry is None:                  # no retries (left): the flow gets it
+                raise
+            # the backoff is a durable sleep: its savepoint says which attempt is next
+            frames = capture(self._root, self)
+            self._ctx.savepoint(frames, "connect", retry)
+            result, throw = self._ctx.finish_retry(frames, retry)
+            if throw:
+                raise result
+            return result                      # finish_retry saved it
         self._save("connect", result)
         return result
 
@@ -81,6 +93,17 @@ cdef class This:
 
     def sleep_until(self, when):
         self._wait(self._ctx.wake_time(until=when), "sleep_until")
+
+    def receive(self, topic, timeout=None):
+        self._ctx.check()
+        found = self._ctx.take_message(topic, timeout)
+        if found is not None:             # its savepoint records it received
+            self._save("receive", found[0])
+            return found[0]
+        waiting = self._ctx.begin_receive(topic, timeout)
+        frames = capture(self._root, self)
+        self._ctx.savepoint(frames, "receive", waiting)
+        self._ctx.wait_for_message(frames, waiting)     # parks or unloads the flow
 
     def flow(self, flow, inputs=None, wait=True, **more_inputs):
         self._ctx.check()

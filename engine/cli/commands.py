@@ -8,7 +8,11 @@ import sys
 import time
 
 from engine import Engine, Status, config
-from engine.errors import SavepointError, SavepointNotFound
+from engine.errors import SavepointError, SavepointNotFound, StoreUnavailable
+from engine.store import missing_store
+from engine.store.location import redacted, shown
+from engine.store.leases import this_host
+from engine.cli.setlocals import set_locals_of
 from engine.cli.output import (emit, execution_dict, iso, log_lines, savepoint_dict, short,
                                table, terminal_width, text_of, type_shown, when)
 
@@ -37,21 +41,29 @@ def configuration(args):
             out[name] = config.resolve(name, flag, f"--{name.replace('_', '-')}")
         except ValueError as e:
             raise CommandError(str(e)) from None
+    this_host()                 # a bad $ENGINE_HOST_ID: said before anything opens
     return out
 
 
 def open_engine(args, must_exist=True):
+    """The engine on --path; unless ``must_exist`` is false, only if a store is there
+    already (a mistyped path or URL creates nothing)."""
     settings = {name: value for name, (value, _) in configuration(args).items()}
     path = settings.pop("path")
-    if must_exist and not os.path.exists(os.path.join(path, "data.mdb")):
-        raise CommandError(f"{path} is not an engine store (no data.mdb there)")
     try:
+        missing = missing_store(path) if must_exist else None
+        if missing is not None:
+            raise CommandError(f"{shown(path)} is not an engine store ({missing})")
         return Engine(path, **settings)
+    except (StoreUnavailable, ValueError) as e:         # they name the server already
+        raise CommandError(str(e)) from None
     except SavepointError as e:
-        raise CommandError(f"{path} is not an engine store: {e}") from None
+        raise CommandError(f"{shown(path)} is not an engine store: {e}") from None
+    except CommandError:
+        raise
     except Exception as e:
-        raise CommandError(f"cannot open the store {path}: {type(e).__name__}: {e}") \
-            from None
+        raise CommandError(f"cannot open the store {shown(path)}: {type(e).__name__}: "
+                           f"{redacted(str(e))}") from None
 
 
 # --- lookups --------------------------------------------------------------------------------
@@ -145,16 +157,27 @@ def _run_here(eng, exec_id, args, flows=()):
     return EXIT_FAILED if str(ex.status) == "ENDED_ERROR" else 0
 
 
-def cmd_run(args):
-    if ":" not in args.flow:
-        raise CommandError(f"flow {args.flow!r} must be FILE_OR_MODULE:FUNCTION")
-    target, _, function = args.flow.rpartition(":")
+def flow_argument(text):
+    """"FILE_OR_MODULE:FUNCTION" as a flow name, its module imported to check it."""
+    if ":" not in text:
+        raise CommandError(f"flow {text!r} must be FILE_OR_MODULE:FUNCTION")
+    target, _, function = text.rpartition(":")
     target, module = import_file_or_module(target)
     if not callable(getattr(module, function, None)):
         raise CommandError(f"{target} has no function {function!r}")
+    return f"{target}:{function}"
+
+
+def cmd_run(args):
+    flow = flow_argument(args.flow)
     inputs = _inputs(args)
     with open_engine(args, must_exist=False) as eng:
-        ex = eng.start(f"{target}:{function}", inputs)
+        if args.id is not None and eng.store.get_execution(args.id) is not None:
+            ex = eng.start(flow, inputs, id=args.id)          # checks the id
+            emit(args, execution_dict(ex), lambda d: f"{d['id']}  {d['status']}  "
+                 f"(started before: nothing new started)")
+            return 0
+        ex = eng.start(flow, inputs, id=args.id)
         return _run_here(eng, ex.id, args, args.flows or ())
 
 
@@ -267,7 +290,7 @@ def steer(args, action):
             raise CommandError("--flows is for --run")
         if action in ("restore", "fork"):
             sp = find_savepoint(eng, ex.id, args.savepoint, args.by)
-            ex = getattr(eng, action)(ex.id, sp.id)
+            ex = getattr(eng, action)(ex.id, sp.id, set_locals=set_locals_of(args))
         elif action == "delete":
             eng.delete(ex.id)
             print(f"deleted {ex.id}")
@@ -278,6 +301,50 @@ def steer(args, action):
             return _run_here(eng, ex.id, args, args.flows or ())
         print(f"{ex.id}  {ex.status}")
         return 0
+
+
+def cmd_send(args):
+    try:
+        value = json.loads(args.value)
+    except ValueError as e:
+        raise CommandError(f"the message is not JSON: {e}") from None
+    with open_engine(args) as eng:
+        eng.send(args.id, args.topic, value)
+    return 0
+
+
+def cmd_schedule(args):
+    """engine schedule add|ls|rm."""
+    if args.action == "add":
+        flow = flow_argument(args.flow)
+        inputs = None
+        if args.inputs is not None:
+            try:
+                inputs = json.loads(args.inputs)
+            except ValueError as e:
+                raise CommandError(f"--inputs is not JSON: {e}") from None
+        with open_engine(args, must_exist=False) as eng:
+            eng.schedule(args.name, flow, every=args.every,
+                         cron=args.cron, inputs=inputs)
+        return 0
+    with open_engine(args) as eng:
+        if args.action == "rm":
+            eng.unschedule(args.name)
+            return 0
+        found = eng.schedules()
+        now = time.time()
+    rows = [{"name": s.name, "flow": s.flow, "every": s.every, "cron": s.cron,
+             "inputs": s.inputs, "next": iso(_moment(s.next_tick(now), args))}
+            for s in found]
+    emit(args, rows, lambda rows: table(rows, ["name", "flow", "every", "cron", "next",
+                                               "inputs"]))
+    return 0
+
+
+def _moment(unix, args):
+    import datetime
+    zone = datetime.timezone.utc if getattr(args, "utc", False) else None
+    return datetime.datetime.fromtimestamp(unix, zone)
 
 
 def cmd_worker(args):
@@ -306,16 +373,18 @@ def cmd_worker(args):
 def cmd_stats(args):
     with open_engine(args) as eng:
         data = eng.stats()
-    emit(args, data, lambda d: table(d["workers"], ["pid", "index", "busy_fraction",
-                                                    "running", "parked", "calls_per_s",
-                                                    "executions_per_s"]) +
+    emit(args, data, lambda d: table(d["workers"], ["host", "pid", "index",
+                                                    "busy_fraction", "running", "parked",
+                                                    "calls_per_s", "executions_per_s"]) +
          f"\nqueue depth: {d['queue_depth']}")
     return 0
 
 
 def cmd_config(args):
-    data = {name: {"value": value, "source": source}
+    data = {name: {"value": shown(value) if name == "path" else value, "source": source}
             for name, (value, source) in configuration(args).items()}
+    data["host_id"] = {"value": this_host(), "source": f"${config.HOST_ID_VARIABLE}"
+                       if config.host_id() else "this machine (boot id)"}
     emit(args, data, lambda d: table([{"setting": k, **v} for k, v in d.items()],
                                      ["setting", "value", "source"]))
     return 0

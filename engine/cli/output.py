@@ -1,13 +1,14 @@
 """What the `engine` command prints: tables that fit the terminal, times with their zone,
-and the plain dicts --json prints."""
+and the plain dicts --json prints (engine.shapes)."""
 import datetime
 import json
 import os
-import reprlib
 import shutil
 import sys
 
-from engine import Unbuilt
+# the dicts --json prints are the API's too (engine.shapes); the commands import them here
+from engine.shapes import (change_dict, execution_dict, frame_dict, iso,  # noqa: F401
+                           savepoint_dict, short, type_shown)
 
 
 def text_of(value):
@@ -62,34 +63,5 @@ def emit(args, data, human):
         print(human(data))
 
 
-def iso(moment):
-    return moment.isoformat() if moment else None
-
-
-def execution_dict(ex):
-    return {"id": ex.id, "flow": ex.flow, "status": str(ex.status), "inputs": ex.inputs,
-            "output": ex.output, "outputs": ex.outputs, "error": ex.error,
-            "created_at": iso(ex.created_at), "updated_at": iso(ex.updated_at),
-            "restore_count": ex.restore_count, "name": ex.name, "parent": ex.parent,
-            "log": [[iso(at), text] for at, text in ex.log], "damaged": ex.damaged}
-
-
-def savepoint_dict(sp):
-    return {"id": sp.id, "seq": sp.seq, "created_at": iso(sp.created_at),
-            "line": sp.line, "action": sp.action, "command": sp.command, "kind": sp.kind,
-            "name": sp.name, "size": sp.size, "damaged": sp.damaged}
-
-
 def log_lines(log, args):
     return [f"{when(at, args, precise=True) or '-':<31} {text}" for at, text in log]
-
-
-short = reprlib.Repr()             # a value as inspect shows it: bounded
-short.maxstring = short.maxother = 60
-
-
-def type_shown(value):
-    """The type inspect shows: a stand-in's class name, else the value's type."""
-    if isinstance(value, Unbuilt):
-        return value.name if value.kind == "instance" else value.kind
-    return type(value).__qualname__

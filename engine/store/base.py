@@ -12,7 +12,10 @@ writes nothing.
 from types import CodeType
 from typing import Any, Callable, Iterable, Protocol, Self, TypedDict
 
+from engine import _codec
 from engine.config import RETENTIONS
+from engine.errors import CorruptSavepoint
+from engine.store import listing
 from engine.store.leases import Lease, Owner
 
 ExecutionRecord = dict[str, Any]
@@ -48,6 +51,10 @@ class StoreProtocol(Protocol):
 
     path: str          # where the store is (what Engine(path=...) names)
     durability: str    # "sync": a commit survives power loss; "async": a killed process
+    # How long an idle engine may go without looking at the run queue by itself: short
+    # for a store that cannot tell it of new work (LMDB: 0.02), long -- a safety net --
+    # for one that can (on_work).
+    poll_seconds: float
 
     def close(self) -> None:
         """Let go of the store; further calls are not allowed.  Idempotent."""
@@ -60,12 +67,29 @@ class StoreProtocol(Protocol):
         """close()"""
         ...
 
+    def on_work(self, callback: Callable[[float | None], None]) -> bool:
+        """Have ``callback(due)`` called, from a thread of the store's own, whenever an
+        execution may have become claimable (put on the run queue, or its lease let go
+        while queued) by another process or this one: ``due`` is the UNIX time it is
+        due from, None for "look now" (what was said meanwhile may be lost).  Whether the
+        store can do this at all -- False for LMDB, where no process can wake another:
+        then an idle engine looks every poll_seconds.  A store that can still expects a
+        look every poll_seconds, and at the next_due time (a lease running out is told by
+        no one)."""
+        ...
+
     # -- executions --
     def put_execution(self, execution: ExecutionRecord) -> None:
         """Create or replace an execution (a dict with at least "id").  Sets its
         "version" (a stamp newer than any the execution had); its "due" (a UNIX time, or
         None) puts it on the run queue or takes it off, in the same transaction.  Fields
         in records.NOT_STORED are dropped from the dict."""
+        ...
+
+    def add_execution(self, execution: ExecutionRecord) -> bool:
+        """put_execution, unless an execution with that id exists already: then nothing
+        is written.  Whether it was added (one transaction: of processes racing to add
+        one id, exactly one adds it)."""
         ...
 
     def get_execution(self, exec_id: str) -> ExecutionRecord | None:
@@ -78,6 +102,33 @@ class StoreProtocol(Protocol):
     def executions(self) -> list[ExecutionRecord]:
         """Every execution's head (as get_execution), in id order."""
         ...
+
+    # The listing (the Savepoints page, engine.store.listing).  Each has a body that reads
+    # every head: correct for any backend, but it reads every execution at every call.
+    # The LMDB store keeps indexes instead (engine.store.lmdblisting), the PostgreSQL
+    # store columns of executions and counts by status (engine.store.pglisting).
+    def list_executions(self, status: str | None = None, flow: str | None = None,
+                        offset: int = 0, limit: int = 50
+                        ) -> tuple[list[ExecutionRecord], int]:
+        """(heads of one page of executions, how many match in all): newest first
+        (listing.newest_first), only those of ``status`` (a records.STATUSES name) and
+        ``flow`` (listing.flow_matches), skipping ``offset``, at most ``limit``.  Must
+        not read every execution for a page when no flow filter is given."""
+        return listing.scan_page(self.executions(), status, flow, offset, limit)
+
+    def status_counts(self) -> dict[str, int]:
+        """{status: how many executions have it}, every status (zeros too); cheap."""
+        return listing.scan_counts(self.executions())
+
+    def children(self, exec_id: str) -> list[str]:
+        """The ids of the executions whose parent is ``exec_id``, oldest first."""
+        return listing.scan_children(self.executions(), exec_id)
+
+    def savepoint_page(self, exec_id: str, offset: int = 0, limit: int = 100,
+                       newest: bool = True) -> tuple[list[SavepointMeta], int]:
+        """(one page of the execution's savepoints' meta dicts -- newest first if
+        ``newest``, else oldest first -- how many it has), reading only the page's."""
+        return listing.scan_savepoint_page(self.savepoints(exec_id), offset, limit, newest)
 
     def ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
         """Up to ``limit`` execution ids that start with ``prefix``, the exact id first
@@ -103,6 +154,23 @@ class StoreProtocol(Protocol):
         """Delete the execution with all its savepoints and their names, its queue
         entry, lease and pending request, in one transaction; code and chunks nothing
         uses any more go too.  False if there was no such execution."""
+        ...
+
+    # -- messages (eng.send, this.receive) --
+    def add_message(self, exec_id: str, topic: str, value: Any,
+                    accept: Callable[[ExecutionRecord], bool],
+                    now: float | None = None) -> str:
+        """In one transaction: call ``accept(head)`` (it may raise: then nothing is
+        written), append the message after the execution's others, and if accept said
+        True make the execution due now (its receiver waits for this topic).  "missing"
+        (no such execution), "sent" or "woke".  Ordered with ``message``: a receiver
+        that looks for messages after committing that it waits is either seen waiting
+        here or sees this message."""
+        ...
+
+    def message(self, exec_id: str, topic: str, after: int = 0) -> tuple[int, Any] | None:
+        """(n, value) of the execution's oldest message on ``topic`` numbered above
+        ``after`` (messages are numbered 1, 2, ... in the order sent), or None."""
         ...
 
     # -- savepoints --
@@ -142,8 +210,15 @@ class StoreProtocol(Protocol):
 
     def codes_for(self, record: bytes) -> dict[bytes, CodeType]:
         """{fingerprint: code} of every code a savepoint record needs; CorruptSavepoint
-        naming the first one the store does not hold."""
-        ...
+        naming the first one the store does not hold.  (Both stores: by code().)"""
+        out = {}
+        for module, qualname, digest in _codec.read_header(record):
+            code = self.code(digest)
+            if code is None:
+                raise CorruptSavepoint(f"savepoint needs code {module}.{qualname} "
+                                       f"({digest.hex()}), which the store does not hold")
+            out[digest] = code
+        return out
 
     def chunk(self, digest: bytes) -> bytes | None:
         """A chunk's bytes, or None (decode_snapshot checks them against the hash)."""
@@ -175,9 +250,9 @@ class StoreProtocol(Protocol):
         out something: the run queue's first due time, that of an execution ``owner``
         holds itself and something made due (see claim_many), the earliest expiry of a
         lease, or ``now`` if an owner holding leases is dead (checked once per owner).
-        None if nothing is queued or leased.  Read-only and cheap: idle workers poll it
-        (every ~20 ms) instead of claiming -- the LMDB way, where no process can wake
-        another; a PostgreSQL store will LISTEN/NOTIFY instead."""
+        None if nothing is queued or leased.  Read-only and cheap: an idle engine looks
+        here between claims -- every poll_seconds, or (a store that tells of new work,
+        on_work) when told and at the time this gives."""
         ...
 
     def claim_one(self, exec_id: str, owner: Owner, *, lease_seconds: float = 30.0,

@@ -4,8 +4,9 @@ repair what can be repaired without losing anything anyone could still use.
 Checked: every execution record, savepoint, savepoint name, pinned code and who uses it
 (code_users / exec_codes), chunk and its reference count, the run queue against its due
 index and the leases, every lease and its index entries (lease_owners, lease_expiry,
-and held for a leased execution with a due time), every setting -- that each one reads (its signature holds, its shape is
-right, its key is an id), and that the indexes agree with what they index.
+and held for a leased execution with a due time), the listing indexes, every setting --
+that each one reads (its signature holds, its shape is right, its key is an id), and
+that the indexes agree with what they index.
 
 Repaired (with repair=True, in the same write transaction, after the whole check): only
 derived records, whose truth lives elsewhere -- queue and due entries out of step (an
@@ -14,8 +15,8 @@ or at none, code_users/exec_codes entries of executions that are gone or missing
 code nothing uses, chunk reference counts and chunks nothing uses (only when no savepoint
 is damaged: a damaged one may use any chunk), leases that are damaged or of executions
 that are gone (a damaged lease names no owner: the next claim recovers its execution
-anyway) and lease index entries missing or of no lease, requests for executions that
-are gone.  Never an execution record, a savepoint
+anyway) and lease index entries missing or of no lease, the listing indexes (rebuilt from
+the heads), requests for executions that are gone.  Never an execution record, a savepoint
 or a setting: what is damaged there is reported, for a person to delete or restore.
 """
 import collections
@@ -23,7 +24,7 @@ import datetime
 
 from engine import _codec
 from engine.errors import CorruptSavepoint, SavepointError
-from engine.store import records
+from engine.store import lmdblisting, records
 from engine.store.lmdbtables import (DATABASES, OWNER_KEY_SIZE, U64, code_user_key,
                                      exec_code_key, id_of, lease_index_keys, name_key,
                                      owner_key, shown)
@@ -150,8 +151,10 @@ class _Check:
                          f"{exec_id}, which has no execution record", exec_id)
 
     def check_heads(self):
-        for exec_id in sorted(self.executions):
-            head = self.tables.head(self.txn, exec_id)
+        heads = {exec_id: self.tables.head(self.txn, exec_id)
+                 for exec_id in sorted(self.executions)}
+        self.check_listing(heads)
+        for exec_id, head in heads.items():
             if head.get("damaged"):
                 continue                             # said above, record by record
             last = head.get("last_seq") or 0
@@ -159,6 +162,17 @@ class _Check:
                 self.problem("savepoints", f"{exec_id}.{last}", f"execution {exec_id} "
                              f"goes on from savepoint {last}, which the store does not "
                              f"hold", exec_id)
+
+    def check_listing(self, heads):
+        rebuilt = []
+
+        def rebuild():
+            if not rebuilt:              # one rebuild repairs every problem
+                lmdblisting.index_all(self.tables, self.txn, heads.values())
+                rebuilt.append(True)
+        for exec_id, text in lmdblisting.problems(self.db, self.txn, heads):
+            self.problem("listing", exec_id or "counts", text, exec_id, rebuild,
+                         "rebuild the listing indexes")
 
     def check_names(self):
         expected = {}                    # (id, name) -> newest intact seq with that name

@@ -24,10 +24,11 @@ import lmdb
 from engine import _codec, _commit, signing
 from engine.config import DURABILITIES, RETENTIONS, default_path
 from engine.errors import CorruptSavepoint, SavepointError
-from engine.store import check as store_check, lmdbclaims, lmdbfile, records
+from engine.store import check as store_check, lmdbclaims, lmdbfile, lmdblisting, records
 from engine.store.base import StoreProtocol, retention_error
 from engine.store.lmdbtables import (DATABASES, U64, Tables, code_user_key, due_key,
-                                     exec_code_key, exec_key, id_of, name_key,
+                                     exec_code_key, exec_key, id_of, message_key,
+                                     name_key,
                                      savepoint_key, shown, signal_key, with_prefix)
 
 FORMAT = 2                   # 2: every value signed (engine.signing); 1 had checksums
@@ -35,6 +36,9 @@ _KEY_CHECK = b"savepoint-engine: the key this store is signed with"
 # meta: set once the leases are indexed (lmdbtables' lease_owners, lease_expiry); a store
 # of this format written before them is indexed when opened
 _LEASES_INDEXED = b"leases-indexed"
+# meta: set once the executions are in the listing indexes (engine.store.lmdblisting); a
+# store written before them is indexed when opened
+_LISTING_INDEXED = b"listing-indexed"
 # records.py's savepoint layout, compiled: both commit paths seal and apply with it
 LAYOUT = _commit.SavepointLayout(records.META_FIELDS, records.STATE_FIELDS)
 _UNCHANGED = object()        # commit_savepoint: the due time stays as it is
@@ -160,6 +164,8 @@ class LmdbStore(StoreProtocol):
     ``env``, ``db`` (name -> database) and ``tables`` are LMDB-level access, for tests
     and engine doctor."""
 
+    poll_seconds = 0.02     # no process can wake another: idle engines look this often
+
     def __init__(self, path=None, *, durability="sync", map_size=64 << 20):
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
@@ -185,14 +191,15 @@ class LmdbStore(StoreProtocol):
             meta = self.db["meta"]
             found = self._read(lambda txn: (txn.get(b"format", db=meta),
                                             txn.get(b"key-check", db=meta),
-                                            txn.get(_LEASES_INDEXED, db=meta)))
+                                            txn.get(_LEASES_INDEXED, db=meta),
+                                            txn.get(_LISTING_INDEXED, db=meta)))
             if found[0] is not None and found[0] != U64.pack(FORMAT):
                 self._write(self._check_format)          # says which format it is
             # a new store makes its key; an existing one must find the key it was signed with
             self._signer = _codec.Signer(signing.store_key(self.path,
                                                            create=found[0] is None))
             self.tables = Tables(self.db, self._signer, LAYOUT)
-            if found != (U64.pack(FORMAT), self._signer.tag(_KEY_CHECK), b"1"):
+            if found != (U64.pack(FORMAT), self._signer.tag(_KEY_CHECK), b"1", b"1"):
                 self._write(self._check_format)
         except BaseException:
             self.close()
@@ -209,6 +216,7 @@ class LmdbStore(StoreProtocol):
             txn.put(b"format", U64.pack(FORMAT), db=self.db["meta"])
             txn.put(b"key-check", check, db=self.db["meta"])
             txn.put(_LEASES_INDEXED, b"1", db=self.db["meta"])
+            txn.put(_LISTING_INDEXED, b"1", db=self.db["meta"])
         elif txn.get(b"key-check", db=self.db["meta"]) != check:
             raise SavepointError(f"{self.path} was signed with another key than this "
                                  f"process has ($ENGINE_SECRET_KEY, $ENGINE_SECRET_KEY_FILE "
@@ -219,6 +227,14 @@ class LmdbStore(StoreProtocol):
             # leased executions off the queue) once
             lmdbclaims.index_leases(self.tables, txn)
             txn.put(_LEASES_INDEXED, b"1", db=self.db["meta"])
+        if txn.get(_LISTING_INDEXED, db=self.db["meta"]) is None:
+            # a store written before the listing indexes: index its executions once
+            lmdblisting.index_all(self.tables, txn, self._heads(txn))
+            txn.put(_LISTING_INDEXED, b"1", db=self.db["meta"])
+
+    def on_work(self, callback):
+        """Nothing tells of new work here (base.StoreProtocol.on_work)."""
+        return False
 
     def close(self):
         if self._open:
@@ -266,6 +282,16 @@ class LmdbStore(StoreProtocol):
     def put_execution(self, execution):
         self._write(lambda txn: self.tables.put_execution(txn, execution))
 
+    def add_execution(self, execution):
+        def work(txn):
+            exec_id = execution["id"]
+            if txn.get(exec_key(exec_id), db=self.db["executions"]) is not None or \
+                    self.tables.newest_savepoint(txn, exec_id) is not None:
+                return False
+            self.tables.put_execution(txn, execution)
+            return True
+        return self._write(work)
+
     def get_execution(self, exec_id):
         return self._read(lambda txn: self.tables.head(txn, exec_id))
 
@@ -306,6 +332,49 @@ class LmdbStore(StoreProtocol):
             return "done", head
         return self._write(work)
 
+    # -- messages --
+    def add_message(self, exec_id, topic, value, accept, now=None):
+        now = time.time() if now is None else now
+        sealed = self.tables.seal([topic, value, now])
+
+        def work(txn):
+            head = self.tables.head(txn, exec_id)
+            if head is None:
+                return "missing"
+            wake = accept(head)                 # raises for an ended one: nothing written
+            prefix = exec_key(exec_id) + b"\0"
+            cursor = txn.cursor(db=self.db["messages"])
+            # the execution's newest message: the entry before the first key past them
+            found = cursor.prev() if cursor.set_range(prefix + b"\xff" * 8) \
+                else cursor.last()
+            last = 0
+            if found and bytes(cursor.key()).startswith(prefix):
+                last = U64.unpack(bytes(cursor.key())[len(prefix):])[0]
+            txn.put(message_key(exec_id, last + 1), sealed, db=self.db["messages"])
+            if wake:
+                head["due"] = now
+                self.tables.put_execution(txn, head)
+                return "woke"
+            return "sent"
+        return self._write(work)
+
+    def message(self, exec_id, topic, after=0):
+        prefix = exec_key(exec_id) + b"\0"
+
+        def scan(txn):
+            cursor = txn.cursor(db=self.db["messages"])
+            if not cursor.set_range(message_key(exec_id, after + 1)):
+                return None
+            for key, raw in cursor:
+                if not key.startswith(prefix):
+                    return None
+                n = U64.unpack(bytes(key)[len(prefix):])[0]
+                found = self.tables.unseal(raw, f"message {n} of execution {exec_id}")
+                if found[0] == topic:
+                    return n, found[1]
+            return None
+        return self._read(scan)
+
     def delete_unless_leased(self, exec_id, now=None):
         now = time.time() if now is None else now
 
@@ -317,19 +386,30 @@ class LmdbStore(StoreProtocol):
         return self._write(work)
 
     def executions(self):
-        # a key that is not an execution id (not UTF-8: damage) is passed over and
-        # logged; `engine doctor` reports it
-        def scan(txn):
-            ids = []
-            for key in txn.cursor(db=self.db["executions"]).iternext(values=False):
-                exec_id = id_of(key)
-                if exec_id is None:
-                    log.warning("executions: passed over a record whose key is not an "
-                                "execution id (%s)", shown(key))
-                else:
-                    ids.append(exec_id)
-            return [self.tables.head(txn, exec_id) for exec_id in ids]
-        return self._read(scan)
+        return self._read(self._heads)
+
+    def _heads(self, txn):
+        """Every execution's head, in id order.  A key that is not an execution id (not
+        UTF-8: damage) is passed over and logged; `engine doctor` reports it."""
+        ids = []
+        for key in txn.cursor(db=self.db["executions"]).iternext(values=False):
+            exec_id = id_of(key)
+            if exec_id is None:
+                log.warning("executions: passed over a record whose key is not an "
+                            "execution id (%s)", shown(key))
+            else:
+                ids.append(exec_id)
+        return [self.tables.head(txn, exec_id) for exec_id in ids]
+
+    def list_executions(self, status=None, flow=None, offset=0, limit=50):
+        return self._read(lambda txn: lmdblisting.page(self.tables, txn, status, flow,
+                                                       offset, limit))
+
+    def status_counts(self):
+        return self._read(lambda txn: lmdblisting.counts(self.db, txn))
+
+    def children(self, exec_id):
+        return self._read(lambda txn: lmdblisting.children(self.db, txn, exec_id))
 
     def delete_execution(self, exec_id):
         return self._write(lambda txn: self._delete_execution(txn, exec_id))
@@ -349,11 +429,13 @@ class LmdbStore(StoreProtocol):
             for digest in meta.get("chunks") or ():
                 self.tables.unref_chunk(txn, digest)
             txn.delete(key, db=self.db["savepoints"])
-        for key, _ in with_prefix(txn, self.db["names"], prefix):
-            txn.delete(key, db=self.db["names"])
+        for name in ("names", "messages"):
+            for key, _ in with_prefix(txn, self.db[name], prefix):
+                txn.delete(key, db=self.db[name])
         self._unpin(txn, exec_id)
         self.tables.drop_lease(txn, exec_id, requeue=False)
         self.tables.schedule(txn, exec_id, None)
+        lmdblisting.unlist(self.db, txn, exec_id)
         txn.delete(exec_key(exec_id), db=self.db["executions"])
         txn.delete(signal_key(exec_id), db=self.db["settings"])
         return True
@@ -384,18 +466,24 @@ class LmdbStore(StoreProtocol):
         drop = retention == "last" and previous and meta.get("kind") == "implicit"
         known = self._pinned_ids.get(exec_id)
         new_codes = [code for code in codes if known is None or id(code) not in known]
+        # the listing follows the status the savepoint carries (the compiled path runs
+        # only while it is the status this process last wrote)
+        listed = {f: execution.get(f) for f in ("id", "status", "flow", "created_at",
+                                                "parent")}
         self._commit_slow(exec_id, savepoint_key(exec_id, seq), sealed, seq, name,
                           new_codes, chunks, previous if drop else None,
                           execution.get("last_implicit_chunks"),
-                          due if reschedule else _UNCHANGED)
+                          due if reschedule else _UNCHANGED, listed)
         LAYOUT.apply(execution, state)
         execution["_due_written"] = due
+        execution["_status_written"] = listed["status"]
         return seq
 
     def _commit_slow(self, exec_id, sp_key, sealed, seq, name, new_codes, chunks, drop,
-                     drop_chunks, due):
+                     drop_chunks, due, listed):
         """commit_savepoint when it pins code, stores chunks or a name, drops the previous
-        savepoint or moves the execution on the queue."""
+        savepoint, moves the execution on the queue or changes its status (``listed``:
+        what the listing indexes take from the execution)."""
         db, tables = self.db, self.tables
 
         def work(txn):
@@ -410,6 +498,7 @@ class LmdbStore(StoreProtocol):
                 tables.drop_savepoint(txn, exec_id, drop, drop_chunks)
             if due is not _UNCHANGED:
                 tables.schedule(txn, exec_id, due)
+            lmdblisting.keep_listed(db, txn, listed)
             return pinned
 
         pinned = self._write(work)
@@ -432,6 +521,10 @@ class LmdbStore(StoreProtocol):
                     found.append(records.damaged_meta(seq, len(raw), str(e)))
             return found
         return self._read(scan)
+
+    def savepoint_page(self, exec_id, offset=0, limit=100, newest=True):
+        return self._read(lambda txn: lmdblisting.savepoint_page(self.tables, txn, exec_id,
+                                                                 offset, limit, newest))
 
     def savepoint(self, exec_id, seq):
         try:
@@ -461,16 +554,6 @@ class LmdbStore(StoreProtocol):
             data = self.tables.unseal(blob, f"pinned code {digest.hex()}")
             code = self._code.setdefault(digest, _codec.decode_code(data, digest))
         return code
-
-    def codes_for(self, record):
-        out = {}
-        for module, qualname, digest in _codec.read_header(record):
-            code = self.code(digest)
-            if code is None:
-                raise CorruptSavepoint(f"savepoint needs code {module}.{qualname} "
-                                       f"({digest.hex()}), which the store does not hold")
-            out[digest] = code
-        return out
 
     def chunk(self, digest):
         raw = self._read(lambda txn: txn.get(digest, db=self.db["chunks"]))

@@ -13,11 +13,13 @@ Named databases (keys -> values; "sealed": signed msgpack, engine._codec.seal):
     chunk_refs   hash -> count                                             u64
     queue        due id -> ""                                due: u64 microseconds
     due          id -> due                                   where its queue key is
-    leases       id -> [pid, start, boot, expires, label] (leases.Lease)   sealed
+    leases       id -> [pid, start, host, expires, label] (leases.Lease)   sealed
     lease_owners owner id -> ""              who holds what (owner: owner_key)
     lease_expiry expires id -> ""            leases by when they run out (u64 microseconds)
     held         owner due id -> ""          leased executions with a due time, by owner
     settings     name -> value                                             sealed
+    listing, by_status, listed, status_counts, children
+                 the listing indexes (engine.store.lmdblisting)
     meta         b"format" -> format version; b"key-check" -> the tag of a fixed text
                  (a store opened with another key is refused at once)
 
@@ -38,14 +40,14 @@ import struct
 
 from engine import _codec, _commit
 from engine.errors import CorruptSavepoint
-from engine.store import records
+from engine.store import lmdblisting, records
 from engine.store.leases import Lease, Owner
 
 DATABASES = ("executions", "savepoints", "names", "code", "code_users", "exec_codes",
              "chunks", "chunk_refs", "queue", "due", "leases", "lease_owners",
-             "lease_expiry", "held", "settings", "meta")
+             "lease_expiry", "held", "settings", "meta", "messages") + lmdblisting.DATABASES
 U64 = struct.Struct(">Q")
-_OWNER = struct.Struct(">36sIQ")          # boot id (NUL-padded), pid, start (or NO_START)
+_OWNER = struct.Struct(">36sIQ")          # host (NUL-padded), pid, start (or NO_START)
 OWNER_KEY_SIZE = _OWNER.size
 _NO_START = (1 << 64) - 1                 # Owner.start None: no /proc to read it from
 log = logging.getLogger("engine.store")
@@ -57,6 +59,10 @@ def exec_key(exec_id):
 
 def savepoint_key(exec_id, seq):
     return exec_id.encode() + b"\0" + U64.pack(seq)
+
+
+def message_key(exec_id, n):
+    return exec_id.encode() + b"\0" + U64.pack(n)
 
 
 def name_key(exec_id, name):
@@ -84,14 +90,14 @@ def due_key(when):
 def owner_key(owner):
     """The lease_owners key prefix of an owner: fixed size, so owners sort apart."""
     start = _NO_START if owner.start is None else owner.start
-    return _OWNER.pack(owner.boot.encode()[:36], owner.pid, start)
+    return _OWNER.pack(owner.host.encode()[:36], owner.pid, start)
 
 
 def owner_of(key):
     """The Owner a lease_owners key names (its first OWNER_KEY_SIZE bytes)."""
-    boot, pid, start = _OWNER.unpack_from(key)
+    host, pid, start = _OWNER.unpack_from(key)
     return Owner(pid, None if start == _NO_START else start,
-                 boot.rstrip(b"\0").decode(errors="replace"))
+                 host.rstrip(b"\0").decode(errors="replace"))
 
 
 def lease_index_keys(exec_id, lease):
@@ -163,12 +169,12 @@ class Tables:
         return value
 
     def lease_of(self, raw, what):
-        """A stored lease: [pid, start, boot, expires, label] (put_lease)."""
+        """A stored lease: [pid, start, host, expires, label] (put_lease)."""
         try:
-            pid, start, boot, expires, label = self.unseal(raw, what)
+            pid, start, host, expires, label = self.unseal(raw, what)
         except (TypeError, ValueError):
             raise CorruptSavepoint(f"{what} is damaged (not a lease)") from None
-        return Lease(Owner(pid, start, boot, label), expires)
+        return Lease(Owner(pid, start, host, label), expires)
 
     # -- executions --
     def head(self, txn, exec_id):
@@ -256,14 +262,15 @@ class Tables:
                 return None
 
     def put_execution(self, txn, execution):
-        """Write the execution record (setting its "version"), and its place on the run
-        queue."""
+        """Write the execution record (setting its "version"), its place on the run
+        queue and its listing entries."""
         execution["version"] = _commit.version_after(execution)
         for note in records.NOT_STORED:
             execution.pop(note, None)
         exec_id = execution["id"]
         txn.put(exec_key(exec_id), self.seal(execution), db=self.db["executions"])
         self.schedule(txn, exec_id, execution.get("due"))
+        lmdblisting.keep_listed(self.db, txn, execution)
 
     # -- the run queue --
     def schedule(self, txn, exec_id, due):
@@ -374,7 +381,7 @@ class Tables:
                 txn.delete(old_owner, db=self.db["lease_owners"])
             if old_expiry != by_expiry:
                 txn.delete(old_expiry, db=self.db["lease_expiry"])
-        txn.put(key, self.seal([owner.pid, owner.start, owner.boot, expires, owner.label]),
+        txn.put(key, self.seal([owner.pid, owner.start, owner.host, expires, owner.label]),
                 db=self.db["leases"])
         if old_holder != holder:
             txn.put(by_owner, b"", db=self.db["lease_owners"])

@@ -5,121 +5,111 @@ many hosts can share a store.
 Tables (schema ``savepoint_engine`` unless told otherwise; ids and names COLLATE "C" so
 they sort as the LMDB keys do):
     meta        name -> value              "format" (FORMAT), "key-check" (see _KEY_CHECK)
-    executions  id -> record               sealed execution record
+    executions  id -> record, status, flow, created_at, parent
+                                           sealed execution record; the listing's
+                                           columns (pglisting.py) as its head says
     savepoints  (exec_id, seq) -> value    sealed [meta, record, state]
     names       (exec_id, name) -> seq
     code        digest -> value            sealed engine._codec.encode_code
     code_users  (exec_id, digest)          which executions pin which code
     chunks      digest -> value, refs      sealed bytes, reference count
     queue       exec_id -> due             executions with a due time (index on due)
-    leases      exec_id -> owner, expires  owner: pid, start (-1: unknown), boot, label
+    leases      exec_id -> owner, expires  owner: pid, start (-1: unknown), boot (its
+                                           host: leases.this_host), label
     settings    name -> value              sealed
+    status_counts  (status, shard) -> n    executions of each status (kept by a trigger)
 
 The run queue is ``queue`` minus the leased executions: a leased one with a due time
 stays in ``queue`` and only its owner claims it (LMDB's ``held``).  Claims lock queue
 rows FOR UPDATE SKIP LOCKED, so two claimers never take the same execution and never
 wait for each other.  Whether a lease is held: not expired, and -- for an owner on this
-machine (same boot id) -- the owner alive; an owner on another host is trusted until its
-lease runs out (Owner.alive() cannot see other hosts).
+host (leases.this_host: the boot id, or $ENGINE_HOST_ID) -- the owner alive; an owner on
+another host is trusted until its lease runs out (its pid cannot be looked up here).
 
 Durability "async" opens the pool's connections with synchronous_commit off: the same as
-SET LOCAL in every write transaction, without the extra round trip.
+SET LOCAL in every write transaction, without the extra round trip.  (A killed worker
+loses nothing; a crash of the database server may lose the last moments' commits.)
+
+Around it:
+    pgschema.py   the tables, the store's format and the migrations from older formats
+    pgpool.py     the connections: an operation outlasts a lost connection (retry_seconds,
+                  $ENGINE_PG_RETRY_SECONDS, default 30 s), then fails with StoreUnavailable
+    pglisten.py   wake-ups: idle engines LISTEN for work the database NOTIFYs (on_work),
+                  and look at the queue by themselves only every poll_seconds
+    pgkey.py      where this host keeps the signing key when the environment names none
+    pglisting.py  the Savepoints page's listing, in SQL over the listing's columns
 
 The signing key: $ENGINE_SECRET_KEY / $ENGINE_SECRET_KEY_FILE (what hosts sharing the
-store should use), else a key file in a local directory per database (see _key_dir).
+store must use), else a key file of the user's per store (pgkey.py).
 
 TODO (not done yet):
   - check(): verifies that every sealed value reads; repair does nothing yet.
-  - LISTEN/NOTIFY to wake idle workers instead of next_due polling.
-  - commit_savepoint runs several statements per commit; a pipeline or one server-side
-    function would make the common case one round trip.
   - the pool is not fork-safe: a forked child must open its own store.
   - head() and damaged heads reuse lmdbtables.Tables' transaction-free methods; they
     belong in a backend-neutral module.
 """
-import hashlib
+import functools
 import logging
 import os
 import threading
 import time
-from contextlib import contextmanager
-
-import psycopg
-from psycopg import sql
-from psycopg_pool import ConnectionPool
 
 from engine import _codec, _commit, signing
-from engine.config import DURABILITIES, RETENTIONS, default_path
+from engine.config import DURABILITIES, RETENTIONS
 from engine.errors import CorruptSavepoint, SavepointError
-from engine.store import records
+from engine.store import pgkey, pglisting, pgpool, pgschema, records
 from engine.store.base import StoreProtocol, retention_error
-from engine.store.leases import BOOT_ID, Lease, Owner
+from engine.store.leases import Lease, Owner, this_host
 from engine.store.lmdbtables import Tables
+from engine.store.location import shown
+from engine.store.pglisten import Listener
 
-FORMAT = 1                  # of the PostgreSQL schema; a newer one is refused
+FORMAT = pgschema.FORMAT    # of the PostgreSQL schema; a newer one is refused
+SLOW_POLL_SECONDS = 1.0     # an idle engine looks at the queue unasked (see on_work)
 _KEY_CHECK = b"savepoint-engine: the key this store is signed with"
 LAYOUT = _commit.SavepointLayout(records.META_FIELDS, records.STATE_FIELDS)
 _NO_START = -1              # Owner.start None (no /proc to read it from)
 log = logging.getLogger("engine.store")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name text COLLATE "C" PRIMARY KEY, value bytea NOT NULL);
-CREATE TABLE IF NOT EXISTS executions (id text COLLATE "C" PRIMARY KEY,
-    record bytea NOT NULL);
-CREATE TABLE IF NOT EXISTS savepoints (exec_id text COLLATE "C" NOT NULL,
-    seq bigint NOT NULL, value bytea NOT NULL, PRIMARY KEY (exec_id, seq));
-CREATE TABLE IF NOT EXISTS names (exec_id text COLLATE "C" NOT NULL,
-    name text COLLATE "C" NOT NULL, seq bigint NOT NULL, PRIMARY KEY (exec_id, name));
-CREATE TABLE IF NOT EXISTS code (digest bytea PRIMARY KEY, value bytea NOT NULL);
-CREATE TABLE IF NOT EXISTS code_users (exec_id text COLLATE "C" NOT NULL,
-    digest bytea NOT NULL, PRIMARY KEY (exec_id, digest));
-CREATE INDEX IF NOT EXISTS code_users_digest ON code_users (digest);
-CREATE TABLE IF NOT EXISTS chunks (digest bytea PRIMARY KEY, value bytea NOT NULL,
-    refs bigint NOT NULL);
-CREATE TABLE IF NOT EXISTS queue (exec_id text COLLATE "C" PRIMARY KEY,
-    due double precision NOT NULL);
-CREATE INDEX IF NOT EXISTS queue_due ON queue (due, exec_id);
-CREATE TABLE IF NOT EXISTS leases (exec_id text COLLATE "C" PRIMARY KEY,
-    pid integer NOT NULL, start bigint NOT NULL, boot text NOT NULL,
-    label text NOT NULL, expires double precision NOT NULL);
-CREATE INDEX IF NOT EXISTS leases_owner ON leases (boot, pid, start);
-CREATE INDEX IF NOT EXISTS leases_expires ON leases (expires);
-CREATE TABLE IF NOT EXISTS settings (name text COLLATE "C" PRIMARY KEY,
-    value bytea NOT NULL);
-"""
 _OWNER_IS = "pid = %s AND start = %s AND boot = %s"
 
 
 def _owner_row(owner):
-    return owner.pid, _NO_START if owner.start is None else owner.start, owner.boot
+    return owner.pid, _NO_START if owner.start is None else owner.start, owner.host
 
 
-def _owner_of(pid, start, boot, label=""):
-    return Owner(pid, None if start == _NO_START else start, boot, label)
+def _owner_of(pid, start, host, label=""):
+    return Owner(pid, None if start == _NO_START else start, host, label)
 
 
 def held(lease, now):
-    """Whether a lease holds: not run out, and its owner alive if it is on this machine
+    """Whether a lease holds: not run out, and its owner alive if it is on this host
     (one on another host is trusted until its lease runs out)."""
     if lease.expires <= now:
         return False
-    return lease.owner.boot != BOOT_ID or lease.owner.alive()
+    return not lease.owner.here() or lease.owner.alive()
 
 
-def _key_dir(url):
-    """Where the key file of a store at ``url`` lives when no key is in the environment:
-    a directory per database under engine.config.default_path()."""
-    name = hashlib.blake2b(url.encode(), digest_size=8).hexdigest()
-    return os.path.join(default_path(), f"postgres-{name}")
+def _retried(operation):
+    """A store operation that runs again while the connection is lost, up to
+    retry_seconds (pgpool.Pool.retrying)."""
+    @functools.wraps(operation)
+    def run(self, *args, **kwargs):
+        return self._pool.retrying(operation, self, *args, **kwargs)
+    return run
 
 
 class PostgresStore(StoreProtocol):
     """A store in a PostgreSQL database (engine.store.base.StoreProtocol says what each
     method promises).  ``url``: a libpq connection string; ``schema``: where the tables
-    are; ``pool_size``: connections at most (threads beyond it wait for one)."""
+    are; ``pool_size``: connections at most (threads beyond it wait for one);
+    ``retry_seconds``: how long an operation waits for a lost server before it fails
+    with StoreUnavailable (default $ENGINE_PG_RETRY_SECONDS, else 30)."""
+
+    poll_seconds = SLOW_POLL_SECONDS
 
     def __init__(self, url, *, durability="sync", schema="savepoint_engine",
-                 pool_size=8):
+                 pool_size=8, retry_seconds=None):
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
         self.path, self.durability, self.schema = url, durability, schema
@@ -127,71 +117,73 @@ class PostgresStore(StoreProtocol):
         self._code = {}             # fingerprint -> code object (verified when loaded)
         self._pinned = {}           # execution id -> fingerprints known pinned for it
         self._pins_lock = threading.Lock()
+        retry = pgpool.retry_bound(retry_seconds)
         options = f"-c search_path={schema}"
         if durability == "async":
             options += " -c synchronous_commit=off"
-        new = self._create_schema(url, schema)
-        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True,
-                                    kwargs={"autocommit": True, "options": options})
+        pgschema.prepare(url, schema, self._shown())
+        self._pool = pgpool.Pool(url, shown=self._shown(), retry=retry,
+                                 max_size=pool_size, options={"options": options})
+        self._listener = Listener(url, pgschema.channel(schema), self._shown())
         self._open = True
         try:
-            key_dir = _key_dir(url)
-            if new:
-                os.makedirs(key_dir, exist_ok=True)
-            self._signer = _codec.Signer(signing.store_key(key_dir, create=new))
-            self.tables = Tables(None, self._signer, LAYOUT)   # its transaction-free part
-            self._check_format()
+            self._pool.retrying(self._check_key)
+            self._pool.retrying(self._list_unlisted)
         except BaseException:
             self.close()
             raise
 
-    @staticmethod
-    def _create_schema(url, schema):
-        """Create the schema and its tables if they are not there; whether it is new."""
-        with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-            # one opener at a time: two hosts opening a new store must not both create it
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
-            found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
-                                 (schema,)).fetchone()
-            if found is None:
-                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-            conn.execute(sql.SQL("SET LOCAL search_path = {}").format(
-                sql.Identifier(schema)))
-            conn.execute(_SCHEMA)
-            return conn.execute("SELECT 1 FROM meta WHERE name = 'format'").fetchone() is None
-
-    def _check_format(self):
+    def _check_key(self):
+        """Sign with this process's key -- the store's first opener sets it (a key file
+        of this host's if the environment names none); refuse another."""
+        with self._pool.connection() as conn:
+            found = conn.execute("SELECT value FROM meta WHERE name = 'key-check'").fetchone()
+        key_dir = pgkey.key_dir(self.path, self.schema)
+        if found is None:
+            os.makedirs(key_dir, mode=0o700, exist_ok=True)
+        self._signer = _codec.Signer(signing.store_key(key_dir, create=found is None, missing=(
+            f"{self._shown()} holds a store, and this host has no key for it: set "
+            f"$ENGINE_SECRET_KEY or $ENGINE_SECRET_KEY_FILE to the secret it was made with "
+            f"(hosts sharing a store share its key), or copy its key file to "
+            f"{os.path.join(key_dir, signing.KEY_FILE)}")))
+        self.tables = Tables(None, self._signer, LAYOUT)   # its transaction-free part
         check = self._signer.tag(_KEY_CHECK)
         with self._transaction() as conn:
-            rows = dict(conn.execute("SELECT name, value FROM meta FOR UPDATE").fetchall())
-            if "format" not in rows:
-                conn.execute("INSERT INTO meta VALUES ('format', %s), ('key-check', %s)",
-                             (str(FORMAT).encode(), check))
-                return
-            found = int(bytes(rows["format"]))
-            if found != FORMAT:
-                raise SavepointError(f"{self._shown()} holds a savepoint-engine store of "
-                                     f"format {found}; this engine reads format {FORMAT}"
-                                     + (" (it is newer: upgrade the engine)"
-                                        if found > FORMAT else ""))
-            if bytes(rows.get("key-check", b"")) != check:
-                raise SavepointError(f"{self._shown()} was signed with another key than "
-                                     f"this process has ($ENGINE_SECRET_KEY, "
-                                     f"$ENGINE_SECRET_KEY_FILE or {_key_dir(self.path)}): "
-                                     f"its records cannot be trusted here")
+            conn.execute("INSERT INTO meta VALUES ('key-check', %s) ON CONFLICT DO NOTHING",
+                         (check,))
+            found = conn.execute("SELECT value FROM meta WHERE name = 'key-check'").fetchone()
+        if bytes(found[0]) != check:
+            raise SavepointError(f"{self._shown()} was signed with another key than this "
+                                 f"process has ($ENGINE_SECRET_KEY, $ENGINE_SECRET_KEY_FILE "
+                                 f"or a key file in {key_dir}): its records cannot be "
+                                 f"trusted here")
+
+    def _list_unlisted(self):
+        """Fill in the listing columns of the rows a migration to format 3 added them
+        to, from their heads (the migration has no key to read them with).  A writer
+        meanwhile sets them itself: only rows still unlisted are written."""
+        with self._pool.connection() as conn:
+            ids = pglisting.unlisted(conn)
+        for start in range(0, len(ids), 1000):
+            with self._transaction() as conn:
+                for head in self._heads(conn, ids[start:start + 1000]):
+                    conn.execute(pglisting.RELIST + " AND status IS NULL",
+                                 pglisting.relist_statement(head)[1])
 
     def _shown(self):
-        """The store's url without a password, for messages."""
-        try:
-            info = psycopg.conninfo.conninfo_to_dict(self.path)
-        except psycopg.ProgrammingError:
-            return "the PostgreSQL store"
-        info.pop("password", None)
-        return f"PostgreSQL {info.get('dbname', '')} (schema {self.schema})"
+        """The store as messages name it: its URL without a password, and its schema."""
+        return f"{shown(self.path)} (schema {self.schema})"
+
+    def on_work(self, callback):
+        """callback(due) when an execution may have become claimable from ``due`` (None:
+        now), from the listener's thread (pglisten.py); True: the database tells."""
+        self._listener.add(callback)
+        return True
 
     def close(self):
         if self._open:
             self._open = False
+            self._listener.close()
             self._pool.close()
 
     def __enter__(self):
@@ -200,16 +192,26 @@ class PostgresStore(StoreProtocol):
     def __exit__(self, *exc):
         self.close()
 
-    @contextmanager
     def _transaction(self):
-        with self._pool.connection() as conn, conn.transaction():
-            yield conn
+        """A pooled connection in a transaction (pgpool.Pool.transaction)."""
+        return self._pool.transaction()
 
     # -- sealed values --
     def _execution_row(self, conn, exec_id, lock=False):
-        """(record bytes or None, (seq, value bytes) of the newest savepoint or None)."""
-        row = conn.execute("SELECT record FROM executions WHERE id = %s"
-                           + (" FOR UPDATE" if lock else ""), (exec_id,)).fetchone()
+        """(record bytes or None, (seq, value bytes) of the newest savepoint or None).
+        Unless ``lock`` (the record's row locked first), one statement: one snapshot, as
+        LMDB reads both in one transaction -- two would pair a record with a savepoint
+        committed after a newer record."""
+        if not lock:
+            raw, seq, value = conn.execute(
+                "SELECT (SELECT record FROM executions WHERE id = %s), s.seq, s.value FROM "
+                "(SELECT 1) AS one LEFT JOIN LATERAL (SELECT seq, value FROM savepoints "
+                "WHERE exec_id = %s ORDER BY seq DESC LIMIT 1) AS s ON true",
+                (exec_id, exec_id)).fetchone()
+            return (None if raw is None else bytes(raw),
+                    None if seq is None else (seq, bytes(value)))
+        row = conn.execute("SELECT record FROM executions WHERE id = %s FOR UPDATE",
+                           (exec_id,)).fetchone()
         latest = conn.execute("SELECT seq, value FROM savepoints WHERE exec_id = %s "
                               "ORDER BY seq DESC LIMIT 1", (exec_id,)).fetchone()
         return (None if row is None else bytes(row[0]),
@@ -234,22 +236,24 @@ class PostgresStore(StoreProtocol):
             return tables.damaged_head(exec_id, raw, latest)
         return head
 
-    def _put_execution(self, conn, execution):
+    def _sealed(self, execution):
+        """(id, sealed record) of an execution about to be written, its version new."""
         execution["version"] = _commit.version_after(execution)
         for note in records.NOT_STORED:
             execution.pop(note, None)
-        exec_id = execution["id"]
-        conn.execute("INSERT INTO executions VALUES (%s, %s) ON CONFLICT (id) DO UPDATE "
-                     "SET record = excluded.record", (exec_id, self.tables.seal(execution)))
+        return execution["id"], self.tables.seal(execution)
+
+    def _put_execution(self, conn, execution):
+        exec_id, sealed = self._sealed(execution)
+        # a COMMIT lost on the way counts as made if this record (its version is new) is there
+        self._pool.written_if("SELECT record FROM executions WHERE id = %s", (exec_id,),
+                              sealed)
+        conn.execute(pglisting.PUT, (exec_id, sealed, *pglisting.columns_of(execution)))
         self._schedule(conn, exec_id, execution.get("due"))
 
     @staticmethod
     def _schedule(conn, exec_id, due):
-        if due is None:
-            conn.execute("DELETE FROM queue WHERE exec_id = %s", (exec_id,))
-        else:
-            conn.execute("INSERT INTO queue VALUES (%s, %s) ON CONFLICT (exec_id) DO "
-                         "UPDATE SET due = excluded.due", (exec_id, float(due)))
+        conn.execute(*_schedule_statement(exec_id, due))
 
     @staticmethod
     def _lease(conn, exec_id, lock=False):
@@ -259,19 +263,80 @@ class PostgresStore(StoreProtocol):
         return None if row is None else Lease(_owner_of(*row[:4]), row[4])
 
     # -- executions --
+    @_retried
     def put_execution(self, execution):
         with self._transaction() as conn:
             self._put_execution(conn, execution)
 
+    @_retried
+    def add_execution(self, execution):
+        exec_id, sealed = self._sealed(execution)
+        with self._transaction() as conn:
+            # the row lock of a racing INSERT makes this wait for it, then add nothing;
+            # a retry after a lost COMMIT finds its own record (True: it was added)
+            if conn.execute("INSERT INTO executions VALUES (%s, %s) ON CONFLICT (id) DO "
+                            "NOTHING", (exec_id, sealed)).rowcount == 0:
+                row = conn.execute("SELECT record FROM executions WHERE id = %s",
+                                   (exec_id,)).fetchone()
+                return row is not None and bytes(row[0]) == sealed
+            self._schedule(conn, exec_id, execution.get("due"))
+        return True
+
+    @_retried
     def get_execution(self, exec_id):
         with self._pool.connection() as conn:
             return self._head(exec_id, *self._execution_row(conn, exec_id))
 
+    @_retried
     def executions(self):
-        with self._pool.connection() as conn, conn.transaction():
-            ids = [r[0] for r in conn.execute("SELECT id FROM executions ORDER BY id")]
-            return [self._head(i, *self._execution_row(conn, i)) for i in ids]
+        with self._pool.connection() as conn:
+            return self._heads(conn)
 
+    def _heads(self, conn, ids=None):
+        """The heads of the executions ``ids`` (None: all), in id order.  One statement:
+        every head from one snapshot (as LMDB's read transaction), in one round trip
+        instead of two per execution."""
+        rows = conn.execute(
+            "SELECT e.id, e.record, s.seq, s.value FROM executions e LEFT JOIN LATERAL "
+            "(SELECT seq, value FROM savepoints WHERE exec_id = e.id ORDER BY seq DESC "
+            "LIMIT 1) AS s ON true" + ("" if ids is None else " WHERE e.id = ANY(%s)") +
+            " ORDER BY e.id", () if ids is None else (list(ids),)).fetchall()
+        return [self._head(exec_id, bytes(raw),
+                           None if seq is None else (seq, bytes(value)))
+                for exec_id, raw, seq, value in rows]
+
+    # -- the listing (pglisting.py) --
+    @_retried
+    def list_executions(self, status=None, flow=None, offset=0, limit=50):
+        with self._pool.connection() as conn:
+            ids, total = pglisting.page(conn, status, flow, offset, limit)
+            heads = {h["id"]: h for h in self._heads(conn, ids)} if ids else {}
+        return [heads[exec_id] for exec_id in ids if exec_id in heads], total
+
+    @_retried
+    def status_counts(self):
+        with self._pool.connection() as conn:
+            return pglisting.counts(conn)
+
+    @_retried
+    def children(self, exec_id):
+        with self._pool.connection() as conn:
+            return pglisting.children(conn, exec_id)
+
+    @_retried
+    def savepoint_page(self, exec_id, offset=0, limit=100, newest=True):
+        with self._pool.connection() as conn:
+            rows, total = pglisting.savepoint_rows(conn, exec_id, offset, limit, newest)
+        metas = []
+        for seq, raw in rows:
+            try:
+                metas.append(records.meta_dict(
+                    self.tables.savepoint_value(raw, seq, exec_id)[0]))
+            except CorruptSavepoint as e:
+                metas.append(records.damaged_meta(seq, len(raw), str(e)))
+        return metas, total
+
+    @_retried
     def ids_with_prefix(self, prefix, limit=2):
         with self._pool.connection() as conn:
             rows = conn.execute("SELECT id FROM executions WHERE starts_with(id, %s) "
@@ -279,6 +344,7 @@ class PostgresStore(StoreProtocol):
                                 (prefix, prefix, limit)).fetchall()
         return [r[0] for r in rows]
 
+    @_retried
     def update_unless_leased(self, exec_id, change, now=None):
         now = time.time() if now is None else now
         with self._transaction() as conn:
@@ -295,6 +361,41 @@ class PostgresStore(StoreProtocol):
                          (records.SIGNAL_PREFIX + exec_id,))
             return "done", head
 
+    # -- messages --
+    @_retried
+    def add_message(self, exec_id, topic, value, accept, now=None):
+        now = time.time() if now is None else now
+        sealed = self.tables.seal([topic, value, now])
+        with self._transaction() as conn:
+            # the row lock orders this with a receiver's look (message): either it sees
+            # this message, or this sees it waiting and wakes it
+            head = self._head(exec_id, *self._execution_row(conn, exec_id, lock=True))
+            if head is None:
+                return "missing"
+            wake = accept(head)                 # raises for an ended one: nothing written
+            conn.execute("INSERT INTO messages SELECT %s, coalesce(max(n), 0) + 1, %s, %s "
+                         "FROM messages WHERE exec_id = %s",
+                         (exec_id, topic, sealed, exec_id))
+            if not wake:
+                return "sent"
+            head["due"] = now
+            self._put_execution(conn, head)
+        return "woke"
+
+    @_retried
+    def message(self, exec_id, topic, after=0):
+        with self._transaction() as conn:
+            # waits for a send in progress (add_message): see there
+            conn.execute("SELECT 1 FROM executions WHERE id = %s FOR SHARE", (exec_id,))
+            row = conn.execute("SELECT n, value FROM messages WHERE exec_id = %s AND "
+                               "topic = %s AND n > %s ORDER BY n LIMIT 1",
+                               (exec_id, topic, after)).fetchone()
+        if row is None:
+            return None
+        n, raw = row
+        return n, self.tables.unseal(bytes(raw), f"message {n} of execution {exec_id}")[1]
+
+    @_retried
     def delete_unless_leased(self, exec_id, now=None):
         now = time.time() if now is None else now
         with self._transaction() as conn:
@@ -304,6 +405,7 @@ class PostgresStore(StoreProtocol):
                 return "leased"
             return "done" if self._delete_execution(conn, exec_id) else "missing"
 
+    @_retried
     def delete_execution(self, exec_id):
         with self._transaction() as conn:
             return self._delete_execution(conn, exec_id)
@@ -314,14 +416,17 @@ class PostgresStore(StoreProtocol):
                             (exec_id,)).fetchall()
         if not found and not gone:
             return False
+        unused = []
         for seq, raw in gone:
             try:
                 meta = records.meta_dict(self.tables.savepoint_value(bytes(raw), seq,
                                                                      exec_id)[0])
             except CorruptSavepoint:
                 meta = {}             # a damaged savepoint goes all the same
-            self._unref_chunks(conn, meta.get("chunks") or ())
+            unused += meta.get("chunks") or ()
+        self._unref_chunks(conn, unused)                # all at once: in one order
         conn.execute("DELETE FROM names WHERE exec_id = %s", (exec_id,))
+        conn.execute("DELETE FROM messages WHERE exec_id = %s", (exec_id,))
         digests = [r[0] for r in conn.execute(
             "DELETE FROM code_users WHERE exec_id = %s RETURNING digest", (exec_id,))]
         if digests:
@@ -336,6 +441,7 @@ class PostgresStore(StoreProtocol):
         return True
 
     # -- savepoints --
+    @_retried
     def commit_savepoint(self, execution, meta, record, codes=(), chunks=None, *,
                          retention="all"):
         if retention not in RETENTIONS:
@@ -349,6 +455,10 @@ class PostgresStore(StoreProtocol):
         name = meta.get("name")
         due = execution.get("due")
         reschedule = "_due_written" not in execution or execution["_due_written"] != due
+        # the listing follows the status the savepoint carries
+        status = execution.get("status")
+        relist = ("_status_written" not in execution or
+                  execution["_status_written"] != status)
         drop = retention == "last" and previous and meta.get("kind") == "implicit"
         known = self._pinned.get(exec_id, ())
         new_codes = {}
@@ -356,28 +466,26 @@ class PostgresStore(StoreProtocol):
             digest = _codec.fingerprint(code)
             if digest not in known:
                 new_codes[digest] = code
-        with self._transaction() as conn:
-            for digest, code in new_codes.items():
-                conn.execute("INSERT INTO code VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                             (digest, self.tables.seal(_codec.encode_code(code))))
-                conn.execute("INSERT INTO code_users VALUES (%s, %s) ON CONFLICT DO "
-                             "NOTHING", (exec_id, digest))
-            for digest, blob in (chunks or {}).items():
-                conn.execute("INSERT INTO chunks VALUES (%s, %s, 1) ON CONFLICT (digest) "
-                             "DO UPDATE SET refs = chunks.refs + 1",
-                             (digest, self.tables.seal(blob)))
-            conn.execute("INSERT INTO savepoints VALUES (%s, %s, %s)",
-                         (exec_id, seq, sealed))
-            if name is not None:
-                conn.execute("INSERT INTO names VALUES (%s, %s, %s) ON CONFLICT "
-                             "(exec_id, name) DO UPDATE SET seq = excluded.seq",
-                             (exec_id, name, seq))
-            if drop:
-                conn.execute("DELETE FROM savepoints WHERE exec_id = %s AND seq = %s",
-                             (exec_id, previous))
-                self._unref_chunks(conn, execution.get("last_implicit_chunks") or ())
-            if reschedule:
-                self._schedule(conn, exec_id, due)
+        written = ("SELECT value FROM savepoints WHERE exec_id = %s AND seq = %s",
+                   (exec_id, seq), sealed)   # a lost COMMIT counts as made if this reads
+        dropped = (execution.get("last_implicit_chunks") or ()) if drop else ()
+        if dropped:
+            self._commit_dropping_chunks(exec_id, seq, sealed, name, previous, new_codes,
+                                         chunks, dropped, due if reschedule else _KEEP,
+                                         relist and execution, written)
+        else:
+            # the common case: one statement, one round trip.  Code and chunk rows are
+            # shared by executions: locked in one order (by digest) -- commits locking the
+            # same chunks in other orders deadlocked, where LMDB's one writer never fails
+            self._pool.execute(*_savepoint_statement(
+                exec_id, seq, sealed, name=name, dropped=previous if drop else None,
+                codes={digest: self.tables.seal(_codec.encode_code(code))
+                       for digest, code in sorted(new_codes.items())},
+                chunks={digest: self.tables.seal(blob) for digest, blob in
+                        sorted((chunks or {}).items())},
+                schedule=_schedule_statement(exec_id, due) if reschedule else None,
+                relist=pglisting.relist_statement(execution) if relist else None),
+                written_if=written)
         if new_codes:                              # once committed
             with self._pins_lock:
                 self._pinned.setdefault(exec_id, set()).update(new_codes)
@@ -385,16 +493,49 @@ class PostgresStore(StoreProtocol):
                 self._code.setdefault(digest, code)
         LAYOUT.apply(execution, state)
         execution["_due_written"] = due
+        execution["_status_written"] = status
         return seq
+
+    def _commit_dropping_chunks(self, exec_id, seq, sealed, name, previous, new_codes,
+                                chunks, dropped, due, relisted, written):
+        """commit_savepoint when retention "last" drops a savepoint holding chunks: a
+        chunk's count is read as it is decremented, so statements of their own -- taking
+        the chunk rows, added and dropped alike, in one order (by digest).  ``relisted``:
+        the execution whose listing columns change, or False."""
+        with self._transaction() as conn:
+            self._pool.written_if(*written)
+            for digest, code in sorted(new_codes.items()):
+                conn.execute("INSERT INTO code VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                             (digest, self.tables.seal(_codec.encode_code(code))))
+                conn.execute("INSERT INTO code_users VALUES (%s, %s) ON CONFLICT DO "
+                             "NOTHING", (exec_id, digest))
+            for digest in sorted({*(chunks or ()), *dropped}):
+                if chunks and digest in chunks:
+                    conn.execute("INSERT INTO chunks VALUES (%s, %s, 1) ON CONFLICT "
+                                 "(digest) DO UPDATE SET refs = chunks.refs + 1",
+                                 (digest, self.tables.seal(chunks[digest])))
+                self._unref_chunks(conn, [d for d in dropped if d == digest])
+            conn.execute(_SAVEPOINT_ROW, (exec_id, seq, sealed))
+            if name is not None:
+                conn.execute("INSERT INTO names VALUES (%s, %s, %s) ON CONFLICT "
+                             "(exec_id, name) DO UPDATE SET seq = excluded.seq",
+                             (exec_id, name, seq))
+            conn.execute("DELETE FROM savepoints WHERE exec_id = %s AND seq = %s",
+                         (exec_id, previous))
+            if due is not _KEEP:
+                self._schedule(conn, exec_id, due)
+            if relisted:
+                conn.execute(*pglisting.relist_statement(relisted))
 
     @staticmethod
     def _unref_chunks(conn, digests):
-        for digest in digests:
+        for digest in sorted(digests):                  # in one order: see commit_savepoint
             left = conn.execute("UPDATE chunks SET refs = refs - 1 WHERE digest = %s "
                                 "RETURNING refs", (digest,)).fetchone()
             if left is not None and left[0] <= 0:
                 conn.execute("DELETE FROM chunks WHERE digest = %s", (digest,))
 
+    @_retried
     def savepoints(self, exec_id):
         with self._pool.connection() as conn:
             rows = conn.execute("SELECT seq, value FROM savepoints WHERE exec_id = %s "
@@ -408,6 +549,7 @@ class PostgresStore(StoreProtocol):
                 found.append(records.damaged_meta(seq, len(raw), str(e)))
         return found
 
+    @_retried
     def savepoint(self, exec_id, seq):
         with self._pool.connection() as conn:
             row = conn.execute("SELECT value FROM savepoints WHERE exec_id = %s AND "
@@ -417,6 +559,7 @@ class PostgresStore(StoreProtocol):
         meta, record, _ = self.tables.savepoint_value(bytes(row[0]), seq, exec_id)
         return records.meta_dict(meta), record
 
+    @_retried
     def seq_of(self, exec_id, name):
         with self._pool.connection() as conn:
             row = conn.execute("SELECT seq FROM names WHERE exec_id = %s AND name = %s",
@@ -424,6 +567,7 @@ class PostgresStore(StoreProtocol):
         return None if row is None else row[0]
 
     # -- pinned code and chunks --
+    @_retried
     def code(self, digest):
         code = self._code.get(digest)
         if code is None:
@@ -436,16 +580,7 @@ class PostgresStore(StoreProtocol):
             code = self._code.setdefault(digest, _codec.decode_code(data, digest))
         return code
 
-    def codes_for(self, record):
-        out = {}
-        for module, qualname, digest in _codec.read_header(record):
-            code = self.code(digest)
-            if code is None:
-                raise CorruptSavepoint(f"savepoint needs code {module}.{qualname} "
-                                       f"({digest.hex()}), which the store does not hold")
-            out[digest] = code
-        return out
-
+    @_retried
     def chunk(self, digest):
         with self._pool.connection() as conn:
             row = conn.execute("SELECT value FROM chunks WHERE digest = %s",
@@ -460,15 +595,16 @@ class PostgresStore(StoreProtocol):
             self._pinned.pop(exec_id, None)
 
     # -- run queue and leases --
+    @_retried
     def lease(self, exec_id):
         with self._pool.connection() as conn:
             return self._lease(conn, exec_id)
 
     def _recover(self, conn, now):
-        """Leases of dead owners on this machine, or run out, go; their executions go
+        """Leases of dead owners on this host, or run out, go; their executions go
         back on the queue -- at their due time if they have one, else due now."""
         owners = conn.execute("SELECT DISTINCT pid, start, boot FROM leases WHERE "
-                              "boot = %s", (BOOT_ID,)).fetchall()
+                              "boot = %s", (this_host(),)).fetchall()
         gone = []
         for pid, start, boot in owners:
             if not _owner_of(pid, start, boot).alive():
@@ -486,6 +622,7 @@ class PostgresStore(StoreProtocol):
         taken = self.claim_many(owner, 1, lease_seconds=lease_seconds, now=now)
         return taken[0] if taken else None
 
+    @_retried
     def claim_many(self, owner, limit, *, lease_seconds=30.0, now=None):
         now = time.time() if now is None else now
         if limit <= 0:
@@ -522,6 +659,7 @@ class PostgresStore(StoreProtocol):
                 conn.execute("DELETE FROM queue WHERE exec_id = ANY(%s)", (taken,))
             return taken
 
+    @_retried
     def next_due(self, now=None, *, owner=None):
         now = time.time() if now is None else now
         me = _owner_row(owner) if owner is not None else (None, None, None)
@@ -534,12 +672,13 @@ class PostgresStore(StoreProtocol):
                 "(SELECT min(expires) FROM leases)", me).fetchone()
             owners = [] if expiry is None else conn.execute(
                 "SELECT DISTINCT pid, start, boot FROM leases WHERE boot = %s",
-                (BOOT_ID,)).fetchall()
+                (this_host(),)).fetchall()
         when = [t for t in (free, mine, expiry) if t is not None]
         if any(not _owner_of(*row).alive() for row in owners):
             when.append(now)
         return min(when) if when else None
 
+    @_retried
     def claim_one(self, exec_id, owner, *, lease_seconds=30.0, now=None):
         now = time.time() if now is None else now
         try:
@@ -569,6 +708,7 @@ class PostgresStore(StoreProtocol):
         return exec_id in self.renew_many((exec_id,), owner, lease_seconds=lease_seconds,
                                           now=now)
 
+    @_retried
     def renew_many(self, exec_ids, owner, *, lease_seconds=30.0, now=None):
         now = time.time() if now is None else now
         exec_ids = list(exec_ids)
@@ -580,6 +720,7 @@ class PostgresStore(StoreProtocol):
                 + " RETURNING exec_id", (now + lease_seconds, exec_ids,
                                          *_owner_row(owner)))}
 
+    @_retried
     def release(self, exec_id, owner, execution=None):
         with self._transaction() as conn:
             conn.execute("DELETE FROM leases WHERE exec_id = %s AND " + _OWNER_IS,
@@ -588,6 +729,7 @@ class PostgresStore(StoreProtocol):
                 self._put_execution(conn, execution)
         self.forget_pins(exec_id)
 
+    @_retried
     def queue_depth(self, now=None):
         now = time.time() if now is None else now
         with self._pool.connection() as conn:
@@ -596,6 +738,7 @@ class PostgresStore(StoreProtocol):
                                 "q.exec_id)", (now,)).fetchone()[0]
 
     # -- settings --
+    @_retried
     def get_setting(self, name, default=None):
         with self._pool.connection() as conn:
             row = conn.execute("SELECT value FROM settings WHERE name = %s",
@@ -603,16 +746,19 @@ class PostgresStore(StoreProtocol):
         return default if row is None else self.tables.unseal(bytes(row[0]),
                                                               f"setting {name!r}")
 
+    @_retried
     def set_setting(self, name, value):
         sealed = self.tables.seal(value)
         with self._transaction() as conn:
             conn.execute("INSERT INTO settings VALUES (%s, %s) ON CONFLICT (name) DO "
                          "UPDATE SET value = excluded.value", (name, sealed))
 
+    @_retried
     def delete_setting(self, name):
         with self._transaction() as conn:
             conn.execute("DELETE FROM settings WHERE name = %s", (name,))
 
+    @_retried
     def settings(self, prefix="", damaged=None):
         with self._pool.connection() as conn:
             rows = conn.execute("SELECT name, value FROM settings WHERE starts_with(name, "
@@ -629,8 +775,10 @@ class PostgresStore(StoreProtocol):
         return found
 
     # -- engine doctor --
+    @_retried
     def check(self, repair=False):
-        """Every sealed value is read; a damaged one is a Problem.  (Repair: TODO.)"""
+        """Every sealed value is read; a damaged one is a Problem (repair: TODO), and
+        listing columns out of step with their heads (repair: written from the head)."""
         checked, problems = {}, []
         tables = {"executions": "SELECT id, id, record FROM executions",
                   "savepoints": "SELECT exec_id || ':' || seq, exec_id, value FROM "
@@ -649,7 +797,71 @@ class PostgresStore(StoreProtocol):
                         problems.append({"db": table, "key": key, "execution": exec_id,
                                          "problem": str(e), "repair": None,
                                          "repaired": False})
+            heads = {head["id"]: head for head in self._heads(conn)}
+            wrong = pglisting.out_of_step(conn, heads)
+            for exec_id, text in wrong:
+                if repair and exec_id is not None:
+                    conn.execute(*pglisting.relist_statement(heads[exec_id]))
+                problems.append({"db": "listing", "key": exec_id or "counts",
+                                 "execution": exec_id, "problem": text,
+                                 "repair": "write the listing columns from the heads and "
+                                 "count them again", "repaired": repair})
+            if repair and wrong:
+                conn.execute(pglisting.COUNT_ALL)
         return {"checked": checked, "problems": problems}
+
+
+def _schedule_statement(exec_id, due):
+    """(query, params) putting the execution on the run queue at ``due``, or off it."""
+    if due is None:
+        return "DELETE FROM queue WHERE exec_id = %s", (exec_id,)
+    return ("INSERT INTO queue VALUES (%s, %s) ON CONFLICT (exec_id) DO UPDATE SET "
+            "due = excluded.due", (exec_id, float(due)))
+
+
+# as LMDB's put: a process that lost the lease while inside a call (stopped, say) may still
+# commit the seq its successor wrote -- not fail the execution
+_SAVEPOINT_ROW = ("INSERT INTO savepoints VALUES (%s, %s, %s) ON CONFLICT (exec_id, seq) "
+                  "DO UPDATE SET value = excluded.value")
+_KEEP = object()            # _commit_dropping_chunks: the run queue as it is
+
+
+def _savepoint_statement(exec_id, seq, sealed, *, name, dropped, codes, chunks, schedule,
+                         relist=None):
+    """(query, params): a savepoint's commit as one statement -- one round trip, and a
+    transaction of its own.  Every write besides the savepoint's row is a data-modifying
+    WITH part: the code it pins ({digest: sealed}), its chunks (counted once more), its
+    name, the savepoint it replaces (``dropped``: a seq), the run queue (``schedule``:
+    a (query, params)) and the listing columns (``relist``: a (query, params)).  Each
+    part writes rows no other part writes."""
+    parts, params = [], []
+    if codes:
+        parts += ["INSERT INTO code SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
+                  "ON CONFLICT DO NOTHING",
+                  "INSERT INTO code_users SELECT %s, d FROM unnest(%s::bytea[]) AS d "
+                  "ON CONFLICT DO NOTHING"]
+        params += [list(codes), list(codes.values()), exec_id, list(codes)]
+    if chunks:
+        parts.append("INSERT INTO chunks SELECT d, v, 1 FROM unnest(%s::bytea[], "
+                     "%s::bytea[]) AS c(d, v) ON CONFLICT (digest) DO UPDATE SET "
+                     "refs = chunks.refs + 1")
+        params += [list(chunks), list(chunks.values())]
+    if name is not None:
+        parts.append("INSERT INTO names VALUES (%s, %s, %s) ON CONFLICT (exec_id, name) "
+                     "DO UPDATE SET seq = excluded.seq")
+        params += [exec_id, name, seq]
+    if dropped is not None:
+        parts.append("DELETE FROM savepoints WHERE exec_id = %s AND seq = %s")
+        params += [exec_id, dropped]
+    for statement in (schedule, relist):
+        if statement is not None:
+            parts.append(statement[0])
+            params += statement[1]
+    query = _SAVEPOINT_ROW
+    if parts:
+        query = "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in
+                                    enumerate(parts)) + " " + query
+    return query, (*params, exec_id, seq, sealed)
 
 
 class _Refused(Exception):

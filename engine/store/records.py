@@ -36,15 +36,17 @@ EXECUTION_FIELDS = {
     "paused": "[status, due] that resume puts back",
     "waiting_for": "ids of the children this.wait_for waits for, or None",
     "timeout_at": "UNIX time this.set_timeout ends it at, or None",
+    "received": "{topic: n} the newest message this.receive took on each topic",
+    "receiving": "the topic this.receive waits on, or None",
     "version": "state stamp: nanoseconds, never decreasing (set by every write)",
     "last_seq": "seq of its newest savepoint (0: none yet)",
     "last_implicit": "seq of its newest implicit savepoint (retention \"last\" drops it)",
     "last_implicit_chunks": "the chunks that savepoint uses",
 }
 # Set on an execution dict in memory, never stored: what this process last wrote as its
-# due time (the commit path moves the queue only when it changes), and what is damaged
-# (said when the head is read).
-NOT_STORED = ("_due_written", "damaged")
+# due time and status (the commit path moves the queue, and the LMDB listing, only when
+# they change), and what is damaged (said when the head is read).
+NOT_STORED = ("_due_written", "_status_written", "damaged")
 
 # The setting that holds a request for an execution a worker is running (the runtime's
 # cancel, pause, delete, ...): this prefix and the execution's id.  It goes when the
@@ -58,8 +60,11 @@ META_FIELDS = ("seq", "kind", "name", "created_at", "line", "action", "command",
 # The part of the execution a savepoint carries.  "version", "last_seq" and, for an
 # implicit savepoint, "last_implicit" and "last_implicit_chunks" are the commit's own.
 STATE_FIELDS = ("version", "last_seq", "status", "updated_at", "due", "restore_count",
-                "error", "last_implicit", "last_implicit_chunks")
+                "error", "last_implicit", "last_implicit_chunks", "received")
 assert set(STATE_FIELDS) <= set(EXECUTION_FIELDS)
+# Savepoints written before "received" was added carry the fields before it (applying
+# one leaves the later fields as the execution's record has them)
+OLDEST_STATE_LENGTH = STATE_FIELDS.index("received")
 
 
 def meta_dict(fields):
@@ -84,4 +89,4 @@ def is_savepoint(value):
     """Whether an unsealed value has the shape of a savepoint: [meta, record, state]."""
     return type(value) is list and len(value) == 3 and type(value[0]) is list and \
         bool(value[0]) and type(value[1]) is bytes and type(value[2]) is list and \
-        len(value[2]) >= len(STATE_FIELDS)
+        len(value[2]) >= OLDEST_STATE_LENGTH

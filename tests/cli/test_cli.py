@@ -1,35 +1,21 @@
-"""The `engine` command, driven in subprocesses against a real store: the installed
-console script, run from a directory of its own that holds the flows (not on
-PYTHONPATH), as a user runs it."""
+"""The `engine` command, driven in subprocesses against a real store (LMDB and PostgreSQL:
+the store_path fixture): the installed console script, run from a directory of its own
+that holds the flows (not on PYTHONPATH), as a user runs it."""
 import json
 import os
-import shutil
+import socket
 import subprocess
 
 import pytest
 
 import engine
-from locations import SUPPORT
-
-ENGINE = shutil.which("engine")
+from engine_cli import ENGINE, engine_cli
+from pgcluster import PASSWORD
 
 
 @pytest.fixture
-def cli(tmp_path):
-    assert ENGINE, "the engine command is not installed (pip install -e .)"
-    work = tmp_path / "work"
-    work.mkdir()
-    shutil.copy(os.path.join(SUPPORT, "user_flows.py"), work / "cli_flows.py")
-    env = dict(os.environ, ENGINE_PATH=str(tmp_path / "store"), ENGINE_DURABILITY="async",
-               COLUMNS="100")
-    env.pop("PYTHONPATH", None)
-
-    def run(*args, expect=0):
-        proc = subprocess.run([ENGINE, *map(str, args)], env=env, capture_output=True,
-                              text=True, timeout=120, cwd=work)
-        assert proc.returncode == expect, (proc.stdout, proc.stderr)
-        return proc
-    return run
+def cli(tmp_path, store_path):
+    return engine_cli(tmp_path / "work", store_path, {"cli_flows.py": "user_flows.py"})
 
 
 def test_run_list_show_savepoints_inspect(cli):
@@ -85,12 +71,12 @@ def test_restore_fork_delete(cli):
     assert err.startswith("engine: no execution")
 
 
-def test_errors_are_one_line_and_a_nonzero_exit(cli, tmp_path):
+def test_errors_are_one_line_and_a_nonzero_exit(cli, store_path, new_store, store_kind):
     cli("run", "cli_flows:greet")
     cli("run", "cli_flows:greet")
     err = cli("show", "nope", expect=2).stderr
     assert err == "engine: no execution 'nope'\n"
-    with engine.Engine(tmp_path / "store", durability="async") as eng:
+    with engine.Engine(store_path, durability="async") as eng:
         ids = [eng.start("cli_flows:greet").id for _ in range(17)]
     first = [i[0] for i in ids]                # 17 ids: two start alike (16 hex digits)
     common = next(c for c in first if first.count(c) > 1)
@@ -98,8 +84,10 @@ def test_errors_are_one_line_and_a_nonzero_exit(cli, tmp_path):
     assert "ambiguous" in err and len(err.splitlines()) == 1
     err = cli("restore", ids[0], "no-such-name", "--by", "name", expect=2).stderr
     assert "has no savepoint named 'no-such-name'" in err and len(err.splitlines()) == 1
-    (tmp_path / "empty").mkdir()
-    err = cli("ls", "--path", tmp_path / "empty", expect=2).stderr
+    empty = new_store("empty")          # a directory without data.mdb, a database without
+    if store_kind == "lmdb":            # the schema
+        os.mkdir(empty)
+    err = cli("ls", "--path", empty, expect=2).stderr
     assert "is not an engine store" in err and len(err.splitlines()) == 1
     err = cli("run", "cli_flows:nothing", expect=2).stderr
     assert "has no function 'nothing'" in err
@@ -112,6 +100,7 @@ def test_config_shows_values_and_their_sources(cli):
     assert data["sleep_max_seconds"] == {"value": 60.0, "source": "default"}
     assert data["path"]["source"] == "$ENGINE_PATH"
     assert "source" in cli("config").stdout
+    assert PASSWORD not in cli("config").stdout          # a URL's is not shown
 
 
 def test_cancel_pause_resume_and_stats(cli):
@@ -126,3 +115,39 @@ def test_cancel_pause_resume_and_stats(cli):
     stats = json.loads(cli("stats", "--json").stdout)
     assert stats["workers"] == [] and stats["queue_depth"] == 0
     assert "queue depth: 0" in cli("stats").stdout
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_postgresql_server_that_cannot_be_reached_is_one_line_naming_it(pg_cluster,
+                                                                         tmp_path):
+    secret = "not-the-password-4711"
+    port = free_port()                      # nothing listens there
+    cases = {                               # URL -> what the line must say
+        pg_cluster.url("postgres", password=secret): "password authentication failed",
+        pg_cluster.url("no_such_db"): 'database "no_such_db" does not exist',
+        f"postgresql://postgres:{secret}@127.0.0.1:{port}/db": "Connection refused",
+        f"postgresql://postgres:{secret}@127.0.0.1:notaport/db": '"notaport"',
+        f"postgresql://postgres:{secret}@[::1/db": "not a PostgreSQL URL",
+    }
+    env = dict(os.environ)
+    env.pop("ENGINE_PATH", None)
+    for url, said in cases.items():
+        for command in (["ls"], ["worker", "-n", "1"], ["run", "json:dumps"]):
+            proc = subprocess.run([ENGINE, *command, "--path", url], env=env, cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=60)
+            err = proc.stderr
+            assert proc.returncode == 2 and proc.stdout == "", (command, url, err)
+            assert len(err.splitlines()) == 1 and err.startswith("engine: "), err
+            assert said in err and ("127.0.0.1" in err or "[::1" in err), err
+            assert secret not in err and PASSWORD not in err, err
+        with pytest.raises((engine.StoreUnavailable, ValueError)) as raised:
+            engine.Engine(url)
+        assert said in str(raised.value) and secret not in str(raised.value)
+        assert "\n" not in str(raised.value)
+    with pytest.raises(engine.StoreUnavailable, match="password authentication failed"):
+        engine.Engine(pg_cluster.url("postgres", password=secret))

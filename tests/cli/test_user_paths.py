@@ -1,6 +1,7 @@
 """What a new user does from a terminal, step by step: the installed `engine` command in
 a directory that holds flows.py and is not on PYTHONPATH (each test fails on the engine
-before these were fixed)."""
+before these were fixed).  Each test runs on LMDB and on PostgreSQL (the store_path
+fixture)."""
 import json
 import os
 import shutil
@@ -20,14 +21,14 @@ ENGINE = shutil.which("engine")
 class User:
     """A terminal in a directory of its own with flows.py in it."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, store):
         assert ENGINE, "the engine command is not installed (pip install -e .)"
-        self.store = tmp_path / "store"
+        self.store = store
         self.work = tmp_path / "work"
         self.work.mkdir()
         shutil.copy(os.path.join(SUPPORT, "user_flows.py"), self.work / "flows.py")
         self.ticks = tmp_path / "ticks"
-        self.env = dict(os.environ, ENGINE_PATH=str(self.store), ENGINE_DURABILITY="async",
+        self.env = dict(os.environ, ENGINE_PATH=self.store, ENGINE_DURABILITY="async",
                         TICKS=str(self.ticks), COLUMNS="100")
         self.env.pop("PYTHONPATH", None)
 
@@ -60,8 +61,8 @@ class User:
 
 
 @pytest.fixture
-def user(tmp_path):
-    return User(tmp_path)
+def user(tmp_path, store_path):
+    return User(tmp_path, store_path)
 
 
 def test_restore_and_fork_with_run_find_the_flow_and_run_only_that_execution(user):

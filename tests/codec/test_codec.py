@@ -2,7 +2,6 @@
 import collections
 import io
 import os
-import random
 import threading
 import types
 
@@ -14,7 +13,7 @@ import generator_states
 from codec_values import same, values
 from engine import CorruptSavepoint, SavepointError, _codec, _frames
 from locations import SUPPORT
-from forging import forge_checksum
+from forging import forge_checksum, tampered_records
 
 root = _frames.Root()
 TRUST = _codec.Trust([codec_values, generator_states, __name__])
@@ -294,13 +293,7 @@ def resume_mutations(record, pinned, seed, rounds=3000, under=root):
     """Records whose body is damaged and whose checksum is fixed up to match: the damage
     reaches the body decoder, which must raise, or produce frames that engine._frames
     validates before running them."""
-    rng = random.Random(seed)
-    head = record[:record.index(b"\xcf") + 1]
-    for _ in range(rounds):
-        body = bytearray(record[len(head) + 8:])
-        for _ in range(rng.randint(1, 3)):
-            body[rng.randrange(len(body))] = rng.randrange(256)
-        forged = head + forge_checksum(head, bytes(body)) + bytes(body)
+    for forged in tampered_records(record, rounds, seed=seed):
         try:
             frames = _codec.decode_snapshot(forged, pinned, trust=TRUST)
         except SavepointError:

@@ -1,7 +1,8 @@
 """Many executions at once (../shared/SPEC.md "Running many executions at once"): flows
 on threads, waiting ones parked in memory with their leases kept, requests and timeouts
-that reach parked executions, SIGTERM and SIGKILL of processes holding them.  Real LMDB
-stores; the other processes are real subprocesses on the same store."""
+that reach parked executions, SIGTERM and SIGKILL of processes holding them.  Real stores
+(each test runs on LMDB and on PostgreSQL: the store_path fixture); the other processes
+are real subprocesses on the same store."""
 import collections
 import contextlib
 import json
@@ -154,15 +155,15 @@ def run_io_batch(path, concurrency, executions=24, calls=5):
 
 
 def test_many_executions_run_at_once_never_one_on_two_threads_and_as_sequentially(
-        tmp_path):
-    alone, alone_steps, alone_io, caller = run_io_batch(tmp_path / "one", 1)
+        new_store):
+    alone, alone_steps, alone_io, caller = run_io_batch(new_store("one"), 1)
     assert alone == {seed: (Status.ENDED_SUCCESS, flows.io_total(seed, 5))
                      for seed in range(24)}
     # concurrency 1: every flow ran on the thread that called run(), one at a time
     assert {thread for _, _, _, thread, _, _ in alone_io} == {caller}
     assert most_at_once(alone_io) == 1
 
-    together, steps, io, _ = run_io_batch(tmp_path / "eight", 8)
+    together, steps, io, _ = run_io_batch(new_store("eight"), 8)
     assert together == alone and steps == alone_steps
     assert all(s == list(range(5)) for s in steps.values())       # every call once
     assert_one_thread_at_a_time(io)
@@ -171,10 +172,10 @@ def test_many_executions_run_at_once_never_one_on_two_threads_and_as_sequentiall
     assert 2 <= len({thread for _, _, _, thread, _, _ in io}) <= 8
 
 
-def test_a_flow_busy_in_a_long_call_does_not_keep_new_work_from_starting(tmp_path):
+def test_a_flow_busy_in_a_long_call_does_not_keep_new_work_from_starting(store_path):
     flows.hold_entered.clear()
     flows.hold_release.clear()
-    with recording_engine(tmp_path / "store", concurrency=4) as (eng, _, _):
+    with recording_engine(store_path, concurrency=4) as (eng, _, _):
         held = eng.start(flows.holds)
         runner = Background(eng.run)
         try:
@@ -191,9 +192,9 @@ def test_a_flow_busy_in_a_long_call_does_not_keep_new_work_from_starting(tmp_pat
 
 # -- 2. a waiting execution holds no thread ---------------------------------------------
 
-def test_sixty_parked_sleepers_hold_no_thread_and_wake_on_time(tmp_path):
+def test_sixty_parked_sleepers_hold_no_thread_and_wake_on_time(store_path):
     concurrency = 2
-    with recording_engine(tmp_path / "store", concurrency=concurrency) as (eng, _, _):
+    with recording_engine(store_path, concurrency=concurrency) as (eng, _, _):
         at = time.time() + 2.0
         ids = [eng.start(flows.sleeps_until, {"n": n, "at": at}).id for n in range(60)]
         before = os_threads()
@@ -214,9 +215,10 @@ def test_sixty_parked_sleepers_hold_no_thread_and_wake_on_time(tmp_path):
 
 # -- 3. a parked execution keeps its lease ----------------------------------------------
 
-def test_a_parked_execution_keeps_its_lease_and_another_process_does_not_take_it(tmp_path):
+def test_a_parked_execution_keeps_its_lease_and_another_process_does_not_take_it(
+        tmp_path, store_path):
     log = tmp_path / "log"
-    with recording_engine(tmp_path / "store", lease_seconds=0.6, concurrency=4) as \
+    with recording_engine(store_path, lease_seconds=0.6, concurrency=4) as \
             (eng, _, effects):
         at = time.time() + 4.0
         ex = eng.start(flows.sleeps_until, {"at": at, "tag": "s"})
@@ -251,8 +253,9 @@ def test_a_parked_execution_keeps_its_lease_and_another_process_does_not_take_it
     assert read_lines(f"{log}.effects") == []
 
 
-def test_killed_while_parked_another_process_resumes_it_from_its_savepoint(tmp_path):
-    store, log = tmp_path / "store", tmp_path / "log"
+def test_killed_while_parked_another_process_resumes_it_from_its_savepoint(tmp_path,
+                                                                           store_path):
+    store, log = store_path, tmp_path / "log"
     at = time.time() + 3.0
     first = subprocess.Popen([sys.executable, RUN, str(store), str(log), "30", "start",
                               "sleeps_until", json.dumps({"n": 7, "at": at, "tag": "s"})],
@@ -297,8 +300,9 @@ def start_pool(path, log, concurrency):
     return pool, output
 
 
-def test_sigterm_of_a_pool_returns_its_running_and_parked_executions(tmp_path, monkeypatch):
-    path, log = tmp_path / "store", tmp_path / "log"
+def test_sigterm_of_a_pool_returns_its_running_and_parked_executions(tmp_path, store_path,
+                                                                     monkeypatch):
+    path, log = store_path, tmp_path / "log"
     pool, output = start_pool(path, log, concurrency=8)
     try:
         with Engine(path, durability="async", concurrency=8) as eng:
@@ -337,8 +341,8 @@ def test_sigterm_of_a_pool_returns_its_running_and_parked_executions(tmp_path, m
 
 # -- 5. failures on pool threads ---------------------------------------------------------
 
-def test_a_connector_that_raises_fails_only_its_own_execution(tmp_path):
-    with recording_engine(tmp_path / "store", concurrency=8) as (eng, io, _):
+def test_a_connector_that_raises_fails_only_its_own_execution(store_path):
+    with recording_engine(store_path, concurrency=8) as (eng, io, _):
         seeds = {eng.start(flows.io_calls, {"seed": s, "calls": 4,
                                             "fail_at": 2 if s == 5 else None}).id: s
                  for s in range(16)}
@@ -355,11 +359,11 @@ def test_a_connector_that_raises_fails_only_its_own_execution(tmp_path):
         assert most_at_once(io) >= 2
 
 
-def test_a_flow_raising_system_exit_on_a_pool_thread_ends_run_with_it(tmp_path):
+def test_a_flow_raising_system_exit_on_a_pool_thread_ends_run_with_it(store_path):
     # SystemExit is no flow error: like Ctrl-C it stops the engine -- every flow back to
     # the queue -- and eng.run() raises it; the execution that raised it stays QUEUED
     flows.exit_threads.clear()
-    with recording_engine(tmp_path / "store", concurrency=4) as (eng, io, _):
+    with recording_engine(store_path, concurrency=4) as (eng, io, _):
         others = {eng.start(flows.io_calls, {"seed": s, "calls": 5}).id: s
                   for s in range(3)}
         exiting = eng.start(flows.exits).id
@@ -383,18 +387,18 @@ def test_a_flow_raising_system_exit_on_a_pool_thread_ends_run_with_it(tmp_path):
 # -- 6. requests to a parked execution apply at once -------------------------------------
 
 @contextlib.contextmanager
-def parked(tmp_path, flow, inputs):
+def parked(store_path, flow, inputs):
     """An engine running (eng.run() in the background) one execution of ``flow``, parked:
     (engine, execution id, the run, effects)."""
-    with recording_engine(tmp_path / "store", concurrency=4) as (eng, _, effects):
+    with recording_engine(store_path, concurrency=4) as (eng, _, effects):
         exec_id = eng.start(flow, inputs).id
         runner = Background(eng.run)
         assert wait_for(lambda: eng.counters().parked == 1, 10)
         yield eng, exec_id, runner, effects
 
 
-def test_cancel_of_a_parked_sleeper_ends_it_at_once(tmp_path):
-    with parked(tmp_path, flows.sleeps, {"seconds": 30}) as (eng, exec_id, runner, _):
+def test_cancel_of_a_parked_sleeper_ends_it_at_once(store_path):
+    with parked(store_path, flows.sleeps, {"seconds": 30}) as (eng, exec_id, runner, _):
         asked = time.monotonic()
         eng.cancel(exec_id)
         assert wait_for(lambda: eng.get(exec_id).status == Status.ENDED_CANCELLED, 1)
@@ -404,9 +408,9 @@ def test_cancel_of_a_parked_sleeper_ends_it_at_once(tmp_path):
         assert eng.counters().parked == 0
 
 
-def test_pause_of_a_parked_sleeper_then_resume_wakes_it_at_its_wake_time(tmp_path):
+def test_pause_of_a_parked_sleeper_then_resume_wakes_it_at_its_wake_time(store_path):
     at = time.time() + 2.0
-    with parked(tmp_path, flows.sleeps_until, {"at": at}) as (eng, exec_id, runner, _):
+    with parked(store_path, flows.sleeps_until, {"at": at}) as (eng, exec_id, runner, _):
         eng.pause(exec_id)
         assert wait_for(lambda: eng.get(exec_id).status == Status.PAUSED, 1)
         assert wait_for(lambda: eng.store.lease(exec_id) is None, 1)
@@ -424,8 +428,8 @@ def test_pause_of_a_parked_sleeper_then_resume_wakes_it_at_its_wake_time(tmp_pat
         assert at <= woke < at + 2
 
 
-def test_restore_of_a_parked_sleeper_runs_it_from_that_savepoint(tmp_path):
-    with parked(tmp_path, flows.restorable, {}) as (eng, exec_id, runner, effects):
+def test_restore_of_a_parked_sleeper_runs_it_from_that_savepoint(store_path):
+    with parked(store_path, flows.restorable, {}) as (eng, exec_id, runner, effects):
         eng.restore(exec_id, "mark", by="name")
         # the same run() goes on from the savepoint: restored, it is runnable now
         assert wait_for(lambda: eng.get(exec_id).status == Status.ENDED_SUCCESS, 5)
@@ -435,8 +439,8 @@ def test_restore_of_a_parked_sleeper_runs_it_from_that_savepoint(tmp_path):
         assert [tag for tag, _, _ in effects] == ["a", "b", "b", "c"]
 
 
-def test_delete_of_a_parked_sleeper_removes_it_at_once(tmp_path):
-    with parked(tmp_path, flows.sleeps, {"seconds": 30}) as (eng, exec_id, runner, _):
+def test_delete_of_a_parked_sleeper_removes_it_at_once(store_path):
+    with parked(store_path, flows.sleeps, {"seconds": 30}) as (eng, exec_id, runner, _):
         asked = time.monotonic()
         eng.delete(exec_id)
         assert time.monotonic() - asked < 2
@@ -447,8 +451,8 @@ def test_delete_of_a_parked_sleeper_removes_it_at_once(tmp_path):
         assert eng.counters().parked == 0
 
 
-def test_a_timeout_ends_a_parked_sleeper_at_its_deadline(tmp_path):
-    with parked(tmp_path, flows.sleeps, {"seconds": 30, "timeout": 0.3}) as \
+def test_a_timeout_ends_a_parked_sleeper_at_its_deadline(store_path):
+    with parked(store_path, flows.sleeps, {"seconds": 30, "timeout": 0.3}) as \
             (eng, exec_id, runner, _):
         assert wait_for(lambda: eng.get(exec_id).status == Status.ENDED_ERROR, 5)
         done = eng.get(exec_id)
@@ -463,8 +467,8 @@ def test_a_timeout_ends_a_parked_sleeper_at_its_deadline(tmp_path):
 
 # -- 7. children -------------------------------------------------------------------------
 
-def test_a_parent_of_parked_children_ends_with_their_outputs(tmp_path):
-    with recording_engine(tmp_path / "store", concurrency=4) as (eng, _, _):
+def test_a_parent_of_parked_children_ends_with_their_outputs(store_path):
+    with recording_engine(store_path, concurrency=4) as (eng, _, _):
         caller = Background(eng.execute, flows.parent_of_sleepers,
                             {"seconds": 0.8, "kids": 3})
         # the parent waits, its three children sleep: all parked, no thread held
@@ -479,8 +483,8 @@ def test_a_parent_of_parked_children_ends_with_their_outputs(tmp_path):
         assert {c.status for c in children} == {Status.ENDED_SUCCESS}
 
 
-def test_a_parent_waiting_for_an_unloaded_child_waits_in_the_store(tmp_path):
-    with recording_engine(tmp_path / "store", concurrency=4, sleep_max_seconds=0.3) as \
+def test_a_parent_waiting_for_an_unloaded_child_waits_in_the_store(store_path):
+    with recording_engine(store_path, concurrency=4, sleep_max_seconds=0.3) as \
             (eng, _, _):
         ex = eng.execute(flows.parent_of_sleepers, {"seconds": 1.0, "kids": 0})
         # its child sleeps past sleep_max_seconds: nothing here can wake the parent
@@ -499,8 +503,8 @@ def test_a_parent_waiting_for_an_unloaded_child_waits_in_the_store(tmp_path):
 
 # -- 8. stop() during run() --------------------------------------------------------------
 
-def test_stop_during_run_puts_parked_and_running_executions_back(tmp_path):
-    path = tmp_path / "store"
+def test_stop_during_run_puts_parked_and_running_executions_back(store_path):
+    path = store_path
     at = time.time() + 2.0
     with recording_engine(path, concurrency=4) as (eng, io, _):
         sleepers = [eng.start(flows.sleeps_until, {"n": n, "at": at}).id for n in range(5)]

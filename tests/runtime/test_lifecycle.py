@@ -1,7 +1,8 @@
 """The life of an execution, through the API: which operations apply in which state,
 timeouts that end an execution at its deadline, delete of a running execution, one rule
 for naming savepoints and executions, the log with times, settings from the environment,
-and flows defined in the script that starts them."""
+and flows defined in the script that starts them.  Each test runs on LMDB and on
+PostgreSQL (the store_path fixture)."""
 import datetime
 import os
 import subprocess
@@ -14,12 +15,13 @@ import pytest
 import engine
 import lifecycle_flows as flows
 from engine import Engine, Status
+from engine.store import missing_store
 from waiting import wait_for
 
 
 @pytest.fixture
-def eng(tmp_path):
-    with Engine(tmp_path / "store", durability="async", sleep_max_seconds=0.2) as eng:
+def eng(store_path):
+    with Engine(store_path, durability="async", sleep_max_seconds=0.2) as eng:
         flows.register(eng)
         yield eng
 
@@ -188,8 +190,8 @@ def test_the_log_has_utc_times(eng):
 
 # -- settings from the environment -------------------------------------------------------
 
-def test_every_engine_keyword_comes_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("ENGINE_PATH", str(tmp_path / "env-store"))
+def test_every_engine_keyword_comes_from_the_environment(new_store, monkeypatch):
+    monkeypatch.setenv("ENGINE_PATH", new_store("env-store"))
     monkeypatch.setenv("ENGINE_DURABILITY", "async")
     monkeypatch.setenv("ENGINE_SAVEPOINT_RETENTION", "last")
     monkeypatch.setenv("ENGINE_SLEEP_MAX_SECONDS", "7")
@@ -198,8 +200,8 @@ def test_every_engine_keyword_comes_from_the_environment(tmp_path, monkeypatch):
     with Engine() as eng:
         assert (eng.durability, eng.savepoint_retention, eng.sleep_max_seconds,
                 eng.lease_seconds, eng.concurrency) == ("async", "last", 7.0, 9.0, 5)
-        assert os.path.exists(tmp_path / "env-store" / "data.mdb")
-    with Engine(tmp_path / "explicit", durability="async", lease_seconds=3,
+        assert missing_store(os.environ["ENGINE_PATH"]) is None       # made there
+    with Engine(new_store("explicit"), durability="async", lease_seconds=3,
                 concurrency=2) as eng:
         assert eng.lease_seconds == 3.0               # an explicit argument wins
         assert eng.concurrency == 2
@@ -252,10 +254,10 @@ with engine.Engine(durability="async") as eng:
 '''
 
 
-def test_a_flow_of_the_script_being_run_resumes_in_another_process(tmp_path):
+def test_a_flow_of_the_script_being_run_resumes_in_another_process(tmp_path, store_path):
     (tmp_path / "myscript.py").write_text(GUARDED)
     (tmp_path / "bad.py").write_text(UNGUARDED)
-    env = dict(os.environ, ENGINE_PATH=str(tmp_path / "store"))
+    env = dict(os.environ, ENGINE_PATH=store_path)
     env.pop("PYTHONPATH", None)
     first = subprocess.run([sys.executable, "myscript.py"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=60)

@@ -1,12 +1,11 @@
 """The product as SPEC.md describes it: Engine, the Flow-API, savepoints, restore, crashes.
-Real LMDB stores, real subprocesses killed with SIGKILL, a real SQLite database and a real
-HTTP server on 127.0.0.1."""
+Real stores (each test runs on LMDB and on PostgreSQL: the store_path fixture), real
+subprocesses killed with SIGKILL, a real SQLite database and a real HTTP server on
+127.0.0.1."""
 import gc
-import http.server
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,14 +17,15 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import rt_flows
 from engine import Engine, Status
 from locations import SUPPORT
+from seed_example import UploadServer, make_database
 from waiting import wait_for
 
 RUNNER = os.path.join(SUPPORT, "rt_run.py")
 
 
 @pytest.fixture
-def eng(tmp_path):
-    with Engine(tmp_path / "store", durability="async", sleep_max_seconds=0.2) as engine:
+def eng(tmp_path, store_path):
+    with Engine(store_path, durability="async", sleep_max_seconds=0.2) as engine:
         engine.add_connector("effect", rt_flows.effect_recorder(tmp_path / "effects"))
         yield engine
 
@@ -37,40 +37,17 @@ def effects(tmp_path):
 
 # --- the seed example, for real ------------------------------------------------------------
 
-class _Upload(http.server.BaseHTTPRequestHandler):
-    received = []
-    attempts = 0
-
-    def do_POST(self):
-        type(self).attempts += 1
-        body = self.rfile.read(int(self.headers["Content-Length"] or 0))
-        if type(self).attempts == 1:
-            self.send_response(500)            # the first upload fails
-            self.end_headers()
-            return
-        type(self).received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def test_the_seed_example_restored_from_outside_reads_once_and_uploads_once(tmp_path):
+def test_the_seed_example_restored_from_outside_reads_once_and_uploads_once(tmp_path,
+                                                                              store_path):
     db = tmp_path / "data.sqlite"
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE data (id INTEGER, name TEXT)")
-    con.executemany("INSERT INTO data VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
-    con.commit()
-    con.close()
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Upload)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    make_database(db)
+    server = UploadServer()
     reads = tmp_path / "reads"
     try:
-        with Engine(tmp_path / "store", durability="sync") as eng:
+        with Engine(store_path, durability="sync") as eng:
             eng.add_connector("database", rt_flows.db_reader(str(db), str(reads)))
             eng.connector("remote-api")(
-                rt_flows.uploader(f"http://127.0.0.1:{server.server_port}"))
+                rt_flows.uploader(server.url))
             ex = eng.execute(rt_flows.seed_example)
             assert ex.status == Status.ENDED_ERROR
             assert "upload failed with HTTP 500" in ex.error
@@ -86,7 +63,7 @@ def test_the_seed_example_restored_from_outside_reads_once_and_uploads_once(tmp_
     finally:
         server.shutdown()
     assert reads.read_text().split() == ["read"]
-    assert _Upload.received == [[[1, "a"], [2, "b"], [3, "c"]]]
+    assert server.received == [[[1, "a"], [2, "b"], [3, "c"]]]
 
 
 # --- savepoints --------------------------------------------------------------------------------
@@ -117,8 +94,8 @@ def test_the_restore_loop_guard_fails_the_execution_clearly(eng):
     assert "RestoreLoopError" in ex.error and "more than 100 times" in ex.error
 
 
-def test_retention_last_and_per_execution_override(tmp_path):
-    with Engine(tmp_path / "s", durability="async", savepoint_retention="last") as eng:
+def test_retention_last_and_per_execution_override(tmp_path, store_path):
+    with Engine(store_path, durability="async", savepoint_retention="last") as eng:
         eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "e"))
         kept = eng.execute(rt_flows.constructs)
         assert [sp.kind for sp in eng.savepoints(kept.id)] == ["implicit"]
@@ -167,12 +144,12 @@ def test_a_flow_api_call_inside_a_sorted_key_callback_is_refused(eng):
     assert "C code" in ex.output
 
 
-def test_bad_arguments_are_refused_clearly(tmp_path):
+def test_bad_arguments_are_refused_clearly(tmp_path, store_path):
     with pytest.raises(ValueError, match="savepoint_retention"):
         Engine(tmp_path / "a", savepoint_retention="some")
     with pytest.raises(ValueError, match="durability"):
         Engine(tmp_path / "b", durability="maybe")
-    with Engine(tmp_path / "c", durability="async") as eng:
+    with Engine(store_path, durability="async") as eng:
         with pytest.raises(ValueError, match="module level"):
             eng.start(lambda system, this, inputs: None)
         with pytest.raises(KeyError):
@@ -205,6 +182,7 @@ def test_a_long_sleep_unloads_and_another_process_resumes_it(eng, tmp_path):
 
 
 def uninterrupted(tmp_path, flow, inputs):
+    # the reference run, on LMDB whichever store is under test: both must give its output
     with Engine(tmp_path / "reference", durability="async") as eng:
         eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "reference-effects"))
         ex = eng.execute(getattr(rt_flows, flow), inputs)
@@ -213,10 +191,10 @@ def uninterrupted(tmp_path, flow, inputs):
         return ex.output, calls
 
 
-def crash_at(tmp_path, flow, inputs, k, concurrency=1):
-    """Start the flow in a process killed at its k-th effect call; resume in fresh ones
-    (engines running up to ``concurrency`` executions at once)."""
-    store, log = tmp_path / f"store-{k}", tmp_path / f"effects-{k}"
+def crash_at(tmp_path, new_store, flow, inputs, k, concurrency=1):
+    """Start the flow in a process killed at its k-th effect call, on a new store; resume
+    in fresh ones (engines running up to ``concurrency`` executions at once)."""
+    store, log = new_store(f"store-{k}"), tmp_path / f"effects-{k}"
     proc = runner(store, log, "start", flow, json.dumps(inputs), k, check=False,
                   concurrency=concurrency)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -232,22 +210,23 @@ def crash_at(tmp_path, flow, inputs, k, concurrency=1):
 @pytest.mark.parametrize("flow, inputs", [("straight_line", {}), ("constructs", {"n": 3}),
                                           ("sleeper", {"seconds": 0.05})])
 def test_killed_at_every_flow_api_call_a_new_process_finishes_it_the_same(
-        tmp_path, flow, inputs, concurrency):
+        tmp_path, new_store, flow, inputs, concurrency):
     want, calls = uninterrupted(tmp_path, flow, inputs)
     for k in range(1, len(calls) + 1):
-        assert crash_at(tmp_path, flow, inputs, k, concurrency) == (want, calls), k
+        assert crash_at(tmp_path, new_store, flow, inputs, k, concurrency) == \
+            (want, calls), k
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
-def test_killed_at_a_random_call_of_a_random_flow(tmp_path_factory, data):
+def test_killed_at_a_random_call_of_a_random_flow(tmp_path_factory, new_store, data):
     tmp_path = tmp_path_factory.mktemp("random")
     flow = data.draw(st.sampled_from(["constructs", "straight_line", "sleeper"]))
     inputs = {"n": data.draw(st.integers(1, 4))} if flow == "constructs" else \
         {"seconds": 0.05} if flow == "sleeper" else {}
     want, calls = uninterrupted(tmp_path, flow, inputs)
     k = data.draw(st.integers(1, len(calls)))
-    assert crash_at(tmp_path, flow, inputs, k) == (want, calls)
+    assert crash_at(tmp_path, new_store, flow, inputs, k) == (want, calls)
 
 
 TRACED_AFTER_A_RUN = '''
@@ -278,13 +257,14 @@ GENERATOR_FLOWS = ["gen_paging", "gen_yield_from", "gen_expression", "gen_held",
 
 
 @pytest.mark.parametrize("flow", GENERATOR_FLOWS)
-def test_generator_flows_killed_at_every_flow_api_call_finish_the_same(tmp_path, flow):
+def test_generator_flows_killed_at_every_flow_api_call_finish_the_same(tmp_path, new_store,
+                                                                        flow):
     # generators calling this.connect, held across calls, driven by for, next, send,
     # throw, yield from and close: each call is done once, the output is the same
     want, calls = uninterrupted(tmp_path, flow, {})
     assert len(calls) == len(set(calls)) >= 2
     for k in range(1, len(calls) + 1):
-        assert crash_at(tmp_path, flow, {}, k) == (want, calls), k
+        assert crash_at(tmp_path, new_store, flow, {}, k) == (want, calls), k
 
 
 def test_a_generator_held_while_the_flow_is_unloaded_runs_its_finally_once(eng, tmp_path):
@@ -317,9 +297,10 @@ def test_a_generator_that_sleeps_long_is_unloaded_and_resumed_by_another_process
     assert done.output == ["SLEPT0", "SLEPT1"] and effects(tmp_path) == ["slept0", "slept1"]
 
 
-def test_a_parked_flow_ended_from_outside_drops_its_generators_without_running_them(tmp_path):
+def test_a_parked_flow_ended_from_outside_drops_its_generators_without_running_them(
+        tmp_path, store_path):
     marker = tmp_path / "marker"
-    with Engine(tmp_path / "store", durability="async", sleep_max_seconds=60) as eng:
+    with Engine(store_path, durability="async", sleep_max_seconds=60) as eng:
         eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "effects"))
         worker = threading.Thread(target=eng.run, kwargs={"until": "stopped"})
         worker.start()
@@ -337,9 +318,9 @@ def test_a_parked_flow_ended_from_outside_drops_its_generators_without_running_t
     assert effects(tmp_path) == ["parking"] and not marker.exists()
 
 
-def test_killed_before_any_savepoint_starts_over(tmp_path):
+def test_killed_before_any_savepoint_starts_over(tmp_path, new_store):
     want, calls = uninterrupted(tmp_path, "straight_line", {})
-    assert crash_at(tmp_path, "straight_line", {}, 1) == (want, calls)
+    assert crash_at(tmp_path, new_store, "straight_line", {}, 1) == (want, calls)
 
 
 PINNED_V1 = '''
@@ -355,7 +336,8 @@ def handler(system, this, inputs):
 '''
 
 
-def test_an_execution_resumes_on_its_pinned_code_after_the_file_changes(tmp_path):
+def test_an_execution_resumes_on_its_pinned_code_after_the_file_changes(tmp_path,
+                                                                        store_path):
     module_dir = tmp_path / "mods"
     module_dir.mkdir()
     (module_dir / "pinned_flow.py").write_text(PINNED_V1)
@@ -363,7 +345,7 @@ def test_an_execution_resumes_on_its_pinned_code_after_the_file_changes(tmp_path
 import sys, time
 sys.path.insert(0, {str(module_dir)!r})
 from engine import Engine
-with Engine({str(tmp_path / "store")!r}, durability="async", sleep_max_seconds=0.1) as eng:
+with Engine({store_path!r}, durability="async", sleep_max_seconds=0.1) as eng:
     if sys.argv[1] == "start":
         print(eng.execute("pinned_flow:handler").id)
     else:
@@ -378,7 +360,7 @@ with Engine({str(tmp_path / "store")!r}, durability="async", sleep_max_seconds=0
     second = subprocess.run([sys.executable, "-c", script, "run"], capture_output=True,
                             text=True, timeout=60)
     assert second.returncode == 0, second.stderr
-    with Engine(tmp_path / "store", durability="async") as eng:
+    with Engine(store_path, durability="async") as eng:
         done = eng.get(exec_id)
     assert done.status == Status.ENDED_SUCCESS, done.error
     assert done.output == ("version 1 code", 1)
@@ -453,8 +435,8 @@ def test_restore_from_outside_while_another_process_runs_it(eng, tmp_path):
     assert calls.count("round0") == 2 and calls[-1] == "round14"
 
 
-def test_a_long_computation_keeps_its_lease_and_nobody_else_runs_it(tmp_path):
-    with Engine(tmp_path / "store", durability="async", lease_seconds=0.6) as eng:
+def test_a_long_computation_keeps_its_lease_and_nobody_else_runs_it(tmp_path, store_path):
+    with Engine(store_path, durability="async", lease_seconds=0.6) as eng:
         eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "effects"))
         ex = eng.start(rt_flows.computes_long, {"seconds": 2.0})
         worker = threading.Thread(target=eng.run)

@@ -30,7 +30,7 @@ def queue(store, count, prefix="e", due=None):
 def dead_owner():
     """An owner that is surely dead: this process's pid with another start time."""
     me = Owner.current()
-    return Owner(me.pid, (me.start or 0) + 12345, me.boot, "dead")
+    return Owner(me.pid, (me.start or 0) + 12345, me.host, "dead")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from engine import SavepointError, _codec
 from engine.store import Owner
-from engine.store.leases import BOOT_ID, start_time
+from engine.store.leases import start_time, this_host
 from engine.store.postgres import PostgresStore
 from store_records import commit
 
@@ -36,7 +36,7 @@ def rows(url, schema, table):
 def dead_owner():
     """An Owner on this machine whose process has ended."""
     proc = subprocess.Popen(["sleep", "60"])
-    owner = Owner(proc.pid, start_time(proc.pid), BOOT_ID, "dead")
+    owner = Owner(proc.pid, start_time(proc.pid), this_host(), "dead")
     proc.kill()
     proc.wait()
     return owner
@@ -90,6 +90,41 @@ def test_retention_last_drops_the_previous_implicit_savepoint_and_its_chunks(
         commit(store, execution, value=list(range(5000 + i)), retention="last")
     assert [m["seq"] for m in store.savepoints("e1")] == [3]
     assert rows(pg_url, schema, "chunks") == 1
+
+
+def test_a_commit_writes_its_name_pins_chunks_and_due_time_all_at_once_or_not_at_all(
+        store, pg_url, schema):
+    big = list(range(5000))
+    execution = {"id": "e1", "status": "WAITING", "due": 100.0}
+    store.put_execution(execution)
+    execution["due"] = 50.0
+    assert commit(store, execution, kind="explicit", name="here", value=big) == 1
+    assert store.seq_of("e1", "here") == 1 and store.next_due() == 50.0
+    for table in ("code", "code_users", "chunks", "savepoints"):
+        assert rows(pg_url, schema, table) == 1, table
+    # a commit that fails (the server refuses its name: a trigger of the test's) leaves
+    # nothing of it behind
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE FUNCTION {schema}.refuse() RETURNS trigger AS $$ BEGIN "
+                     "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql")
+        conn.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON {schema}.names FOR EACH ROW "
+                     f"WHEN (NEW.name = 'there') EXECUTE FUNCTION {schema}.refuse()")
+    execution.update(due=20.0)
+    with pytest.raises(psycopg.errors.RaiseException):
+        commit(store, execution, kind="explicit", name="there", value=big + [1])
+    assert store.seq_of("e1", "there") is None and store.next_due() == 50.0
+    assert [m["seq"] for m in store.savepoints("e1")] == [1]
+    assert rows(pg_url, schema, "chunks") == 1
+    # retention "last" keeping the chunk the dropped savepoint had: still counted once
+    execution = {"id": "e2", "status": "RUNNING", "due": None}
+    store.put_execution(execution)
+    for _ in range(3):
+        commit(store, execution, value=big, retention="last")
+    assert [m["seq"] for m in store.savepoints("e2")] == [3]
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute(f"SELECT refs FROM {schema}.chunks").fetchall() == [(2,)]
+    assert store.delete_execution("e2") and store.delete_execution("e1")
+    assert rows(pg_url, schema, "chunks") == 0
 
 
 def test_delete_takes_everything_of_the_execution_and_only_that(store, pg_url, schema):
@@ -271,3 +306,43 @@ def test_an_engine_on_a_postgresql_url_runs_a_flow(pg_url, monkeypatch):
         assert ex.status == engine.Status.ENDED_SUCCESS and ex.output == ["A", "B"]
         assert [sp.action for sp in eng.savepoints(ex.id)] == ["connect", "connect"]
         assert calls == ["a", "b"]
+
+
+def test_opening_a_store_waits_for_no_writer(store, pg_url, schema):
+    # a worker in the middle of a commit holds row locks; a worker starting meanwhile
+    # must neither wait for it nor deadlock with it (CREATE INDEX IF NOT EXISTS locks
+    # its table even when the index is there)
+    with psycopg.connect(pg_url) as writer:
+        writer.execute(f"INSERT INTO {schema}.queue VALUES ('e1', 1.0)")   # not committed
+        opened = []
+        opener = threading.Thread(target=lambda: opened.append(
+            PostgresStore(pg_url, schema=schema)), daemon=True)
+        opener.start()
+        opener.join(20)
+        assert opened, "opening the store waited for a writer's transaction"
+        opened[0].close()
+        writer.rollback()
+
+
+def test_commits_sharing_chunks_in_other_orders_never_deadlock(store):
+    # chunks are shared by content: executions whose values hold the same big lists in
+    # other orders lock the same chunk rows -- in one order, or they deadlock
+    big = [list(range(5000)), [str(i) for i in range(5000)]]
+    errors = []
+
+    def commits(exec_id, value):
+        execution = {"id": exec_id, "status": "RUNNING", "due": None}
+        store.put_execution(execution)
+        try:
+            for i in range(100):
+                commit(store, execution, value=value, counter=i, retention="last")
+        except Exception as e:
+            errors.append(e)
+    threads = [threading.Thread(target=commits, args=(f"e{n}", big[::1 - 2 * (n % 2)]))
+               for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [len(store.savepoints(f"e{n}")) for n in range(4)] == [1] * 4

@@ -1,43 +1,20 @@
 """`engine worker --metrics-port`: a real pool serving Prometheus metrics over HTTP, read
-as a scraper would while it runs and parks executions."""
+as a scraper would while it runs and parks executions (on LMDB and on PostgreSQL)."""
 import os
 import signal
 import socket
 import subprocess
 import sys
-import urllib.request
-
-from prometheus_client.parser import text_string_to_metric_families
 
 import concurrency_flows as flows
 from engine import Engine
 from locations import SUPPORT
+from scraping import free_port, scrape
 from waiting import wait_for
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port):
-    """{sample name (with its le for buckets): value}; {} while nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-    except OSError:
-        return {}
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = sample.name + (f"le={sample.labels['le']}" if "le" in sample.labels else "")
-            samples[key] = samples.get(key, 0) + sample.value
-    return samples
-
-
-def test_a_pool_serves_its_metrics_while_it_runs_and_parks_executions(tmp_path):
-    path, port = tmp_path / "store", free_port()
+def test_a_pool_serves_its_metrics_while_it_runs_and_parks_executions(tmp_path, store_path):
+    path, port = store_path, free_port()
     with Engine(path, durability="async") as eng:
         busy = [eng.start(flows.io_calls, {"calls": 200, "seed": i}).id for i in range(4)]
         asleep = [eng.start(flows.sleeps, {"seconds": 30}).id for _ in range(5)]
@@ -73,14 +50,14 @@ def test_a_pool_serves_its_metrics_while_it_runs_and_parks_executions(tmp_path):
         assert all(eng.get(i).status.value in ("QUEUED", "ENDED_SUCCESS") for i in busy)
 
 
-def test_a_port_in_use_is_one_line_and_a_bad_port_is_refused(tmp_path):
+def test_a_port_in_use_is_one_line_and_a_bad_port_is_refused(store_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         proc = subprocess.run(
             [sys.executable, "-m", "engine", "worker", "-n", "1", "--path",
-             str(tmp_path / "store"), "--metrics-port", str(port), "--metrics-host",
+             store_path, "--metrics-port", str(port), "--metrics-host",
              "127.0.0.1"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

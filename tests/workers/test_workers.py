@@ -1,5 +1,6 @@
 """Worker pools under load: real `engine worker` processes, SIGKILLed, SIGSTOPped and
-SIGTERMed, sharing one LMDB store."""
+SIGTERMed, sharing one store (each test runs on LMDB and on PostgreSQL: the store_path
+fixture)."""
 import collections
 import os
 import random
@@ -12,6 +13,7 @@ import pytest
 
 import rt_flows
 from engine import Engine, Status
+from engine.workers import START_ATTEMPTS
 from waiting import wait_for
 from locations import SUPPORT
 
@@ -81,10 +83,11 @@ def no_overlaps(log, skip=lambda start, end, pid: False):
     return calls
 
 
-def test_chaos_killing_workers_loses_nothing_and_never_runs_one_twice(tmp_path):
+def test_chaos_killing_workers_loses_nothing_and_never_runs_one_twice(tmp_path, store_path):
     # 3 workers x 16 threads, a SIGKILL every 0.5-1 s for 30 s
-    path, log = tmp_path / "store", tmp_path / "calls"
-    # the crash corpus's constructs flow, run once uninterrupted for its output
+    path, log = store_path, tmp_path / "calls"
+    # the crash corpus's constructs flow, run once uninterrupted for its output (on LMDB,
+    # whichever store is under test)
     with Engine(tmp_path / "reference", durability="async") as eng:
         eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "reference-effects"))
         constructs_output = eng.execute(rt_flows.constructs, {"n": 4}).output
@@ -122,8 +125,8 @@ def test_chaos_killing_workers_loses_nothing_and_never_runs_one_twice(tmp_path):
     assert len(calls) == 150
 
 
-def test_sigterm_stops_the_pool_cleanly_and_nothing_stays_claimed(tmp_path):
-    path, log = tmp_path / "store", tmp_path / "calls"
+def test_sigterm_stops_the_pool_cleanly_and_nothing_stays_claimed(tmp_path, store_path):
+    path, log = store_path, tmp_path / "calls"
     with Engine(path, durability="async") as eng:
         ids = [eng.start(rt_flows.chaos_flow, {"steps": 30, "seed": i}).id for i in range(6)]
     pool = start_pool(path, log, 2)
@@ -142,8 +145,8 @@ def test_sigterm_stops_the_pool_cleanly_and_nothing_stays_claimed(tmp_path):
     no_overlaps(log)
 
 
-def test_a_hung_worker_loses_its_execution_when_the_lease_expires(tmp_path):
-    path, log = tmp_path / "store", tmp_path / "calls"
+def test_a_hung_worker_loses_its_execution_when_the_lease_expires(tmp_path, store_path):
+    path, log = store_path, tmp_path / "calls"
     with Engine(path, durability="async") as eng:
         exec_id = eng.start(rt_flows.chaos_flow, {"steps": 60, "seed": 1}).id
     pool = start_pool(path, log, 2, lease_seconds=1.0)
@@ -169,8 +172,9 @@ def test_a_hung_worker_loses_its_execution_when_the_lease_expires(tmp_path):
     no_overlaps(log, skip=lambda start, end, pid: pid == holder and start < stopped < end)
 
 
-def test_a_running_pool_picks_up_a_restore_from_outside_and_reports_stats(tmp_path):
-    path, log = tmp_path / "store", tmp_path / "calls"
+def test_a_running_pool_picks_up_a_restore_from_outside_and_reports_stats(tmp_path,
+                                                                          store_path):
+    path, log = store_path, tmp_path / "calls"
     with Engine(path, durability="async") as eng:
         exec_id = eng.start(rt_flows.chaos_flow, {"steps": 3, "seed": 2}).id
     pool = start_pool(path, log, 2)
@@ -191,8 +195,32 @@ def test_a_running_pool_picks_up_a_restore_from_outside_and_reports_stats(tmp_pa
         stop(pool)
 
 
-def test_a_closure_connector_cannot_be_sent_to_workers(tmp_path):
-    with Engine(tmp_path / "s", durability="async") as eng:
+def test_a_closure_connector_cannot_be_sent_to_workers(store_path):
+    with Engine(store_path, durability="async") as eng:
         eng.add_connector("inline", lambda: 1)
         with pytest.raises(ValueError, match="cannot be sent to worker processes"):
             eng.work(processes=1)
+
+
+def test_workers_killed_while_they_start_do_not_make_the_pool_give_up(tmp_path, store_path):
+    # as many SIGKILLs as START_ATTEMPTS, each while the worker is still starting: not
+    # the worker's fault (an operator, a chaos test, the OOM killer), so the pool goes on
+    output = open(tmp_path / "pool-output", "w+")
+    pool = subprocess.Popen(
+        [sys.executable, "-m", "engine", "worker", "-n", "1", "--path", store_path,
+         "--flows", "slow_start"], env=dict(os.environ, PYTHONPATH=SUPPORT),
+        stdout=output, stderr=subprocess.STDOUT, text=True)
+    pool.output = output
+    try:
+        killed = []
+        for _ in range(START_ATTEMPTS):
+            assert wait_for(lambda: [p for p in workers_of(pool) if p not in killed], 30)
+            [victim] = [p for p in workers_of(pool) if p not in killed]
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+        # the pool says it starts another after the last one too (giving up, it would not)
+        assert wait_for(lambda: output.seek(0) == 0 and output.read().count(
+            "died (exit status -9); starting another") == START_ATTEMPTS, 30)
+    finally:
+        said = stop(pool)
+    assert "giving up" not in said
