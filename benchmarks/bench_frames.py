@@ -22,7 +22,7 @@ RUNS = 12_000
 DEPTHS = (1, 5, 20)
 root = _frames.Root()
 
-_LOCALS = """
+FRAME_LOCALS = """
     d = a + 1
     e = [a, b]
     f = "text"
@@ -36,9 +36,9 @@ _SOURCE = []
 for _name, _tail in (("capture_leaf", "    return timed_captures(c)\n"),
                      ("restore_leaf", "    return capture(root)\n"),
                      ("plain_leaf", "    return c\n")):
-    _SOURCE.append(f"def {_name}_0(a, b, c):\n{_LOCALS}{_tail}")
+    _SOURCE.append(f"def {_name}_0(a, b, c):\n{FRAME_LOCALS}{_tail}")
     for _depth in range(1, 21):
-        _SOURCE.append(f"def {_name}_{_depth}(a, b, c):\n{_LOCALS}"
+        _SOURCE.append(f"def {_name}_{_depth}(a, b, c):\n{FRAME_LOCALS}"
                        f"    return {_name}_{_depth - 1}(a, b, c)\n")
 
 

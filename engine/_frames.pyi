@@ -1,6 +1,6 @@
 """Type stubs for the frame core (ext/frames/_frames.pyx)."""
-from types import CodeType, FunctionType
-from typing import Any, Callable, Sequence
+from types import CodeType, FunctionType, GeneratorType
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 from typing_extensions import disjoint_base
 
@@ -15,11 +15,20 @@ class Root:
     @property
     def active(self) -> bool: ...
 
+_Via = Literal["for", "yield from", "next", "close"]
+
+GEN_CREATED: int
+GEN_SUSPENDED: int
+GEN_RUNNING: int
+GEN_FINISHED: int
+
 @disjoint_base
 class Frame:
     def __init__(self, func: FunctionType, code: CodeType, offset: int,
                  locals: tuple[Any, ...], stack: tuple[Any, ...],
-                 exc: BaseException | None = None) -> None: ...
+                 exc: BaseException | None = None,
+                 gen: GeneratorType[Any, Any, Any] | None = None, via: _Via | None = None,
+                 default: Any = ...) -> None: ...
     @property
     def func(self) -> FunctionType: ...
     @property
@@ -33,11 +42,18 @@ class Frame:
     @property
     def exc(self) -> BaseException | None: ...
     @property
+    def gen(self) -> GeneratorType[Any, Any, Any] | None: ...
+    @property
+    def via(self) -> _Via | None: ...
+    @property
+    def default(self) -> Any: ...
+    @property
     def line(self) -> int | None: ...
 
 def capture(root: Root, api: object = None) -> tuple[Frame, ...]: ...
 def resume(root: Root, frames: Sequence[Frame], value: Any = None, *,
            throw: bool = False) -> Any: ...
 def strip_handlers(root: Root) -> list[CodeType]: ...
+def abandon(frames: Iterable[Frame]) -> None: ...
 def run(root: Root, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
 def stack_table(code: CodeType) -> dict[int, int]: ...

@@ -336,6 +336,7 @@ class Runner:
     def finish(self, run, exec_id=None, release=True):
         """The execution is no longer held here: forget it, release its lease."""
         if run is not None:
+            run.drop_park()              # ended elsewhere while parked: it goes no further
             exec_id = run.execution_id
             if self.runs.get(exec_id) is run:
                 with self.holding:             # counted once, whichever thread finishes
@@ -382,7 +383,7 @@ class Runner:
                                   due=until_timeout(run.record, run.parked.wake_at))
                 run.store.put_execution(run.record)
         run.due_if_message_came()
-        run.parked = None
+        run.drop_park()
         self.finish(run)
         # a child that ended while it was held here woke it here only (write_end)
         if waits and self.children_ended(run.record):
@@ -439,6 +440,15 @@ class Run:
         self.calls = 0                   # Flow-API calls served (Runner.counters)
         self.thread = None               # the flow's thread, while it runs flow code
         self.in_flow = False
+        self.interrupted = False         # an Interrupted was sent to that thread
+
+    def drop_park(self):
+        """Forget the Park this run waits in without going on from it (the execution goes
+        on from its savepoint, elsewhere or later, or not at all): the generators its
+        frames hold must not run their finally blocks when they are dropped."""
+        park, self.parked = self.parked, None
+        if park is not None:
+            _frames.abandon(park.frames)
 
     # -- ended from outside the flow's thread (the watchdog) --
     def take_request(self, request):
@@ -469,13 +479,19 @@ class Run:
             self.done = True
             if self.in_flow and self.thread is not None:
                 _set_async_exc(self.thread, Interrupted)      # stops a computation
+                self.interrupted = True
         return True
 
     def _stop_interrupts(self):
-        """The flow's code is over: no interrupt may land in the engine's own code."""
+        """The flow's code is over: no interrupt may land in the engine's own code.
+        Only one that was sent is cleared: PyThreadState_SetAsyncExc signals the
+        interpreter even when it clears (Python/pystate.c, 3.11), which leaves every
+        thread's eval breaker set until an exception is delivered -- slower code, and a
+        traced function call (sys.settrace: debuggers, coverage) that never returns."""
         with self.lock:
-            if self.in_flow and self.thread is not None:
+            if self.interrupted and self.in_flow and self.thread is not None:
                 _set_async_exc(self.thread, None)   # NULL: clear a pending one
+            self.interrupted = False
             self.in_flow = False
 
     # -- the driver --

@@ -14,7 +14,10 @@ A savepoint record is a msgpack array::
 ``codes`` lists the code objects the snapshot runs, as [module, qualname, fingerprint]; the
 code itself is pinned elsewhere (the store) and handed back to :func:`decode_snapshot` by a
 resolver.  ``body`` is one value: the frames, outermost first, each
-[code index, module, offset, locals, stack, exception being handled].
+[code index, module, offset, locals, stack, exception being handled], and for a
+generator's frame also [..., the generator, via, next()'s default]; then the result of
+the interrupted call.  Generators held as values are marker composites with their frame
+(codec/generators.pxi).
 
 Decoding never runs pickle and builds only the types listed in this module, functions and
 classes found by import path, the flow's code, and instances of trusted classes; damage
@@ -50,9 +53,14 @@ import uuid
 import zlib
 
 from engine cimport _frames
-from engine._frames cimport Frame, new_frame
+from engine._frames cimport (Frame, new_frame, generator_state, blank_generator,
+                             fill_generator, quiet_enter, quiet_exit)
 from engine.errors import CorruptSavepoint, SavepointError
 from engine._frames import EMPTY as _EMPTY
+from engine._frames import (GEN_CREATED as _FRAMES_GEN_CREATED,
+                            GEN_SUSPENDED as _FRAMES_GEN_SUSPENDED,
+                            GEN_RUNNING as _FRAMES_GEN_RUNNING,
+                            GEN_FINISHED as _FRAMES_GEN_FINISHED)
 
 cdef extern from "codec/codec.h":
     ctypedef struct cd_buf:
@@ -119,6 +127,7 @@ include "codec/types.pxi"
 include "codec/trust.pxi"
 include "codec/fingerprint.pxi"
 include "codec/chunks.pxi"
+include "codec/generators.pxi"
 include "codec/encoder.pxi"
 include "codec/decoder.pxi"
 include "codec/signing.pxi"

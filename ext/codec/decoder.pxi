@@ -56,6 +56,7 @@ cdef class Decoder:
     cdef dict externals
     cdef Trust trust
     cdef list codes
+    cdef list chain             # generators named as in the chain, not yet met as a frame
     cdef int depth
     cdef bint cell_slot         # the value being decoded is a cell's contents
     cdef object data            # keeps the buffer alive
@@ -71,6 +72,7 @@ cdef class Decoder:
             self.memo = []
             self.fixups = []
             self.codes = []
+            self.chain = []
         self.externals = externals
         self.trust = trust if trust is not None else _NO_TRUST
         self.depth = 0
@@ -85,6 +87,7 @@ cdef class Decoder:
         _clear(self.memo)
         _clear(self.fixups)
         _clear(self.codes)
+        _clear(self.chain)
         self.externals = None
 
     cdef inline const unsigned char *need(self, Py_ssize_t n) except NULL:
@@ -430,6 +433,8 @@ cdef class Decoder:
             return o
         if tag == M_INSTANCE:
             return self.instance(index, n)
+        if tag == M_GENERATOR:
+            return self.generator(index, n)
         parts = self.items(n)
         return self.finish(index, self.build(tag, parts))
 
@@ -472,6 +477,45 @@ cdef class Decoder:
             for key, value in dictitems:
                 o[key] = value
         return self.finish(index, o)
+
+    cdef object generator(self, Py_ssize_t index, Py_ssize_t n):
+        """A generator (codec/generators.pxi): made first, finished and holding nothing,
+        then its saved frame is put in -- validated by the frame core."""
+        if n != 9:
+            raise CorruptSavepoint("malformed generator")
+        code_index = self.decode()
+        module_name = self.decode()
+        name = self.decode()
+        qualname = self.decode()
+        state = self.decode()
+        if type(code_index) is not int or not 0 <= code_index < len(self.codes) or \
+                state not in (GEN_CREATED, GEN_SUSPENDED, GEN_FINISHED, GEN_IN_CHAIN) or \
+                (name is not None and type(name) is not str) or \
+                (qualname is not None and type(qualname) is not str):
+            raise CorruptSavepoint("malformed generator")
+        code = self.codes[code_index]
+        if self.inspecting:
+            gen = Unbuilt("generator", qualname or code.co_qualname)
+        else:
+            gen = blank_generator(code, name or code.co_name, qualname or code.co_qualname)
+        self.memo[index] = gen       # its own slots may refer to it
+        offset = self.decode()
+        locals_ = self.decode()
+        stack = self.decode()
+        exc = self.decode()
+        if state == GEN_IN_CHAIN:
+            self.chain.append(gen)
+        elif state != GEN_FINISHED:
+            if type(offset) is not int or type(locals_) is not tuple or \
+                    type(stack) is not tuple:
+                raise CorruptSavepoint("malformed generator")
+            if self.inspecting:
+                (<object>gen).state = {"line": _code_line(code, offset),
+                                       "locals": _named_slots(code, locals_)}
+            else:
+                fill_generator(gen, _stand_in_function(code, self.module(module_name)),
+                               _GEN_FILL[state], offset, locals_, stack, exc)
+        return self.finish(index, gen)
 
     cdef object instance_view(self, Py_ssize_t index, cls, args):
         """An instance as inspection shows it: its class and state, nothing built."""

@@ -22,9 +22,9 @@ def _describe(obj):
         return f"a socket ({name})", close
     if "lock" in cls.__name__.lower() or cls.__name__ in ("Condition", "Semaphore", "Event"):
         return f"a lock ({name})", "release it and keep it out of the flow's locals"
-    if isinstance(obj, (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)):
-        return (f"a {cls.__name__} object ({name})",
-                "turn it into a list (or finish it) before the Flow-API call")
+    if isinstance(obj, (types.CoroutineType, types.AsyncGeneratorType)):
+        return (f"a {cls.__name__} object ({name}); coroutines and async generators cannot "
+                f"be saved (not yet)", "finish it before the Flow-API call")
     if isinstance(obj, (types.FrameType, types.TracebackType)):
         return f"a {cls.__name__} ({name})", "keep it out of the flow's locals"
     if cls.__module__ not in ("builtins",) and not isinstance(obj, type):
@@ -51,6 +51,9 @@ cdef class Encoder:
     cdef bint cell_contents     # a REF to an object being built is allowed here
     cdef dict chunks            # content hash -> bytes of big values cut out, or None
     cdef object externals_source  # the externals dict self.externals was made from
+    cdef dict chain             # id(generator) -> module, for generators whose frame is
+                                # in the snapshot's chain (their frame record holds it)
+    cdef str module             # the module of the frame being encoded
 
     def __cinit__(self):
         self.buf.data = NULL
@@ -90,6 +93,8 @@ cdef class Encoder:
         cd_ptrmap_clear(&self.code_map)
         self.depth = 0
         self.cell_contents = False
+        self.chain = None
+        self.module = None
 
     cdef bytes take(self):
         return PyBytes_FromStringAndSize(self.buf.data, self.buf.len)
@@ -379,6 +384,8 @@ cdef class Encoder:
             return self.parts(M_DEQUE, (o.maxlen,) + tuple(o))
         if t is _CodeType:
             raise _Unencodable("a code object", "hold the function instead")
+        if t is _GeneratorType:
+            return self.encode_generator(o)
         if t in _ITER_TYPES:
             return self.encode_iterator(o)
         if isinstance(o, _Enum):
@@ -411,6 +418,45 @@ cdef class Encoder:
         return self.composite(o, M_FUNCTION, (
             self.code_ref(o.__code__, globals_name), globals_name, o.__name__, o.__qualname__,
             o.__defaults__, o.__kwdefaults__, o.__closure__, o.__dict__ or None))
+
+    cdef int encode_generator(self, o) except -1:
+        """A generator with its frame (codec/generators.pxi); one whose frame is in the
+        snapshot's chain only by name: its frame record holds the frame."""
+        code = o.gi_code
+        name = o.__name__
+        qualname = o.__qualname__
+        if self.chain is not None and id(o) in self.chain:
+            state, func, module = GEN_IN_CHAIN, None, self.chain[id(o)]
+        else:
+            status, func, _, offset, locals_, stack, exc = generator_state(o)
+            if status == _FRAMES_GEN_RUNNING:
+                raise _Unencodable(f"the generator {qualname}, running outside the flow's "
+                                   f"frames", "keep it out of the flow's locals")
+            state = _GEN_STATES[status]
+            if func is None:
+                module = _code_module(code, self.module or "?")
+            else:
+                module = _function_module(func)
+                if module is None:
+                    raise _Unencodable(f"the generator {qualname}, whose function's "
+                                       f"globals are not a module's", "define it in a module")
+                self.keep_alive((locals_, stack))
+        self.remember(o)            # no building flag: decoding makes it before its parts
+        self.marker(M_GENERATOR, 9)
+        self.encode(self.code_ref(code, module))
+        self.encode(module)
+        self.encode(None if name == code.co_name else name)
+        self.encode(None if qualname == code.co_qualname else qualname)
+        self.encode(state)
+        if state == GEN_CREATED or state == GEN_SUSPENDED:
+            self.encode(offset)
+            self.encode(locals_)
+            self.encode(stack)
+            self.encode(exc)
+        else:
+            for _ in range(4):
+                self.encode(None)
+        return 0
 
     cdef int encode_iterator(self, o) except -1:
         reduced = o.__reduce__()

@@ -280,15 +280,16 @@ def rewrite_locals(record, edits, *, cells=(), Trust trust=None, chunks=None,
         frames = []
         for _ in range(n):
             frame_head, size = reader.structure()
-            if size != 6:
+            if size != 6 and size != 9:
                 raise CorruptSavepoint("malformed frame")
             head = [reader.read(), reader.read(), reader.read()]   # code, module, offset
-            locals_head, size = reader.structure()
-            values = [reader.read() for _ in range(size)]
-            stack_head, size = reader.structure()
-            stack = [reader.read() for _ in range(size)]
-            frames.append((frame_head, head, locals_head, values, stack_head, stack,
-                           reader.read()))
+            locals_head, size_locals = reader.structure()
+            values = [reader.read() for _ in range(size_locals)]
+            stack_head, size_stack = reader.structure()
+            stack = [reader.read() for _ in range(size_stack)]
+            # the exception; a generator's frame: its generator, via and next()'s default
+            after = [reader.read() for _ in range(size - 5)]
+            frames.append((frame_head, head, locals_head, values, stack_head, stack, after))
         result = reader.read()
         if reader.pos != reader.end:
             raise CorruptSavepoint("savepoint body has trailing bytes")
@@ -309,7 +310,7 @@ def rewrite_locals(record, edits, *, cells=(), Trust trust=None, chunks=None,
         slot_piece.parts[0] = piece
     cdef _PieceWriter writer = _PieceWriter(new_chunks)
     writer.structure(frames_head)
-    for frame_head, head, locals_head, values, stack_head, stack, exc in frames:
+    for frame_head, head, locals_head, values, stack_head, stack, after in frames:
         writer.structure(frame_head)
         for piece in head:
             writer.write(piece)
@@ -319,7 +320,8 @@ def rewrite_locals(record, edits, *, cells=(), Trust trust=None, chunks=None,
         writer.structure(stack_head)
         for piece in stack:
             writer.write(piece)
-        writer.write(exc)
+        for piece in after:
+            writer.write(piece)
     writer.write(result)
     cdef bytes tail = record[_TAIL_START:body] + bytes(writer.out)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, _TAIL_START + len(tail))

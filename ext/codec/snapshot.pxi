@@ -21,18 +21,11 @@ def _where(frame):
     return f"{code.co_qualname} ({code.co_filename}:{frame.line})"
 
 
-cdef str _module_of(Frame frame):
+cdef str _frame_module(Frame frame):
     """The name of the module whose globals the frame runs in."""
-    # PyFunction_GET_*: no audited __globals__ read, no attribute lookup
-    globals_ = <object>PyFunction_GET_GLOBALS(frame.func)
-    module = <object>PyFunction_GET_MODULE(frame.func)
-    owner = _sys_modules.get(module) if type(module) is str else None
-    if owner is None or <object>PyModule_GetDict(owner) is not globals_:
-        module = globals_.get("__name__")
-        owner = _sys_modules.get(module) if type(module) is str else None
-        if owner is None or <object>PyModule_GetDict(owner) is not globals_:
-            raise SavepointError(f"cannot take a savepoint in {_where(frame)}: its globals "
-                                 f"are not a module's; define flows in modules")
+    module = _function_module(frame.func)
+    if module is None:
+        raise SavepointError(f"cannot take a savepoint in {_where(frame)}: {_GLOBALS_ADVICE}")
     return module
 
 
@@ -45,13 +38,19 @@ cdef _encode_frames(Encoder enc, frames):
         if not isinstance(item, Frame):
             raise TypeError(f"encode_snapshot() takes Frame objects, not "
                             f"{type(item).__name__}")
+    for frame in <tuple>frames:       # generators whose frame is in the chain
+        if frame.link is not None:
+            if enc.chain is None:
+                enc.chain = {}
+            enc.chain[id(frame.link[0])] = _frame_module(frame)
     enc.skip_index()              # the list of frames
     cd_array_header(&enc.buf, len(frames))
     for frame in frames:
         code = frame.code
-        module = _module_of(frame)
+        module = _frame_module(frame)
+        enc.module = module
         enc.skip_index()          # the frame's list
-        cd_array_header(&enc.buf, 6)
+        cd_array_header(&enc.buf, 6 if frame.link is None else 9)
         enc.encode(enc.code_ref(code, module))
         enc.encode(module)
         enc.encode(frame.offset)
@@ -86,6 +85,19 @@ cdef _encode_frames(Encoder enc, frames):
             raise SavepointError(f"the exception being handled in {_where(frame)} holds "
                                  f"{e.what}; a savepoint cannot hold it -- {e.advice}") \
                 from None
+        if frame.link is not None:
+            gen, via, default = frame.link
+            if type(gen) is not _GeneratorType or via not in _VIAS:
+                raise TypeError(f"{_where(frame)}: a generator frame needs its generator "
+                                f"and one of {sorted(_VIAS)} as via")
+            enc.encode(gen)
+            enc.encode(via)
+            try:
+                enc.encode(default)
+            except _Unencodable as e:
+                raise SavepointError(f"the default of the next() call driving "
+                                     f"{_where(frame)} holds {e.what}; a savepoint cannot "
+                                     f"hold it -- {e.advice}") from None
 
 
 # ["SPE", FORMAT_VERSION, "3.11", magic, checksum, codes, body]: everything up to the
@@ -270,6 +282,7 @@ def decode_savepoint(record, codes, *, externals=None, Trust trust=None, chunks=
     cdef bint lookup = isinstance(codes, dict)
     dec.chunks = chunks
     dec.inspecting = inspect
+    quiet_enter()        # generators of a record found damaged are dropped without running
     try:
         n = dec.array_header()
         for i in range(n):
@@ -295,21 +308,23 @@ def decode_savepoint(record, codes, *, externals=None, Trust trust=None, chunks=
         result = dec.decode()
         if dec.pos != dec.end:
             raise CorruptSavepoint("savepoint body has trailing bytes")
+        if dec.chain:
+            raise CorruptSavepoint("savepoint names a generator in its chain that no "
+                                   "frame of the chain is")
         return tuple(frames), result     # frames as engine._frames.capture gives them
     except Exception as e:
-        raise _damaged(e) from None
+        frames = None        # its generators go now, while they cannot run (quiet)
+        raise _damaged(e.with_traceback(None)) from None
     finally:
         _done_decoding(dec)
-
-
-# A code object keeps the stand-in function its restored frames use (a code object lives
-# as long as the pinned code that needs it).
-cdef Py_ssize_t _frame_func_slot = sp_request_code_extra_index(_release_extra)
+        quiet_exit()
 
 
 cdef object _read_frame(Decoder dec):
-    """[code index, module, offset, locals, stack, exception] -> Frame."""
-    if dec.array_header() != 6:
+    """[code index, module, offset, locals, stack, exception] -> Frame; a generator's
+    frame has [..., generator, via, default] after them."""
+    cdef Py_ssize_t size = dec.array_header()
+    if size != 6 and size != 9:
         raise CorruptSavepoint("malformed frame")
     code_index = dec.decode()
     module_name = dec.decode()
@@ -324,16 +339,13 @@ cdef object _read_frame(Decoder dec):
     # keep the module referenced while its dict is borrowed: an inspected savepoint's
     # stand-in module (nothing else holds it) would free the dict with it
     module = dec.module(module_name)
-    globals_ = <object>PyModule_GetDict(module)
-    cdef void *cached = NULL
-    if sp_code_get_extra(<PyCodeObject *>code, _frame_func_slot, &cached) == 0 and cached != NULL and \
-            <object>PyFunction_GET_GLOBALS(<object>cached) is globals_:
-        func = <object>cached
-    else:
-        # The frame's function only lends it globals, builtins and a name: its free
-        # variables already sit in the frame's cells (COPY_FREE_VARS ran before the
-        # savepoint), so the closure here is a placeholder.
-        closure = tuple([_CellType() for _ in code.co_freevars]) if code.co_freevars else None
-        func = _FunctionType(code, globals_, code.co_name, None, closure)
-        _set_code_extra(code, _frame_func_slot, func)
-    return new_frame(func, code, offset, locals_, stack, exc)
+    func = _stand_in_function(code, module)
+    if size == 6:
+        return new_frame(func, code, offset, locals_, stack, exc)
+    gen = dec.decode()
+    via = dec.decode()
+    default = dec.decode()
+    if via not in _VIAS or not any(g is gen for g in dec.chain):
+        raise CorruptSavepoint("malformed generator frame")
+    dec.chain = [g for g in dec.chain if g is not gen]   # each is one frame of the chain
+    return new_frame(func, code, offset, locals_, stack, exc, (gen, via, default))

@@ -7,6 +7,7 @@ cdef object _FunctionType = types.FunctionType
 cdef object _MethodType = types.MethodType
 cdef object _ModuleType = types.ModuleType
 cdef object _CodeType = types.CodeType
+cdef object _GeneratorType = types.GeneratorType
 cdef object _BuiltinFunctionType = types.BuiltinFunctionType
 cdef object _OrderedDict = collections.OrderedDict
 cdef object _defaultdict = collections.defaultdict

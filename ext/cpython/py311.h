@@ -385,12 +385,28 @@ sp_code_has_handlers(PyCodeObject *co)
     return PyBytes_GET_SIZE(co->co_exceptiontable) != 0;
 }
 
-/* The instructions a frame can be waiting in for a Python-level call: CALL and
- * CALL_FUNCTION_EX (Python/ceval.c, 3.11). */
+/* Where a frame can stand while it waits (Python/ceval.c, 3.11): in a Python-level call
+ * (CALL, CALL_FUNCTION_EX); driving a generator -- FOR_ITER calls the iterator's
+ * tp_iternext (gen_iternext for a generator), SEND calls PyIter_Send on the receiver of
+ * a `yield from`, neither has inline caches; or, a generator's own frame, suspended:
+ * YIELD_VALUE leaves prev_instr on itself with the yielded value popped
+ * (TARGET(YIELD_VALUE)), and a generator not started yet stands on RETURN_GENERATOR with
+ * an empty stack (TARGET(RETURN_GENERATOR) copies the frame there, after the
+ * MAKE_CELL/COPY_FREE_VARS prologue). */
+enum { SP_SITE_CALL, SP_SITE_FOR, SP_SITE_SEND, SP_SITE_YIELD, SP_SITE_START };
+
+/* The kind of site an instruction is, or -1. */
 static inline int
-sp_op_is_call(int op)
+sp_op_site_kind(int op)
 {
-    return op == CALL || op == CALL_FUNCTION_EX;
+    switch (op) {
+    case CALL: case CALL_FUNCTION_EX: return SP_SITE_CALL;
+    case FOR_ITER: return SP_SITE_FOR;
+    case SEND: return SP_SITE_SEND;
+    case YIELD_VALUE: return SP_SITE_YIELD;
+    case RETURN_GENERATOR: return SP_SITE_START;
+    default: return -1;
+    }
 }
 
 /* CALL_FUNCTION_EX holds [NULL, func] below its arguments; CALL [NULL or method, func]
@@ -505,11 +521,35 @@ sp_frame_set_stack_depth(sp_iframe *f, int depth)
     f->stacktop = f->f_code->co_nlocalsplus + depth;
 }
 
+/* Whether a frame object (PyFrameObject, made by sys._getframe, f_back, tracebacks or a
+ * tracer) refers to this frame: _PyFrame_Clear (Python/frame.c, 3.11) must then hand
+ * the frame's data over to it, which only CPython can do. */
+static inline int
+sp_frame_has_object(sp_iframe *f)
+{
+    return f->frame_obj != NULL;
+}
+
 /* _PyFrame_StackPush: what a suspended frame receives, e.g. a call's result. */
 static inline void
 sp_frame_push(sp_iframe *f, PyObject *value)
 {
     _PyFrame_StackPush(f, value);
+}
+
+/* Make a suspended frame go on after unit `lasti`: the eval loop starts at
+ * prev_instr + 1 (Python/ceval.c resume_frame, 3.11). */
+static inline void
+sp_frame_set_lasti(sp_iframe *f, int lasti)
+{
+    f->prev_instr = _PyCode_CODE(f->f_code) + lasti;
+}
+
+/* _PyFrame_StackPop: the top item of a suspended frame; the caller owns it. */
+static inline PyObject *
+sp_frame_pop(sp_iframe *f)
+{
+    return _PyFrame_StackPop(f);
 }
 
 /* Python/ceval.c _PyEval_EvalFrameDefault (3.11) sets is_entry on the frame each C-level
@@ -625,11 +665,29 @@ sp_gen_frame(PyGenObject *gen)
     return (sp_iframe *)gen->gi_iframe;
 }
 
-/* A generator object for `fn` running `co`, handling `exc` (NULL: none), as make_gen()
- * fills it (Objects/genobject.c, 3.11); its frame is not set up and the GC does not
- * track it yet. */
+static inline PyCodeObject *
+sp_gen_code(PyGenObject *gen)        /* borrowed: the code its frame was sized for */
+{
+    return gen->gi_code;
+}
+
+static inline PyObject *
+sp_gen_name(PyGenObject *gen)        /* borrowed str: __name__ */
+{
+    return gen->gi_name;
+}
+
+static inline PyObject *
+sp_gen_qualname(PyGenObject *gen)    /* borrowed str: __qualname__ */
+{
+    return gen->gi_qualname;
+}
+
+/* A generator object running `co`, named `name` and `qualname`, as make_gen() fills it
+ * (Objects/genobject.c, 3.11), handling `exc` (NULL: none).  Its frame is not set up;
+ * it is neither tracked by the GC nor in any frame state yet. */
 static inline PyGenObject *
-sp_gen_new(PyFunctionObject *fn, PyCodeObject *co, PyObject *exc)
+sp_gen_new_named(PyCodeObject *co, PyObject *name, PyObject *qualname, PyObject *exc)
 {
     PyGenObject *gen = PyObject_GC_NewVar(PyGenObject, &PyGen_Type,
                                           co->co_nlocalsplus + co->co_stacksize);
@@ -638,8 +696,8 @@ sp_gen_new(PyFunctionObject *fn, PyCodeObject *co, PyObject *exc)
     }
     gen->gi_code = (PyCodeObject *)Py_NewRef(co);
     gen->gi_weakreflist = NULL;
-    gen->gi_name = Py_NewRef(fn->func_name);
-    gen->gi_qualname = Py_NewRef(fn->func_qualname);
+    gen->gi_name = Py_NewRef(name);
+    gen->gi_qualname = Py_NewRef(qualname);
     gen->gi_exc_state.exc_value = Py_XNewRef(exc);
     gen->gi_exc_state.previous_item = NULL;
     gen->gi_origin_or_finalizer = NULL;
@@ -647,6 +705,38 @@ sp_gen_new(PyFunctionObject *fn, PyCodeObject *co, PyObject *exc)
     gen->gi_closed = 0;
     gen->gi_running_async = 0;
     return gen;
+}
+
+/* ... for `fn` running `co` (a restored plain frame: named after its function). */
+static inline PyGenObject *
+sp_gen_new(PyFunctionObject *fn, PyCodeObject *co, PyObject *exc)
+{
+    return sp_gen_new_named(co, fn->func_name, fn->func_qualname, exc);
+}
+
+/* Include/internal/pycore_frame.h _PyFrame_GetGenerator (3.11): a frame owned by a
+ * generator (owner FRAME_OWNED_BY_GENERATOR) is that generator's gi_iframe. */
+static inline PyGenObject *
+sp_frame_generator(sp_iframe *f)
+{
+    if (f->owner != FRAME_OWNED_BY_GENERATOR) {
+        return NULL;
+    }
+    return (PyGenObject *)((char *)f - offsetof(PyGenObject, gi_iframe));
+}
+
+/* Code that runs as a generator: a real one (CO_GENERATOR) or the kinds the frame core
+ * does not save yet (Include/cpython/code.h co_flags, 3.11). */
+static inline int
+sp_code_is_generator(PyCodeObject *co)
+{
+    return (co->co_flags & CO_GENERATOR) != 0;
+}
+
+static inline int
+sp_code_is_coroutine_like(PyCodeObject *co)
+{
+    return (co->co_flags & (CO_COROUTINE | CO_ASYNC_GENERATOR | CO_ITERABLE_COROUTINE)) != 0;
 }
 
 /* gi_frame_state (Include/internal/pycore_frame.h PyFrameState, 3.11).  _PyGen_Finalize
@@ -674,6 +764,127 @@ static inline int
 sp_gen_is_executing(PyGenObject *gen)
 {
     return gen->gi_frame_state == FRAME_EXECUTING;
+}
+
+static inline void
+sp_gen_mark_created(PyGenObject *gen)
+{
+    gen->gi_frame_state = FRAME_CREATED;
+}
+
+/* FRAME_CLEARED: the generator has finished and its frame holds nothing; gen_dealloc and
+ * gen_traverse skip the frame (Objects/genobject.c, 3.11).  A generator the frame core
+ * builds starts here, so that it is safe to drop before its frame is filled. */
+static inline void
+sp_gen_mark_cleared(PyGenObject *gen)
+{
+    gen->gi_frame_state = FRAME_CLEARED;
+}
+
+static inline int
+sp_gen_is_cleared(PyGenObject *gen)
+{
+    return gen->gi_frame_state == FRAME_CLEARED;
+}
+
+/* What a generator is doing, from gi_frame_state (PyFrameState, 3.11). */
+enum { SP_GEN_CREATED, SP_GEN_SUSPENDED, SP_GEN_RUNNING, SP_GEN_FINISHED };
+
+static inline int
+sp_gen_status(PyGenObject *gen)
+{
+    switch (gen->gi_frame_state) {
+    case FRAME_CREATED: return SP_GEN_CREATED;
+    case FRAME_SUSPENDED: return SP_GEN_SUSPENDED;
+    case FRAME_EXECUTING: return SP_GEN_RUNNING;
+    default: return SP_GEN_FINISHED;     /* FRAME_COMPLETED, FRAME_CLEARED */
+    }
+}
+
+/* The exception the generator's own code is handling (its gi_exc_state, which heads the
+ * thread's exc_info while it runs), or NULL.  Python/errors.c _PyErr_GetTopmostException
+ * (3.11) treats NULL and None alike.  Borrowed. */
+static inline PyObject *
+sp_gen_exc(PyGenObject *gen)
+{
+    PyObject *exc = gen->gi_exc_state.exc_value;
+    return exc == Py_None ? NULL : exc;
+}
+
+static inline void
+sp_gen_set_exc(PyGenObject *gen, PyObject *exc)
+{
+    Py_XSETREF(gen->gi_exc_state.exc_value, Py_XNewRef(exc));
+}
+
+/* The exception handled around a running generator: the first one set in the exc_info
+ * items below its own (Python/errors.c _PyErr_GetTopmostException, 3.11).  Borrowed, or
+ * NULL. */
+static inline PyObject *
+sp_gen_outer_exc(PyGenObject *gen)
+{
+    for (_PyErr_StackItem *item = gen->gi_exc_state.previous_item; item != NULL;
+         item = item->previous_item) {
+        if (item->exc_value != NULL && item->exc_value != Py_None) {
+            return item->exc_value;
+        }
+    }
+    return NULL;
+}
+
+/* An exc_info item of the caller's (Include/cpython/pystate.h _PyErr_StackItem, 3.11):
+ * pushed around resuming a generator, it stands for the exception its consumer was
+ * handling -- what sys.exception() shows inside the generator when the generator
+ * handles none itself. */
+typedef _PyErr_StackItem sp_exc_item;
+
+static inline void
+sp_exc_item_push(PyThreadState *tstate, sp_exc_item *item, PyObject *exc)
+{
+    item->exc_value = exc;               /* borrowed for the item's short life */
+    item->previous_item = tstate->exc_info;
+    tstate->exc_info = item;
+}
+
+static inline void
+sp_exc_item_pop(PyThreadState *tstate, sp_exc_item *item)
+{
+    tstate->exc_info = item->previous_item;
+    item->previous_item = NULL;
+}
+
+/* Objects/genobject.c gen_iternext and gen_send_ex (3.11): a generator that returns
+ * `value` ends next()/send()/throw() with StopIteration(value), or a bare StopIteration
+ * for None. */
+static inline void
+sp_set_stop_iteration(PyObject *value)
+{
+    if (value == Py_None) {
+        PyErr_SetNone(PyExc_StopIteration);
+    }
+    else {
+        _PyGen_SetStopIterationValue(value);
+    }
+}
+
+/* Objects/genobject.c gen_close (3.11): the error close() raises when the generator
+ * yields instead of finishing. */
+#define SP_GEN_IGNORED_EXIT "generator ignored GeneratorExit"
+
+/* Objects/genobject.c _PyGen_Finalize (3.11) is PyGen_Type's tp_finalize: it runs
+ * close() -- the generator's `finally` blocks -- when a suspended generator is dropped.
+ * The frame core wraps it (a type slot, Include/cpython/object.h) so that generators
+ * dropped while a flow is being left do not run user code. */
+static inline destructor
+sp_gen_finalizer(void)
+{
+    return PyGen_Type.tp_finalize;
+}
+
+static inline void
+sp_gen_set_finalizer(destructor finalize)
+{
+    PyGen_Type.tp_finalize = finalize;
 }
 
 /* Objects/genobject.c gen_send_ex2 (3.11): while a generator runs, its exception state

@@ -1,22 +1,39 @@
-/* restore.h -- generator-backed restore: each saved frame becomes a generator object
- * whose embedded frame runs the plain function's code from the saved position; a
- * trampoline resumes them innermost first, sending each return value into its parent.
+/* restore.h -- generator-backed restore: each saved plain frame becomes a generator
+ * object whose embedded frame runs the plain function's code from the saved position;
+ * a saved generator frame is put back into its own generator object, the one the frames
+ * around it hold.  A trampoline resumes them innermost first, handing each one's outcome
+ * to the frame that drives it: a plain frame's return value (or exception) to its
+ * caller, a generator's yield, return or exception to its for loop, yield from, or
+ * next()/send()/throw()/close() call -- as the C code between them would.
  *
- * Inputs that reach sp_build_gen are validated by sp_check_frame first: a wrong offset or
- * stack depth is a segfault, not an exception, so nothing is trusted.
+ * Inputs that reach sp_build_gen and sp_gen_fill are validated by sp_check_frame first:
+ * a wrong offset or stack depth is a segfault, not an exception, so nothing is trusted.
  */
 #ifndef SAVEPOINT_FRAMES_RESTORE_H
 #define SAVEPOINT_FRAMES_RESTORE_H
 
 #include "../cpython/py311.h"
 #include "stacktable.h"
-#include "capture.h"      /* sp_code_refusal, sp_EMPTY: what cannot be saved is not restored */
+#include "capture.h"      /* sp_code_refusal, sp_EMPTY, SP_VIA_*: what capture saves */
 
-/* Validate a saved frame against its code; returns the site or NULL with an exception.
- * Everything sp_build_gen relies on is checked here. */
-static const sp_site *
+static const char *
+sp_site_words(int kind)
+{
+    switch (kind) {
+    case SP_SITE_CALL: return "a call site";
+    case SP_SITE_FOR: return "a for loop's FOR_ITER";
+    case SP_SITE_SEND: return "a yield from's SEND";
+    case SP_SITE_YIELD: return "a yield";
+    default: return "the start of a generator";
+    }
+}
+
+/* Validate a saved frame against its code: standing at `lasti`, a site of `kind`; a
+ * generator's frame if `generator`.  Returns the site or NULL with an exception.
+ * Everything sp_build_gen and sp_gen_fill rely on is checked here. */
+static inline Py_ALWAYS_INLINE const sp_site *
 sp_check_frame(PyObject *func, PyObject *code, int lasti, PyObject *locals, PyObject *stack,
-               PyObject *exc)
+               PyObject *exc, int kind, int generator)
 {
     if (!PyFunction_Check(func)) {
         PyErr_Format(PyExc_TypeError, "frame func must be a function, not %.100s",
@@ -35,15 +52,23 @@ sp_check_frame(PyObject *func, PyObject *code, int lasti, PyObject *locals, PyOb
                      sp_code_qualname(co), why);
         return NULL;
     }
+    if (sp_code_is_generator(co) != (generator != 0)) {
+        PyErr_Format(PyExc_ValueError, generator
+                     ? "cannot restore a frame of %U: its generator's code is not a "
+                       "generator function's"
+                     : "cannot restore a frame of %U: a generator frame needs its "
+                       "generator object (Frame.gen)", sp_code_qualname(co));
+        return NULL;
+    }
     sp_table *table = sp_table_get(co);
     if (table == NULL) {
         return NULL;
     }
-    const sp_site *site = sp_site_at(table, lasti);
-    if (site == NULL || site->resume != lasti) {
+    const sp_site *site = sp_site_waiting_at(table, lasti, kind);
+    if (site == NULL) {
         PyErr_Format(PyExc_ValueError,
-                     "cannot restore a frame of %U: offset %d is not a call site of its code",
-                     sp_code_qualname(co), lasti);
+                     "cannot restore a frame of %U: offset %d is not %s of its code",
+                     sp_code_qualname(co), lasti, sp_site_words(kind));
         return NULL;
     }
     int nlocalsplus = sp_code_nlocalsplus(co);
@@ -79,7 +104,8 @@ sp_check_frame(PyObject *func, PyObject *code, int lasti, PyObject *locals, PyOb
         if (v == sp_EMPTY) {
             if (!sp_kind_at(k, SP_K_NULLABLE, i)) need = "a value (not an empty slot)";
         }
-        else if (sp_kind_at(k, SP_K_ITER, i)) {
+        else if (sp_kind_at(k, SP_K_ITER, i) ||
+                 (site->kind == SP_SITE_FOR && i == site->below - 1)) {
             if (!PyIter_Check(v)) need = "an iterator";
         }
         else if (sp_kind_at(k, SP_K_EXC_OR_NONE, i)) {
@@ -120,20 +146,40 @@ sp_check_frame(PyObject *func, PyObject *code, int lasti, PyObject *locals, PyOb
     return site;
 }
 
-/* A suspended generator whose embedded frame runs the plain function's code from
- * `lasti`, as Objects/genobject.c make_gen() and RETURN_GENERATOR (Python/ceval.c,
- * 3.11) would build it.  Arguments must have passed sp_check_frame. */
-static PyGenObject *
-sp_build_gen(PyObject *func, PyObject *code, int lasti, PyObject *locals, PyObject *stack,
-             PyObject *exc)
+/* Whether `gen` can take a saved frame of `code`: a generator (not a coroutine) whose
+ * frame was sized for that very code and holds nothing now (finished, or just built).
+ * Returns 0, or -1 with ValueError set. */
+static int
+sp_check_gen(PyObject *gen, PyObject *code)
 {
-    PyFunctionObject *fn = (PyFunctionObject *)func;
-    PyCodeObject *co = (PyCodeObject *)code;
-    PyGenObject *gen = sp_gen_new(fn, co, exc == Py_None ? NULL : exc);
-    if (gen == NULL) {
-        return NULL;
+    if (!PyGen_CheckExact(gen)) {
+        PyErr_Format(PyExc_ValueError, "a generator frame's generator must be a generator, "
+                     "not %.100s", Py_TYPE(gen)->tp_name);
+        return -1;
     }
-    sp_iframe *frame = sp_gen_frame(gen);
+    PyGenObject *g = (PyGenObject *)gen;
+    if ((PyObject *)sp_gen_code(g) != code) {
+        PyErr_Format(PyExc_ValueError, "the generator %U does not run the code of the "
+                     "frame saved for it", sp_gen_qualname(g));
+        return -1;
+    }
+    if (!sp_gen_is_cleared(g)) {
+        PyErr_Format(PyExc_ValueError, "the generator %U has run since this snapshot was "
+                     "taken (it is %s); resume the snapshot's savepoint record instead",
+                     sp_gen_qualname(g),
+                     sp_gen_status(g) == SP_GEN_RUNNING ? "running" :
+                     sp_gen_status(g) == SP_GEN_FINISHED ? "closed" : "suspended");
+        return -1;
+    }
+    return 0;
+}
+
+/* Fill an interpreter frame to run `fn`'s code `co` from unit `lasti` with the given
+ * local slots and value stack (EMPTY: C NULL). */
+static inline Py_ALWAYS_INLINE void
+sp_frame_fill(sp_iframe *frame, PyFunctionObject *fn, PyCodeObject *co, int lasti,
+              PyObject *locals, PyObject *stack)
+{
     sp_frame_init_in_gen(frame, fn, co, lasti);
     int nlocalsplus = sp_code_nlocalsplus(co);
     PyObject **slots = sp_frame_locals(frame);
@@ -148,14 +194,109 @@ sp_build_gen(PyObject *func, PyObject *code, int lasti, PyObject *locals, PyObje
         items[i] = v == sp_EMPTY ? NULL : Py_NewRef(v);
     }
     sp_frame_set_stack_depth(frame, depth);
+}
+
+/* A suspended generator whose embedded frame runs the plain function's code from
+ * `lasti`, as Objects/genobject.c make_gen() and RETURN_GENERATOR (Python/ceval.c,
+ * 3.11) would build it.  Arguments must have passed sp_check_frame. */
+static PyGenObject *
+sp_build_gen(PyObject *func, PyObject *code, int lasti, PyObject *locals, PyObject *stack,
+             PyObject *exc)
+{
+    PyFunctionObject *fn = (PyFunctionObject *)func;
+    PyCodeObject *co = (PyCodeObject *)code;
+    PyGenObject *gen = sp_gen_new(fn, co, exc == Py_None ? NULL : exc);
+    if (gen == NULL) {
+        return NULL;
+    }
+    sp_frame_fill(sp_gen_frame(gen), fn, co, lasti, locals, stack);
     sp_gen_mark_suspended(gen);
     PyObject_GC_Track(gen);
     return gen;
 }
 
+/* A generator object for `code` (a generator function's), named `name` and `qualname`,
+ * finished and holding nothing: safe to drop, to keep, or to fill with sp_gen_fill.
+ * Tracked by the GC (gen_dealloc expects that). */
+static PyObject *
+sp_gen_blank(PyObject *code, PyObject *name, PyObject *qualname)
+{
+    if (!PyCode_Check(code) || !sp_code_is_generator((PyCodeObject *)code) ||
+            sp_code_is_coroutine_like((PyCodeObject *)code)) {
+        PyErr_SetString(PyExc_ValueError, "a generator needs a generator function's code");
+        return NULL;
+    }
+    if (!PyUnicode_Check(name) || !PyUnicode_Check(qualname)) {
+        PyErr_SetString(PyExc_ValueError, "a generator's name and qualname must be str");
+        return NULL;
+    }
+    PyGenObject *gen = sp_gen_new_named((PyCodeObject *)code, name, qualname, NULL);
+    if (gen == NULL) {
+        return NULL;
+    }
+    sp_gen_mark_cleared(gen);
+    PyObject_GC_Track(gen);
+    return (PyObject *)gen;
+}
+
+/* Put a saved frame into `gen` (which passed sp_check_gen for this code; the rest passed
+ * sp_check_frame): it stands at `lasti` again, suspended -- or not started yet, for
+ * `created` -- with its own code handling `exc`. */
+static void
+sp_gen_fill(PyObject *gen, PyObject *func, int lasti, PyObject *locals, PyObject *stack,
+            PyObject *exc, int created)
+{
+    PyGenObject *g = (PyGenObject *)gen;
+    sp_frame_fill(sp_gen_frame(g), (PyFunctionObject *)func, sp_gen_code(g), lasti, locals,
+                  stack);
+    sp_gen_set_exc(g, exc == Py_None ? NULL : exc);
+    if (created) {
+        sp_gen_mark_created(g);
+    }
+    else {
+        sp_gen_mark_suspended(g);
+    }
+}
+
+/* Undo sp_gen_fill on a frame that never ran and that no frame object refers to: the
+ * generator holds nothing again, ready for another fill.  Returns 0, or -1 if a frame
+ * object refers to the frame (then only CPython can clear it). */
+static int
+sp_gen_unfill(PyGenObject *gen)
+{
+    sp_iframe *frame = sp_gen_frame(gen);
+    if (sp_frame_has_object(frame)) {
+        return -1;
+    }
+    PyObject **slots = sp_frame_locals(frame);
+    int top = sp_code_nlocalsplus(sp_frame_code(frame)) + sp_frame_stack_depth(frame);
+    sp_gen_mark_cleared(gen);
+    sp_frame_set_previous(frame, NULL);
+    for (int i = 0; i < top; i++) {
+        Py_CLEAR(slots[i]);
+    }
+    sp_gen_set_exc(gen, NULL);
+    Py_DECREF(sp_frame_func(frame));
+    Py_DECREF(sp_frame_code(frame));
+    return 0;
+}
+
+/* How a restored chain's frames link: one per frame, innermost last. */
+typedef struct {
+    PyGenObject *gen;     /* owned until driven: the frame's generator object */
+    int real;             /* a generator's own frame (else a restored plain frame) */
+    int via;              /* SP_VIA_*: how the frame before this one drives it */
+    PyObject *deflt;      /* next()'s default (borrowed from the Frame), or NULL */
+    PyObject *outer;      /* for a generator: the exception its driver handles (borrowed),
+                             or NULL */
+    const sp_site *site;  /* where this frame waits */
+} sp_link;
+
 /* Drop a restored frame without running it: no GeneratorExit (which would run user
  * `finally` blocks a second time) and no dangling `previous` pointer.  _PyGen_Finalize
- * skips generators at FRAME_COMPLETED; gen_dealloc then clears the frame. */
+ * skips generators at FRAME_COMPLETED; gen_dealloc then clears the frame.  A generator's
+ * own frame is emptied instead when nothing else refers to it, so that the generator is
+ * finished, as the original one was when the flow left. */
 static void
 sp_abandon(PyThreadState *tstate, PyGenObject *gen)
 {
@@ -164,7 +305,9 @@ sp_abandon(PyThreadState *tstate, PyGenObject *gen)
         sp_set_current_frame(tstate, sp_frame_previous(frame));
     }
     sp_frame_set_previous(frame, NULL);
-    sp_gen_mark_completed(gen);
+    if (!sp_code_is_generator(sp_frame_code(frame)) || sp_gen_unfill(gen) < 0) {
+        sp_gen_mark_completed(gen);
+    }
     Py_DECREF(gen);
 }
 
@@ -189,62 +332,194 @@ sp_emit_call_event(PyThreadState *tstate, sp_iframe *frame)
     return err;
 }
 
-/* Run a restored chain: gens[0] is the root, gens[n-1] the innermost frame, which
- * receives `value` as its pending call's result (or, with `throwing`, has the exception
- * `value` raised at that call).  Each frame's result is sent into its parent; an exception
- * is raised in it.  Steals the references in gens.  An exception of class `unwind`
- * leaving a frame abandons the pending ones and propagates.  Returns what the root
- * returns, or NULL with its exception set. */
+/* What running one frame of the chain came to. */
+enum { SP_OUT_RETURN, SP_OUT_YIELD, SP_OUT_RAISE };
+
+/* Run a restored plain frame with `input` (stolen) as its pending call's result, or with
+ * the error set when `input` is NULL: Objects/genobject.c gen_send_ex2 (3.11) without the
+ * generator-only parts (no PEP 479 rewrite of StopIteration, no StopIteration wrapping
+ * of returns). */
+static int
+sp_run_plain(PyThreadState *tstate, PyGenObject *gen, PyObject *input, PyObject **result)
+{
+    sp_iframe *frame = sp_gen_frame(gen);
+    int exc = input == NULL;
+    sp_frame_push(frame, exc ? Py_NewRef(Py_None) : input);
+    sp_gen_push_exc_state(tstate, gen);
+    sp_gen_mark_executing(gen);
+    *result = sp_eval_frame(tstate)(tstate, frame, exc);
+    if (sp_gen_is_executing(gen)) {
+        sp_gen_mark_completed(gen);
+    }
+    sp_gen_pop_exc_state(tstate, gen);
+    sp_frame_set_previous(frame, NULL);
+    return *result != NULL ? SP_OUT_RETURN : SP_OUT_RAISE;
+}
+
+/* Resume a generator's own frame through the generator protocol -- send `input`
+ * (stolen), or throw the error set when `input` is NULL -- as its driver would: CPython
+ * then does the rest (exception state, PEP 479, clearing a finished frame).  `outer` is
+ * the exception its driver handles: what its code sees when it handles none itself. */
+static int
+sp_run_generator(PyThreadState *tstate, PyGenObject *gen, PyObject *input, PyObject *outer,
+                 PyObject **result)
+{
+    sp_exc_item item;
+    if (outer != NULL) {
+        sp_exc_item_push(tstate, &item, outer);
+    }
+    int out;
+    if (input != NULL) {
+        PySendResult sent = PyIter_Send((PyObject *)gen, input, result);
+        Py_DECREF(input);
+        out = sent == PYGEN_NEXT ? SP_OUT_YIELD : sent == PYGEN_RETURN ? SP_OUT_RETURN
+                                                                     : SP_OUT_RAISE;
+    }
+    else {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        *result = PyObject_CallFunctionObjArgs(sp_gen_throw, (PyObject *)gen, value, NULL);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        out = SP_OUT_YIELD;
+        if (*result == NULL) {
+            /* a generator that returns ends throw() with StopIteration (PEP 479 turns its
+             * own StopIteration into RuntimeError) */
+            out = SP_OUT_RAISE;
+            if (sp_gen_status(gen) == SP_GEN_FINISHED &&
+                    PyErr_ExceptionMatches(PyExc_StopIteration) &&
+                    _PyGen_FetchStopIterationValue(result) == 0) {
+                out = SP_OUT_RETURN;
+            }
+        }
+    }
+    if (outer != NULL) {
+        sp_exc_item_pop(tstate, &item);
+    }
+    return out;
+}
+
+/* Hand the outcome of a generator (`out`, `result` stolen or the error set) to the frame
+ * that drives it (`driver`, waiting at its site), as the C code of `via` does with it:
+ * returns what the driver's pending instruction receives -- a new reference, or NULL
+ * with an error to raise there.  FOR_ITER and SEND go on elsewhere when the generator
+ * returns: the driver's frame is moved there first. */
 static PyObject *
-sp_drive_chain(PyThreadState *tstate, PyGenObject **gens, Py_ssize_t n, PyObject *value,
+sp_deliver(sp_link *driver, int via, PyObject *deflt, int out, PyObject *result)
+{
+    sp_iframe *frame = sp_gen_frame(driver->gen);
+    switch (via) {
+    case SP_VIA_FOR:
+        if (out == SP_OUT_RETURN) {
+            /* FOR_ITER runs again on the finished generator, which ends the loop there
+             * (its tp_iternext returns NULL without an error) */
+            Py_DECREF(result);
+            PyObject *iterator = sp_frame_pop(frame);
+            sp_frame_set_lasti(frame, driver->site->start - 1);
+            return iterator;
+        }
+        return result;
+    case SP_VIA_YIELD_FROM:
+        if (out == SP_OUT_RETURN) {
+            /* Python/ceval.c TARGET(SEND): the receiver's place takes the return value,
+             * and the loop of the yield from is left */
+            Py_DECREF(sp_frame_pop(frame));
+            sp_frame_set_lasti(frame, driver->site->target - 1);
+        }
+        return result;
+    case SP_VIA_NEXT:
+        if (out == SP_OUT_RETURN) {
+            if (deflt != NULL) {                /* next(g, default) */
+                Py_DECREF(result);
+                return Py_NewRef(deflt);
+            }
+            sp_set_stop_iteration(result);
+            Py_DECREF(result);
+            return NULL;
+        }
+        if (out == SP_OUT_RAISE && deflt != NULL &&
+                PyErr_ExceptionMatches(PyExc_StopIteration)) {
+            PyErr_Clear();                      /* Python/bltinmodule.c builtin_next */
+            return Py_NewRef(deflt);
+        }
+        return result;
+    case SP_VIA_CLOSE:
+        if (out == SP_OUT_YIELD) {
+            Py_DECREF(result);
+            PyErr_SetString(PyExc_RuntimeError, SP_GEN_IGNORED_EXIT);
+            return NULL;
+        }
+        if (out == SP_OUT_RETURN) {
+            Py_DECREF(result);
+            return Py_NewRef(Py_None);
+        }
+        if (PyErr_ExceptionMatches(PyExc_StopIteration) ||
+                PyErr_ExceptionMatches(PyExc_GeneratorExit)) {
+            PyErr_Clear();                      /* Objects/genobject.c gen_close */
+            return Py_NewRef(Py_None);
+        }
+        return NULL;
+    default:                                    /* SP_VIA_CALL: a plain call returned */
+        return result;
+    }
+}
+
+/* Run a restored chain: links[0] is the root, links[n-1] the innermost frame, which
+ * receives `value` as its pending call's result (or, with `throwing`, has the exception
+ * `value` raised at that call).  Each frame's outcome goes to the frame that drives it
+ * (sp_deliver).  Steals the references to the generators in links.  An exception of
+ * class `unwind` leaving a frame abandons the pending ones and propagates.  Returns
+ * what the root returns, or NULL with its exception set. */
+static PyObject *
+sp_drive_chain(PyThreadState *tstate, sp_link *links, Py_ssize_t n, PyObject *value,
                int throwing, PyObject *unwind)
 {
     sp_iframe *base = sp_current_frame(tstate);
     /* Link the logical chain so that f_back, tracebacks and the next capture see it. */
     for (Py_ssize_t k = 0; k < n; k++) {
-        sp_frame_set_previous(sp_gen_frame(gens[k]), k ? sp_gen_frame(gens[k - 1]) : base);
+        sp_frame_set_previous(sp_gen_frame(links[k].gen),
+                              k ? sp_gen_frame(links[k - 1].gen) : base);
     }
-    sp_eval_frame_func eval = sp_eval_frame(tstate);
-    PyObject *result = NULL;
+    PyObject *input = NULL;
     if (throwing) {
         PyErr_Restore(Py_NewRef(Py_TYPE(value)), Py_NewRef(value),
                       PyException_GetTraceback(value));
     }
     else {
-        result = Py_NewRef(value);
+        input = Py_NewRef(value);
     }
+    PyObject *result = NULL;
     for (Py_ssize_t k = n - 1; k >= 0; k--) {
-        PyGenObject *gen = gens[k];
-        gens[k] = NULL;
+        sp_link *link = &links[k];
+        PyGenObject *gen = link->gen;
+        link->gen = NULL;
         sp_iframe *frame = sp_gen_frame(gen);
-        sp_iframe *parent = sp_frame_previous(frame);
-        int exc = result == NULL;
-        if (!exc && sp_emit_call_event(tstate, frame) < 0) {
-            Py_CLEAR(result);
-            exc = 1;
+        if (input != NULL && sp_emit_call_event(tstate, frame) < 0) {
+            Py_CLEAR(input);
         }
-        /* Objects/genobject.c gen_send_ex2 (3.11), without the generator-only parts:
-         * no PEP 479 rewrite of StopIteration, no StopIteration wrapping of returns. */
-        sp_set_current_frame(tstate, parent);
-        sp_frame_push(frame, exc ? Py_NewRef(Py_None) : result);
-        result = NULL;
-        sp_gen_push_exc_state(tstate, gen);
-        sp_gen_mark_executing(gen);
-        result = eval(tstate, frame, exc);
-        if (sp_gen_is_executing(gen)) {
-            sp_gen_mark_completed(gen);
-        }
-        sp_gen_pop_exc_state(tstate, gen);
-        sp_frame_set_previous(frame, NULL);
-        Py_DECREF(gen);    /* gen_dealloc clears the completed frame */
-        if (result == NULL && unwind != NULL && PyErr_ExceptionMatches(unwind)) {
+        sp_set_current_frame(tstate, sp_frame_previous(frame));
+        int out = link->real ? sp_run_generator(tstate, gen, input, link->outer, &result)
+                             : sp_run_plain(tstate, gen, input, &result);
+        input = NULL;
+        Py_DECREF(gen);    /* a restored plain frame: gen_dealloc clears it */
+        if (out == SP_OUT_RAISE && unwind != NULL && PyErr_ExceptionMatches(unwind)) {
             sp_set_current_frame(tstate, base);
             for (Py_ssize_t j = k - 1; j >= 0; j--) {
-                sp_abandon(tstate, gens[j]);
-                gens[j] = NULL;
+                sp_abandon(tstate, links[j].gen);
+                links[j].gen = NULL;
             }
             break;
         }
+        if (k == 0) {
+            break;          /* the root: a plain frame, which returns or raises */
+        }
+        input = sp_deliver(&links[k - 1], link->via, link->deflt, out, result);
+        result = NULL;
     }
     sp_set_current_frame(tstate, base);
     return result;

@@ -20,12 +20,22 @@ typedef struct {
     uint64_t bits[SP_NKINDS];   /* SP_K_* (py311.h): bit i = the item at depth i */
 } sp_kinds;
 
+/* A site is where a frame stands while it waits (SP_SITE_*, py311.h).  A frame in a
+ * saved chain waits in a call (its callee is the next frame) or, driving a generator that
+ * is the next frame, in FOR_ITER or SEND; a suspended generator's own frame stands on
+ * YIELD_VALUE, or on RETURN_GENERATOR before it first runs. */
 typedef struct {
-    int call;        /* code unit of the call instruction */
-    int resume;      /* prev_instr of a frame waiting for this call's result */
-    int below;       /* value-stack items below the callable (and its NULL/self slot) */
+    int kind;        /* SP_SITE_* */
+    int call;        /* code unit of the instruction */
+    int resume;      /* prev_instr of a frame waiting here */
+    int below;       /* value-stack items a frame waiting here holds: below the callable
+                        (and its NULL/self slot) of a call; with the iterator for FOR_ITER,
+                        with the receiver for SEND; without the yielded value */
     int ex;          /* 1 for CALL_FUNCTION_EX: the stack holds [NULL, func] at `below` */
-    sp_kinds kinds;  /* kinds of the items below the callable */
+    int argc;        /* CALL's oparg: arguments after the callable (self not counted) */
+    int start;       /* first unit of the instruction with its EXTENDED_ARG prefixes */
+    int target;      /* where FOR_ITER (exhausted) and SEND (returned) jump, or -1 */
+    sp_kinds kinds;  /* kinds of those items */
 } sp_site;
 
 typedef struct {
@@ -235,6 +245,45 @@ sp_analyse_pass(PyCodeObject *co, sp_pass *p)
     return NULL;
 }
 
+/* The site of the instruction at unit i, reached with p->depth[i] items. */
+static void
+sp_site_fill(sp_site *s, int kind, const sp_pass *p, int i)
+{
+    int op = p->op[i], arg = p->arg[i], d = p->depth[i];
+    s->kind = kind;
+    s->call = i;
+    s->resume = i;
+    s->target = -1;
+    s->start = i;
+    while (s->start > 0 && p->op[s->start - 1] == EXTENDED_ARG) {
+        s->start--;
+    }
+    switch (kind) {
+    case SP_SITE_CALL:
+        s->ex = sp_op_is_call_ex(op);
+        s->argc = arg;
+        s->below = sp_call_below(op, arg, d);
+        s->resume = sp_call_resume(op, i);
+        break;
+    case SP_SITE_FOR:          /* [.., iterator] */
+        s->below = d;
+        sp_op_jump_target(op, arg, i + sp_instr_units(op), &s->target);
+        break;
+    case SP_SITE_SEND:         /* [.., receiver, sent value]: the value is taken first */
+        s->below = d - 1;
+        sp_op_jump_target(op, arg, i + sp_instr_units(op), &s->target);
+        break;
+    case SP_SITE_YIELD:        /* [.., yielded value]: popped when the generator stops */
+        s->below = d - 1;
+        break;
+    default:                   /* SP_SITE_START: nothing on the stack yet */
+        s->below = d;
+        break;
+    }
+    s->kinds = p->kinds[i];
+    sp_kinds_truncate(&s->kinds, s->below);
+}
+
 static sp_table *
 sp_analyse(PyCodeObject *co)
 {
@@ -274,7 +323,7 @@ sp_analyse(PyCodeObject *co)
     if (table->error == NULL) {
         int nsites = 0;
         for (int i = 0; i < n; i++) {
-            if (p.depth[i] >= 0 && sp_op_is_call(p.op[i])) {
+            if (p.depth[i] >= 0 && sp_op_site_kind(p.op[i]) >= 0) {
                 nsites++;
             }
         }
@@ -284,22 +333,22 @@ sp_analyse(PyCodeObject *co)
             goto fail;
         }
         for (int i = 0; i < n; i++) {
-            if (p.depth[i] < 0 || !sp_op_is_call(p.op[i])) {
+            int kind = p.depth[i] >= 0 ? sp_op_site_kind(p.op[i]) : -1;
+            if (kind < 0) {
                 continue;
             }
             sp_site *s = &table->sites[table->nsites];
-            s->call = i;
-            s->ex = sp_op_is_call_ex(p.op[i]);
-            s->below = sp_call_below(p.op[i], p.arg[i], p.depth[i]);
-            s->resume = sp_call_resume(p.op[i], i);
-            s->kinds = p.kinds[i];
-            sp_kinds_truncate(&s->kinds, s->below);
-            if (s->below < 0 || s->resume >= n) {
+            sp_site_fill(s, kind, &p, i);
+            if (s->below < 0 || s->resume >= n || (s->kind == SP_SITE_FOR && s->below < 1) ||
+                    (s->kind == SP_SITE_SEND && s->below < 1) ||
+                    ((s->kind == SP_SITE_FOR || s->kind == SP_SITE_SEND) &&
+                     (s->target <= i || s->target >= n || p.op[s->target] == 0xFF))) {
+                memset(s, 0, sizeof(*s));
                 continue;
             }
             table->site_at[i] = table->nsites;
             table->site_at[s->resume] = table->nsites;
-            int alias = sp_call_alias(p.op, p.op[i], i);
+            int alias = kind == SP_SITE_CALL ? sp_call_alias(p.op, p.op[i], i) : -1;
             if (alias >= 0) {
                 table->site_at[alias] = table->nsites;
             }
@@ -346,6 +395,14 @@ sp_site_at(const sp_table *t, int lasti)
         return NULL;
     }
     return &t->sites[t->site_at[lasti]];
+}
+
+/* The site of `kind` a waiting frame stands on at `lasti` (its resume unit), or NULL. */
+static inline const sp_site *
+sp_site_waiting_at(const sp_table *t, int lasti, int kind)
+{
+    const sp_site *site = sp_site_at(t, lasti);
+    return site != NULL && site->kind == kind && site->resume == lasti ? site : NULL;
 }
 
 #endif /* SAVEPOINT_FRAMES_STACKTABLE_H */

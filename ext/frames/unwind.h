@@ -15,6 +15,48 @@
 
 #include "../cpython/py311.h"
 
+/* Generators the leaving flow drops -- suspended ones held in its locals -- must not run
+ * their `finally` blocks either: a restored flow runs them later, once.  CPython runs them
+ * from PyGen_Type's finalizer (close() when a suspended generator is dropped), so the
+ * frame core wraps that finalizer: while a thread is leaving a flow (sp_quiet > 0 on it),
+ * a dropped generator is cleared without running any of its code, as gen_dealloc does
+ * with a finished one.  Also used while decoding, so that generators built from a record
+ * that turns out damaged are dropped the same way. */
+static _Thread_local int sp_quiet = 0;
+static destructor sp_gen_finalize_default = NULL;
+
+static void
+sp_gen_finalize(PyObject *self)
+{
+    /* a finished generator has nothing to run (the default returns at once too): most
+     * are, and the thread-local read is the costlier test */
+    if (sp_gen_status((PyGenObject *)self) == SP_GEN_FINISHED || sp_quiet > 0) {
+        return;
+    }
+    sp_gen_finalize_default(self);
+}
+
+static void
+sp_install_gen_finalizer(void)
+{
+    if (sp_gen_finalize_default == NULL) {
+        sp_gen_finalize_default = sp_gen_finalizer();
+        sp_gen_set_finalizer(sp_gen_finalize);
+    }
+}
+
+static inline void
+sp_quiet_enter(void)
+{
+    sp_quiet++;
+}
+
+static inline void
+sp_quiet_exit(void)
+{
+    sp_quiet--;
+}
+
 static PyObject *
 sp_strip_handlers(PyThreadState *tstate, sp_iframe *boundary, PyObject *copies)
 {

@@ -9,13 +9,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import codec_values
+import generator_states
 from codec_values import same, values
 from engine import CorruptSavepoint, SavepointError, _codec, _frames
 from locations import SUPPORT
 from forging import forge_checksum, tampered_records
 
 root = _frames.Root()
-TRUST = _codec.Trust([codec_values, __name__])
+TRUST = _codec.Trust([codec_values, generator_states, __name__])
 FUZZ_EXAMPLES = int(os.environ.get("CODEC_FUZZ_EXAMPLES", 10_000))
 
 
@@ -175,9 +176,13 @@ def test_open_file_error_names_local_function_file_line_and_type(tmp_path):
     assert "close it before the Flow-API call" in message
 
 
+async def async_gen():
+    yield 1
+
+
 @pytest.mark.parametrize("value, words", [
     (threading.Lock(), "a lock"),
-    ((x for x in []), "a generator object"),
+    (async_gen(), "async generators cannot be saved (not yet)"),
     (io.StringIO(), "an open file"),
     (codec_values.Item("untrusted", []), "eng.trust(Item)"),
 ])
@@ -284,18 +289,49 @@ def test_decoding_arbitrary_value_bytes_never_crashes(data):
         pass
 
 
-def test_mutated_bodies_with_a_fixed_up_checksum_never_crash():
-    # tampering that recomputes the checksum reaches the body decoder: it must still
-    # raise, or produce frames that engine._frames validates before running
-    for forged in tampered_records(RECORD, 3000, seed=1234):
+def resume_mutations(record, pinned, seed, rounds=3000, under=root):
+    """Records whose body is damaged and whose checksum is fixed up to match: the damage
+    reaches the body decoder, which must raise, or produce frames that engine._frames
+    validates before running them."""
+    for forged in tampered_records(record, rounds, seed=seed):
         try:
-            frames = _codec.decode_snapshot(forged, PINNED, trust=TRUST)
+            frames = _codec.decode_snapshot(forged, pinned, trust=TRUST)
         except SavepointError:
             continue
         try:
-            _frames.resume(root, frames, None)
+            _frames.resume(under, frames, None)
         except Exception:
             pass
+
+
+def test_mutated_bodies_with_a_fixed_up_checksum_never_crash():
+    resume_mutations(RECORD, PINNED, 1234)
+
+
+def generator_record():
+    frames = _frames.run(generator_states.ROOT, generator_states.generators_flow)
+    assert [f.via for f in frames] == [None, "for", "yield from"]
+    record, codes = _codec.encode_snapshot(frames, trust=TRUST)
+    return record, {_codec.fingerprint(c): c for c in codes}
+
+
+def test_generators_round_trip_in_their_state_and_the_chain_resumes():
+    record, pinned = generator_record()
+    frames = _codec.decode_snapshot(record, pinned, trust=TRUST)
+    names = frames[0].code.co_varnames
+    held = {name: frames[0].locals[names.index(name)] for name in
+            ("created", "finished", "suspended", "shared")}
+    assert held["shared"] == [held["suspended"], held["created"], held["finished"]]
+    assert held["suspended"].gi_yieldfrom.gi_frame.f_locals["i"] == 0
+    assert frames[1].gen is frames[0].stack[-1] and frames[2].gen is frames[1].stack[-1]
+    shared = _frames.resume(generator_states.ROOT, frames, None)
+    assert type(shared) is tuple                 # the second capture, inside the chain
+    assert list(held["suspended"]) == [1, 2, "counted"] and list(held["created"]) == [0, 1, 2]
+
+
+def test_mutated_generator_records_with_a_fixed_up_checksum_never_crash():
+    # the damage reaches the generators' parts: states, offsets, slots, the chain's links
+    resume_mutations(*generator_record(), 4321, under=generator_states.ROOT)
 
 
 def test_checksum_is_xxh64():

@@ -131,3 +131,20 @@ def test_mutated_bodies_with_a_fixed_up_checksum_are_refused_or_decode():
         except SavepointError:
             continue                  # damage the rewrite cannot see (a value's content)
         assert same(decoded(rewritten, pinned)[0].locals, expected[0].locals)
+
+
+def test_a_record_with_generators_is_rewritten_and_still_resumes():
+    # generator frames in the chain and generators held as values are kept as they were
+    import generator_states
+    trust = _codec.Trust([codec_values, generator_states, __name__])
+    frames = _frames.run(generator_states.ROOT, generator_states.generators_flow)
+    record, codes = _codec.encode_snapshot(frames, trust=trust)
+    pinned = {_codec.fingerprint(c): c for c in codes}
+    assert _codec.rewrite_locals(record, {}, trust=trust) == record
+    slot = frames[0].code.co_varnames.index("shared")
+    rewritten = _codec.rewrite_locals(record, {(0, slot): "replaced"}, trust=trust)
+    restored = _codec.decode_snapshot(rewritten, pinned, trust=trust)
+    assert restored[0].locals[slot] == "replaced"
+    assert [f.via for f in restored] == [None, "for", "yield from"]
+    assert restored[1].gen is restored[0].stack[-1]
+    assert type(_frames.resume(generator_states.ROOT, restored, None)) is tuple

@@ -9,26 +9,14 @@ import pytest
 
 import carrier
 from engine import _frames
-
-root = _frames.Root()
-
-
-def take(saved):
-    """Capture here (as a flow calling the Flow-API directly would) and keep the state as
-    it stood at that moment, as bytes (a snapshot refers to the live objects)."""
-    got = _frames.capture(root)
-    if type(got) is tuple:
-        saved.append(carrier.dumps(got))
-        return "fresh"
-    return got
+from snapshots import root, take, taken
 
 
 def run_and_capture(flow, *args):
     """The snapshots a run of ``flow`` took, rebuilt from their bytes."""
-    saved = []
-    _frames.run(root, flow, saved, *args)
-    assert len(saved) >= 1
-    return [carrier.loads(data) for data in saved]
+    _, snaps = taken(flow, *args)
+    assert len(snaps) >= 1
+    return snaps
 
 
 # --- values and exceptions into the innermost call ------------------------------------------

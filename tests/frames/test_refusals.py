@@ -143,12 +143,54 @@ def generator():
     yield sp()
 
 
-def flow_generator():
+def flow_list_of_generator():
     return list(generator())
 
 
-def test_generator_frame():
-    refused(flow_generator, "generator", "generator")
+def flow_sum_of_generator():
+    return sum(generator())
+
+
+def flow_sorted_generator():
+    return sorted(generator())
+
+
+def flow_enumerate_generator():
+    return [item for item in enumerate(generator())]
+
+
+@pytest.mark.parametrize("flow, driver", [(flow_list_of_generator, "list"),
+                                          (flow_sum_of_generator, "sum"),
+                                          (flow_sorted_generator, "sorted"),
+                                          (flow_enumerate_generator, "enumerate")])
+def test_a_generator_that_c_code_drives(flow, driver):
+    # named: the frame whose C call drives it, the C function, the generator, the way out
+    message = refused(flow, flow.__name__, f"C code ({driver}) drives the generator generator",
+                      "for loop")
+    assert f"{HERE}:{line_of(flow, 'return')}" in message
+
+
+
+def throw_into_delegation():
+    inner = inner_catching()
+    outer = delegate_to(inner)
+    next(outer)
+    return outer.throw(KeyError("k"))
+
+
+def inner_catching():
+    try:
+        yield 1
+    except KeyError:
+        yield sp()
+
+
+def delegate_to(inner):
+    yield from inner
+
+
+def test_throw_passed_through_yield_from():
+    refused(throw_into_delegation, "delegate_to", "yield from")
 
 
 async def coroutine():
@@ -160,7 +202,33 @@ def flow_coroutine():
 
 
 def test_coroutine_frame():
-    refused(flow_coroutine, "coroutine", "coroutine")
+    refused(flow_coroutine, "coroutine", "coroutines", "not yet")
+
+
+async def async_generator():
+    yield sp()
+
+
+async def consume_async():
+    return [item async for item in async_generator()]
+
+
+def flow_async_generator():
+    return asyncio.run(consume_async())
+
+
+def test_async_generator_frame():
+    refused(flow_async_generator, "async_generator", "async generators", "not yet")
+
+
+def flow_generator_is_the_flow():
+    yield sp()
+
+
+def test_a_generator_function_as_the_flow_runs_nothing():
+    # calling it makes a generator and runs none of it: nothing to save
+    gen = _frames.run(root, flow_generator_is_the_flow)
+    assert gen.gi_frame.f_lasti == 0
 
 
 def flow_module_code():

@@ -3,8 +3,9 @@
     python tests/fuzz/fuzz_codec.py [seconds]      # default 600
 
 Feeds the decoder random bytes, mutated and truncated records, and mutated bodies whose
-checksum was forged to match (so the damage reaches the body decoder), and resumes any
-frames that still decode.  Any exception but SavepointError (CorruptSavepoint is one) is
+checksum was forged to match (so the damage reaches the body decoder) -- of a record of
+plain frames and of one with generators in every state and in the chain -- and resumes
+any frames that still decode.  Any exception but SavepointError (CorruptSavepoint is one) is
 a finding; so is a crash, which ends the run with a non-zero status.
 """
 import os
@@ -15,10 +16,11 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support"))
 
 import codec_values  # noqa: E402
+import generator_states  # noqa: E402
 from engine import SavepointError, _codec, _frames  # noqa: E402
 
 root = _frames.Root()
-trust = _codec.Trust([codec_values, __name__])
+trust = _codec.Trust([codec_values, generator_states, __name__])
 
 
 def flow(n):
@@ -41,16 +43,20 @@ def forge(head, body):
 
 
 def main(seconds):
-    frames = _frames.run(root, flow, 4)
-    record, codes = _codec.encode_snapshot(frames, trust=trust)
-    pinned = {_codec.fingerprint(c): c for c in codes}
-    head = record[:record.index(b"\xcf") + 1]
-    body = record[len(head) + 8:]
+    samples = []
+    for under, frames in ((root, _frames.run(root, flow, 4)),
+                          (generator_states.ROOT, _frames.run(generator_states.ROOT,
+                                                              generator_states.generators_flow))):
+        record, codes = _codec.encode_snapshot(frames, trust=trust)
+        samples.append((record, {_codec.fingerprint(c): c for c in codes}, under))
     rng = random.Random()
     deadline = time.monotonic() + seconds
     runs = decoded = 0
     while time.monotonic() < deadline:
         runs += 1
+        record, pinned, under = samples[runs % len(samples)]
+        head = record[:record.index(b"\xcf") + 1]
+        body = record[len(head) + 8:]
         kind = rng.randrange(4)
         if kind == 0:
             data = bytes(rng.randrange(256) for _ in range(rng.randrange(400)))
@@ -67,7 +73,7 @@ def main(seconds):
             continue
         decoded += 1
         try:
-            _frames.resume(root, out, None)
+            _frames.resume(under, out, None)
         except Exception:
             pass
     print(f"{runs} inputs, {decoded} decoded to frames, no crash")

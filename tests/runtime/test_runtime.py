@@ -2,6 +2,7 @@
 Real stores (each test runs on LMDB and on PostgreSQL: the store_path fixture), real
 subprocesses killed with SIGKILL, a real SQLite database and a real HTTP server on
 127.0.0.1."""
+import gc
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import rt_flows
 from engine import Engine, Status
 from locations import SUPPORT
 from seed_example import UploadServer, make_database
+from waiting import wait_for
 
 RUNNER = os.path.join(SUPPORT, "rt_run.py")
 
@@ -225,6 +227,95 @@ def test_killed_at_a_random_call_of_a_random_flow(tmp_path_factory, new_store, d
     want, calls = uninterrupted(tmp_path, flow, inputs)
     k = data.draw(st.integers(1, len(calls)))
     assert crash_at(tmp_path, new_store, flow, inputs, k) == (want, calls)
+
+
+TRACED_AFTER_A_RUN = '''
+import sys
+import rt_flows
+from engine import Engine
+with Engine(sys.argv[1], durability="async") as eng:
+    eng.add_connector("effect", rt_flows.effect_recorder(sys.argv[2]))
+    assert eng.execute(rt_flows.straight_line).output == ["A", "B"]
+def traced():
+    return "returned"
+sys.settrace(lambda frame, event, arg: None)
+print(traced())
+'''
+
+
+def test_a_traced_call_after_a_run_in_this_process_returns(tmp_path):
+    # clearing an interrupt that was never sent left the interpreter's eval breaker set,
+    # and a traced call then looped in its RESUME forever (a debugger, coverage)
+    proc = subprocess.run([sys.executable, "-c", TRACED_AFTER_A_RUN, str(tmp_path / "store"),
+                           str(tmp_path / "effects")], capture_output=True, text=True,
+                          timeout=60, cwd=SUPPORT)
+    assert proc.returncode == 0 and proc.stdout == "returned\n", proc.stderr
+
+
+GENERATOR_FLOWS = ["gen_paging", "gen_yield_from", "gen_expression", "gen_held", "gen_helpers",
+                   "gen_send_throw", "gen_close_after_restore"]
+
+
+@pytest.mark.parametrize("flow", GENERATOR_FLOWS)
+def test_generator_flows_killed_at_every_flow_api_call_finish_the_same(tmp_path, new_store,
+                                                                        flow):
+    # generators calling this.connect, held across calls, driven by for, next, send,
+    # throw, yield from and close: each call is done once, the output is the same
+    want, calls = uninterrupted(tmp_path, flow, {})
+    assert len(calls) == len(set(calls)) >= 2
+    for k in range(1, len(calls) + 1):
+        assert crash_at(tmp_path, new_store, flow, {}, k) == (want, calls), k
+
+
+def test_a_generator_held_while_the_flow_is_unloaded_runs_its_finally_once(eng, tmp_path):
+    ex = eng.execute(rt_flows.gen_close_after_restore, {"seconds": 0.6})
+    assert eng.get(ex.id).status == Status.WAITING
+    assert effects(tmp_path) == ["holding"]          # unloading ran no finally
+    time.sleep(0.7)
+    runner(eng.path, tmp_path / "effects", "run")
+    done = eng.get(ex.id)
+    assert done.status == Status.ENDED_SUCCESS, done.error
+    assert done.output == ["one", "HOLDING", "two", "GEN-FINALLY"]
+    assert effects(tmp_path) == ["holding", "gen-finally"]
+
+
+def test_a_generator_that_sleeps_parks_in_memory_and_goes_on_in_the_same_generator(eng, tmp_path):
+    ex = eng.execute(rt_flows.gen_sleeping, {"seconds": 0.05})
+    done = eng.get(ex.id)
+    assert done.status == Status.ENDED_SUCCESS, done.error
+    assert done.output == ["SLEPT0", "SLEPT1"] and effects(tmp_path) == ["slept0", "slept1"]
+
+
+def test_a_generator_that_sleeps_long_is_unloaded_and_resumed_by_another_process(eng, tmp_path):
+    ex = eng.execute(rt_flows.gen_sleeping, {"seconds": 0.3})
+    for round in range(2):
+        assert eng.get(ex.id).status == Status.WAITING, round
+        time.sleep(0.35)
+        runner(eng.path, tmp_path / "effects", "run")
+    done = eng.get(ex.id)
+    assert done.status == Status.ENDED_SUCCESS, done.error
+    assert done.output == ["SLEPT0", "SLEPT1"] and effects(tmp_path) == ["slept0", "slept1"]
+
+
+def test_a_parked_flow_ended_from_outside_drops_its_generators_without_running_them(
+        tmp_path, store_path):
+    marker = tmp_path / "marker"
+    with Engine(store_path, durability="async", sleep_max_seconds=60) as eng:
+        eng.add_connector("effect", rt_flows.effect_recorder(tmp_path / "effects"))
+        worker = threading.Thread(target=eng.run, kwargs={"until": "stopped"})
+        worker.start()
+        try:
+            ex = eng.start(rt_flows.gen_parked, {"marker": str(marker), "seconds": 30})
+            assert wait_for(lambda: eng.counters().parked == 1)
+            eng.cancel(ex.id)
+            assert wait_for(lambda: eng.counters().parked == 0)
+        finally:
+            eng.stop()
+            worker.join()
+        assert eng.get(ex.id).status == Status.ENDED_CANCELLED
+    del eng, worker               # the engine's timers held the parked frames until now
+    gc.collect()
+    assert effects(tmp_path) == ["parking"] and not marker.exists()
 
 
 def test_killed_before_any_savepoint_starts_over(tmp_path, new_store):

@@ -17,11 +17,17 @@ def dumps(frames):
     return _codec.encode_value([record, [_codec.encode_code(code) for code in codes]])
 
 
-def loads(data):
+def record_and_codes(data):
+    """What dumps() carried: the savepoint record, and its pinned code by fingerprint."""
     record, pinned = _codec.decode_value(data)
     codes = {}
     for blob in pinned:
         code = _codec.decode_code(blob)
         codes[_codec.fingerprint(code)] = code
+    return record, codes
+
+
+def loads(data):
+    record, codes = record_and_codes(data)
     modules = {module for module, _, _ in _codec.read_header(record)}
     return _codec.decode_snapshot(record, codes, trust=_trust(modules))

@@ -9,6 +9,7 @@ uninterrupted run returns.
 """
 import functools
 
+from driving import first_two, send_counts, the_rest
 from engine import _frames
 
 ROOT = _frames.Root()
@@ -356,6 +357,177 @@ def flow_partial_arg():
     # flow frames is refused
     add = functools.partial(lambda a, b: a + b, 10)
     return add(sp(5))
+
+
+# --- generators ------------------------------------------------------------------------------
+
+def pages(n):
+    # calls the Flow-API for each page, as a paging API client would
+    for i in range(n):
+        yield sp(("page", i))
+    return "all pages"
+
+
+def flow_gen_pages():
+    out = []
+    for page in pages(3):
+        out.append(page)
+    return out
+
+
+def level2(tag):
+    first = yield sp((tag, "l2 start"))
+    yield (first, sp((tag, "l2 end")))
+    return f"{tag} l2 result"
+
+
+def level1(tag):
+    sent = yield sp((tag, "l1"))
+    inner = yield from level2(tag)
+    second = yield from level2(tag + "'")
+    return [sent, inner, second, sp((tag, "l1 return"))]
+
+
+def top():
+    result = yield from level1("a")
+    yield ("level1 returned", result)
+
+
+def flow_gen_yield_from():
+    return send_counts(top())
+
+
+def flow_gen_expression():
+    out = []
+    for doubled in (sp(i) * 2 for i in range(3)):
+        out.append(doubled)
+    total = sum(i for i in range(4))          # C code consuming it: no Flow-API inside
+    return out, total
+
+
+def counter(start):
+    n = start
+    while True:
+        step = yield n
+        n += 1 if step is None else step
+
+
+def flow_gen_held_across_calls():
+    rows = counter(10)
+    out = [next(rows)]
+    for i in range(5):
+        out.append(sp(i))
+        out.append(next(rows))
+    out.append(rows.send(100))
+    out.append(rows.gi_frame.f_locals["n"])
+    return out
+
+
+def reader(n):
+    for i in range(n):
+        yield sp(("row", i))
+    return "reader done"
+
+
+def flow_gen_between_helpers():
+    gen = reader(5)
+    alias = gen
+    head = first_two(gen)
+    middle = sp("between helpers")
+    tail = the_rest(alias)
+    return head, middle, tail, alias is gen, next(gen, "exhausted")
+
+
+def flow_gen_next_until_stop():
+    rows = reader(2)
+    out = [next(rows), sp("after first"), next(rows)]
+    try:
+        next(rows)
+    except StopIteration as stop:
+        out.append(("stop", stop.value))
+    out.append(next(rows, "default"))
+    return out
+
+
+def accumulator(log):
+    total = 0
+    try:
+        while True:
+            try:
+                value = yield total
+                total += sp(value)
+            except ValueError as e:
+                total -= 100
+                log.append(sp(("thrown", str(e))))
+    finally:
+        log.append(("accumulator finally", total))
+
+
+def flow_gen_send_throw():
+    log = []
+    acc = accumulator(log)
+    out = [next(acc), acc.send(5), acc.send(7), acc.throw(ValueError("bad")), acc.send(1)]
+    acc.close()
+    return out, log
+
+
+def closable(log):
+    try:
+        yield "one"
+        yield "two"
+    finally:
+        log.append(sp("finally ran"))
+
+
+def flow_gen_closed_after_restore():
+    log = []
+    gen = closable(log)
+    log.append(next(gen))
+    log.append(sp("holding a suspended generator"))
+    gen.close()
+    gen.close()                       # closing again runs nothing
+    log.append(gen.gi_frame is None)
+    return log
+
+
+def flow_gen_values():
+    created = reader(2)               # not started
+    finished = counter(0)
+    finished.close()
+    mid = counter(1)
+    next(mid)
+    next(mid)
+    box = {"mid": mid, "list": [mid, mid]}
+
+    def bump():
+        return next(mid)              # mid in a cell
+    held = sp("holding generators")
+    return [held, bump(), next(box["mid"]), box["list"][0] is mid, box["list"][1] is mid,
+            next(created), next(finished, "finished"), created.gi_frame.f_locals["i"],
+            mid.gi_frame.f_locals["n"]]
+
+
+def handling():
+    import sys
+    try:
+        raise KeyError("in generator")
+    except KeyError:
+        yield repr(sys.exc_info()[1])
+        sp("generator handling")
+        yield repr(sys.exc_info()[1])
+    yield repr(sys.exc_info()[1])
+
+
+def flow_gen_exc_info():
+    import sys
+    out = []
+    try:
+        raise TypeError("in flow")
+    except TypeError:
+        for seen in handling():
+            out.append(seen)
+            out.append(repr(sys.exc_info()[1]))
+    return out
 
 
 FLOWS = sorted(name for name in dir() if name.startswith("flow_"))

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from time import time_ns
 
+from driving import first_two, send_counts, the_rest
+
 
 def seed_example(system, this, inputs):
     # the page's example: fetch, save a named savepoint, then upload
@@ -226,3 +228,128 @@ def slow_recorder(log_path, seconds=0.02):
 def register_chaos(eng):
     eng.add_connector("slow", slow_recorder(os.environ["CHAOS_LOG"]))
     eng.add_connector("effect", effect_recorder(os.environ["CHAOS_LOG"] + ".effects"))
+
+
+# --- generators that call the Flow-API, and generators held across calls ----------------------
+
+def api_pages(this, n, kind="page"):
+    # a paging client: one connector call per page
+    for i in range(n):
+        yield this.connect("effect", tag=f"{kind}{i}")
+    return "pages done"
+
+
+def gen_paging(system, this, inputs):
+    out = []
+    for page in api_pages(this, 3):
+        out.append(page)
+    out.append([page for page in api_pages(this, 2, "listed")])
+    return out
+
+
+def gen_level2(this, tag):
+    sent = yield this.connect("effect", tag=f"{tag}-l2a")
+    yield this.connect("effect", tag=f"{tag}-l2b-{sent}")
+    return f"{tag} l2 result"
+
+
+def gen_level1(this, tag):
+    sent = yield this.connect("effect", tag=f"{tag}-l1")
+    inner = yield from gen_level2(this, tag)
+    this.log("level 2 returned", inner)
+    return [sent, inner, this.connect("effect", tag=f"{tag}-l1-end")]
+
+
+def gen_yield_from(system, this, inputs):
+    def top():
+        result = yield from gen_level1(this, "a")
+        yield ("level 1 returned", result)
+    return send_counts(top())
+
+
+def gen_expression(system, this, inputs):
+    out = []
+    for tagged in (this.connect("effect", tag=f"expr{i}") for i in range(3)):
+        out.append(tagged)
+    return out
+
+
+def gen_held(system, this, inputs):
+    rows = api_pages(this, 6)
+    out = [next(rows)]
+    for i in range(5):
+        out.append(this.connect("effect", tag=f"between{i}"))
+        out.append(next(rows))
+    out.append(next(rows, "no more rows"))
+    return out
+
+
+def gen_helpers(system, this, inputs):
+    rows = api_pages(this, 5)
+    same = rows
+    head = first_two(rows)
+    middle = this.connect("effect", tag="middle")
+    tail = the_rest(same)
+    return {"head": head, "middle": middle, "tail": tail, "same": same is rows}
+
+
+def gen_accumulator(this):
+    total = 0
+    while True:
+        try:
+            value = yield total
+            total += len(this.connect("effect", tag=f"add{value}"))
+        except ValueError as e:
+            total -= 100
+            this.connect("effect", tag=f"thrown-{e}")
+
+
+def gen_send_throw(system, this, inputs):
+    acc = gen_accumulator(this)
+    return [next(acc), acc.send(1), acc.send(22), acc.throw(ValueError("bad")), acc.send(333)]
+
+
+def gen_closable(this, log):
+    try:
+        yield "one"
+        yield "two"
+    finally:
+        log.append(this.connect("effect", tag="gen-finally"))
+
+
+def gen_close_after_restore(system, this, inputs):
+    log = []
+    gen = gen_closable(this, log)
+    log.append(next(gen))
+    log.append(this.connect("effect", tag="holding"))
+    if inputs and inputs.get("seconds"):
+        this.sleep(inputs["seconds"])       # long enough to unload: the flow is left
+    log.append(next(gen))
+    gen.close()
+    gen.close()                             # a closed generator runs nothing more
+    return log
+
+
+def gen_marking(path):
+    try:
+        yield "one"
+        yield "two"
+    finally:
+        with open(path, "a") as fh:        # not through the Flow-API: seen even if dropped
+            fh.write("gen-finally\n")
+
+
+def gen_parked(system, this, inputs):
+    gen = gen_marking(inputs["marker"])
+    first = next(gen)
+    this.connect("effect", tag="parking")
+    this.sleep(inputs["seconds"])           # parked in memory; ended from outside meanwhile
+    return [first, next(gen)]
+
+
+def gen_sleeping(system, this, inputs):
+    def pages():
+        for i in range(2):
+            this.sleep(inputs["seconds"])   # inside the generator: parked or unloaded
+            yield this.connect("effect", tag=f"slept{i}")
+    return [page for page in pages()]
