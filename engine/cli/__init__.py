@@ -249,7 +249,15 @@ def main(argv=None):
         sys.path.insert(0, here)
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()          # here, where a closed pipe is caught, not at exit
+        return status
+    except BrokenPipeError:
+        # the reader went away (`engine ls -q | head -1`): stop quietly, as other
+        # commands do; stdout goes to /dev/null so the interpreter's own flush at exit
+        # cannot raise again (the recipe in the docs of the signal module)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (CommandError, EngineError, KeyError, ValueError) as e:
         text = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"engine: {text}", file=sys.stderr)

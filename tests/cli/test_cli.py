@@ -117,6 +117,19 @@ def test_cancel_pause_resume_and_stats(cli):
     assert "queue depth: 0" in cli("stats").stdout
 
 
+def test_a_reader_that_goes_away_stops_the_command_quietly(cli):
+    """`engine ls -q | head -1`: the pipe closes under the command; no traceback."""
+    for _ in range(3):
+        cli("run", "cli_flows:greet")
+    reader, writer = os.pipe()
+    os.close(reader)                        # every write to the pipe fails (EPIPE)
+    try:
+        proc = cli("ls", "-q", stdout=writer, expect=1)
+    finally:
+        os.close(writer)
+    assert proc.stderr == ""
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

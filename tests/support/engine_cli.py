@@ -10,9 +10,10 @@ ENGINE = shutil.which("engine")
 
 
 def engine_cli(work, store, flows):
-    """run(*args, expect=0, stdin=None): the command in ``work`` (made here), holding
-    ``flows`` ({file name there: file of tests/support}), ENGINE_PATH ``store``; it
-    asserts the exit status and returns the CompletedProcess."""
+    """run(*args, expect=0, stdin=None, stdout=None): the command in ``work`` (made
+    here), holding ``flows`` ({file name there: file of tests/support}), ENGINE_PATH
+    ``store``; its output captured (stdout to ``stdout`` if given, a file descriptor);
+    it asserts the exit status and returns the CompletedProcess."""
     assert ENGINE, "the engine command is not installed (pip install -e .)"
     os.makedirs(work)
     for name, source in flows.items():
@@ -21,9 +22,10 @@ def engine_cli(work, store, flows):
                COLUMNS="100")
     env.pop("PYTHONPATH", None)
 
-    def run(*args, expect=0, stdin=None):
-        proc = subprocess.run([ENGINE, *map(str, args)], env=env, capture_output=True,
-                              text=True, timeout=120, cwd=work, input=stdin)
+    def run(*args, expect=0, stdin=None, stdout=subprocess.PIPE):
+        proc = subprocess.run([ENGINE, *map(str, args)], env=env, stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, timeout=120, cwd=work,
+                              input=stdin)
         assert proc.returncode == expect, (proc.stdout, proc.stderr)
         return proc
     return run
