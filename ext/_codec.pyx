@@ -111,6 +111,7 @@ cdef extern from "Python.h":
     PyObject *PyModule_GetDict(object)
     PyObject *PyFunction_GET_MODULE(object)
     PyObject *PyFunction_GET_GLOBALS(object)
+    int PyFunction_SetClosure(object, object) except -1
 
 # CPython 3.11 internals, by name (ext/cpython/py311.h cites each one's source)
 cdef extern from "cpython/py311.h":

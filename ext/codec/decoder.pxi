@@ -435,6 +435,8 @@ cdef class Decoder:
             return self.instance(index, n)
         if tag == M_GENERATOR:
             return self.generator(index, n)
+        if tag == M_FUNCTION and n == 8:
+            return self.function(index)
         parts = self.items(n)
         return self.finish(index, self.build(tag, parts))
 
@@ -611,8 +613,6 @@ cdef class Decoder:
             if type(parts[0]) not in _BUILTIN_SELF_TYPES or type(parts[1]) is not str:
                 raise CorruptSavepoint("malformed builtin method")
             return getattr(parts[0], parts[1])
-        if tag == M_FUNCTION and n == 8:
-            return self.function(parts)
         if tag == M_ITER and n == 3:
             return self.iterator(parts)
         if self.inspecting and tag in (M_ENUM, M_NAMEDTUPLE) and type(parts[0]) is Unbuilt:
@@ -635,12 +635,28 @@ cdef class Decoder:
             return self.exception(parts)
         raise CorruptSavepoint(f"savepoint data holds a malformed value (marker {tag})")
 
-    cdef object function(self, list parts):
-        code_index, module_name, name, qualname, defaults, kwdefaults, closure, attrs = parts
+    cdef object function(self, Py_ssize_t index):
+        """A function is made from its code and module first and is in the memo before
+        its defaults, closure and attributes are decoded: those may hold the function
+        itself (a closure whose cell holds a tuple or list holding it)."""
+        code_index = self.decode()
+        module_name = self.decode()
+        name = self.decode()
+        qualname = self.decode()
         if type(code_index) is not int or not 0 <= code_index < len(self.codes) or \
                 type(name) is not str or type(qualname) is not str:
             raise CorruptSavepoint("malformed function")
         code = self.codes[code_index]
+        # empty cells until the real closure is decoded: FunctionType wants as many
+        # cells as the code has free variables
+        func = _FunctionType(code, self.module(module_name).__dict__, name, None,
+                             tuple(PyCell_New(NULL) for _ in code.co_freevars) or None)
+        func.__qualname__ = qualname
+        self.memo[index] = func
+        defaults = self.decode()
+        kwdefaults = self.decode()
+        closure = self.decode()
+        attrs = self.decode()
         if closure is not None and (type(closure) is not tuple or
                                     len(closure) != len(code.co_freevars) or
                                     any(type(c) is not _CellType for c in closure)):
@@ -650,15 +666,16 @@ cdef class Decoder:
         if defaults is not None and type(defaults) is not tuple or \
                 kwdefaults is not None and type(kwdefaults) is not dict:
             raise CorruptSavepoint("malformed function defaults")
-        func = _FunctionType(code, self.module(module_name).__dict__, name, defaults,
-                             closure)
-        func.__qualname__ = qualname
+        # PyFunction_SetClosure: the one way to give a made function its cells
+        # (__closure__ is read-only from Python); checked above to fit co_freevars
+        PyFunction_SetClosure(func, closure)
+        func.__defaults__ = defaults
         func.__kwdefaults__ = kwdefaults
         if attrs:
             if type(attrs) is not dict:
                 raise CorruptSavepoint("malformed function attributes")
             func.__dict__.update(attrs)
-        return func
+        return self.finish(index, func)
 
     cdef object iterator(self, list parts):
         name, args, state = parts

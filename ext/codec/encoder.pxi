@@ -48,7 +48,8 @@ cdef class Encoder:
     cdef list code_modules      # the module each of them runs in
     cdef cd_ptrmap code_map     # code object -> index in codes
     cdef int depth
-    cdef bint cell_contents     # a REF to an object being built is allowed here
+    cdef bint cell_contents     # a REF to an object being built is allowed here (a
+                                # cell's direct contents)
     cdef dict chunks            # content hash -> bytes of big values cut out, or None
     cdef object externals_source  # the externals dict self.externals was made from
     cdef dict chain             # id(generator) -> module, for generators whose frame is
@@ -210,6 +211,10 @@ cdef class Encoder:
         cdef const char *s
         if index >= 0:
             return self.ref(index)
+        # only a cell's own contents may be a REF to an object being built (the decoder
+        # fills the cell later); a REF nested deeper, inside an object the contents
+        # build, is a cycle the decoder cannot close
+        self.cell_contents = False
         if t is int:           # beyond 64 bits
             payload = o.to_bytes((o.bit_length() + 8) // 8, "big", signed=True)
             cd_ext_header(&self.buf, len(payload), EXT_BIGINT)
@@ -415,9 +420,12 @@ cdef class Encoder:
         if owner is None or owner.__dict__ is not o.__globals__:
             raise _Unencodable(f"the function {o.__qualname__}, whose globals are not a "
                                f"module's", "define it in a module")
+        # no building flag: the decoder makes the function from its code and module (the
+        # first four parts) before its defaults, closure and attributes, which may hold it
         return self.composite(o, M_FUNCTION, (
             self.code_ref(o.__code__, globals_name), globals_name, o.__name__, o.__qualname__,
-            o.__defaults__, o.__kwdefaults__, o.__closure__, o.__dict__ or None))
+            o.__defaults__, o.__kwdefaults__, o.__closure__, o.__dict__ or None),
+            build_after=False)
 
     cdef int encode_generator(self, o) except -1:
         """A generator with its frame (codec/generators.pxi); one whose frame is in the

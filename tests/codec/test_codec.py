@@ -135,6 +135,34 @@ def test_recursive_tuple_is_refused_clearly():
         _codec.encode_snapshot(snapshot_of(t), trust=TRUST)
 
 
+def test_a_closure_held_by_what_its_own_cell_holds_round_trips():
+    """The function is made before its closure is decoded, so its cell may hold a tuple
+    or list that holds the function (the function reached first, as a plain local)."""
+    def closure_in(kind):
+        def inner():
+            return box
+        box = kind((inner, 1))
+        return _frames.capture(root)
+
+    for kind in (tuple, list):
+        inner, box = round_trip(_frames.run(root, closure_in, kind))[0].locals[1:3]
+        assert type(box.cell_contents) is kind and box.cell_contents[0] is inner
+        assert inner() is box.cell_contents and inner.__closure__[0] is box
+
+
+def test_a_tuple_reached_again_through_a_cell_is_refused_when_taken():
+    """A tuple holding a closure whose cell holds a list holding the tuple: the tuple can
+    be built only after the list, the list only after the tuple.  The savepoint is
+    refused when taken -- never written and then found undecodable."""
+    def tuple_first():
+        pair = (lambda: holder, 1)
+        holder = [pair]
+        return _frames.capture(root)
+
+    with pytest.raises(SavepointError, match="local 'pair'.*contains itself"):
+        _codec.encode_snapshot(_frames.run(root, tuple_first), trust=TRUST)
+
+
 def test_externals_are_references_rebound_on_restore():
     this, system = object(), object()
     frames = snapshot_of([this, system, this])
