@@ -203,9 +203,8 @@ def cancel_children(store, parent_id, lease_seconds):
 
 
 def wake_parent(store, parent_id):
-    """A child ended: a parent waiting for its children looks again now."""
-    record = store.get_execution(parent_id)
-    if record is not None and record["status"] == Status.WAITING.value and \
-            record.get("waiting_for"):
-        record.update(due=time.time())
-        store.put_execution(record)
+    """A child ended: a parent waiting for its children looks again now.  The look and
+    the write are one transaction: a parent its holder resumed meanwhile (and maybe
+    ended) is not put back under a stale WAITING record."""
+    store.wake_if(parent_id, lambda record: record["status"] == Status.WAITING.value
+                  and bool(record.get("waiting_for")))

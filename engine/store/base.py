@@ -145,6 +145,13 @@ class StoreProtocol(Protocol):
         ("missing", None), ("leased", head) or ("done", head)."""
         ...
 
+    def wake_if(self, exec_id: str, wanted: Callable[[ExecutionRecord], bool],
+                now: float | None = None) -> bool:
+        """In one transaction: if ``wanted(head)``, make the execution due ``now`` (its
+        holder, if any, claims it back: how a parked one is woken from elsewhere).
+        Whether it was woken; False for a missing one."""
+        ...
+
     def delete_unless_leased(self, exec_id: str, now: float | None = None) -> str:
         """delete_execution, unless a live owner leases the execution: "missing",
         "leased" or "done"."""

@@ -332,6 +332,18 @@ class LmdbStore(StoreProtocol):
             return "done", head
         return self._write(work)
 
+    def wake_if(self, exec_id, wanted, now=None):
+        now = time.time() if now is None else now
+
+        def work(txn):
+            head = self.tables.head(txn, exec_id)
+            if head is None or not wanted(head):
+                return False
+            head["due"] = now
+            self.tables.put_execution(txn, head)
+            return True
+        return self._write(work)
+
     # -- messages --
     def add_message(self, exec_id, topic, value, accept, now=None):
         now = time.time() if now is None else now

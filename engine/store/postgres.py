@@ -342,6 +342,18 @@ class PostgresStore(StoreProtocol):
                          (records.SIGNAL_PREFIX + exec_id,))
             return "done", head
 
+    @_retried
+    def wake_if(self, exec_id, wanted, now=None):
+        now = time.time() if now is None else now
+        with self._transaction() as conn:
+            # the row lock: the record cannot change between the look and the write
+            head = self.tables.head_of(exec_id, *self._execution_row(conn, exec_id, lock=True))
+            if head is None or not wanted(head):
+                return False
+            head["due"] = now
+            self._put_execution(conn, head)
+        return True
+
     # -- messages --
     @_retried
     def add_message(self, exec_id, topic, value, accept, now=None):
