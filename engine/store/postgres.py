@@ -57,7 +57,7 @@ import time
 from engine import _codec, _commit, signing
 from engine.config import DURABILITIES, RETENTIONS
 from engine.errors import CorruptSavepoint, SavepointError
-from engine.store import pgkey, pglisting, pgpool, pgschema, records
+from engine.store import pgkey, pglisting, pgpool, pgprepared, pgschema, records
 from engine.store.base import StoreProtocol, retention_error
 from engine.store.leases import Lease, Owner, this_host
 from engine.store.lmdbtables import Tables
@@ -123,7 +123,9 @@ class PostgresStore(StoreProtocol):
             options += " -c synchronous_commit=off"
         pgschema.prepare(url, schema, self._shown())
         self._pool = pgpool.Pool(url, shown=self._shown(), retry=retry,
-                                 max_size=pool_size, options={"options": options})
+                                 max_size=pool_size,
+                                 options={"options": options,
+                                          **pgprepared.CONNECTION_SETTINGS})
         self._listener = Listener(url, pgschema.channel(schema), self._shown())
         self._open = True
         try:
@@ -466,6 +468,11 @@ class PostgresStore(StoreProtocol):
             self._commit_dropping_chunks(exec_id, seq, sealed, name, previous, new_codes,
                                          chunks, dropped, due if reschedule else _KEEP,
                                          relist and execution, written)
+        elif not (new_codes or chunks or name is not None or drop or reschedule or relist):
+            # the most common case (a call like the one before): the row alone, through
+            # libpq itself (pgprepared.py)
+            self._pool.execute_prepared(_SAVEPOINT_ROW_PREPARED, (exec_id, seq, sealed),
+                                        written_if=written)
         else:
             # the common case: one statement, one round trip.  Code and chunk rows are
             # shared by executions: locked in one order (by digest) -- commits locking the
@@ -816,6 +823,9 @@ def _schedule_statement(exec_id, due):
 # commit the seq its successor wrote -- not fail the execution
 _SAVEPOINT_ROW = ("INSERT INTO savepoints VALUES (%s, %s, %s) ON CONFLICT (exec_id, seq) "
                   "DO UPDATE SET value = excluded.value")
+_SAVEPOINT_ROW_PREPARED = pgprepared.Statement(
+    "savepoint_engine_savepoint_row", _SAVEPOINT_ROW % ("$1", "$2", "$3"),
+    (pgprepared.TEXT_OID, pgprepared.BIGINT_OID, pgprepared.BYTEA_OID))
 _KEEP = object()            # _commit_dropping_chunks: the run queue as it is
 
 

@@ -115,3 +115,32 @@ def test_an_update_whose_commit_went_unanswered_is_applied_once(pg_url, pg_clust
         assert cut.is_set()
         assert outcome == "done" and head["n"] == 1
         assert store.get_execution("e1")["n"] == 1
+
+
+# the markers of the two ways a savepoint is committed in one statement (no COMMIT
+# message: the statement is its transaction): with other writes, as psycopg sends its
+# query text the first time; and the row alone, as its prepared statement is run
+ONE_STATEMENT = {"with other writes": b"INSERT INTO names",
+                 "the row alone": b"savepoint_engine_savepoint_row\x00"}
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("statement", sorted(ONE_STATEMENT))
+def test_a_savepoint_in_one_statement_whose_answer_never_came_is_stored_once(
+        pg_url, pg_cluster, cutter, statement, when):
+    url = cutter.url(pg_url, pg_cluster.port)
+    with PostgresStore(url) as store:
+        execution = {"id": "e1", "status": "RUNNING", "due": None}
+        store.put_execution(execution)
+        commit(store, execution, counter=1)      # pins its code
+        commit(store, execution, counter=2)      # the row alone: prepared on its connection
+        cut = cutter.cut_next(ONE_STATEMENT[statement], when)
+        name = "here" if statement == "with other writes" else None
+        assert commit(store, execution, kind="named" if name else "implicit", name=name,
+                      counter=3) == 3
+        assert cut.is_set()
+        assert execution["last_seq"] == 3 and store.get_execution("e1")["last_seq"] == 3
+        assert [m["seq"] for m in store.savepoints("e1")] == [1, 2, 3]
+        assert store.savepoint("e1", 3)[0]["name"] == name
+        assert commit(store, execution, counter=4) == 4      # and the store goes on
+        assert [m["seq"] for m in store.savepoints("e1")] == [1, 2, 3, 4]

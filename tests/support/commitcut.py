@@ -1,5 +1,6 @@
 """A TCP proxy in front of the test PostgreSQL server that can cut a connection at the next
-COMMIT a client sends -- the two ways a COMMIT goes unanswered:
+COMMIT a client sends (or the next message holding other given bytes: a statement that is
+a transaction of its own, say) -- the two ways a COMMIT goes unanswered:
 
     "before"  the COMMIT never reaches the server (which rolls the transaction back)
     "after"   the server gets it and commits; its answer never reaches the client
@@ -14,7 +15,8 @@ COMMIT = b"COMMIT\x00"          # the query text of a COMMIT message, as psycopg
 
 class CommitCutter:
     """Forwards every connection made to ``port`` to the server at ``target`` (host,
-    port); ``cut_next_commit(when)`` arms one cut and returns an Event set once made."""
+    port); ``cut_next_commit(when)`` arms one cut and returns an Event set once made
+    (``cut_next(marker, when)``: at the next message holding ``marker``)."""
 
     def __init__(self, target):
         self.target = target
@@ -30,10 +32,13 @@ class CommitCutter:
         return url.replace(f":{real_port}/", f":{self.port}/")
 
     def cut_next_commit(self, when):
+        return self.cut_next(COMMIT, when)
+
+    def cut_next(self, marker, when):
         assert when in ("before", "after")
         done = threading.Event()
         with self._lock:
-            self._armed = (when, done)
+            self._armed = (when, done, marker)
         return done
 
     def close(self):
@@ -56,7 +61,7 @@ class CommitCutter:
     def _take(self, data):
         """The armed cut, if ``data`` holds a COMMIT (and disarm it)."""
         with self._lock:
-            if self._armed is None or COMMIT not in data:
+            if self._armed is None or self._armed[2] not in data:
                 return None
             armed, self._armed = self._armed, None
             return armed
