@@ -13,9 +13,10 @@ runs again, and a transaction found committed counts as done (the operation retu
 if the commit had answered).  Other operations are idempotent, or harmless when repeated
 (a claim repeated leaves the first claim's leases to run out).
 
-Broken connections leave the pool: one that fails is discarded when it comes back, and a
-failure has the pool test its idle connections (``ConnectionPool.check``) so that the next
-attempt does not pick up another dead one.  The pool does not retry connecting on its own
+Operations take connections through pgwarm.WarmConnections (the one given back last
+first).  Broken connections leave the pool: one that fails is discarded when it comes
+back, and a failure has the pool test its idle connections (``ConnectionPool.check``, the
+kept ones given back first) so that the next attempt does not pick up another dead one.  The pool does not retry connecting on its own
 (reconnect_timeout 0: its backoff grows to minutes, and the server would be back long
 before the pool looked again): an operation waiting for a connection makes it try, at
 each attempt -- so a connection is made again within about a second of the server's
@@ -33,6 +34,7 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engine.errors import StoreUnavailable
+from engine.store.pgwarm import WarmConnections
 from engine.store.location import redacted
 
 RETRY_SECONDS = 30.0         # how long an operation waits for a lost server (default)
@@ -112,8 +114,10 @@ class Pool:
                                     timeout=ATTEMPT_WAIT, reconnect_timeout=0,
                                     kwargs=connection_options(url, autocommit=True,
                                                               **options))
+        self._conns = WarmConnections(self._pool)   # what operations take and give back
 
     def close(self):
+        self._conns.flush()
         self._pool.close()
 
     # -- inside an operation -----------------------------------------------------------
@@ -132,8 +136,11 @@ class Pool:
     @contextmanager
     def connection(self):
         """A connection of the pool (waiting for one as _wait says)."""
-        with self._pool.connection(timeout=self._wait(self._operation())) as conn:
+        conn = self._conns.take(self._wait(self._operation()))
+        try:
             yield conn
+        finally:
+            self._conns.give(conn)
 
     @contextmanager
     def transaction(self):
@@ -162,8 +169,7 @@ class Pool:
         """One statement, a transaction of its own (the connections are autocommit): one
         round trip.  If the connection is lost on the way, it counts as made when
         ``written_if`` (query, params, value) reads value, as in transaction().  (Not
-        connection(): the pool's context manager costs a Flow-API call a quarter of a
-        bare INSERT's time.)"""
+        connection(): a context manager costs a Flow-API call microseconds.)"""
         self._once(lambda conn: conn.execute(query, params), written_if)
 
     def execute_prepared(self, statement, params, *, written_if):
@@ -172,7 +178,7 @@ class Pool:
 
     def _once(self, send, written_if):
         operation = self._operation()
-        conn = self._pool.getconn(timeout=self._wait(operation))
+        conn = self._conns.take(self._wait(operation))
         try:
             send(conn)
         except Exception as e:
@@ -184,7 +190,7 @@ class Pool:
             log.warning("%s: the connection was lost at COMMIT, which had been "
                         "carried out", self.shown)
         finally:
-            self._pool.putconn(conn)
+            self._conns.give(conn)
 
     def written_if(self, query, params, value):
         """Inside transaction(): after a lost COMMIT, this transaction counts as committed
@@ -247,6 +253,7 @@ class Pool:
                 + (f" ({unknown})" if unknown else "") + f": {_one_line(error)}") from None
         if lost(error):
             try:
+                self._conns.flush()          # with the pool's, to be checked
                 self._pool.check()           # the other idle connections are dead too
             except Exception:                # closed meanwhile: the next attempt says so
                 pass

@@ -34,6 +34,10 @@ Around it:
     pgschema.py   the tables, the store's format and the migrations from older formats
     pgpool.py     the connections: an operation outlasts a lost connection (retry_seconds,
                   $ENGINE_PG_RETRY_SECONDS, default 30 s), then fails with StoreUnavailable
+    pgwarm.py     which connection an operation gets: the one given back last
+    pgprepared.py a call's savepoint row, sent through libpq itself (a statement
+                  prepared once per connection): a psycopg cursor cost as much as the
+                  round trip
     pglisten.py   wake-ups: idle engines LISTEN for work the database NOTIFYs (on_work),
                   and look at the queue by themselves only every poll_seconds
     pgkey.py      where this host keeps the signing key when the environment names none
