@@ -168,7 +168,8 @@ class Pool:
     def execute(self, query, params, *, written_if):
         """One statement, a transaction of its own (the connections are autocommit): one
         round trip.  If the connection is lost on the way, it counts as made when
-        ``written_if`` (query, params, value) reads value, as in transaction().  (Not
+        ``written_if`` (query, params, value) reads value, as in transaction() (None: a
+        statement harmless when made twice runs again).  (Not
         connection(): a context manager costs a Flow-API call microseconds.)"""
         self._once(lambda conn: conn.execute(query, params), written_if)
 
@@ -182,8 +183,8 @@ class Pool:
         try:
             send(conn)
         except Exception as e:
-            if operation is None or not lost(e):
-                raise
+            if operation is None or not lost(e) or written_if is None:
+                raise                        # None: harmless made twice, it runs again
             operation.unknown.append(written_if)
             if not self._landed(operation, e):
                 raise

@@ -604,23 +604,29 @@ class PostgresStore(StoreProtocol):
         with self._pool.connection() as conn:
             return self._lease(conn, exec_id)
 
-    def _recover(self, conn, now):
-        """Leases of dead owners on this host, or run out, go; their executions go
-        back on the queue -- at their due time if they have one, else due now."""
-        owners = conn.execute("SELECT DISTINCT pid, start, boot FROM leases WHERE "
-                              "boot = %s", (this_host(),)).fetchall()
-        gone = []
-        for pid, start, boot in owners:
-            if not _owner_of(pid, start, boot).alive():
-                gone += [r[0] for r in conn.execute(
-                    "DELETE FROM leases WHERE " + _OWNER_IS + " RETURNING exec_id",
-                    (pid, start, boot))]
-        gone += [r[0] for r in conn.execute(
-            "DELETE FROM leases WHERE expires <= %s RETURNING exec_id", (now,))]
-        if gone:
-            conn.execute("INSERT INTO queue SELECT id, %s FROM executions WHERE id = "
-                         "ANY(%s) ON CONFLICT DO NOTHING", (now, gone))
-        return gone
+    def _look(self, now, owner):
+        """(when a claim by ``owner`` could next hand something out or None, whether
+        there are leases to recover: run out, or of dead owners on this host).  One
+        statement, writing nothing."""
+        me = _owner_row(owner) if owner is not None else (None, None, None)
+        with self._pool.connection() as conn:
+            host = this_host()
+            free, mine, expiry, pids, starts = conn.execute(_LOOK, {
+                "host": host, "pid": me[0], "start": me[1], "boot": me[2]}).fetchone()
+        dead = [(pid, start) for pid, start in zip(pids or (), starts or ())
+                if not _owner_of(pid, start, host).alive()]
+        recover = bool(dead) or (expiry is not None and expiry <= now)
+        when = [t for t in (free, mine, expiry) if t is not None]
+        if dead:
+            when.append(now)
+        return (min(when) if when else None), recover, dead, free, mine
+
+    def _recover(self, now, dead):
+        """The leases of the ``dead`` owners ((pid, start) of this host) and those run
+        out go; their executions go back on the queue -- at their due time if they have
+        one, else due now.  One statement."""
+        self._pool.execute(_RECOVER, ([pid for pid, _ in dead], [start for _, start in dead],
+                                      this_host(), now, now), written_if=None)
 
     def claim(self, owner, *, lease_seconds=30.0, now=None):
         taken = self.claim_many(owner, 1, lease_seconds=lease_seconds, now=now)
@@ -628,59 +634,35 @@ class PostgresStore(StoreProtocol):
 
     @_retried
     def claim_many(self, owner, limit, *, lease_seconds=30.0, now=None):
+        """A look first (writing nothing), then what it says is there, each a statement
+        of its own: the recovery of leases (only when there are some to recover), the
+        owner's own due executions (only when it has some), then free ones."""
         now = time.time() if now is None else now
         if limit <= 0:
             return []
-        due = self.next_due(now, owner=owner)        # a look that writes nothing first
+        due, recover, dead, free, mine = self._look(now, owner)
         if due is None or due > now:
             return []
+        if recover:
+            self._recover(now, dead)
         me = _owner_row(owner)
         expires = now + lease_seconds
-        with self._transaction() as conn:
-            self._recover(conn, now)
+        taken = []
+        with self._pool.connection() as conn:
             # its own first: parked with it, made due by a child that ended elsewhere
-            taken = [r[0] for r in conn.execute(
-                "SELECT q.exec_id FROM queue q JOIN leases l USING (exec_id) WHERE "
-                "l.pid = %s AND l.start = %s AND l.boot = %s AND q.due <= %s "
-                "ORDER BY q.due, q.exec_id LIMIT %s FOR UPDATE OF q SKIP LOCKED",
-                (*me, now, limit))]
-            if taken:
-                conn.execute("UPDATE leases SET expires = %s, label = %s WHERE exec_id = "
-                             "ANY(%s)", (expires, owner.label, taken))
-            if len(taken) < limit:
-                free = [r[0] for r in conn.execute(
-                    "SELECT q.exec_id FROM queue q WHERE q.due <= %s AND NOT EXISTS "
-                    "(SELECT 1 FROM leases l WHERE l.exec_id = q.exec_id) "
-                    "ORDER BY q.due, q.exec_id LIMIT %s FOR UPDATE OF q SKIP LOCKED",
-                    (now, limit - len(taken)))]
-                if free:
-                    # a claim_one may have leased one meanwhile: only those inserted count
-                    taken += [r[0] for r in conn.execute(
-                        "INSERT INTO leases SELECT id, %s, %s, %s, %s, %s FROM "
-                        "unnest(%s::text[]) AS id ON CONFLICT DO NOTHING RETURNING exec_id",
-                        (*me, owner.label, expires, free))]
-            if taken:
-                conn.execute("DELETE FROM queue WHERE exec_id = ANY(%s)", (taken,))
-            return taken
+            if mine is not None and mine <= now:
+                taken = [r[0] for r in conn.execute(_CLAIM_MINE, (
+                    *me, now, limit, expires, owner.label))]
+            if len(taken) < limit and (recover or (free is not None and free <= now)):
+                # a claim_one may lease one meanwhile: only those inserted count
+                taken += [r[0] for r in conn.execute(_CLAIM_FREE, (
+                    now, limit - len(taken), *me, owner.label, expires))]
+        return taken
 
     @_retried
     def next_due(self, now=None, *, owner=None):
         now = time.time() if now is None else now
-        me = _owner_row(owner) if owner is not None else (None, None, None)
-        with self._pool.connection() as conn:
-            free, mine, expiry = conn.execute(
-                "SELECT (SELECT min(q.due) FROM queue q WHERE NOT EXISTS "
-                "(SELECT 1 FROM leases l WHERE l.exec_id = q.exec_id)), "
-                "(SELECT min(q.due) FROM queue q JOIN leases l USING (exec_id) WHERE "
-                "l.pid = %s AND l.start = %s AND l.boot = %s), "
-                "(SELECT min(expires) FROM leases)", me).fetchone()
-            owners = [] if expiry is None else conn.execute(
-                "SELECT DISTINCT pid, start, boot FROM leases WHERE boot = %s",
-                (this_host(),)).fetchall()
-        when = [t for t in (free, mine, expiry) if t is not None]
-        if any(not _owner_of(*row).alive() for row in owners):
-            when.append(now)
-        return min(when) if when else None
+        return self._look(now, owner)[0]
 
     @_retried
     def claim_one(self, exec_id, owner, *, lease_seconds=30.0, now=None):
@@ -726,10 +708,13 @@ class PostgresStore(StoreProtocol):
 
     @_retried
     def release(self, exec_id, owner, execution=None):
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM leases WHERE exec_id = %s AND " + _OWNER_IS,
-                         (exec_id, *_owner_row(owner)))
-            if execution is not None:
+        unleased = ("DELETE FROM leases WHERE exec_id = %s AND " + _OWNER_IS,
+                    (exec_id, *_owner_row(owner)))
+        if execution is None:       # a statement alone: no BEGIN and COMMIT round trips
+            self._pool.execute(*unleased, written_if=None)
+        else:
+            with self._transaction() as conn:
+                conn.execute(*unleased)
                 self._put_execution(conn, execution)
         self.forget_pins(exec_id)
 
@@ -869,6 +854,54 @@ def _savepoint_statement(exec_id, seq, sealed, *, name, dropped, codes, chunks, 
         query = "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in
                                     enumerate(parts)) + " " + query
     return query, (*params, exec_id, seq, sealed)
+
+
+# -- claims: each a statement of its own ------------------------------------------------
+# The look (next_due): the earliest free due time (along the queue_due index: min() over
+# a join read the whole queue), the owner's own earliest, the first lease to run out, and
+# this host's owners -- each (pid, start) once, found by skipping along the leases_owner
+# index, not by reading every lease (a process may hold thousands).
+_LOOK = """
+WITH RECURSIVE owners AS (
+    (SELECT pid, start FROM leases WHERE boot = %(host)s ORDER BY pid, start LIMIT 1)
+  UNION ALL
+    SELECT n.pid, n.start FROM owners o CROSS JOIN LATERAL (
+        SELECT pid, start FROM leases WHERE boot = %(host)s
+            AND (boot, pid, start) > (%(host)s, o.pid, o.start)
+        ORDER BY boot, pid, start LIMIT 1) AS n)
+SELECT (SELECT q.due FROM queue q WHERE NOT EXISTS
+            (SELECT 1 FROM leases l WHERE l.exec_id = q.exec_id) ORDER BY q.due LIMIT 1),
+       (SELECT min(q.due) FROM queue q JOIN leases l USING (exec_id)
+            WHERE l.pid = %(pid)s AND l.start = %(start)s AND l.boot = %(boot)s),
+       (SELECT min(expires) FROM leases),
+       (SELECT array_agg(pid) FROM owners), (SELECT array_agg(start) FROM owners)"""
+# the leases of dead owners of this host and those run out go; their executions back on
+# the queue (at their own due time if they have one: a row there stays)
+_RECOVER = """
+WITH dead AS (DELETE FROM leases l USING unnest(%s::integer[], %s::bigint[]) AS d(pid, start)
+              WHERE l.boot = %s AND l.pid = d.pid AND l.start = d.start RETURNING l.exec_id),
+     expired AS (DELETE FROM leases WHERE expires <= %s RETURNING exec_id)
+INSERT INTO queue SELECT id, %s FROM executions WHERE id IN
+    (SELECT exec_id FROM dead UNION SELECT exec_id FROM expired) ON CONFLICT DO NOTHING"""
+# the owner's own due executions (leased to it, parked): renewed, off the queue
+_CLAIM_MINE = """
+WITH mine AS (SELECT q.exec_id, q.due FROM queue q JOIN leases l USING (exec_id)
+              WHERE l.pid = %s AND l.start = %s AND l.boot = %s AND q.due <= %s
+              ORDER BY q.due, q.exec_id LIMIT %s FOR UPDATE OF q SKIP LOCKED),
+     renewed AS (UPDATE leases SET expires = %s, label = %s
+                 WHERE exec_id IN (SELECT exec_id FROM mine)),
+     dequeued AS (DELETE FROM queue WHERE exec_id IN (SELECT exec_id FROM mine))
+SELECT exec_id FROM mine ORDER BY due, exec_id"""
+# free due executions: leased to the owner (those a claim_one leased meanwhile are not
+# inserted, and stay), off the queue
+_CLAIM_FREE = """
+WITH free AS (SELECT q.exec_id, q.due FROM queue q WHERE q.due <= %s AND NOT EXISTS
+                  (SELECT 1 FROM leases l WHERE l.exec_id = q.exec_id)
+              ORDER BY q.due, q.exec_id LIMIT %s FOR UPDATE OF q SKIP LOCKED),
+     taken AS (INSERT INTO leases SELECT exec_id, %s, %s, %s, %s, %s FROM free
+               ON CONFLICT DO NOTHING RETURNING exec_id),
+     dequeued AS (DELETE FROM queue WHERE exec_id IN (SELECT exec_id FROM taken))
+SELECT f.exec_id FROM free f JOIN taken t USING (exec_id) ORDER BY f.due, f.exec_id"""
 
 
 class _Refused(Exception):

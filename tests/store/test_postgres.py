@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from engine import SavepointError, _codec
-from engine.store import Owner
+from engine.store import Owner, leases
 from engine.store.leases import start_time, this_host
 from engine.store.postgres import PostgresStore
 from store_records import commit
@@ -222,6 +222,37 @@ def test_the_leases_of_a_dead_owner_on_this_host_are_recovered_at_once(store):
     assert store.next_due(owner=me) is not None
     assert store.claim(me) == "e1"                 # due now: it resumes
     assert store.lease("e1").owner == me
+
+
+def test_recovery_reads_each_owner_once_not_each_lease(store, monkeypatch):
+    """2,000 leases held by this live process and 3 by a dead one: a claim reads /proc
+    once per owner, recovers exactly the dead owner's executions, and hands them out."""
+    reads = []
+    real = leases.start_time
+    monkeypatch.setattr(leases, "start_time", lambda pid: reads.append(pid) or real(pid))
+    me, dead = Owner.current("parked"), dead_owner()
+    for i in range(2000):
+        store.put_execution({"id": f"p{i:04d}", "status": "QUEUED", "due": 1.0})
+    assert len(store.claim_many(me, 5000, lease_seconds=3600)) == 2000
+    for i in range(3):
+        store.put_execution({"id": f"d{i}", "status": "QUEUED", "due": 2.0})
+    assert store.claim_many(dead, 3, lease_seconds=3600) == ["d0", "d1", "d2"]
+    reads.clear()
+    assert store.claim_many(Owner.current("next"), 10) == ["d0", "d1", "d2"]
+    assert sorted(reads) == sorted([me.pid, dead.pid])       # each owner once
+    assert store.lease("p1999").owner == me and store.lease("d0").owner.label == "next"
+
+
+def test_a_sleeper_whose_owner_died_goes_back_at_its_own_due_time(store):
+    now = 1000.0
+    store.put_execution({"id": "s", "status": "QUEUED", "due": now - 1})
+    assert store.claim_one("s", dead_owner(), now=now)
+    store.put_execution({"id": "s", "status": "WAITING", "due": now + 40})   # parks
+    assert store.queue_depth(now + 100) == 0              # leased: not free
+    assert store.claim(Owner.current(), now=now) is None  # recovered, not yet due
+    assert store.lease("s") is None and store.queue_depth(now + 100) == 1
+    assert store.next_due(now) == now + 40
+    assert store.claim(Owner.current(), now=now + 41) == "s"
 
 
 def test_release_puts_a_due_execution_back_on_the_queue(store):
