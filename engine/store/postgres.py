@@ -70,6 +70,8 @@ from engine.store.pglisten import Listener
 
 FORMAT = pgschema.FORMAT    # of the PostgreSQL schema; a newer one is refused
 SLOW_POLL_SECONDS = 1.0     # an idle engine looks at the queue unasked (see on_work)
+RECOVER_SECONDS = 0.5       # claims with work to hand out look for leases to recover
+                            # this often (claim_many); with none, at every claim
 _KEY_CHECK = b"savepoint-engine: the key this store is signed with"
 LAYOUT = _commit.SavepointLayout(records.META_FIELDS, records.STATE_FIELDS)
 _NO_START = -1              # Owner.start None (no /proc to read it from)
@@ -121,6 +123,7 @@ class PostgresStore(StoreProtocol):
         self._code = {}             # fingerprint -> code object (verified when loaded)
         self._pinned = {}           # execution id -> fingerprints known pinned for it
         self._pins_lock = threading.Lock()
+        self._looked_until = 0.0    # claim_many: monotonic time of the next look
         retry = pgpool.retry_bound(retry_seconds)
         options = f"-c search_path={schema}"
         if durability == "async":
@@ -619,7 +622,7 @@ class PostgresStore(StoreProtocol):
         when = [t for t in (free, mine, expiry) if t is not None]
         if dead:
             when.append(now)
-        return (min(when) if when else None), recover, dead, free, mine
+        return (min(when) if when else None), recover, dead
 
     def _recover(self, now, dead):
         """The leases of the ``dead`` owners ((pid, start) of this host) and those run
@@ -634,30 +637,36 @@ class PostgresStore(StoreProtocol):
 
     @_retried
     def claim_many(self, owner, limit, *, lease_seconds=30.0, now=None):
-        """A look first (writing nothing), then what it says is there, each a statement
-        of its own: the recovery of leases (only when there are some to recover), the
-        owner's own due executions (only when it has some), then free ones."""
+        """A claim straight away when this store looked lately (RECOVER_SECONDS); when
+        that claim falls short of ``limit`` (nothing more to claim), or it did not look
+        lately: the look (_look), the recovery of leases it found to recover, and a
+        claim again if it says something is due.  So a dead owner's executions wait at
+        most RECOVER_SECONDS while there is other work, and none when there is none."""
         now = time.time() if now is None else now
         if limit <= 0:
             return []
-        due, recover, dead, free, mine = self._look(now, owner)
-        if due is None or due > now:
-            return []
-        if recover:
-            self._recover(now, dead)
-        me = _owner_row(owner)
         expires = now + lease_seconds
         taken = []
+        if time.monotonic() < self._looked_until:
+            taken = self._claim(owner, limit, now, expires)
+            if len(taken) == limit:
+                return taken
+        due, recover, dead = self._look(now, owner)
+        self._looked_until = time.monotonic() + RECOVER_SECONDS
+        if due is None or due > now:
+            return taken
+        if recover:
+            self._recover(now, dead)
+        return taken + self._claim(owner, limit - len(taken), now, expires)
+
+    def _claim(self, owner, limit, now, expires):
+        """Up to ``limit`` due executions: the owner's own first, then free ones (one
+        statement: _CLAIM)."""
+        pid, start, boot = _owner_row(owner)
         with self._pool.connection() as conn:
-            # its own first: parked with it, made due by a child that ended elsewhere
-            if mine is not None and mine <= now:
-                taken = [r[0] for r in conn.execute(_CLAIM_MINE, (
-                    *me, now, limit, expires, owner.label))]
-            if len(taken) < limit and (recover or (free is not None and free <= now)):
-                # a claim_one may lease one meanwhile: only those inserted count
-                taken += [r[0] for r in conn.execute(_CLAIM_FREE, (
-                    now, limit - len(taken), *me, owner.label, expires))]
-        return taken
+            return [r[0] for r in conn.execute(_CLAIM, {
+                "pid": pid, "start": start, "boot": boot, "label": owner.label,
+                "now": now, "limit": limit, "expires": expires})]
 
     @_retried
     def next_due(self, now=None, *, owner=None):
@@ -881,28 +890,31 @@ _RECOVER = """
 WITH dead AS (DELETE FROM leases l USING unnest(%s::integer[], %s::bigint[]) AS d(pid, start)
               WHERE l.boot = %s AND l.pid = d.pid AND l.start = d.start RETURNING l.exec_id),
      expired AS (DELETE FROM leases WHERE expires <= %s RETURNING exec_id)
-INSERT INTO queue SELECT id, %s FROM executions WHERE id IN
-    (SELECT exec_id FROM dead UNION SELECT exec_id FROM expired) ON CONFLICT DO NOTHING"""
-# the owner's own due executions (leased to it, parked): renewed, off the queue
-_CLAIM_MINE = """
+INSERT INTO queue SELECT id, %s FROM executions WHERE id = ANY(ARRAY(
+    SELECT exec_id FROM dead UNION SELECT exec_id FROM expired)) ON CONFLICT DO NOTHING"""
+# a claim: the owner's own due executions first (leased to it, parked; made due by a
+# child that ended elsewhere): renewed; then free ones: leased to it (those a claim_one
+# leased meanwhile are not inserted, and stay); all of them off the queue (by their keys:
+# as a join, the planner read the whole queue)
+_CLAIM = """
 WITH mine AS (SELECT q.exec_id, q.due FROM queue q JOIN leases l USING (exec_id)
-              WHERE l.pid = %s AND l.start = %s AND l.boot = %s AND q.due <= %s
-              ORDER BY q.due, q.exec_id LIMIT %s FOR UPDATE OF q SKIP LOCKED),
-     renewed AS (UPDATE leases SET expires = %s, label = %s
+              WHERE l.pid = %(pid)s AND l.start = %(start)s AND l.boot = %(boot)s
+                  AND q.due <= %(now)s
+              ORDER BY q.due, q.exec_id LIMIT %(limit)s FOR UPDATE OF q SKIP LOCKED),
+     renewed AS (UPDATE leases SET expires = %(expires)s, label = %(label)s
                  WHERE exec_id IN (SELECT exec_id FROM mine)),
-     dequeued AS (DELETE FROM queue WHERE exec_id IN (SELECT exec_id FROM mine))
-SELECT exec_id FROM mine ORDER BY due, exec_id"""
-# free due executions: leased to the owner (those a claim_one leased meanwhile are not
-# inserted, and stay), off the queue
-_CLAIM_FREE = """
-WITH free AS (SELECT q.exec_id, q.due FROM queue q WHERE q.due <= %s AND NOT EXISTS
+     free AS (SELECT q.exec_id, q.due FROM queue q WHERE q.due <= %(now)s AND NOT EXISTS
                   (SELECT 1 FROM leases l WHERE l.exec_id = q.exec_id)
-              ORDER BY q.due, q.exec_id LIMIT %s FOR UPDATE OF q SKIP LOCKED),
-     taken AS (INSERT INTO leases SELECT exec_id, %s, %s, %s, %s, %s FROM free
-               ON CONFLICT DO NOTHING RETURNING exec_id),
-     dequeued AS (DELETE FROM queue WHERE exec_id IN (SELECT exec_id FROM taken))
-SELECT f.exec_id FROM free f JOIN taken t USING (exec_id) ORDER BY f.due, f.exec_id"""
-
+              ORDER BY q.due, q.exec_id LIMIT %(limit)s - (SELECT count(*) FROM mine)
+              FOR UPDATE OF q SKIP LOCKED),
+     taken AS (INSERT INTO leases SELECT exec_id, %(pid)s, %(start)s, %(boot)s,
+                   %(label)s, %(expires)s FROM free ON CONFLICT DO NOTHING
+               RETURNING exec_id),
+     dequeued AS (DELETE FROM queue WHERE exec_id = ANY(ARRAY(
+                  SELECT exec_id FROM mine UNION ALL SELECT exec_id FROM taken)))
+SELECT exec_id FROM (SELECT exec_id, 0 AS k, due FROM mine UNION ALL
+                     SELECT f.exec_id, 1, f.due FROM free f JOIN taken USING (exec_id)) AS c
+ORDER BY k, due, exec_id"""
 
 class _Refused(Exception):
     """claim_one: another live owner holds it (rolls the transaction back)."""
