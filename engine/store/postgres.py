@@ -25,6 +25,8 @@ rows FOR UPDATE SKIP LOCKED, so two claimers never take the same execution and n
 wait for each other.  Whether a lease is held: not expired, and -- for an owner on this
 host (leases.this_host: the boot id, or $ENGINE_HOST_ID) -- the owner alive; an owner on
 another host is trusted until its lease runs out (its pid cannot be looked up here).
+Leases are recovered by the look before a claim (claim_many): at every claim that finds
+nothing more to hand out, else every RECOVER_SECONDS.
 
 Durability "async" opens the pool's connections with synchronous_commit off: the same as
 SET LOCAL in every write transaction, without the extra round trip.  (A killed worker

@@ -10,8 +10,10 @@ import pytest
 from engine import SavepointError, _codec
 from engine.store import Owner, leases
 from engine.store.leases import start_time, this_host
+from engine.store import postgres
 from engine.store.postgres import PostgresStore
 from store_records import commit
+from waiting import wait_for
 
 SECRET = "test secret for the postgres store"
 
@@ -377,3 +379,24 @@ def test_commits_sharing_chunks_in_other_orders_never_deadlock(store):
         thread.join()
     assert errors == []
     assert [len(store.savepoints(f"e{n}")) for n in range(4)] == [1] * 4
+
+
+def test_a_dead_owners_execution_is_recovered_while_other_work_is_claimed(store,
+                                                                          monkeypatch):
+    """Claims that always find work look for leases to recover every RECOVER_SECONDS
+    all the same: an owner that dies after a look does not wait for the queue to empty
+    to have its execution recovered."""
+    monkeypatch.setattr(postgres, "RECOVER_SECONDS", 0.05)
+    for i in range(2000):
+        store.put_execution({"id": f"w{i:04d}", "status": "QUEUED", "due": 1.0})
+    proc = subprocess.Popen(["sleep", "60"])
+    doomed = Owner(proc.pid, start_time(proc.pid), this_host(), "doomed")
+    store.put_execution({"id": "orphan", "status": "RUNNING", "due": None})
+    assert store.claim_one("orphan", doomed, lease_seconds=3600)
+    me = Owner.current("me")
+    claimed = [store.claim(me)]                 # a look: its owner alive, nothing to do
+    proc.kill()
+    proc.wait()
+    assert wait_for(lambda: claimed.append(store.claim(me)) or store.lease("orphan") is None,
+                    60)
+    assert len(claimed) < 1000 and "orphan" not in claimed     # recovered, queued last
