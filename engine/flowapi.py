@@ -77,6 +77,8 @@ class FlowAPI:
         self.store = run.store
         self.record = run.record             # the execution's state, changed in place
         self.execution_id = run.execution_id
+        self.unsaved = None                  # the record before a call's changes: see
+                                             # before_change
 
     # -- facts --
     @property
@@ -95,9 +97,27 @@ class FlowAPI:
         keep = _frames.strip_handlers(self.run.root) if inside_flow else []
         raise _frames.Unwind(event, keep)
 
+    # -- a call's changes to the state ahead of its savepoint --
+    def before_change(self):
+        """A call is about to change the record for the savepoint it takes next (a
+        message received, a sleep begun): keep the record as it was, to put back should
+        that savepoint be refused -- the flow may catch the SavepointError and go on,
+        and the message must stay unreceived, the execution not WAITING."""
+        if self.unsaved is None:
+            self.unsaved = dict(self.record)     # the changes replace values, not edit them
+
+    def put_back_unsaved(self):
+        """The last call's savepoint failed: its changes to the record are undone."""
+        if self.unsaved is not None:
+            self.record.clear()
+            self.record.update(self.unsaved)
+            self.unsaved = None
+
     # -- checks at every call --
     def check(self):
         runner = self.runner
+        if self.unsaved is not None:
+            self.put_back_unsaved()
         if self.run.done:
             self.leave(Gone())
         if runner.stopping.is_set():                 # the worker is shutting down
@@ -139,6 +159,7 @@ class FlowAPI:
             if timed:
                 self.runner.commit_latencies.observe(perf_counter() - started,
                                                      COMMIT_SAMPLE_MASK + 1)
+        self.unsaved = None
         run.calls += 1          # the run's own count: one thread at a time drives a run
 
     def _guarded_put(self):
@@ -225,6 +246,7 @@ class FlowAPI:
         """The savepoint taken next records the wait: its due time puts the execution
         back on the queue at ``wake_at`` should this process die meanwhile."""
         unload = wake_at - time.time() > self.runner.sleep_max_seconds
+        self.before_change()
         if unload:
             self.record["status"] = Status.WAITING.value
             wake_at = until_timeout(self.record, wake_at)
@@ -253,12 +275,14 @@ class FlowAPI:
         found = self.store.message(self.execution_id, topic, received.get(topic, 0))
         if found is None:
             return None
+        self.before_change()
         self.record.update(received={**received, topic: found[0]}, receiving=None)
         return (found[1],)
 
     def begin_receive(self, topic, timeout):
         """The savepoint taken next records the wait: WAITING, due at its timeout."""
         deadline = None if timeout is None else time.time() + timeout
+        self.before_change()
         self.record.update(status=Status.WAITING.value, receiving=topic,
                            due=until_timeout(self.record, deadline))
         return Receiving(topic, deadline)

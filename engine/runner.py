@@ -666,6 +666,7 @@ class Run:
 
     def write_end(self, status, output=None, error=None):
         """Write the execution's end (the caller holds the lock)."""
+        self.api.put_back_unsaved()             # a refused savepoint's changes (caught)
         record = self.record
         record.update(status=status.value, output=output, error=error, due=None,
                       updated_at=time.time(), timeout_at=None)
