@@ -154,6 +154,15 @@ def test_bad_arguments_are_refused_clearly(tmp_path, store_path):
             eng.start(lambda system, this, inputs: None)
         with pytest.raises(KeyError):
             eng.get("nope")
+        # a generator or coroutine function would only make an object: refused at start,
+        # and a run started by name ends with the same words
+        for flow, what in ((rt_flows.api_pages, "a generator function"),
+                           (rt_flows.async_flow, "a coroutine function")):
+            with pytest.raises(ValueError, match=f"api_pages|async_flow.* is {what}"):
+                eng.start(flow)
+        by_name = eng.execute("rt_flows:api_pages")
+        assert by_name.status == Status.ENDED_ERROR
+        assert "ValueError: flow api_pages is a generator function" in by_name.error
         ex = eng.execute(rt_flows.straight_line)       # no "effect" connector here
         assert ex.status == Status.ENDED_ERROR and "no connector named 'effect'" in ex.error
 

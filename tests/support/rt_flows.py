@@ -178,6 +178,11 @@ def api_tour(system, this, inputs):
     return this.success({"id": this.id, "inputs": this.inputs, "count": counter.get()})
 
 
+async def async_flow(system, this, inputs):
+    """Not a flow: test_runtime checks that start refuses it."""
+    return inputs
+
+
 def times_out(system, this, inputs):
     this.set_timeout(0.05)
     __import__("time").sleep(0.1)
