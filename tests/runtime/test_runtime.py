@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import rt_flows
-from engine import Engine, Status
+from engine import Engine, Status, StoreClosed
 from locations import SUPPORT
 from seed_example import UploadServer, make_database
 from waiting import wait_for
@@ -150,6 +150,19 @@ def test_a_child_that_failed_fails_its_parent_with_the_child_and_its_error(eng):
     assert child.error == "failed on request"
     assert parent.status == Status.ENDED_ERROR
     assert parent.error == f"child execution {child.id} failed: failed on request"
+
+
+def test_an_engine_used_after_close_says_it_is_closed(store_path):
+    eng = Engine(store_path, durability="async")
+    ex = eng.start(rt_flows.straight_line)
+    eng.close()
+    eng.close()                                     # twice: nothing more happens
+    for use in (eng.executions, lambda: eng.get(ex.id),
+                lambda: eng.start(rt_flows.straight_line)):
+        with pytest.raises(StoreClosed, match="is closed: open a new Engine"):
+            use()                                   # at once: PostgreSQL does not retry it
+    with Engine(store_path, durability="async") as again:
+        assert again.get(ex.id).status == Status.QUEUED
 
 
 @pytest.mark.parametrize("call, arg, words", [
