@@ -8,6 +8,7 @@ event (engine.leaving) through leave(); the driver (engine.runner) turns it into
 execution's next state.
 """
 import datetime
+import math
 import time
 from time import perf_counter
 
@@ -23,6 +24,13 @@ RESTORE_LOOP_LIMIT = 100
 # one savepoint commit in 8 of a run is timed for the latency histogram (engine.metrics),
 # weighing 8: timing every one would add ~0.25 us to each Flow-API call
 COMMIT_SAMPLE_MASK = 7
+_SLEEP = object()           # wake_time's "no until": this.sleep, not this.sleep_until(None)
+
+
+def _finite_number(value):
+    """An int or float (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 class Success:
@@ -137,6 +145,8 @@ class FlowAPI:
         return savepoint_id(self.execution_id, (self.record.get("last_seq") or 0) + 1)
 
     def savepoint(self, frames, action, result, kind="implicit", name=None):
+        if name is not None and not isinstance(name, str):     # this.save_dump(123)
+            raise ValueError(f"{action} takes a name that is a str or None, not {name!r}")
         run = self.run
         chunks = {}
         record, codes = _codec.encode_snapshot(frames, externals=run.externals,
@@ -233,13 +243,20 @@ class FlowAPI:
         self.record["restores"] = counts
         return Load(seq)
 
-    def wake_time(self, seconds=None, until=None):
-        if until is not None:
+    def wake_time(self, seconds=None, until=_SLEEP):
+        """When a sleep ends: ``seconds`` from now (this.sleep), or at ``until``
+        (this.sleep_until: a datetime -- a naive one is local time -- or a Unix time).
+        ValueError naming the call for anything else: a NaN or a string would otherwise
+        fail later with a message about neither."""
+        if until is not _SLEEP:
             if isinstance(until, datetime.datetime):
                 return until.timestamp()
+            if not _finite_number(until):
+                raise ValueError(f"sleep_until takes a datetime or a Unix time in "
+                                 f"seconds, not {until!r}")
             return float(until)
-        if seconds < 0:
-            raise ValueError("sleep seconds must not be negative")
+        if not _finite_number(seconds) or seconds < 0:
+            raise ValueError(f"sleep takes a number of seconds >= 0, not {seconds!r}")
         return time.time() + seconds
 
     def begin_sleep(self, wake_at):
@@ -398,8 +415,7 @@ class FlowAPI:
         self._guarded_put()
 
     def set_timeout(self, seconds):
-        if seconds is not None and (isinstance(seconds, bool) or
-                                    not isinstance(seconds, (int, float)) or seconds < 0):
+        if seconds is not None and (not _finite_number(seconds) or seconds < 0):
             raise ValueError(f"set_timeout takes a number of seconds >= 0, not {seconds!r}")
         self.record["timeout_at"] = None if seconds is None else time.time() + seconds
         self._guarded_put()

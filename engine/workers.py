@@ -111,8 +111,8 @@ class Pool:
     """A supervisor and its worker processes."""
 
     def __init__(self, eng, processes, connectors=None):
-        if processes < 1:
-            raise ValueError("processes must be at least 1")
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"processes must be a whole number >= 1, not {processes!r}")
         # Workers are fresh interpreters ("spawn"): LMDB environments must not cross a
         # fork.  Connectors reach them by import path -- module-level functions, or a
         # module with register(eng) -- never as closures.

@@ -1,5 +1,6 @@
 """The `engine` command's commands: each cmd_NAME(args) does one command over the public
 API (engine.Engine) and returns the exit status."""
+import datetime
 import importlib
 import json
 import logging
@@ -328,18 +329,15 @@ def cmd_schedule(args):
             return 0
         found = eng.schedules()
         now = time.time()
+    # --json: an aware UTC time, as every other --json time; the table: local (or --utc)
+    moments = [datetime.datetime.fromtimestamp(s.next_tick(now), datetime.timezone.utc)
+               for s in found]
     rows = [{"name": s.name, "flow": s.flow, "every": s.every, "cron": s.cron,
-             "inputs": s.inputs, "next": iso(_moment(s.next_tick(now), args))}
-            for s in found]
-    emit(args, rows, lambda rows: table(rows, ["name", "flow", "every", "cron", "next",
-                                               "inputs"]))
+             "inputs": s.inputs, "next": iso(moment)} for s, moment in zip(found, moments)]
+    emit(args, rows, lambda rows: table(
+        [dict(row, next=when(moment, args)) for row, moment in zip(rows, moments)],
+        ["name", "flow", "every", "cron", "next", "inputs"]))
     return 0
-
-
-def _moment(unix, args):
-    import datetime
-    zone = datetime.timezone.utc if getattr(args, "utc", False) else None
-    return datetime.datetime.fromtimestamp(unix, zone)
 
 
 def cmd_worker(args):

@@ -202,6 +202,14 @@ def test_a_closure_connector_cannot_be_sent_to_workers(store_path):
             eng.work(processes=1)
 
 
+@pytest.mark.parametrize("processes", [0, "2", None, 1.5])
+def test_a_pool_size_that_is_not_a_whole_number_of_processes_is_refused(tmp_path,
+                                                                        processes):
+    with Engine(tmp_path / "store", durability="async") as eng:
+        with pytest.raises(ValueError, match="processes must be a whole number >= 1"):
+            eng.work(processes=processes)
+
+
 def test_workers_killed_while_they_start_do_not_make_the_pool_give_up(tmp_path, store_path):
     # as many SIGKILLs as START_ATTEMPTS, each while the worker is still starting: not
     # the worker's fault (an operator, a chaos test, the OOM killer), so the pool goes on
