@@ -34,8 +34,8 @@ del _check_compiled_core
 
 from engine.errors import (CorruptSavepoint, CorruptStore, EngineError,  # noqa: E402
                            ExecutionNotFound, FlowError, FlowNotFound, InvalidTransition,
-                           SavepointError, SavepointNotFound, StoreFull, StoreUnavailable,
-                           WorkerStartError)
+                           SavepointError, SavepointNotFound, StoreClosed, StoreFull,
+                           StoreUnavailable, WorkerStartError)
 from engine.engine import Engine  # noqa: E402
 from engine.types import (Change, Execution, ExecutionPage, FrameView,  # noqa: E402
                           Savepoint, SavepointPage, Status)
@@ -45,6 +45,6 @@ from engine._codec import Unbuilt  # noqa: E402  (what inspection shows for what
 __all__ = ["Engine", "Execution", "ExecutionPage", "Savepoint", "SavepointPage",
            "FrameView", "Change", "Status", "System", "This",
            "Unbuilt", "EngineError",
-           "SavepointError", "CorruptSavepoint", "CorruptStore", "StoreFull",
-           "StoreUnavailable", "FlowError", "FlowNotFound", "ExecutionNotFound",
+           "SavepointError", "CorruptSavepoint", "CorruptStore", "StoreClosed",
+           "StoreFull", "StoreUnavailable", "FlowError", "FlowNotFound", "ExecutionNotFound",
            "SavepointNotFound", "InvalidTransition", "WorkerStartError"]

@@ -51,7 +51,10 @@ def _count(value):
 
 
 def _path(value):
-    text = os.fspath(value)
+    try:
+        text = os.fspath(value)
+    except TypeError:
+        raise ValueError("must be a directory or a postgresql:// URL") from None
     if not text:
         raise ValueError("must not be empty")
     return text

@@ -5,6 +5,7 @@ engine.edit (changing their locals), engine.workers."""
 import dataclasses
 import importlib
 import os
+import sys
 import time
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
@@ -83,6 +84,9 @@ class Engine:
                  sleep_max_seconds: float | None = None,
                  lease_seconds: float | None = None,
                  concurrency: int | None = None) -> None:
+        if "multiprocessing" in sys.modules:   # so in any spawned worker: see there
+            from engine import workers
+            workers.refuse_script_rerun()
         self.path = config.value("path", path)
         self.durability = config.value("durability", durability)
         self.savepoint_retention = config.value("savepoint_retention", savepoint_retention)

@@ -37,6 +37,13 @@ class StoreUnavailable(EngineError, ConnectionError):
     line."""
 
 
+class StoreClosed(EngineError, ValueError):
+    """The engine (or store) was closed, and then used: open a new Engine.  (As a closed
+    file's ValueError: without it, LMDB said only "Attempt to operate on closed/deleted/
+    dropped object" and PostgreSQL retried a closed pool as a lost connection for
+    retry_seconds.)"""
+
+
 class StoreFull(EngineError, OSError):
     """No space is left on the device holding the store: the write was not made, and
     what was stored before is intact.  The Flow-API call that needed the write fails

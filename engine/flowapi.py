@@ -8,6 +8,7 @@ event (engine.leaving) through leave(); the driver (engine.runner) turns it into
 execution's next state.
 """
 import datetime
+import math
 import time
 from time import perf_counter
 
@@ -23,6 +24,13 @@ RESTORE_LOOP_LIMIT = 100
 # one savepoint commit in 8 of a run is timed for the latency histogram (engine.metrics),
 # weighing 8: timing every one would add ~0.25 us to each Flow-API call
 COMMIT_SAMPLE_MASK = 7
+_SLEEP = object()           # wake_time's "no until": this.sleep, not this.sleep_until(None)
+
+
+def _finite_number(value):
+    """An int or float (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 class Success:
@@ -77,6 +85,8 @@ class FlowAPI:
         self.store = run.store
         self.record = run.record             # the execution's state, changed in place
         self.execution_id = run.execution_id
+        self.unsaved = None                  # the record before a call's changes: see
+                                             # before_change
 
     # -- facts --
     @property
@@ -95,9 +105,27 @@ class FlowAPI:
         keep = _frames.strip_handlers(self.run.root) if inside_flow else []
         raise _frames.Unwind(event, keep)
 
+    # -- a call's changes to the state ahead of its savepoint --
+    def before_change(self):
+        """A call is about to change the record for the savepoint it takes next (a
+        message received, a sleep begun): keep the record as it was, to put back should
+        that savepoint be refused -- the flow may catch the SavepointError and go on,
+        and the message must stay unreceived, the execution not WAITING."""
+        if self.unsaved is None:
+            self.unsaved = dict(self.record)     # the changes replace values, not edit them
+
+    def put_back_unsaved(self):
+        """The last call's savepoint failed: its changes to the record are undone."""
+        if self.unsaved is not None:
+            self.record.clear()
+            self.record.update(self.unsaved)
+            self.unsaved = None
+
     # -- checks at every call --
     def check(self):
         runner = self.runner
+        if self.unsaved is not None:
+            self.put_back_unsaved()
         if self.run.done:
             self.leave(Gone())
         if runner.stopping.is_set():                 # the worker is shutting down
@@ -117,6 +145,8 @@ class FlowAPI:
         return savepoint_id(self.execution_id, (self.record.get("last_seq") or 0) + 1)
 
     def savepoint(self, frames, action, result, kind="implicit", name=None):
+        if name is not None and not isinstance(name, str):     # this.save_dump(123)
+            raise ValueError(f"{action} takes a name that is a str or None, not {name!r}")
         run = self.run
         chunks = {}
         record, codes = _codec.encode_snapshot(frames, externals=run.externals,
@@ -139,6 +169,7 @@ class FlowAPI:
             if timed:
                 self.runner.commit_latencies.observe(perf_counter() - started,
                                                      COMMIT_SAMPLE_MASK + 1)
+        self.unsaved = None
         run.calls += 1          # the run's own count: one thread at a time drives a run
 
     def _guarded_put(self):
@@ -212,19 +243,27 @@ class FlowAPI:
         self.record["restores"] = counts
         return Load(seq)
 
-    def wake_time(self, seconds=None, until=None):
-        if until is not None:
+    def wake_time(self, seconds=None, until=_SLEEP):
+        """When a sleep ends: ``seconds`` from now (this.sleep), or at ``until``
+        (this.sleep_until: a datetime -- a naive one is local time -- or a Unix time).
+        ValueError naming the call for anything else: a NaN or a string would otherwise
+        fail later with a message about neither."""
+        if until is not _SLEEP:
             if isinstance(until, datetime.datetime):
                 return until.timestamp()
+            if not _finite_number(until):
+                raise ValueError(f"sleep_until takes a datetime or a Unix time in "
+                                 f"seconds, not {until!r}")
             return float(until)
-        if seconds < 0:
-            raise ValueError("sleep seconds must not be negative")
+        if not _finite_number(seconds) or seconds < 0:
+            raise ValueError(f"sleep takes a number of seconds >= 0, not {seconds!r}")
         return time.time() + seconds
 
     def begin_sleep(self, wake_at):
         """The savepoint taken next records the wait: its due time puts the execution
         back on the queue at ``wake_at`` should this process die meanwhile."""
         unload = wake_at - time.time() > self.runner.sleep_max_seconds
+        self.before_change()
         if unload:
             self.record["status"] = Status.WAITING.value
             wake_at = until_timeout(self.record, wake_at)
@@ -253,12 +292,14 @@ class FlowAPI:
         found = self.store.message(self.execution_id, topic, received.get(topic, 0))
         if found is None:
             return None
+        self.before_change()
         self.record.update(received={**received, topic: found[0]}, receiving=None)
         return (found[1],)
 
     def begin_receive(self, topic, timeout):
         """The savepoint taken next records the wait: WAITING, due at its timeout."""
         deadline = None if timeout is None else time.time() + timeout
+        self.before_change()
         self.record.update(status=Status.WAITING.value, receiving=topic,
                            due=until_timeout(self.record, deadline))
         return Receiving(topic, deadline)
@@ -374,8 +415,7 @@ class FlowAPI:
         self._guarded_put()
 
     def set_timeout(self, seconds):
-        if seconds is not None and (isinstance(seconds, bool) or
-                                    not isinstance(seconds, (int, float)) or seconds < 0):
+        if seconds is not None and (not _finite_number(seconds) or seconds < 0):
             raise ValueError(f"set_timeout takes a number of seconds >= 0, not {seconds!r}")
         self.record["timeout_at"] = None if seconds is None else time.time() + seconds
         self._guarded_put()

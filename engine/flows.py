@@ -23,10 +23,23 @@ def flow_name(flow):
                         f"{type(flow).__name__} {flow!r}")
     if "<locals>" in flow.__qualname__ or flow.__module__ is None:
         raise ValueError(f"flow {flow.__qualname__} must be defined at module level")
+    refuse_unrunnable(flow)
     module_name = flow.__module__
     if module_name == "__main__":
         module_name = _main_module_name(flow)
     return f"{module_name}:{flow.__qualname__}"
+
+
+def refuse_unrunnable(flow):
+    """A flow is a plain function that returns its output: a generator, coroutine or
+    async generator function would only make an object, which no worker can drive."""
+    for test, what in ((inspect.isgeneratorfunction, "a generator function"),
+                       (inspect.iscoroutinefunction, "a coroutine function (async def)"),
+                       (inspect.isasyncgenfunction, "an async generator function")):
+        if test(flow):
+            raise ValueError(f"flow {flow.__qualname__} is {what}; a flow is a plain "
+                             f"function (def, no yield) that returns its output -- it may "
+                             f"call generator functions of its own")
 
 
 _MAIN_SAFE = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
@@ -89,6 +102,7 @@ def load_flow(name):
             target = getattr(target, part)
     except AttributeError:
         raise FlowNotFound(f"module {module_name} has no flow {qualname!r}") from None
+    refuse_unrunnable(target)          # started by name: not checked at start
     return target
 
 

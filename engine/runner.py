@@ -16,8 +16,8 @@ import time
 from typing import Any, NamedTuple
 
 from engine import _codec, _flowapi, _frames
-from engine.errors import (FlowNotFound, InvalidTransition, SavepointError, StoreFull,
-                           StoreUnavailable)
+from engine.errors import (FlowError, FlowNotFound, InvalidTransition, SavepointError,
+                           StoreFull, StoreUnavailable)
 from engine.flowapi import FlowAPI, Receiving, Retrying, Success, until_timeout
 from engine.flows import import_flow_module, load_flow
 from engine.leaving import Fail, Gone, Idle, Load, Lost, Park, Stop, Timeout
@@ -560,6 +560,8 @@ class Run:
             raise
         except _NOT_WRITTEN:
             raise                                    # drive puts it back on the queue
+        except FlowError as e:                      # this.error(message): the message
+            self.end(Status.ENDED_ERROR, error=str(e))
         except Exception as e:
             self.end(Status.ENDED_ERROR, error=f"{type(e).__name__}: {e}")
         except BaseException:                        # Ctrl-C, SystemExit: back to the queue
@@ -666,6 +668,7 @@ class Run:
 
     def write_end(self, status, output=None, error=None):
         """Write the execution's end (the caller holds the lock)."""
+        self.api.put_back_unsaved()             # a refused savepoint's changes (caught)
         record = self.record
         record.update(status=status.value, output=output, error=error, due=None,
                       updated_at=time.time(), timeout_at=None)

@@ -41,6 +41,19 @@ START_ATTEMPTS = 5           # a worker that fails to start that many times in a
 RESPAWN_BACKOFF = (0.5, 30.0)   # first and longest wait before starting it again
 
 
+def refuse_script_rerun():
+    """multiprocessing's spawn runs the parent's __main__ script again in each new worker
+    before the worker's own code (multiprocessing/spawn.py: _main sets
+    current_process()._inheriting meanwhile, which its own _check_not_importing_main
+    reads, 3.11).  An Engine made then is the script's top-level code running again: it
+    would start its flows once more in every worker the pool starts."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise WorkerStartError(
+            "an Engine was made while a worker process started: the script that called "
+            "eng.work() runs again in each worker -- put its top-level code under "
+            "`if __name__ == \"__main__\":`")
+
+
 def report_name(host, pid):
     """The setting a worker's reports go to."""
     return f"{REPORT_PREFIX}{host}:{pid}"
@@ -111,8 +124,8 @@ class Pool:
     """A supervisor and its worker processes."""
 
     def __init__(self, eng, processes, connectors=None):
-        if processes < 1:
-            raise ValueError("processes must be at least 1")
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"processes must be a whole number >= 1, not {processes!r}")
         # Workers are fresh interpreters ("spawn"): LMDB environments must not cross a
         # fork.  Connectors reach them by import path -- module-level functions, or a
         # module with register(eng) -- never as closures.

@@ -23,7 +23,7 @@ import lmdb
 
 from engine import _codec, _commit, signing
 from engine.config import DURABILITIES, RETENTIONS, default_path
-from engine.errors import CorruptSavepoint, SavepointError
+from engine.errors import CorruptSavepoint, SavepointError, StoreClosed
 from engine.store import check as store_check, lmdbclaims, lmdbfile, lmdblisting, records
 from engine.store.base import StoreProtocol, retention_error
 from engine.store.lmdbtables import (DATABASES, U64, Tables, code_user_key, due_key,
@@ -263,11 +263,17 @@ class LmdbStore(StoreProtocol):
         writes of the moment: ``work`` may run on another thread, and again); a full map
         is grown and the whole transaction retried, so nothing is lost.  A full device
         raises StoreFull, and nothing was written."""
+        self._check_open()
         if self._room.short:
             self._environment.make_room()
         return self._writer.write(work)
 
+    def _check_open(self):
+        if not self._open:
+            raise StoreClosed(f"the store at {self.path} is closed: open a new Engine")
+
     def _read(self, work):
+        self._check_open()
         while True:
             try:
                 return self._gate.read(self.env, work)

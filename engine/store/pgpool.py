@@ -33,7 +33,7 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from engine.errors import StoreUnavailable
+from engine.errors import StoreClosed, StoreUnavailable
 from engine.store.pgwarm import WarmConnections
 from engine.store.location import redacted
 
@@ -225,6 +225,8 @@ class Pool:
         StoreUnavailable.  Nested operations are retried by the outermost."""
         if self._operation() is not None:
             return work(*args, **kwargs)
+        if self._pool.closed:       # not a lost connection: no use trying again
+            raise StoreClosed(f"{self.shown} is closed: open a new Engine")
         operation = self._local.operation = _Operation()
         try:
             while True:

@@ -13,7 +13,7 @@ the waiter), and a thread waits on the pool only when nothing is kept.  A connec
 goes back to the pool now and then (RECYCLE_SECONDS after it was taken from it), so the
 pool's own care of its connections (their lifetime, shrinking when idle) goes on; and
 one that is not idle (broken, or in a transaction) always goes back (the pool replaces,
-or rolls back, it).
+or rolls back, it), as does one given back once the pool is closed (which closes it).
 """
 import threading
 import time
@@ -52,7 +52,8 @@ class WarmConnections:
     def give(self, conn):
         """Give back a connection take() gave."""
         if conn.pgconn.transaction_status == pq.TransactionStatus.IDLE and \
-                time.monotonic() - self._taken_at.get(conn, 0.0) < RECYCLE_SECONDS:
+                time.monotonic() - self._taken_at.get(conn, 0.0) < RECYCLE_SECONDS and \
+                not self._pool.closed:      # closed: the pool closes it
             with self._lock:
                 if not self._waiting and len(self._kept) < KEPT:
                     self._kept.append(conn)

@@ -23,8 +23,9 @@ def _describe(obj):
     if "lock" in cls.__name__.lower() or cls.__name__ in ("Condition", "Semaphore", "Event"):
         return f"a lock ({name})", "release it and keep it out of the flow's locals"
     if isinstance(obj, (types.CoroutineType, types.AsyncGeneratorType)):
-        return (f"a {cls.__name__} object ({name}); coroutines and async generators cannot "
-                f"be saved (not yet)", "finish it before the Flow-API call")
+        what = "a coroutine" if isinstance(obj, types.CoroutineType) else "an async generator"
+        return (f"{what} ({name}); coroutines and async generators cannot be saved (not "
+                f"yet)", "finish it before the Flow-API call")
     if isinstance(obj, (types.FrameType, types.TracebackType)):
         return f"a {cls.__name__} ({name})", "keep it out of the flow's locals"
     if cls.__module__ not in ("builtins",) and not isinstance(obj, type):

@@ -1,6 +1,7 @@
 """The `engine` command, driven in subprocesses against a real store (LMDB and PostgreSQL:
 the store_path fixture): the installed console script, run from a directory of its own
 that holds the flows (not on PYTHONPATH), as a user runs it."""
+import datetime
 import json
 import os
 import socket
@@ -50,6 +51,22 @@ def test_run_list_show_savepoints_inspect(cli):
     human = cli("inspect", ok["id"], "2").stdout
     assert "frame 0: greet" in human
     assert any(line.split() == ["i", "int", "1"] for line in human.splitlines())
+
+
+def test_schedule_add_ls_rm(cli):
+    cli("schedule", "add", "beat", "cli_flows:greet", "--every", "60", "--inputs", "{}")
+    before = datetime.datetime.now(datetime.timezone.utc)
+    rows = json.loads(cli("schedule", "ls", "--json").stdout)
+    assert [(r["name"], r["flow"], r["every"]) for r in rows] == [("beat", "cli_flows:greet",
+                                                                  60.0)]
+    # an aware UTC time, as every other time --json prints
+    upcoming = datetime.datetime.fromisoformat(rows[0]["next"])
+    assert upcoming.utcoffset() == datetime.timedelta(0)
+    assert before < upcoming <= before + datetime.timedelta(seconds=61)
+    assert f"{upcoming:%Y-%m-%d %H:%M:%S} UTC" in cli("schedule", "ls", "--utc").stdout
+    cli("schedule", "rm", "beat")
+    assert json.loads(cli("schedule", "ls", "--json").stdout) == []
+    assert cli("schedule", "rm", "beat", expect=2).stderr == "engine: no schedule named 'beat'\n"
 
 
 def test_restore_fork_delete(cli):

@@ -95,6 +95,20 @@ def test_sending_to_an_unknown_or_ended_execution_raises(eng, store_path, capsys
     assert "not JSON" in capsys.readouterr().err
 
 
+def test_a_receive_whose_savepoint_is_refused_leaves_the_message_unreceived(eng):
+    """The flow catches the SavepointError of a receive (and of a sleep, and of a
+    receive that would wait): the message stays for the next receive, and nothing the
+    refused calls began (received mark, WAITING) reaches the store."""
+    ex = eng.start(flows.refused_receive_and_sleep)
+    eng.send(ex.id, "t", "hello")
+    eng.run()
+    done = eng.get(ex.id)
+    assert done.status == Status.ENDED_SUCCESS, done.error
+    assert done.output == ["refused"] * 3
+    assert done.log[-1][1] == "state after hello"
+    assert [sp.action for sp in eng.savepoints(ex.id)] == ["receive", "log"]
+
+
 def test_messages_go_with_their_execution(eng):
     eng.start(flows.receives_with_timeout, {"timeout": 0}, id="m-1")
     eng.send("m-1", "never", "old")

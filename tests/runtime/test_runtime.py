@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import rt_flows
-from engine import Engine, Status
+from engine import Engine, Status, StoreClosed
 from locations import SUPPORT
 from seed_example import UploadServer, make_database
 from waiting import wait_for
@@ -144,7 +144,51 @@ def test_a_flow_api_call_inside_a_sorted_key_callback_is_refused(eng):
     assert "C code" in ex.output
 
 
+def test_a_child_that_failed_fails_its_parent_with_the_child_and_its_error(eng):
+    parent = eng.execute(rt_flows.fails_through_a_child)
+    child = [ex for ex in eng.executions() if ex.parent == parent.id][0]
+    assert child.error == "failed on request"
+    assert parent.status == Status.ENDED_ERROR
+    assert parent.error == f"child execution {child.id} failed: failed on request"
+
+
+def test_an_engine_used_after_close_says_it_is_closed(store_path):
+    eng = Engine(store_path, durability="async")
+    ex = eng.start(rt_flows.straight_line)
+    eng.close()
+    eng.close()                                     # twice: nothing more happens
+    for use in (eng.executions, lambda: eng.get(ex.id),
+                lambda: eng.start(rt_flows.straight_line)):
+        with pytest.raises(StoreClosed, match="is closed: open a new Engine"):
+            use()                                   # at once: PostgreSQL does not retry it
+    with Engine(store_path, durability="async") as again:
+        assert again.get(ex.id).status == Status.QUEUED
+
+
+@pytest.mark.parametrize("call, arg, words", [
+    ("sleep", "1", "sleep takes a number of seconds >= 0, not '1'"),
+    ("sleep", None, "sleep takes a number of seconds >= 0, not None"),
+    ("sleep", float("nan"), "sleep takes a number of seconds >= 0, not nan"),
+    ("sleep", float("inf"), "sleep takes a number of seconds >= 0, not inf"),
+    ("sleep", -1, "sleep takes a number of seconds >= 0, not -1"),
+    ("sleep_until", "tomorrow",
+     "sleep_until takes a datetime or a Unix time in seconds, not 'tomorrow'"),
+    ("sleep_until", None, "sleep_until takes a datetime or a Unix time in seconds, not None"),
+    ("set_timeout", float("nan"), "set_timeout takes a number of seconds >= 0, not nan"),
+    ("save_dump", 123, "save_dump takes a name that is a str or None, not 123"),
+    ("create_savepoint", b"x", "create_savepoint takes a name that is a str or None, not b'x'"),
+])
+def test_a_flow_api_argument_of_the_wrong_kind_is_refused_naming_the_call(tmp_path, call,
+                                                                          arg, words):
+    with Engine(tmp_path / "store", durability="async") as eng:
+        ex = eng.execute(rt_flows.misuses_the_flow_api, {"call": call, "arg": arg})
+        assert ex.status == Status.ENDED_ERROR and ex.error == f"ValueError: {words}"
+        assert eng.savepoints(ex.id) == []
+
+
 def test_bad_arguments_are_refused_clearly(tmp_path, store_path):
+    with pytest.raises(ValueError, match="path must be a directory or a postgresql:// URL"):
+        Engine(5)
     with pytest.raises(ValueError, match="savepoint_retention"):
         Engine(tmp_path / "a", savepoint_retention="some")
     with pytest.raises(ValueError, match="durability"):
@@ -154,6 +198,15 @@ def test_bad_arguments_are_refused_clearly(tmp_path, store_path):
             eng.start(lambda system, this, inputs: None)
         with pytest.raises(KeyError):
             eng.get("nope")
+        # a generator or coroutine function would only make an object: refused at start,
+        # and a run started by name ends with the same words
+        for flow, what in ((rt_flows.api_pages, "a generator function"),
+                           (rt_flows.async_flow, "a coroutine function")):
+            with pytest.raises(ValueError, match=f"api_pages|async_flow.* is {what}"):
+                eng.start(flow)
+        by_name = eng.execute("rt_flows:api_pages")
+        assert by_name.status == Status.ENDED_ERROR
+        assert "ValueError: flow api_pages is a generator function" in by_name.error
         ex = eng.execute(rt_flows.straight_line)       # no "effect" connector here
         assert ex.status == Status.ENDED_ERROR and "no connector named 'effect'" in ex.error
 
@@ -403,7 +456,8 @@ def test_the_rest_of_the_flow_api(eng):
     again = eng.execute(rt_flows.api_tour, {"x": 2})
     assert again.output["count"] == 2                # settings are shared
     failed = eng.execute(rt_flows.api_tour, {"fail": True})
-    assert failed.status == Status.ENDED_ERROR and "failed on request" in failed.error
+    # SPEC: this.error(message) ends it ENDED_ERROR with error = message, as given
+    assert failed.status == Status.ENDED_ERROR and failed.error == "failed on request"
     actions = [sp.action for sp in eng.savepoints(ex.id)]
     assert actions[:5] == ["setting", "setting.get", "setting.set", "set_output",
                            "sleep_until"]

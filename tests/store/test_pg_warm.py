@@ -65,3 +65,14 @@ def test_a_connection_taken_long_ago_goes_back_to_the_pool(pool, monkeypatch):
     warm.give(conn)
     warm.take(5)
     assert pool.get_stats()["requests_num"] == before + 1      # from the pool, not kept
+
+
+def test_a_connection_given_back_after_the_pool_closed_is_closed(pg_url):
+    pool = ConnectionPool(pg_url, min_size=1, max_size=2, open=True,
+                          kwargs={"autocommit": True})
+    warm = WarmConnections(pool)
+    conn = warm.take(5)
+    warm.flush()
+    pool.close()
+    warm.give(conn)
+    assert conn.closed

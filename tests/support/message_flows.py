@@ -41,6 +41,24 @@ def start_many(path, ids, ready_file):
 
 
 
+def refused_receive_and_sleep(system, this, inputs):
+    """Calls whose savepoints are refused (a lock in the locals), the errors caught; then
+    the lock goes and the flow receives and sleeps for real."""
+    from engine import SavepointError
+    import threading
+    refused = []
+    lock = threading.Lock()
+    for call in (lambda: this.receive("t"), lambda: this.sleep(0.01),
+                 lambda: this.receive("t", timeout=5)):
+        try:
+            call()
+        except SavepointError:
+            refused.append("refused")
+    del lock
+    this.log("state after", this.receive("t", timeout=0))
+    return refused
+
+
 def hang_once(marker):
     """A connector that, the first time (while ``marker`` does not exist), makes the
     marker and hangs: the test SIGKILLs the process there."""

@@ -178,6 +178,21 @@ def api_tour(system, this, inputs):
     return this.success({"id": this.id, "inputs": this.inputs, "count": counter.get()})
 
 
+async def async_flow(system, this, inputs):
+    """Not a flow: test_runtime checks that start refuses it."""
+    return inputs
+
+
+def misuses_the_flow_api(system, this, inputs):
+    """One Flow-API call given an argument of the wrong kind (inputs: call, arg)."""
+    getattr(this, inputs["call"])(inputs["arg"])
+    return "not refused"
+
+
+def fails_through_a_child(system, this, inputs):
+    return this.flow(api_tour, {"fail": True})
+
+
 def times_out(system, this, inputs):
     this.set_timeout(0.05)
     __import__("time").sleep(0.1)

@@ -202,6 +202,14 @@ def test_a_closure_connector_cannot_be_sent_to_workers(store_path):
             eng.work(processes=1)
 
 
+@pytest.mark.parametrize("processes", [0, "2", None, 1.5])
+def test_a_pool_size_that_is_not_a_whole_number_of_processes_is_refused(tmp_path,
+                                                                        processes):
+    with Engine(tmp_path / "store", durability="async") as eng:
+        with pytest.raises(ValueError, match="processes must be a whole number >= 1"):
+            eng.work(processes=processes)
+
+
 def test_workers_killed_while_they_start_do_not_make_the_pool_give_up(tmp_path, store_path):
     # as many SIGKILLs as START_ATTEMPTS, each while the worker is still starting: not
     # the worker's fault (an operator, a chaos test, the OOM killer), so the pool goes on
@@ -224,3 +232,24 @@ def test_workers_killed_while_they_start_do_not_make_the_pool_give_up(tmp_path, 
     finally:
         said = stop(pool)
     assert "giving up" not in said
+
+
+def test_a_script_without_a_main_guard_starts_nothing_again_in_its_workers(tmp_path):
+    """eng.start + eng.work() at a script's top level: spawn runs the script again in
+    each worker it starts.  There the Engine is refused (the worker fails to start, and
+    the pool gives up) -- the flow is not started once more per worker."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "unguarded.py").write_text(
+        "from engine import Engine\n"
+        "import rt_flows\n"
+        "eng = Engine('store', durability='async')\n"
+        "eng.start(rt_flows.sleeper, {'seconds': 0})\n"
+        "eng.work(processes=1)\n")
+    proc = subprocess.run([sys.executable, "unguarded.py"], cwd=work, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=SUPPORT))
+    assert proc.returncode == 1
+    assert "failed to start" in proc.stderr and "giving up" in proc.stderr
+    assert "put its top-level code under `if __name__ == \"__main__\":`" in proc.stderr
+    with Engine(work / "store") as eng:
+        assert len(eng.executions()) == 1
