@@ -5,10 +5,35 @@ an empty database on the session's PostgreSQL cluster (tests/support/pgcluster.p
 ``new_store(name)`` makes more of them.  Tests that take either run once per store.  A
 machine without a PostgreSQL server fails those tests loudly -- they are never skipped.
 """
+import pathlib
+
 import pytest
 
 STORES = ("lmdb", "postgres")
 SECRET = "the test suite's signing key"     # the PostgreSQL stores' key (processes share it)
+_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.stash[_PASSED] = report.passed
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """A test that passed gives back its LMDB stores' space once its fixtures are down:
+    a store allocates its whole map (64 MB, posix_fallocate: never a SIGBUS), and the
+    suite makes some 800 of them -- over 20 GB were it all kept.  Everything else of its
+    tmp dir (screenshots, logs) stays; a failed test keeps its stores too."""
+    result = yield
+    tmp = (item.funcargs or {}).get("tmp_path")
+    if item.stash.get(_PASSED, False) and isinstance(tmp, pathlib.Path):
+        for data in tmp.rglob("data.mdb"):
+            data.unlink(missing_ok=True)
+    return result
 
 
 @pytest.fixture(scope="session")
