@@ -145,8 +145,6 @@ class FlowAPI:
         return savepoint_id(self.execution_id, (self.record.get("last_seq") or 0) + 1)
 
     def savepoint(self, frames, action, result, kind="implicit", name=None):
-        if name is not None and not isinstance(name, str):     # this.save_dump(123)
-            raise ValueError(f"{action} takes a name that is a str or None, not {name!r}")
         run = self.run
         chunks = {}
         record, codes = _codec.encode_snapshot(frames, externals=run.externals,

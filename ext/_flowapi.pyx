@@ -60,6 +60,8 @@ cdef class This:
 
     cdef _dump(self, name, action):
         self._ctx.check()
+        if name is not None and not isinstance(name, str):     # this.save_dump(123)
+            raise ValueError(f"{action} takes a name that is a str or None, not {name!r}")
         savepoint_id = self._ctx.next_savepoint_id()
         self._save(action, savepoint_id, "explicit", name)
         return savepoint_id
